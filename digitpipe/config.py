@@ -1,0 +1,74 @@
+"""The one typed configuration: built once at the entry point from mlflow.yaml, the environment and CLI flags."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from digitpipe.errors import UserError
+from digitpipe.models import MODEL_NAMES
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class TrackingConfig(_Frozen):
+    """Where runs and models go, and when a model earns the champion alias (the `mlflow.yaml` file)."""
+
+    tracking_uri: str = "sqlite:///mlflow.db"
+    artifact_location: str | None = None  # None: MLflow's default next to the tracking store
+    experiment: str = "digitpipe"
+    registered_model: str = "digits"
+    champion_alias: str = "champion"
+    min_accuracy: float = Field(0.0, ge=0, le=1)  # a challenger below this never becomes champion
+    min_improvement: float = Field(0.0, ge=0, le=1)  # accuracy points (as a fraction) it must beat the champion by
+
+
+class PipelineConfig(_Frozen):
+    """Everything one pipeline run needs, passed down from the entry point."""
+
+    data: Path
+    models: tuple[str, ...] = ("logreg", "lenet")
+    epochs: int | None = Field(None, ge=1)  # overrides every net's epoch count when set
+    seed: int = 42
+    test_fraction: float = Field(0.25, gt=0, lt=1)
+    val_fraction: float = Field(0.1, gt=0, lt=1)
+    min_rows: int = Field(100, ge=1)
+    out_dir: Path = Path("outputs")
+    summary: Path | None = None
+    tracking: TrackingConfig = TrackingConfig()
+
+    @field_validator("models")
+    @classmethod
+    def _known_models(cls, models: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = [m for m in models if m not in MODEL_NAMES]
+        if unknown or not models:
+            raise ValueError(f"unknown model(s) {unknown}; choose from {', '.join(MODEL_NAMES)}")
+        return tuple(dict.fromkeys(models))
+
+
+def load_tracking_config(path: Path | None = None) -> TrackingConfig:
+    """Read `mlflow.yaml` (if present); MLFLOW_TRACKING_URI in the environment overrides its tracking_uri."""
+    values: dict = {}
+    if path is not None and path.exists():
+        try:
+            values = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise UserError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        values["tracking_uri"] = os.environ["MLFLOW_TRACKING_URI"]
+    return build(TrackingConfig, values, source=str(path or "defaults"))
+
+
+def build(model: type[BaseModel], values: dict, source: str) -> BaseModel:
+    """Validate `values` into `model`, turning pydantic's report into one user-readable line."""
+    try:
+        return model(**values)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise UserError(f"{source}: {where}: {first['msg']}") from None

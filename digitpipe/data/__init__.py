@@ -1,0 +1,7 @@
+"""Reading, splitting and describing digit datasets."""
+
+from digitpipe.data.dataset import Dataset
+from digitpipe.data.readers import load_dataset
+from digitpipe.data.split import Split, split_dataset
+
+__all__ = ["Dataset", "Split", "load_dataset", "split_dataset"]

@@ -1,0 +1,171 @@
+"""Readers for MNIST IDX files (gzipped or raw) and Kaggle "Digit Recognizer" CSVs, with format detection."""
+
+from __future__ import annotations
+
+import gzip
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from digitpipe.data.dataset import IMAGE_SHAPE, N_CLASSES, N_PIXELS, Dataset
+from digitpipe.errors import DataError
+
+IDX_IMAGES_MAGIC = 0x00000803  # unsigned byte, 3 dimensions
+IDX_LABELS_MAGIC = 0x00000801  # unsigned byte, 1 dimension
+GZIP_MAGIC = b"\x1f\x8b"
+PIXEL_COLUMNS = [f"pixel{i}" for i in range(N_PIXELS)]
+
+
+def load_dataset(path: str | Path, part: str = "train") -> Dataset:
+    """Read digits from an IDX folder, an IDX images file or a Kaggle CSV, whichever `path` is."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(path, "no such file or directory")
+    if path.is_dir():
+        images, labels = find_idx_pair(path, part)
+        return read_idx_pair(images, labels)
+    head = _head(path)
+    if head[:4] == struct.pack(">I", IDX_IMAGES_MAGIC):
+        return read_idx_pair(path, _labels_beside(path))
+    if head.startswith((b"label", b"pixel0")) or ".csv" in path.suffixes:
+        return read_kaggle_csv(path)
+    raise DataError(path, "neither an MNIST IDX file nor a Kaggle CSV (label,pixel0..pixel783)")
+
+
+def find_idx_pair(folder: Path, part: str = "train") -> tuple[Path, Path]:
+    """The images and labels IDX files of `part` (train or t10k) in `folder`, gzipped or raw."""
+    for images in sorted(folder.glob(f"{part}-images*idx3-ubyte*")):
+        return images, _labels_beside(images)
+    raise DataError(folder, f"no {part}-images-idx3-ubyte[.gz] file in this folder")
+
+
+def read_idx_pair(images_path: Path, labels_path: Path | None) -> Dataset:
+    """Images and (if given) labels from two IDX files; their counts must agree."""
+    images = read_idx(images_path, IDX_IMAGES_MAGIC)
+    labels = None if labels_path is None else read_idx(labels_path, IDX_LABELS_MAGIC)
+    if labels is not None:
+        if len(labels) != len(images):
+            raise DataError(labels_path, f"{len(labels)} labels for {len(images)} images in {images_path.name}")
+        _check_labels(labels_path, labels)
+        labels = labels.astype(np.int64)
+    return Dataset(images, labels, source=str(images_path))
+
+
+def read_idx(path: Path, magic: int) -> np.ndarray:
+    """One IDX array (images N x 28 x 28 or labels N), checking magic, shape and length."""
+    raw = _read_all(path)
+    if len(raw) < 8 or struct.unpack(">I", raw[:4])[0] != magic:
+        kind = "images (magic 0x00000803)" if magic == IDX_IMAGES_MAGIC else "labels (magic 0x00000801)"
+        raise DataError(path, f"not an IDX {kind} file")
+    ndim = raw[3]
+    dims = struct.unpack(f">{ndim}I", raw[4 : 4 + 4 * ndim])
+    if ndim == 3 and dims[1:] != IMAGE_SHAPE:
+        raise DataError(path, f"images are {dims[1]}x{dims[2]}, expected 28x28")
+    offset = 4 + 4 * ndim
+    expected = int(np.prod(dims, dtype=np.int64))
+    if len(raw) - offset != expected:
+        raise DataError(path, f"header promises {expected} bytes of data, file holds {len(raw) - offset}")
+    return np.frombuffer(raw, dtype=np.uint8, offset=offset).reshape(dims)
+
+
+def read_kaggle_csv(path: Path) -> Dataset:
+    """A Kaggle Digit Recognizer CSV: `label,pixel0..pixel783` (train) or `pixel0..pixel783` (test)."""
+    try:
+        frame = pd.read_csv(path, engine="pyarrow")  # ~10x faster than the C engine on 785 columns
+    except (pd.errors.EmptyDataError, ValueError, OSError, EOFError, zlib.error) as exc:
+        raise DataError(path, f"cannot parse as CSV ({_first_line(exc)})") from None
+    _check_columns(path, list(frame.columns))
+    if frame.empty:
+        raise DataError(path, "CSV has a header but no rows")
+    labels = frame.pop("label").to_numpy() if "label" in frame.columns else None
+    pixels = _checked_ints(path, frame, 0, 255, "pixel")
+    if labels is not None:
+        labels = _checked_ints(path, pd.DataFrame({"label": labels}), 0, N_CLASSES - 1, "label")[:, 0]
+    images = pixels.astype(np.uint8).reshape(-1, *IMAGE_SHAPE)
+    return Dataset(images, None if labels is None else labels.astype(np.int64), source=str(path))
+
+
+def _check_columns(path: Path, columns: list[str]) -> None:
+    expected = PIXEL_COLUMNS if columns[:1] != ["label"] else ["label", *PIXEL_COLUMNS]
+    if columns == expected:
+        return
+    unexpected = [c for c in columns if c not in expected]
+    missing = [c for c in expected if c not in columns]
+    detail = "; ".join(
+        part
+        for part in (
+            f"unexpected column(s) {', '.join(map(repr, unexpected[:3]))}" if unexpected else "",
+            f"missing column(s) {', '.join(missing[:3])}" if missing else "",
+        )
+        if part
+    )
+    raise DataError(path, f"header must be [label,]pixel0..pixel783: {detail or 'columns out of order'}")
+
+
+def _checked_ints(path: Path, frame: pd.DataFrame, low: int, high: int, what: str) -> np.ndarray:
+    """The frame as an int matrix, refusing text, floats, blanks and values outside [low, high]."""
+    for name, dtype in frame.dtypes.items():
+        if not pd.api.types.is_integer_dtype(dtype):
+            row = _first_bad_row(frame[name])
+            raise DataError(path, f"column {name} holds a non-integer value {row} (expected {what}s {low}..{high})")
+    values = frame.to_numpy()
+    bad = (values < low) | (values > high)
+    if bad.any():
+        row, col = np.argwhere(bad)[0]
+        raise DataError(path, f"row {row + 1}, column {frame.columns[col]}: {values[row, col]} is outside {low}..{high}")
+    return values
+
+
+def _first_bad_row(column: pd.Series) -> str:
+    numeric = pd.to_numeric(column, errors="coerce")
+    bad = numeric.isna() | (numeric != numeric.round())
+    if not bad.any():
+        return ""
+    row = int(np.flatnonzero(bad.to_numpy())[0])
+    return f"at row {row + 1} ({column.iloc[row]!r})"
+
+
+def _check_labels(path: Path, labels: np.ndarray) -> None:
+    if len(labels) and labels.max() >= N_CLASSES:
+        raise DataError(path, f"label {int(labels.max())} is outside 0..9")
+
+
+def _labels_beside(images_path: Path) -> Path | None:
+    """The labels file that goes with an images file (same name, labels-idx1); None for unlabelled sets."""
+    name = images_path.name.replace("images", "labels").replace("idx3", "idx1")
+    candidates = [images_path.with_name(name)]
+    candidates += [c.with_name(c.name + ".gz") for c in candidates] + [c.with_name(c.name.removesuffix(".gz")) for c in candidates]
+    return next((c for c in candidates if c.is_file()), None)
+
+
+def _head(path: Path, size: int = 16) -> bytes:
+    with path.open("rb") as f:
+        head = f.read(size)
+    if not head:
+        raise DataError(path, "file is empty")
+    if head.startswith(GZIP_MAGIC):
+        try:
+            with gzip.open(path, "rb") as f:
+                head = f.read(size)
+        except (OSError, EOFError, zlib.error) as exc:
+            raise DataError(path, f"corrupt gzip ({_first_line(exc)})") from None
+    return head
+
+
+def _read_all(path: Path) -> bytes:
+    try:
+        with path.open("rb") as f:
+            raw = f.read()
+        return gzip.decompress(raw) if raw.startswith(GZIP_MAGIC) else raw
+    except EOFError:
+        raise DataError(path, "truncated gzip file") from None
+    except (OSError, zlib.error) as exc:
+        raise DataError(path, f"cannot read ({_first_line(exc)})") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__

@@ -1,0 +1,37 @@
+"""Stratified, seeded splits: the book's 75/25 plus a validation slice of the training part."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from sklearn.model_selection import train_test_split
+
+from digitpipe.data.dataset import N_CLASSES, Dataset
+from digitpipe.errors import DataError
+
+
+@dataclass(frozen=True)
+class Split:
+    """Train (fit), validation (early stopping, learning curves) and test (held out, reported) parts."""
+
+    train: Dataset
+    val: Dataset
+    test: Dataset
+
+    def sizes(self) -> dict[str, int]:
+        """Row counts per part, for logging."""
+        return {"train": len(self.train), "val": len(self.val), "test": len(self.test)}
+
+
+def split_dataset(data: Dataset, test_fraction: float = 0.25, val_fraction: float = 0.1, seed: int = 42) -> Split:
+    """Stratify `data` into test (`test_fraction` of all) and val (`val_fraction` of the rest), deterministically."""
+    if data.labels is None:
+        raise DataError(data.source, "cannot split unlabelled data for training")
+    counts = np.bincount(data.labels, minlength=N_CLASSES)
+    if (counts < 3).any():
+        raise DataError(data.source, f"every digit needs at least 3 images to split; counts are {counts.tolist()}")
+    index = np.arange(len(data))
+    rest, test = train_test_split(index, test_size=test_fraction, stratify=data.labels, random_state=seed)
+    train, val = train_test_split(rest, test_size=val_fraction, stratify=data.labels[rest], random_state=seed)
+    return Split(data.subset(np.sort(train)), data.subset(np.sort(val)), data.subset(np.sort(test)))

@@ -1,0 +1,20 @@
+"""Errors a user can act on: the CLI prints them as one line and exits non-zero."""
+
+
+class UserError(Exception):
+    """A problem with what the user gave us (path, file, flag), not a bug."""
+
+    exit_code = 2
+
+
+class DataError(UserError):
+    """A data file that cannot be read as digits."""
+
+    def __init__(self, path: object, problem: str) -> None:
+        super().__init__(f"{path}: {problem}")
+
+
+class ValidationFailed(UserError):
+    """Data that was read but failed its expectations."""
+
+    exit_code = 1

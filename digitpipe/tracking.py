@@ -1,0 +1,165 @@
+"""The only module that talks to MLflow: runs, metrics, artifacts, the model registry and its aliases."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import warnings
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import onnx
+from mlflow import MlflowClient
+from mlflow.entities import Metric, Param
+from mlflow.exceptions import MlflowException
+
+from digitpipe.config import TrackingConfig
+from digitpipe.train import Callback, EpochResult
+
+PARENT_TAG = "mlflow.parentRunId"  # MLflow's own tag: the UI nests child runs under the parent
+MAX_BATCH = 900  # log_batch accepts at most 1000 metrics and 100 params per call
+MAX_PARAMS = 100
+
+
+@dataclass(frozen=True)
+class Champion:
+    """The version the champion alias points at, with the accuracy recorded when it was registered."""
+
+    version: str
+    model_name: str
+    accuracy: float
+    onnx_path: str
+
+
+@dataclass(frozen=True)
+class Promotion:
+    """What the promotion step decided."""
+
+    promoted: bool
+    champion: Champion
+    reason: str
+
+
+class Tracker:
+    """MLflow access for one pipeline configuration; every call names its run explicitly (thread-safe for Prefect)."""
+
+    def __init__(self, cfg: TrackingConfig) -> None:
+        self.cfg = cfg
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # keep CLI and CI logs clean
+        mlflow.set_tracking_uri(cfg.tracking_uri)  # log_model only knows the fluent, global URI
+        self.client = MlflowClient(cfg.tracking_uri)
+        for noisy in ("mlflow", "alembic"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
+        self.experiment_id = self._experiment_id()
+
+    def _experiment_id(self) -> str:
+        found = self.client.get_experiment_by_name(self.cfg.experiment)
+        if found is not None:
+            return found.experiment_id
+        return self.client.create_experiment(self.cfg.experiment, artifact_location=self.cfg.artifact_location)
+
+    @contextmanager
+    def run(self, name: str, parent_id: str | None = None, tags: Mapping[str, str] | None = None) -> Iterator[str]:
+        """A run that ends FINISHED, or FAILED if the block raises (never left RUNNING)."""
+        tags = dict(tags or {})
+        if parent_id:
+            tags[PARENT_TAG] = parent_id
+        run_id = self.client.create_run(self.experiment_id, run_name=name, tags=tags).info.run_id
+        try:
+            yield run_id
+        except BaseException:
+            self.client.set_terminated(run_id, "FAILED")
+            raise
+        self.client.set_terminated(run_id, "FINISHED")
+
+    def log_params(self, run_id: str, params: Mapping[str, object]) -> None:
+        """Parameters, batched (MLflow takes at most 100 per call)."""
+        items = [Param(k, str(v)) for k, v in params.items()]
+        for start in range(0, len(items), MAX_PARAMS):
+            self.client.log_batch(run_id, params=items[start : start + MAX_PARAMS])
+
+    def log_metrics(self, run_id: str, metrics: Mapping[str, float], step: int = 0) -> None:
+        """Metrics at one step, batched."""
+        now = _now_ms()
+        items = [Metric(k, float(v), now, step) for k, v in metrics.items()]
+        for start in range(0, len(items), MAX_BATCH):
+            self.client.log_batch(run_id, metrics=items[start : start + MAX_BATCH])
+
+    def epoch_logger(self, run_id: str) -> Callback:
+        """A training callback that logs each epoch's metrics with the epoch as step."""
+
+        def log_epoch(result: EpochResult) -> None:
+            metrics = {k: v for k, v in vars(result).items() if k != "epoch"}
+            self.log_metrics(run_id, {f"epoch_{k}" if k == "seconds" else k: v for k, v in metrics.items()}, result.epoch)
+
+        return log_epoch
+
+    def log_artifacts(self, run_id: str, folder: Path, artifact_path: str | None = None) -> None:
+        """Every file in `folder` (pictures, JSON, the ONNX file) as run artifacts."""
+        self.client.log_artifacts(run_id, str(folder), artifact_path)
+
+    def register_onnx(self, run_id: str, onnx_path: Path, images: np.ndarray, tags: Mapping[str, object]) -> str:
+        """Log the ONNX model on `run_id`, register it under the configured name, tag the version; returns it."""
+        proto = onnx.load(str(onnx_path))
+        rank = len(proto.graph.input[0].type.tensor_type.shape.dim)  # 2: [N, 784]; 4: [N, 1, 28, 28]
+        example = images.reshape((-1, 784) if rank == 2 else (-1, 1, 28, 28)).astype(np.float32)
+        signature = mlflow.models.infer_signature(example, np.zeros((len(example), 10), np.float32))
+        with warnings.catch_warnings(), mlflow.start_run(run_id=run_id):
+            warnings.simplefilter("ignore")  # mlflow warns about pip pins it cannot infer for onnx
+            info = mlflow.onnx.log_model(proto, name="model", registered_model_name=self.cfg.registered_model,
+                                         signature=signature, save_as_external_data=False)
+        version = str(info.registered_model_version)
+        for key, value in tags.items():
+            self.client.set_model_version_tag(self.cfg.registered_model, version, key, str(value))
+        return version
+
+    def champion(self) -> Champion | None:
+        """The version holding the champion alias, or None when there is none yet."""
+        try:
+            mv = self.client.get_model_version_by_alias(self.cfg.registered_model, self.cfg.champion_alias)
+        except MlflowException:
+            return None
+        return self._describe(mv.version, mv.tags)
+
+    def _describe(self, version: str, tags: Mapping[str, str]) -> Champion:
+        return Champion(str(version), tags.get("model_name", "?"), float(tags.get("test_accuracy", "nan")),
+                        tags.get("onnx_path", ""))
+
+    def promote_if_better(self, version: str) -> Promotion:
+        """Point the champion alias at `version` if it clears the floor and beats the champion by the margin."""
+        mv = self.client.get_model_version(self.cfg.registered_model, version)
+        challenger = self._describe(version, mv.tags)
+        current = self.champion()
+        reason = self._verdict(challenger, current)
+        promoted = reason.startswith("promoted")
+        if promoted:
+            self.client.set_registered_model_alias(self.cfg.registered_model, self.cfg.champion_alias, version)
+        self.client.set_model_version_tag(self.cfg.registered_model, version, "verdict", reason)
+        return Promotion(promoted, challenger if promoted else current or challenger, reason)
+
+    def _verdict(self, challenger: Champion, current: Champion | None) -> str:
+        if challenger.accuracy < self.cfg.min_accuracy:
+            return f"rejected: accuracy {challenger.accuracy:.4f} below the floor {self.cfg.min_accuracy:.4f}"
+        if current is None:
+            return "promoted: first champion"
+        gain = challenger.accuracy - current.accuracy
+        if gain > 0 and gain >= self.cfg.min_improvement:
+            return f"promoted: {challenger.accuracy:.4f} beats champion v{current.version} ({current.accuracy:.4f})"
+        return f"kept champion v{current.version}: {current.accuracy:.4f} vs challenger {challenger.accuracy:.4f}"
+
+    def local_onnx(self, champion: Champion, dest: Path) -> Path:
+        """A local copy of a champion's ONNX file: the path recorded at registration, else downloaded."""
+        if champion.onnx_path and Path(champion.onnx_path).is_file():
+            return Path(champion.onnx_path)
+        uri = f"models:/{self.cfg.registered_model}/{champion.version}"
+        folder = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(dest)))
+        return next(folder.rglob("*.onnx"))
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)

@@ -1,0 +1,100 @@
+"""Data validation with great-expectations on a per-image profile table.
+
+One row per image (label, pixel min/max/mean, ink fraction, content hash) instead of 784 per-pixel
+columns: the same guarantees for the checks below at a fraction of the cost (~40 s -> well under 1 s on 60k images).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from digitpipe.data.dataset import N_CLASSES, Dataset
+
+INK_THRESHOLD = 32  # a pixel brighter than this counts as ink; scanner noise stays below it
+
+
+@dataclass(frozen=True)
+class ValidationReport:
+    """Outcome of the expectation suite, one readable line per expectation."""
+
+    success: bool
+    lines: list[str]
+    statistics: dict
+
+    def text(self) -> str:
+        """The report as printed by the CLI."""
+        verdict = "PASSED" if self.success else "FAILED"
+        return "\n".join([f"data validation {verdict}", *self.lines])
+
+
+def profile(data: Dataset) -> pd.DataFrame:
+    """One row per image: the table the expectations run on."""
+    flat = data.flat()
+    table = pd.DataFrame({
+        "pixel_min": flat.min(axis=1).astype(np.int64),
+        "pixel_max": flat.max(axis=1).astype(np.int64),
+        "pixel_mean": flat.mean(axis=1),
+        "ink_fraction": (flat > INK_THRESHOLD).mean(axis=1),
+        "image_hash": [hashlib.blake2b(row.tobytes(), digest_size=8).hexdigest() for row in flat],
+    })
+    if data.labels is not None:
+        table.insert(0, "label", data.labels)
+    return table
+
+
+def expectations(labelled: bool, min_rows: int, max_blank: float = 0.01, max_duplicates: float = 0.01) -> list:
+    """The suite: table shape, value ranges, every digit present, few blank and few duplicate images."""
+    import great_expectations.expectations as gxe  # heavy import: only when validating
+
+    suite = [
+        gxe.ExpectTableRowCountToBeBetween(min_value=min_rows),
+        gxe.ExpectColumnValuesToBeBetween(column="pixel_min", min_value=0, max_value=255),
+        gxe.ExpectColumnValuesToBeBetween(column="pixel_max", min_value=0, max_value=255),
+        gxe.ExpectColumnValuesToBeBetween(column="ink_fraction", min_value=1e-9, mostly=1 - max_blank),
+        gxe.ExpectColumnProportionOfUniqueValuesToBeBetween(column="image_hash", min_value=1 - max_duplicates),
+    ]
+    if labelled:
+        suite += [
+            gxe.ExpectColumnValuesToNotBeNull(column="label"),
+            gxe.ExpectColumnValuesToBeInSet(column="label", value_set=list(range(N_CLASSES))),
+            gxe.ExpectColumnUniqueValueCountToBeBetween(column="label", min_value=N_CLASSES, max_value=N_CLASSES),
+        ]
+    return suite
+
+
+def validate(data: Dataset, min_rows: int = 100) -> ValidationReport:
+    """Run the suite on `data`'s profile with an ephemeral great-expectations context."""
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+    import great_expectations as gx
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    logging.getLogger("great_expectations").setLevel(logging.ERROR)
+    context = gx.get_context(mode="ephemeral")
+    context.variables.progress_bars = ProgressBarsConfig(globally=False)
+    batch = (context.data_sources.add_pandas("digits").add_dataframe_asset("profile")
+             .add_batch_definition_whole_dataframe("all"))
+    suite = gx.ExpectationSuite(name="digits", expectations=expectations(data.labels is not None, min_rows))
+    result = batch.get_batch(batch_parameters={"dataframe": profile(data)}).validate(suite)
+    lines = [_describe(r) for r in result.results]
+    return ValidationReport(bool(result.success), lines, dict(result.statistics))
+
+
+def _describe(result) -> str:
+    config = result.expectation_config
+    kwargs = {k: v for k, v in config.kwargs.items() if k not in ("batch_id", "value_set")}
+    if "observed_value" in result.result:
+        detail = f" (observed {_short(result.result['observed_value'])})"
+    else:
+        detail = f" ({_short(result.result.get('unexpected_percent', 0.0))}% unexpected)"
+    mark = "ok  " if result.success else "FAIL"
+    return f"  {mark} {config.type} {kwargs}{detail}"
+
+
+def _short(value: object) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)[:80]

@@ -1,0 +1,60 @@
+"""The training pipeline: validate -> split -> (train -> evaluate -> export -> register) per model -> promote."""
+
+from __future__ import annotations
+
+from prefect import flow
+
+from digitpipe import runtime, steps
+from digitpipe.config import PipelineConfig
+from digitpipe.data import Split
+from digitpipe.tracking import Tracker
+from tasks.data import load_data, split_data, validate_data
+from tasks.modeling import evaluate_model, export_model, train_model
+from tasks.registry import promote_champion, register_model
+
+
+@flow(name="train-digits", log_prints=True)
+def training_flow(cfg: PipelineConfig) -> dict:
+    """Train every configured model on cfg.data, register each, promote the best if it earned it; returns the summary."""
+    device = str(runtime.pick_device())
+    runtime.seed_everything(cfg.seed)
+    runtime.use_all_cores()
+    data = load_data(cfg.data)
+    validate_data(data, cfg.min_rows)
+    split = split_data(data, cfg)
+    tracker = Tracker(cfg.tracking)
+    with tracker.run("pipeline", tags={"data_digest": data.digest}) as parent_id:
+        tracker.log_params(parent_id, {"data": cfg.data, "data_digest": data.digest, "seed": cfg.seed,
+                                       "models": ",".join(cfg.models), "device": device,
+                                       **{f"split_{k}": v for k, v in split.sizes().items()}})
+        models = {name: train_one(name, cfg, split, device, tracker, parent_id) for name in cfg.models}
+        best = max(models, key=lambda name: models[name]["accuracy"])
+        promotion = promote_champion(tracker, models[best]["model_version"])
+        tracker.log_metrics(parent_id, {f"{name}_test_accuracy": m["accuracy"] for name, m in models.items()})
+    champion = promotion.champion
+    summary = {"models": models, "champion": {
+        "name": champion.model_name, "model_version": champion.version, "accuracy": champion.accuracy,
+        "onnx_path": str(tracker.local_onnx(champion, cfg.out_dir / "champion")), "promoted": promotion.promoted}}
+    print(f"champion: {champion.model_name} v{champion.version} ({champion.accuracy:.2%}); {promotion.reason}")
+    if cfg.summary:
+        steps.write_json(cfg.summary, summary)
+    return summary
+
+
+def train_one(name: str, cfg: PipelineConfig, split: Split, device: str, tracker: Tracker, parent_id: str) -> dict:
+    """One model from training to a registered version, in its own MLflow run under the pipeline's."""
+    with tracker.run(name, parent_id=parent_id) as run_id:
+        folder = cfg.out_dir / parent_id / name
+        spec = steps.model_spec(name, cfg.epochs)
+        tracker.log_params(run_id, {"model": name, "seed": cfg.seed, "device": device, **vars(spec)})
+        trained = train_model(name, cfg, split, device, [tracker.epoch_logger(run_id)])
+        evaluation, predicted = evaluate_model(trained, split, folder)
+        onnx_path = export_model(trained, split, predicted, folder)
+        tracker.log_metrics(run_id, {**evaluation.metrics(), "train_seconds": trained.train_seconds})
+        tracker.log_artifacts(run_id, folder, "report")
+        version = register_model(tracker, run_id, onnx_path, split.test.images[:5], {
+            "model_name": name, "test_accuracy": evaluation.accuracy, "onnx_path": onnx_path.resolve(),
+            "onnx_parity": "passed", "pipeline_run_id": parent_id})
+    return {"accuracy": evaluation.accuracy, "run_id": run_id, "model_version": version,
+            "onnx_path": str(onnx_path.resolve()), "train_seconds": trained.train_seconds}
+

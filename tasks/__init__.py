@@ -1,0 +1,1 @@
+"""Prefect task wrappers: a few lines each, calling digitpipe functions."""

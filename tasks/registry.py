@@ -1,0 +1,21 @@
+"""Registry tasks: I/O against MLflow, so retried with backoff."""
+
+from pathlib import Path
+
+import numpy as np
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from digitpipe.tracking import Promotion, Tracker
+
+
+@task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[2, 10])
+def register_model(tracker: Tracker, run_id: str, onnx_path: Path, images: np.ndarray, tags: dict) -> str:
+    """Register the ONNX model under the configured name; returns the new version."""
+    return tracker.register_onnx(run_id, onnx_path, images, tags)
+
+
+@task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[2, 10])
+def promote_champion(tracker: Tracker, version: str) -> Promotion:
+    """Move the champion alias to `version` only if it has earned it."""
+    return tracker.promote_if_better(version)
