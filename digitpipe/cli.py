@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -56,9 +57,21 @@ def validate(
     raise typer.Exit(0 if report.success else 1)
 
 
+class _DropUserErrorRecords(logging.Filter):
+    """Prefect logs a task's exception with its traceback; for user errors the CLI's one line says it all."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.exc_info and isinstance(record.exc_info[1], UserError))
+
+
 def main() -> None:
     """Console entry point: user errors become one line on stderr and a non-zero exit."""
-    logging.basicConfig(level=logging.WARNING)
+    # Prefect's throwaway local API migrates a sqlite db on first start: give it longer than the 20 s default.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+    for name in ("prefect.task_runs", "prefect.flow_runs"):
+        logging.getLogger(name).addFilter(_DropUserErrorRecords())
     try:
         app(standalone_mode=False)
     except UserError as exc:

@@ -28,7 +28,7 @@ def load_dataset(path: str | Path, part: str = "train") -> Dataset:
         images, labels = find_idx_pair(path, part)
         return read_idx_pair(images, labels)
     head = _head(path)
-    if head[:4] == struct.pack(">I", IDX_IMAGES_MAGIC):
+    if head[:3] == b"\x00\x00\x08":  # IDX of unsigned bytes; read_idx checks it is an images file
         return read_idx_pair(path, _labels_beside(path))
     if head.startswith((b"label", b"pixel0")) or ".csv" in path.suffixes:
         return read_kaggle_csv(path)

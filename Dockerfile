@@ -1,0 +1,24 @@
+# digitpipe worker image: installs the pinned dependencies, runs a Prefect worker as a non-root user.
+# Build: docker build -t digitpipe .
+FROM python:3.11-slim AS build
+WORKDIR /src
+COPY pyproject.toml requirements.lock README.md ./
+COPY digitpipe ./digitpipe
+COPY flows ./flows
+COPY tasks ./tasks
+# Same install as the README, into a venv we copy into the runtime stage; the CPU index serves torch==2.13.0+cpu.
+RUN python -m venv /opt/venv \
+    && /opt/venv/bin/pip install --no-cache-dir --extra-index-url https://download.pytorch.org/whl/cpu \
+       -c requirements.lock .
+
+FROM python:3.11-slim
+RUN useradd --create-home --uid 1000 digitpipe
+COPY --from=build /opt/venv /opt/venv
+WORKDIR /home/digitpipe/app
+COPY --chown=digitpipe:digitpipe flows ./flows
+COPY --chown=digitpipe:digitpipe tasks ./tasks
+COPY --chown=digitpipe:digitpipe data ./data
+COPY --chown=digitpipe:digitpipe mlflow.yaml prefect.yaml ./
+ENV PATH=/opt/venv/bin:$PATH DIGITPIPE_HOME=/home/digitpipe/app PYTHONUNBUFFERED=1
+USER digitpipe
+CMD ["prefect", "worker", "start", "--pool", "digitpipe-process", "--type", "process"]

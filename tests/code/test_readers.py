@@ -1,0 +1,124 @@
+"""Readers: IDX (gz and raw) and Kaggle CSV into one Dataset, and clear errors for bad files."""
+
+import gzip
+import shutil
+import struct
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from digitpipe.data import load_dataset
+from digitpipe.errors import DataError
+
+
+def write_idx(path, array, magic, compress=True):
+    payload = struct.pack(f">I{array.ndim}I", magic, *array.shape) + array.astype(np.uint8).tobytes()
+    path.write_bytes(gzip.compress(payload) if compress else payload)
+    return path
+
+
+def write_file(path, content):
+    path.write_bytes(content)
+    return path
+
+
+def write_csv(path, data, labelled=True):
+    frame = pd.DataFrame(data.flat(), columns=[f"pixel{i}" for i in range(784)])
+    if labelled:
+        frame.insert(0, "label", data.labels)
+    frame.to_csv(path, index=False)
+    return path
+
+
+def test_idx_folder_reads_images_and_labels(digits):
+    assert digits.images.shape == (1000, 28, 28) and digits.images.dtype == np.uint8
+    assert digits.labels.shape == (1000,) and set(np.unique(digits.labels)) == set(range(10))
+
+
+def test_raw_idx_and_gz_idx_give_the_same_digest(tmp_path, digits):
+    write_idx(tmp_path / "train-images-idx3-ubyte", digits.images, 0x803, compress=False)
+    write_idx(tmp_path / "train-labels-idx1-ubyte", digits.labels, 0x801, compress=False)
+    assert load_dataset(tmp_path).digest == digits.digest
+
+
+def test_images_file_finds_its_labels(tmp_path, fixture_dir, digits):
+    for f in fixture_dir.iterdir():
+        shutil.copy(f, tmp_path)
+    assert load_dataset(tmp_path / "train-images-idx3-ubyte.gz").digest == digits.digest
+
+
+def test_kaggle_csv_matches_idx_digest(tmp_path, digits):
+    data = load_dataset(write_csv(tmp_path / "train.csv", digits))
+    assert data.digest == digits.digest
+    np.testing.assert_array_equal(data.images, digits.images)
+
+
+def test_kaggle_test_csv_has_no_labels(tmp_path, digits):
+    data = load_dataset(write_csv(tmp_path / "test.csv", digits, labelled=False))
+    assert data.labels is None and len(data) == 1000
+
+
+def test_gzipped_csv(tmp_path, digits):
+    path = write_csv(tmp_path / "train.csv", digits)
+    (tmp_path / "train.csv.gz").write_bytes(gzip.compress(path.read_bytes()))
+    assert load_dataset(tmp_path / "train.csv.gz").digest == digits.digest
+
+
+def _bad_csv(tmp_path, digits, edit):
+    frame = pd.DataFrame(digits.flat()[:20], columns=[f"pixel{i}" for i in range(784)])
+    frame.insert(0, "label", digits.labels[:20])
+    frame = edit(frame)
+    path = tmp_path / "bad.csv"
+    frame.to_csv(path, index=False)
+    return path
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda f: f.drop(columns="pixel783"), "missing column"),
+    (lambda f: f.assign(pixel784=0), "unexpected column"),
+    (lambda f: f.rename(columns={"pixel3": "pixle3"}), "'pixle3'"),
+    (lambda f: f.astype({"pixel5": object}).assign(pixel5=lambda d: ["x"] + list(d.pixel5[1:])), "non-integer"),
+    (lambda f: f.assign(pixel9=lambda d: [256] + list(d.pixel9[1:])), "256 is outside 0..255"),
+    (lambda f: f.assign(pixel9=lambda d: [-1] + list(d.pixel9[1:])), "-1 is outside 0..255"),
+    (lambda f: f.assign(pixel9=lambda d: [0.5] + list(d.pixel9[1:])), "non-integer"),
+    (lambda f: f.assign(label=lambda d: [10] + list(d.label[1:])), "10 is outside 0..9"),
+    (lambda f: f.iloc[:0], "no rows"),
+])
+def test_bad_csv_is_refused_with_reason(tmp_path, digits, edit, message):
+    with pytest.raises(DataError, match=message):
+        load_dataset(_bad_csv(tmp_path, digits, edit))
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda p, d: p / "nothing-here", "no such file"),
+    (lambda p, d: write_file(p / "empty.csv", b""), "empty"),
+    (lambda p, d: write_file(p / "notes.txt", b"hello, digits\n"), "neither"),
+    (lambda p, d: write_idx(p / "x-images-idx3-ubyte.gz", d.images[:10], 0x801), "not an IDX images"),
+    (lambda p, d: write_idx(p / "x-images-idx3-ubyte.gz", np.zeros((4, 27, 28)), 0x803), "27x28"),
+])
+def test_bad_file_is_refused_with_reason(tmp_path, digits, make, message):
+    with pytest.raises(DataError, match=message):
+        load_dataset(make(tmp_path, digits))
+
+
+def test_truncated_gzip_is_refused(tmp_path, fixture_dir):
+    raw = (fixture_dir / "train-images-idx3-ubyte.gz").read_bytes()
+    (tmp_path / "train-images-idx3-ubyte.gz").write_bytes(raw[: len(raw) // 2])
+    shutil.copy(fixture_dir / "train-labels-idx1-ubyte.gz", tmp_path)
+    with pytest.raises(DataError, match="truncated"):
+        load_dataset(tmp_path)
+
+
+def test_image_and_label_counts_must_agree(tmp_path, digits):
+    write_idx(tmp_path / "train-images-idx3-ubyte.gz", digits.images, 0x803)
+    write_idx(tmp_path / "train-labels-idx1-ubyte.gz", digits.labels[:999], 0x801)
+    with pytest.raises(DataError, match="999 labels for 1000 images"):
+        load_dataset(tmp_path)
+
+
+def test_short_idx_payload_is_refused(tmp_path, digits):
+    path = write_idx(tmp_path / "train-images-idx3-ubyte", digits.images[:3], 0x803, compress=False)
+    path.write_bytes(path.read_bytes()[:-5])
+    with pytest.raises(DataError, match="header promises"):
+        load_dataset(path)

@@ -1,0 +1,112 @@
+"""End to end: the Prefect flow on the real fixture against a sqlite MLflow store, checked through the registry."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from mlflow import MlflowClient
+
+from digitpipe import cli
+from digitpipe.config import PipelineConfig, TrackingConfig
+from digitpipe.data import split_dataset
+from digitpipe.scoring import OnnxScorer
+
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_api")]
+
+
+@pytest.fixture(scope="module")
+def tracking(mlflow_store, tmp_path_factory) -> TrackingConfig:
+    return TrackingConfig(tracking_uri=mlflow_store, experiment="pipeline-test", registered_model="digits-test",
+                          artifact_location=str(tmp_path_factory.mktemp("artifacts")))
+
+
+@pytest.fixture(scope="module")
+def first_run(fixture_dir, tracking, tmp_path_factory):
+    """logreg + a 3-epoch LeNet on the fixture: the run every test below inspects."""
+    from flows.training import training_flow
+
+    out = tmp_path_factory.mktemp("run1")
+    cfg = PipelineConfig(data=fixture_dir, epochs=3, out_dir=out, summary=out / "summary.json", tracking=tracking)
+    summary = training_flow(cfg)
+    return cfg, summary
+
+
+def test_summary_file_matches_returned_summary(first_run):
+    cfg, summary = first_run
+    assert json.loads(cfg.summary.read_text()) == summary
+    assert set(summary["models"]) == {"logreg", "lenet"}
+
+
+def test_both_models_registered_and_champion_is_the_better(first_run, tracking):
+    _, summary = first_run
+    client = MlflowClient(tracking.tracking_uri)
+    versions = {str(mv.version): mv for mv in client.search_model_versions(f"name='{tracking.registered_model}'")}
+    for name, model in summary["models"].items():
+        mv = versions[model["model_version"]]
+        assert mv.tags["model_name"] == name and mv.run_id == model["run_id"]
+        assert float(mv.tags["test_accuracy"]) == pytest.approx(model["accuracy"])
+    best = max(summary["models"], key=lambda n: summary["models"][n]["accuracy"])
+    champion = client.get_model_version_by_alias(tracking.registered_model, "champion")
+    assert str(champion.version) == summary["models"][best]["model_version"] == summary["champion"]["model_version"]
+    assert summary["champion"]["promoted"] is True and summary["champion"]["name"] == best
+
+
+def test_runs_are_nested_and_carry_metrics_and_pictures(first_run, tracking):
+    _, summary = first_run
+    client = MlflowClient(tracking.tracking_uri)
+    lenet = client.get_run(summary["models"]["lenet"]["run_id"])
+    parent = client.get_run(lenet.data.tags["mlflow.parentRunId"])
+    assert parent.info.status == "FINISHED" and "data_digest" in parent.data.params
+    assert [m.step for m in client.get_metric_history(lenet.info.run_id, "val_accuracy")] == [1, 2, 3]
+    assert lenet.data.params["epochs"] == "3" and lenet.data.params["lr"] == "0.05"
+    pictures = {a.path for a in client.list_artifacts(lenet.info.run_id, "report")}
+    assert {"report/confusion_matrix.png", "report/learning_curve.png", "report/confusion_matrix.json"} <= pictures
+
+
+def test_onnx_files_agree_with_reported_accuracy(first_run, fixture_dir):
+    cfg, summary = first_run
+    test = split_dataset(__import__("digitpipe.data", fromlist=["load_dataset"]).load_dataset(fixture_dir)).test
+    for model in summary["models"].values():
+        accuracy = np.mean(OnnxScorer(model["onnx_path"]).predict(test.images) == test.labels)
+        assert accuracy == pytest.approx(model["accuracy"])
+    assert summary["champion"]["onnx_path"] == summary["models"][summary["champion"]["name"]]["onnx_path"]
+
+
+def test_weaker_challenger_does_not_move_the_champion(first_run, fixture_dir, tracking, tmp_path):
+    from flows.training import training_flow
+
+    _, first = first_run
+    weaker = "lenet" if first["champion"]["name"] == "logreg" else "logreg"
+    cfg = PipelineConfig(data=fixture_dir, models=(weaker,), epochs=1, out_dir=tmp_path, tracking=tracking)
+    summary = training_flow(cfg)
+    assert summary["champion"]["promoted"] is False
+    assert summary["champion"]["model_version"] == first["champion"]["model_version"]
+    mv = MlflowClient(tracking.tracking_uri).get_model_version(
+        tracking.registered_model, summary["models"][weaker]["model_version"])
+    assert mv.tags["verdict"].startswith("kept champion")
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"", "file is empty"),
+    (b"label,pixel0\n1,2\n", "header must be"),
+    (b"\x00\x01\x02 not digits", "neither an MNIST IDX file nor a Kaggle CSV"),
+])
+def test_cli_bad_input_is_one_line_and_registers_nothing(
+        content, message, tmp_path, tracking, monkeypatch, capsys, first_run):
+    bad = tmp_path / "bad.bin"
+    bad.write_bytes(content)
+    client = MlflowClient(tracking.tracking_uri)
+    before = len(client.search_model_versions(f"name='{tracking.registered_model}'"))
+    champion = str(client.get_model_version_by_alias(tracking.registered_model, "champion").version)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking.tracking_uri)
+    monkeypatch.setattr("sys.argv", ["digitpipe", "run", "--data", str(bad), "--out", str(tmp_path)])
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main()
+    assert exit_info.value.code != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("digitpipe: error: ") and message in err[-1] and str(bad) in err[-1]
+    assert "Traceback" not in "\n".join(err)
+    assert len(client.search_model_versions(f"name='{tracking.registered_model}'")) == before
+    assert str(client.get_model_version_by_alias(tracking.registered_model, "champion").version) == champion
