@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
@@ -55,6 +56,58 @@ def validate(
     report = run_suite(load_dataset(data), min_rows)
     typer.echo(report.text())
     raise typer.Exit(0 if report.success else 1)
+
+
+@app.command()
+def score(
+    model: Annotated[str, typer.Option(help="models:/NAME@ALIAS, models:/NAME/VERSION or a .onnx file.")],
+    input: Annotated[Path, typer.Option("--input", help="Kaggle CSV (with or without labels), IDX, or Parquet.")],
+    output: Annotated[Path, typer.Option(help="Predictions: .csv (Kaggle submission format) or .parquet.")],
+    batch_size: Annotated[int, typer.Option(min=1, help="Rows per onnxruntime call.")] = 4096,
+    probabilities: Annotated[bool, typer.Option(help="Add prob_0..prob_9 columns.")] = False,
+    max_reject_fraction: Annotated[float, typer.Option(min=0, max=1, help="Exit 1 above this share of bad rows.")] = 0.01,
+    config: ConfigOption = Path("mlflow.yaml"),
+) -> None:
+    """Score a file with an ONNX model on onnxruntime, streaming; bad rows go to OUTPUT.rejects.csv."""
+    import tempfile
+
+    from digitpipe.scoring import OnnxScorer, score_file
+
+    if not input.exists():
+        raise UserError(f"{input}: no such file or directory")
+    with tempfile.TemporaryDirectory(prefix="digitpipe-model-") as tmp:
+        path, identity = _resolve_model(model, Path(tmp), config)
+        scorer = OnnxScorer(path, batch_size)
+        with _progress(input) as advance:
+            report = score_file(scorer, input, output, identity, probabilities, advance)
+    typer.echo(report.line())
+    if report.rejected:
+        typer.echo(f"{report.rejected:,} rejected rows with reasons -> {report.rejects_file}", err=True)
+    if report.reject_fraction > max_reject_fraction:
+        raise UserError(f"{input}: {report.reject_fraction:.2%} of rows rejected, above the allowed "
+                        f"{max_reject_fraction:.2%} (see {report.rejects_file})")
+
+
+def _resolve_model(model: str, tmp: Path, config: Path) -> tuple[Path, dict]:
+    if model.startswith("models:/"):
+        from digitpipe.tracking import Tracker
+
+        return Tracker(load_tracking_config(config)).resolve(model, tmp)
+    path = Path(model)
+    if not path.is_file():
+        raise UserError(f"{model}: no such model file (expected a .onnx file or models:/NAME@ALIAS)")
+    return path, {"uri": str(path.resolve())}
+
+
+@contextlib.contextmanager
+def _progress(input: Path):
+    """A rows-scored progress bar on an interactive terminal; silent in logs and CI."""
+    from rich.console import Console
+    from rich.progress import Progress
+
+    with Progress(console=Console(stderr=True), transient=True, disable=not sys.stderr.isatty()) as bar:
+        task = bar.add_task(f"scoring {input.name}", total=None)
+        yield lambda rows: bar.advance(task, rows)
 
 
 class _DropUserErrorRecords(logging.Filter):

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import logging
+import re
 import os
 import time
 from collections.abc import Iterator, Mapping
@@ -19,6 +21,7 @@ from mlflow.entities import Metric, Param
 from mlflow.exceptions import MlflowException
 
 from digitpipe.config import TrackingConfig
+from digitpipe.errors import UserError
 from digitpipe.train import Callback, EpochResult
 
 PARENT_TAG = "mlflow.parentRunId"  # MLflow's own tag: the UI nests child runs under the parent
@@ -55,9 +58,10 @@ class Tracker:
         self.client = MlflowClient(cfg.tracking_uri)
         for noisy in ("mlflow", "alembic"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
-        self.experiment_id = self._experiment_id()
 
-    def _experiment_id(self) -> str:
+    @functools.cached_property
+    def experiment_id(self) -> str:
+        """The configured experiment, created on first use."""
         found = self.client.get_experiment_by_name(self.cfg.experiment)
         if found is not None:
             return found.experiment_id
@@ -154,13 +158,38 @@ class Tracker:
             return f"promoted: {challenger.accuracy:.4f} beats champion v{current.version} ({current.accuracy:.4f})"
         return f"kept champion v{current.version}: {current.accuracy:.4f} vs challenger {challenger.accuracy:.4f}"
 
+    def resolve(self, uri: str, dest: Path) -> tuple[Path, dict]:
+        """Download the ONNX file of `models:/NAME@ALIAS` or `models:/NAME/VERSION`; returns it and its identity."""
+        match = re.fullmatch(r"models:/([^/@]+)(?:@([^/]+)|/(\d+))", uri)
+        if not match:
+            raise UserError(f"{uri}: expected models:/NAME@ALIAS, models:/NAME/VERSION or a .onnx file")
+        name, alias, version = match.groups()
+        try:
+            mv = (self.client.get_model_version_by_alias(name, alias) if alias
+                  else self.client.get_model_version(name, version))
+        except MlflowException as exc:
+            raise UserError(f"{uri}: not in the registry at {self.cfg.tracking_uri} ({exc.message[:160]})") from None
+        path = self._download_onnx(name, str(mv.version), dest)  # the registry's copy is the truth, not a local path
+        return path, {"uri": uri, "registered_model": name, "version": str(mv.version),
+                      "model_name": mv.tags.get("model_name", "?")}
+
     def local_onnx(self, champion: Champion, dest: Path) -> Path:
         """A local copy of a champion's ONNX file: the path recorded at registration, else downloaded."""
         if champion.onnx_path and Path(champion.onnx_path).is_file():
             return Path(champion.onnx_path)
-        uri = f"models:/{self.cfg.registered_model}/{champion.version}"
-        folder = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(dest)))
-        return next(folder.rglob("*.onnx"))
+        return self._download_onnx(self.cfg.registered_model, champion.version, dest)
+
+    def _download_onnx(self, name: str, version: str, dest: Path) -> Path:
+        dest.mkdir(parents=True, exist_ok=True)
+        uri = f"models:/{name}/{version}"
+        try:
+            folder = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(dest)))
+        except (MlflowException, OSError) as exc:
+            raise UserError(f"{uri}: cannot download its model files ({str(exc).splitlines()[0][:160]})") from None
+        found = next(folder.rglob("*.onnx"), None)
+        if found is None:
+            raise UserError(f"{uri}: the registered model holds no .onnx file")
+        return found
 
 
 def _now_ms() -> int:

@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
 from digitpipe import cli
 from digitpipe.config import PipelineConfig, TrackingConfig
-from digitpipe.data import split_dataset
+from digitpipe.data import load_dataset, split_dataset
 from digitpipe.scoring import OnnxScorer
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_api")]
@@ -67,7 +68,7 @@ def test_runs_are_nested_and_carry_metrics_and_pictures(first_run, tracking):
 
 def test_onnx_files_agree_with_reported_accuracy(first_run, fixture_dir):
     cfg, summary = first_run
-    test = split_dataset(__import__("digitpipe.data", fromlist=["load_dataset"]).load_dataset(fixture_dir)).test
+    test = split_dataset(load_dataset(fixture_dir)).test
     for model in summary["models"].values():
         accuracy = np.mean(OnnxScorer(model["onnx_path"]).predict(test.images) == test.labels)
         assert accuracy == pytest.approx(model["accuracy"])
@@ -110,3 +111,47 @@ def test_cli_bad_input_is_one_line_and_registers_nothing(
     assert "Traceback" not in "\n".join(err)
     assert len(client.search_model_versions(f"name='{tracking.registered_model}'")) == before
     assert str(client.get_model_version_by_alias(tracking.registered_model, "champion").version) == champion
+
+
+def test_scoring_flow_scores_each_file_with_the_champion_and_logs_to_mlflow(first_run, fixture_dir, tracking, tmp_path):
+    from flows.scoring import scoring_flow
+
+    _, summary = first_run
+    config = tmp_path / "mlflow.yaml"
+    config.write_text(tracking.model_dump_json())  # JSON is YAML
+    inputs = []
+    for i, rows in enumerate((300, 200)):
+        frame = pd.read_csv(_fixture_csv(fixture_dir, tmp_path)).iloc[:rows]
+        inputs.append(tmp_path / f"batch{i}.csv")
+        frame.drop(columns="label").to_csv(inputs[-1], index=False)
+    reports = scoring_flow(inputs, model=f"models:/{tracking.registered_model}@champion", config=config)
+    assert [r["scored"] for r in reports] == [300, 200]
+    champion_onnx = OnnxScorer(summary["champion"]["onnx_path"])
+    for path in inputs:
+        out = pd.read_csv(path.with_name(path.name + ".predictions.csv"))
+        expected = champion_onnx.predict(pd.read_csv(path).to_numpy().reshape(-1, 28, 28).astype(np.uint8))
+        np.testing.assert_array_equal(out.Label, expected)
+        sidecar = json.loads(path.with_name(path.name + ".predictions.csv.json").read_text())
+        assert sidecar["model"]["version"] == summary["champion"]["model_version"]
+    client = MlflowClient(tracking.tracking_uri)
+    runs = client.search_runs([client.get_experiment_by_name(tracking.experiment).experiment_id],
+                              "tags.`digitpipe.kind` = 'scoring'")
+    assert sorted(r.data.metrics["rows_scored"] for r in runs) == [200, 300]
+
+
+def test_unknown_alias_is_a_clear_error(first_run, tracking, fixture_dir, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking.tracking_uri)
+    monkeypatch.setattr("sys.argv", ["digitpipe", "score", "--model", f"models:/{tracking.registered_model}@nobody",
+                                     "--input", str(fixture_dir), "--output", str(tmp_path / "o.csv")])
+    with pytest.raises(SystemExit):
+        cli.main()
+    assert "alias nobody not found" in capsys.readouterr().err
+    assert not (tmp_path / "o.csv").exists()
+
+
+def _fixture_csv(fixture_dir, tmp_path):
+    data = load_dataset(fixture_dir)
+    frame = pd.DataFrame(data.flat(), columns=[f"pixel{i}" for i in range(784)])
+    frame.insert(0, "label", data.labels)
+    frame.to_csv(tmp_path / "fixture.csv", index=False)
+    return tmp_path / "fixture.csv"

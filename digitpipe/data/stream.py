@@ -1,0 +1,184 @@
+"""Chunked readers for scoring: inputs larger than memory, with bad rows counted and set aside, never dropped.
+
+Each chunk carries the 1-based input row number of every image it holds and the rows it rejected with a reason.
+CSV chunks take a fast path (pyarrow, integer columns) and fall back to checking line by line only when a
+chunk holds a malformed row, so clean files pay nothing for the checks.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from itertools import islice
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pacsv
+
+from digitpipe.data.dataset import N_CLASSES, N_PIXELS
+from digitpipe.data.readers import (
+    GZIP_MAGIC,
+    IDX_IMAGES_MAGIC,
+    IDX_LABELS_MAGIC,
+    PIXEL_COLUMNS,
+    _check_columns,
+    _labels_beside,
+    find_idx_pair,
+    read_idx,
+)
+from digitpipe.errors import DataError
+
+
+@dataclass
+class Chunk:
+    """Up to `chunk_rows` consecutive input rows: the good ones as images, the bad ones as (row, reason)."""
+
+    rows: np.ndarray  # 1-based input row number of each image
+    images: np.ndarray  # uint8 n x 28 x 28
+    labels: np.ndarray | None = None
+    rejects: list[tuple[int, str]] = field(default_factory=list)
+
+
+def stream_chunks(path: Path, chunk_rows: int) -> Iterator[Chunk]:
+    """Chunks of `path`: Kaggle CSV (plain or gz), IDX images file or folder, or Parquet."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(path, "no such file or directory")
+    if path.is_dir() or _starts_with(path, b"\x00\x00\x08"):
+        return _idx_chunks(path, chunk_rows)
+    if path.suffix == ".parquet" or _starts_with(path, b"PAR1"):
+        return _parquet_chunks(path, chunk_rows)
+    return _csv_chunks(path, chunk_rows)
+
+
+def _starts_with(path: Path, magic: bytes) -> bool:
+    with _open(path) as f:
+        return f.read(len(magic)) == magic
+
+
+def _open(path: Path) -> BinaryIO:
+    with path.open("rb") as f:
+        gzipped = f.read(2) == GZIP_MAGIC
+    return gzip.open(path, "rb") if gzipped else path.open("rb")
+
+
+def _csv_chunks(path: Path, chunk_rows: int) -> Iterator[Chunk]:
+    with _open(path) as f:
+        header = f.readline().rstrip(b"\r\n").decode("utf-8", "replace").split(",")
+        if header == [""]:
+            raise DataError(path, "file is empty")
+        _check_columns(path, header)
+        labelled = header[0] == "label"
+        first_row = 1
+        while lines := list(islice(f, chunk_rows)):
+            yield _csv_chunk(lines, first_row, labelled)
+            first_row += len(lines)
+
+
+def _csv_chunk(lines: list[bytes], first_row: int, labelled: bool) -> Chunk:
+    columns = (["label"] if labelled else []) + PIXEL_COLUMNS
+    try:
+        table = pacsv.read_csv(
+            io.BytesIO(b"".join(lines)),
+            read_options=pacsv.ReadOptions(column_names=columns),
+            # int16 parses fastest and still holds 256 or -1, so the range check can name them
+            convert_options=pacsv.ConvertOptions(column_types=dict.fromkeys(columns, pa.int16())),
+        )
+        if table.num_rows != len(lines):  # blank lines are skipped by pyarrow: take the careful path
+            raise pa.ArrowInvalid("row count mismatch")
+        values = np.stack([c.to_numpy() for c in table.columns], axis=1)
+        return _checked_chunk(np.arange(first_row, first_row + len(lines)), values, labelled, [])
+    except pa.ArrowInvalid:
+        return _careful_csv_chunk(lines, first_row, labelled)
+
+
+def _careful_csv_chunk(lines: list[bytes], first_row: int, labelled: bool) -> Chunk:
+    """Line-by-line parse of a chunk known to hold a malformed row."""
+    width = N_PIXELS + labelled
+    rows, values, rejects = [], [], []
+    for row, line in enumerate(lines, start=first_row):
+        fields = line.rstrip(b"\r\n").split(b",")
+        if len(fields) != width:
+            rejects.append((row, f"expected {width} fields, found {len(fields)}"))
+            continue
+        try:
+            values.append([int(v) for v in fields])
+        except ValueError:
+            bad = next(v for v in fields if not v.strip().lstrip(b"-").isdigit())
+            rejects.append((row, f"non-integer value {bad[:20].decode('utf-8', 'replace')!r}"))
+            continue
+        rows.append(row)
+    matrix = np.array(values, dtype=np.int64).reshape(-1, width)
+    return _checked_chunk(np.array(rows, dtype=np.int64), matrix, labelled, rejects)
+
+
+def _checked_chunk(rows: np.ndarray, values: np.ndarray, labelled: bool, rejects: list[tuple[int, str]]) -> Chunk:
+    """Set aside rows with a pixel outside 0..255 (or a label outside 0..9); keep the rest as images."""
+    labels = values[:, 0] if labelled else None
+    pixels = values[:, 1:] if labelled else values
+    bad = (pixels < 0) | (pixels > 255)
+    bad_label = (labels < 0) | (labels >= N_CLASSES) if labelled else np.zeros(len(rows), bool)
+    for i in np.flatnonzero(bad.any(axis=1) | bad_label):
+        if bad_label[i]:
+            rejects.append((int(rows[i]), f"label {labels[i]} outside 0..9"))
+        else:
+            col = int(np.argmax(bad[i]))
+            rejects.append((int(rows[i]), f"pixel{col} = {pixels[i, col]} outside 0..255"))
+    keep = ~(bad.any(axis=1) | bad_label)
+    images = pixels[keep].astype(np.uint8).reshape(-1, 28, 28)
+    return Chunk(rows[keep], images, None if labels is None else labels[keep], sorted(rejects))
+
+
+def _idx_chunks(path: Path, chunk_rows: int) -> Iterator[Chunk]:
+    if path.is_dir():
+        path, labels_path = find_idx_pair(path, "train") if any(path.glob("train-images*")) else find_idx_pair(path, "t10k")
+    else:
+        labels_path = _labels_beside(path)
+    labels = None if labels_path is None else read_idx(labels_path, IDX_LABELS_MAGIC).astype(np.int64)
+    with _open(path) as f:
+        head = f.read(16)
+        if len(head) < 16 or struct.unpack(">I", head[:4])[0] != IDX_IMAGES_MAGIC:
+            raise DataError(path, "not an IDX images (magic 0x00000803) file")
+        count, height, width = struct.unpack(">3I", head[4:])
+        if (height, width) != (28, 28):
+            raise DataError(path, f"images are {height}x{width}, expected 28x28")
+        for start in range(0, count, chunk_rows):
+            n = min(chunk_rows, count - start)
+            raw = f.read(n * N_PIXELS)
+            if len(raw) != n * N_PIXELS:
+                raise DataError(path, f"file ends at image {start + len(raw) // N_PIXELS} of the {count} its header promises")
+            rows = np.arange(start + 1, start + n + 1)
+            yield Chunk(rows, np.frombuffer(raw, np.uint8).reshape(n, 28, 28),
+                        None if labels is None else labels[start : start + n])
+
+
+def _parquet_chunks(path: Path, chunk_rows: int) -> Iterator[Chunk]:
+    import pyarrow.parquet as pq
+
+    try:
+        source = pq.ParquetFile(path)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise DataError(path, f"cannot read as Parquet ({str(exc).splitlines()[0]})") from None
+    names = source.schema_arrow.names
+    _check_columns(path, names)
+    labelled = names[0] == "label"
+    first_row = 1
+    for batch in source.iter_batches(batch_size=chunk_rows, columns=names):
+        rows = np.arange(first_row, first_row + batch.num_rows)
+        first_row += batch.num_rows
+        missing = np.zeros(batch.num_rows, bool)
+        for column in batch.columns:
+            if column.null_count:
+                missing |= column.is_null().to_numpy(zero_copy_only=False)
+        try:
+            values = np.stack([c.fill_null(0).cast(pa.int64()).to_numpy() for c in batch.columns], 1)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+            raise DataError(path, f"pixel columns must be integers ({str(exc).splitlines()[0]})") from None
+        rejects = [(int(r), "missing value") for r in rows[missing]]
+        chunk = _checked_chunk(rows[~missing], values[~missing], labelled, rejects)
+        yield chunk

@@ -1,0 +1,22 @@
+"""Scoring tasks: fetch the model from the registry (I/O, retried), score one file (computation, not retried)."""
+
+from pathlib import Path
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from digitpipe.scoring import OnnxScorer, ScoreReport, score_file
+from digitpipe.tracking import Tracker
+
+
+@task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[2, 10])
+def fetch_model(tracker: Tracker, uri: str, dest: Path) -> tuple[Path, dict]:
+    """Download the registered ONNX model named by `uri`."""
+    return tracker.resolve(uri, dest)
+
+
+@task(cache_policy=NO_CACHE, task_run_name="score-{input_path.name}")
+def score_one(model_path: Path, identity: dict, input_path: Path, suffix: str, probabilities: bool) -> ScoreReport:
+    """Score one input file into INPUT + suffix beside it."""
+    output = input_path.with_name(input_path.name + suffix)
+    return score_file(OnnxScorer(model_path), input_path, output, identity, probabilities=probabilities)

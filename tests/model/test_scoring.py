@@ -1,0 +1,118 @@
+"""Batch scoring: Kaggle submission output, every bad row counted with its reason, nothing half-written."""
+
+import gzip
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from digitpipe import cli
+from digitpipe.data import split_dataset
+from digitpipe.errors import DataError
+from digitpipe.export import export_onnx
+from digitpipe.models import SPECS
+from digitpipe.scoring import OnnxScorer, score_file
+from digitpipe.train import fit_logreg, predict_scores
+
+PIXELS = [f"pixel{i}" for i in range(784)]
+
+
+@pytest.fixture(scope="module")
+def model(digits, tmp_path_factory):
+    """A logistic regression fitted on the fixture, exported to ONNX: (native model, onnx path)."""
+    clf = fit_logreg(SPECS["logreg"], split_dataset(digits).train)
+    return clf, export_onnx(clf, tmp_path_factory.mktemp("model") / "logreg.onnx")
+
+
+def kaggle_csv(path, images, labels=None):
+    frame = pd.DataFrame(images.reshape(len(images), -1), columns=PIXELS)
+    if labels is not None:
+        frame.insert(0, "label", labels)
+    frame.to_csv(path, index=False)
+    return path
+
+
+def test_ten_thousand_rows_match_the_models_own_predictions(tmp_path, digits, model):
+    clf, onnx_path = model
+    images = np.concatenate([digits.images] * 10)  # 10,000 real digits
+    source = kaggle_csv(tmp_path / "test.csv", images)
+    report = score_file(OnnxScorer(onnx_path), source, tmp_path / "submission.csv", {"uri": "test"})
+    submission = pd.read_csv(tmp_path / "submission.csv")
+    assert list(submission.columns) == ["ImageId", "Label"]
+    assert submission.ImageId.tolist() == list(range(1, 10_001))
+    np.testing.assert_array_equal(submission.Label, predict_scores(clf, images).argmax(1))
+    assert (report.scored, report.rejected) == (10_000, 0)
+
+
+def test_malformed_rows_are_rejected_with_reasons_and_the_rest_scored(tmp_path, digits, model):
+    _, onnx_path = model
+    path = kaggle_csv(tmp_path / "test.csv", digits.images[:20])
+    lines = path.read_text().splitlines()
+    lines[3] = lines[3] + ",7"  # data row 3: an extra field
+    lines[5] = lines[5].replace(",0,", ",x,", 1)  # row 5: text
+    lines[8] = "256," + lines[8].split(",", 1)[1]  # row 8: pixel0 = 256
+    lines[9] = "-1," + lines[9].split(",", 1)[1]  # row 9
+    lines[12] = lines[12].replace(",0,", ",0.5,", 1)  # row 12: a float
+    path.write_text("\n".join(lines) + "\n")
+    report = score_file(OnnxScorer(onnx_path), path, tmp_path / "out.csv", {"uri": "test"})
+    rejects = pd.read_csv(tmp_path / "out.csv.rejects.csv")
+    assert rejects.row.tolist() == [3, 5, 8, 9, 12]
+    assert rejects.reason.tolist() == [
+        "expected 784 fields, found 785", "non-integer value 'x'", "pixel0 = 256 outside 0..255",
+        "pixel0 = -1 outside 0..255", "non-integer value '0.5'"]
+    scored = pd.read_csv(tmp_path / "out.csv")
+    assert scored.ImageId.tolist() == [r for r in range(1, 21) if r not in (3, 5, 8, 9, 12)]
+    assert (report.scored, report.rejected) == (15, 5)
+
+
+def test_labelled_idx_and_parquet_inputs_give_the_same_predictions(tmp_path, fixture_dir, digits, model):
+    _, onnx_path = model
+    frame = pd.DataFrame(digits.flat(), columns=PIXELS)
+    frame.insert(0, "label", digits.labels)
+    frame.to_parquet(tmp_path / "digits.parquet")
+    scorer = OnnxScorer(onnx_path)
+    idx = score_file(scorer, fixture_dir, tmp_path / "idx.csv", {}, probabilities=True)
+    parquet = score_file(scorer, tmp_path / "digits.parquet", tmp_path / "pq.parquet", {})
+    assert idx.accuracy == parquet.accuracy and idx.accuracy > 0.8
+    with_probs = pd.read_csv(tmp_path / "idx.csv")
+    np.testing.assert_array_equal(with_probs.Label, pq.read_table(tmp_path / "pq.parquet")["Label"].to_numpy())
+    np.testing.assert_allclose(with_probs[[f"prob_{d}" for d in range(10)]].sum(axis=1), 1, atol=1e-4)
+
+
+def test_truncated_input_leaves_no_output(tmp_path, digits, model):
+    _, onnx_path = model
+    raw = gzip.compress(kaggle_csv(tmp_path / "t.csv", digits.images[:300]).read_bytes())
+    (tmp_path / "t.csv.gz").write_bytes(raw[: len(raw) // 2])
+    with pytest.raises((DataError, EOFError, OSError)):
+        score_file(OnnxScorer(onnx_path), tmp_path / "t.csv.gz", tmp_path / "out.csv", {})
+    assert not list(tmp_path.glob("out.csv*"))
+
+
+def test_cli_exits_non_zero_when_too_many_rows_are_rejected(tmp_path, digits, model, monkeypatch, capsys):
+    _, onnx_path = model
+    path = kaggle_csv(tmp_path / "test.csv", digits.images[:50])
+    lines = path.read_text().splitlines()
+    lines[1] = "oops"
+    path.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "out.csv"
+    monkeypatch.setattr("sys.argv", ["digitpipe", "score", "--model", str(onnx_path), "--input", str(path),
+                                     "--output", str(out)])
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main()
+    assert exit_info.value.code != 0
+    assert "2.00% of rows rejected" in capsys.readouterr().err
+    assert len(pd.read_csv(out)) == 49  # the good rows are still scored and counted
+
+
+def test_cli_refuses_a_corrupt_model_file(tmp_path, digits, monkeypatch, capsys):
+    bad = tmp_path / "model.onnx"
+    bad.write_bytes(b"not a model")
+    source = kaggle_csv(tmp_path / "test.csv", digits.images[:5])
+    monkeypatch.setattr("sys.argv", ["digitpipe", "score", "--model", str(bad), "--input", str(source),
+                                     "--output", str(tmp_path / "out.csv")])
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main()
+    assert exit_info.value.code == 2
+    assert "cannot load as an ONNX model" in capsys.readouterr().err
+    assert not (tmp_path / "out.csv").exists()
