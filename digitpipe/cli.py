@@ -76,7 +76,7 @@ def score(
     if not input.exists():
         raise UserError(f"{input}: no such file or directory")
     with tempfile.TemporaryDirectory(prefix="digitpipe-model-") as tmp:
-        path, identity = _resolve_model(model, Path(tmp), config)
+        _, path, identity = _resolve_model(model, Path(tmp), config)
         scorer = OnnxScorer(path, batch_size)
         with _progress(input) as advance:
             report = score_file(scorer, input, output, identity, probabilities, advance)
@@ -88,15 +88,56 @@ def score(
                         f"{max_reject_fraction:.2%} (see {report.rejects_file})")
 
 
-def _resolve_model(model: str, tmp: Path, config: Path) -> tuple[Path, dict]:
+@app.command()
+def export(
+    model: Annotated[str, typer.Option(help="models:/NAME@ALIAS, models:/NAME/VERSION or a .onnx file.")],
+    output: Annotated[Path, typer.Option(help="Where to write the ONNX file.")],
+    quantize: Annotated[bool, typer.Option(help="Static QDQ int8, kept only if held-out accuracy holds.")] = False,
+    data: Annotated[Path | None, typer.Option(help="Labelled data: calibration (train part), check (test part).")] = None,
+    seed: Annotated[int, typer.Option(help="Split seed: use the training run's to check on its held-out part.")] = 42,
+    max_drop: Annotated[float, typer.Option(help="Largest accepted accuracy drop, as a fraction.")] = 0.001,
+    config: ConfigOption = Path("mlflow.yaml"),
+) -> None:
+    """Write a model's ONNX file; with --quantize, an int8 version, recorded in the registry with its verdict."""
+    import shutil
+    import tempfile
+
+    if quantize and data is None:
+        raise UserError("--quantize needs --data: labelled images to calibrate on and to check accuracy with")
+    with tempfile.TemporaryDirectory(prefix="digitpipe-model-") as tmp:
+        tracker, path, identity = _resolve_model(model, Path(tmp), config, prefer_int8=False)
+        if not quantize:
+            shutil.copyfile(path, output)
+            typer.echo(f"wrote {output}")
+            return
+        result = _quantize(path, data, output, seed, max_drop)
+    if tracker is not None:
+        tracker.record_quantization(identity, result)
+    typer.echo(result.reason() + (f" -> {output}" if result.accepted else ""))
+    if not result.accepted:
+        raise typer.Exit(1)
+
+
+def _quantize(path: Path, data: Path, output: Path, seed: int, max_drop: float):
+    from digitpipe.data import load_dataset, split_dataset
+    from digitpipe.export import quantize_checked
+
+    defaults = PipelineConfig(data=data, seed=seed)  # the training pipeline's split, so "held-out" means the same
+    split = split_dataset(load_dataset(data), defaults.test_fraction, defaults.val_fraction, seed)
+    return quantize_checked(path, split.train.images[:1024], split.test, output, max_drop)
+
+
+def _resolve_model(model: str, tmp: Path, config: Path, prefer_int8: bool = True):
+    """(tracker or None, local ONNX path, identity) for a registry URI or a file."""
     if model.startswith("models:/"):
         from digitpipe.tracking import Tracker
 
-        return Tracker(load_tracking_config(config)).resolve(model, tmp)
+        tracker = Tracker(load_tracking_config(config))
+        return (tracker, *tracker.resolve(model, tmp, prefer_int8))
     path = Path(model)
     if not path.is_file():
         raise UserError(f"{model}: no such model file (expected a .onnx file or models:/NAME@ALIAS)")
-    return path, {"uri": str(path.resolve())}
+    return None, path, {"uri": str(path.resolve())}
 
 
 @contextlib.contextmanager

@@ -6,18 +6,26 @@ dimension ([N, 1, 28, 28] for nets, [N, 784] for the baseline); first output [N,
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
+import shutil
+import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import onnx
 import torch
+from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+from onnxruntime.quantization.shape_inference import quant_pre_process
 from skl2onnx import convert_sklearn
 from skl2onnx.common.data_types import FloatTensorType
 from sklearn.linear_model import LogisticRegression
 from torch import nn
 
+from digitpipe.data import Dataset
+from digitpipe.errors import UserError
 from digitpipe.scoring import OnnxScorer
 
 INPUT_NAME = "pixels"
@@ -62,3 +70,58 @@ def _sklearn_to_onnx(model: LogisticRegression) -> onnx.ModelProto:
 def parity_mismatches(onnx_path: Path, images: np.ndarray, native_predictions: np.ndarray) -> int:
     """Rows whose top-1 digit differs between the ONNX model (onnxruntime) and the native model."""
     return int(np.sum(OnnxScorer(onnx_path).predict(images) != native_predictions))
+
+
+@dataclass(frozen=True)
+class Quantization:
+    """Outcome of int8 quantization: kept only if held-out accuracy drops by at most `max_drop`."""
+
+    fp32_accuracy: float
+    int8_accuracy: float
+    max_drop: float
+    path: Path | None  # the int8 file, None when refused
+
+    @property
+    def accepted(self) -> bool:
+        return self.fp32_accuracy - self.int8_accuracy <= self.max_drop
+
+    def reason(self) -> str:
+        """One line for logs and registry tags."""
+        verdict = "accepted" if self.accepted else "refused"
+        return (f"int8 {verdict}: held-out accuracy {self.int8_accuracy:.4f} vs fp32 {self.fp32_accuracy:.4f} "
+                f"(drop {100 * (self.fp32_accuracy - self.int8_accuracy):.2f} points, limit {100 * self.max_drop:.2f})")
+
+
+def quantize_checked(onnx_path: Path, calibration: np.ndarray, test: Dataset, out_path: Path,
+                     max_drop: float = 0.001) -> Quantization:
+    """Static QDQ int8 quantization calibrated on `calibration` images; the file is kept only if accuracy holds."""
+    if any(opset.domain == "ai.onnx.ml" for opset in onnx.load(str(onnx_path), load_external_data=False).opset_import):
+        raise UserError(f"{onnx_path}: int8 quantization is for the nets; this is a scikit-learn (ai.onnx.ml) graph")
+    with tempfile.TemporaryDirectory() as tmp:
+        prepared, quantized = Path(tmp) / "prepared.onnx", Path(tmp) / "int8.onnx"
+        # ONNX shape inference + graph folding, as ORT recommends; the symbolic pass cannot read ai.onnx.ml ops
+        quant_pre_process(str(onnx_path), str(prepared), skip_symbolic_shape=True)
+        quantize_static(str(prepared), str(quantized), _Calibration(calibration, OnnxScorer(onnx_path)),
+                        quant_format=QuantFormat.QDQ, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                        per_channel=True)
+        fp32 = float(np.mean(OnnxScorer(onnx_path).predict(test.images) == test.labels))
+        int8 = float(np.mean(OnnxScorer(quantized).predict(test.images) == test.labels))
+        result = Quantization(fp32, int8, max_drop, out_path)
+        if not result.accepted:
+            return dataclasses.replace(result, path=None)
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(quantized, out_path.with_name(out_path.name + ".tmp"))
+        os.replace(out_path.with_name(out_path.name + ".tmp"), out_path)
+    return result
+
+
+class _Calibration(CalibrationDataReader):
+    """Feeds calibration images to the quantizer in the model's own input layout."""
+
+    def __init__(self, images: np.ndarray, scorer: OnnxScorer) -> None:
+        shape = (-1, 784) if scorer.input_rank == 2 else (-1, 1, 28, 28)
+        self.batches = iter({scorer.input_name: images[i : i + 64].reshape(shape).astype(np.float32)}
+                            for i in range(0, len(images), 64))
+
+    def get_next(self) -> dict | None:
+        return next(self.batches, None)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import functools
 import logging
 import re
+import shutil
+import tempfile
 import os
 import time
 from collections.abc import Iterator, Mapping
@@ -22,11 +24,13 @@ from mlflow.exceptions import MlflowException
 
 from digitpipe.config import TrackingConfig
 from digitpipe.errors import UserError
+from digitpipe.export import Quantization
 from digitpipe.train import Callback, EpochResult
 
 PARENT_TAG = "mlflow.parentRunId"  # MLflow's own tag: the UI nests child runs under the parent
 MAX_BATCH = 900  # log_batch accepts at most 1000 metrics and 100 params per call
 MAX_PARAMS = 100
+INT8_ARTIFACT = "model_int8/model.int8.onnx"
 
 
 @dataclass(frozen=True)
@@ -158,8 +162,9 @@ class Tracker:
             return f"promoted: {challenger.accuracy:.4f} beats champion v{current.version} ({current.accuracy:.4f})"
         return f"kept champion v{current.version}: {current.accuracy:.4f} vs challenger {challenger.accuracy:.4f}"
 
-    def resolve(self, uri: str, dest: Path) -> tuple[Path, dict]:
-        """Download the ONNX file of `models:/NAME@ALIAS` or `models:/NAME/VERSION`; returns it and its identity."""
+    def resolve(self, uri: str, dest: Path, prefer_int8: bool = True) -> tuple[Path, dict]:
+        """Download the ONNX file of `models:/NAME@ALIAS` or `models:/NAME/VERSION` (its int8 variant where one
+        was accepted); returns the file and the model's identity."""
         match = re.fullmatch(r"models:/([^/@]+)(?:@([^/]+)|/(\d+))", uri)
         if not match:
             raise UserError(f"{uri}: expected models:/NAME@ALIAS, models:/NAME/VERSION or a .onnx file")
@@ -169,9 +174,30 @@ class Tracker:
                   else self.client.get_model_version(name, version))
         except MlflowException as exc:
             raise UserError(f"{uri}: not in the registry at {self.cfg.tracking_uri} ({exc.message[:160]})") from None
-        path = self._download_onnx(name, str(mv.version), dest)  # the registry's copy is the truth, not a local path
-        return path, {"uri": uri, "registered_model": name, "version": str(mv.version),
-                      "model_name": mv.tags.get("model_name", "?")}
+        identity = {"uri": uri, "registered_model": name, "version": str(mv.version),
+                    "model_name": mv.tags.get("model_name", "?"), "run_id": mv.run_id, "precision": "fp32"}
+        if prefer_int8 and mv.tags.get("int8_status") == "accepted":
+            return self._download_run_file(mv.run_id, INT8_ARTIFACT, dest), identity | {"precision": "int8"}
+        # the registry's copy is the truth, not a path recorded at registration
+        return self._download_onnx(name, str(mv.version), dest), identity
+
+    def record_quantization(self, identity: dict, result: Quantization) -> None:
+        """Log the int8 file (if accepted) on the version's run and the decision as version tags."""
+        if result.path is not None:
+            with tempfile.TemporaryDirectory() as tmp:  # the artifact's name is fixed, whatever the user called the file
+                named = Path(shutil.copyfile(result.path, Path(tmp) / Path(INT8_ARTIFACT).name))
+                self.client.log_artifact(identity["run_id"], str(named), str(Path(INT8_ARTIFACT).parent))
+        for key, value in {"int8_status": "accepted" if result.accepted else "refused",
+                           "int8_accuracy": result.int8_accuracy, "fp32_accuracy": result.fp32_accuracy,
+                           "int8_reason": result.reason()}.items():
+            self.client.set_model_version_tag(identity["registered_model"], identity["version"], key, str(value))
+
+    def _download_run_file(self, run_id: str, artifact: str, dest: Path) -> Path:
+        dest.mkdir(parents=True, exist_ok=True)
+        try:
+            return Path(self.client.download_artifacts(run_id, artifact, str(dest)))
+        except (MlflowException, OSError) as exc:
+            raise UserError(f"run {run_id}: cannot download {artifact} ({str(exc).splitlines()[0][:160]})") from None
 
     def local_onnx(self, champion: Champion, dest: Path) -> Path:
         """A local copy of a champion's ONNX file: the path recorded at registration, else downloaded."""

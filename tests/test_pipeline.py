@@ -155,3 +155,22 @@ def _fixture_csv(fixture_dir, tmp_path):
     frame.insert(0, "label", data.labels)
     frame.to_csv(tmp_path / "fixture.csv", index=False)
     return tmp_path / "fixture.csv"
+
+
+def test_accepted_int8_is_recorded_and_then_used_for_scoring(first_run, fixture_dir, tracking, tmp_path, monkeypatch):
+    _, summary = first_run
+    name, version = tracking.registered_model, summary["models"]["lenet"]["model_version"]
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking.tracking_uri)
+    monkeypatch.setattr("sys.argv", ["digitpipe", "export", "--model", f"models:/{name}/{version}", "--quantize",
+                                     "--max-drop", "1.0", "--data", str(fixture_dir), "--output",
+                                     str(tmp_path / "int8.onnx"), "--config", str(tmp_path / "none.yaml")])
+    cli.main()
+    client = MlflowClient(tracking.tracking_uri)
+    tags = client.get_model_version(name, version).tags
+    assert tags["int8_status"] == "accepted" and "int8 accepted" in tags["int8_reason"]
+    monkeypatch.setattr("sys.argv", ["digitpipe", "score", "--model", f"models:/{name}/{version}", "--input",
+                                     str(fixture_dir), "--output", str(tmp_path / "p.csv"),
+                                     "--config", str(tmp_path / "none.yaml")])
+    cli.main()
+    sidecar = json.loads((tmp_path / "p.csv.json").read_text())
+    assert sidecar["model"]["precision"] == "int8" and sidecar["scored"] == 1000

@@ -116,3 +116,31 @@ def test_cli_refuses_a_corrupt_model_file(tmp_path, digits, monkeypatch, capsys)
     assert exit_info.value.code == 2
     assert "cannot load as an ONNX model" in capsys.readouterr().err
     assert not (tmp_path / "out.csv").exists()
+
+
+def test_int8_model_is_kept_only_when_accuracy_holds(tmp_path, digits):
+    import dataclasses
+
+    import torch
+
+    from digitpipe.export import quantize_checked
+    from digitpipe.train import train_model
+
+    split = split_dataset(digits)
+    lenet = train_model("lenet", dataclasses.replace(SPECS["lenet"], epochs=2), split, torch.device("cpu")).model
+    onnx_path = export_onnx(lenet, tmp_path / "lenet.onnx")
+    kept = quantize_checked(onnx_path, split.train.images[:256], split.test, tmp_path / "kept.onnx", max_drop=1.0)
+    assert kept.accepted and kept.path.is_file() and "accepted" in kept.reason()
+    assert OnnxScorer(kept.path).scores(digits.images[:7]).shape == (7, 10)
+    refused = quantize_checked(onnx_path, split.train.images[:256], split.test, tmp_path / "refused.onnx",
+                               max_drop=-1.0)  # an impossible bar: nothing may be written
+    assert not refused.accepted and refused.path is None and not (tmp_path / "refused.onnx").exists()
+
+
+def test_int8_refuses_the_scikit_learn_graph(tmp_path, digits, model):
+    from digitpipe.errors import UserError
+    from digitpipe.export import quantize_checked
+
+    split = split_dataset(digits)
+    with pytest.raises(UserError, match="ai.onnx.ml"):
+        quantize_checked(model[1], split.train.images[:64], split.test, tmp_path / "x.onnx")

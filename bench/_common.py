@@ -1,0 +1,30 @@
+"""Shared bench helpers: locate ../shared/mnist (skip cleanly when absent), time a callable."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_MNIST = ROOT.parent / "shared" / "mnist"
+
+
+def mnist_path(argv: list[str]) -> Path:
+    """MNIST folder from argv[1], else ../shared/mnist; exits 0 with a note when neither exists."""
+    path = Path(argv[1]) if len(argv) > 1 else SHARED_MNIST
+    if not path.exists():
+        print(f"skipped: no MNIST data at {path} (pass a folder with train-images-idx3-ubyte.gz)")
+        sys.exit(0)
+    return path
+
+
+def best_of(fn: Callable[[], object], repeats: int = 3) -> float:
+    """Fastest wall time of `repeats` calls, in seconds (the least disturbed by a noisy machine)."""
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
