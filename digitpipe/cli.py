@@ -14,6 +14,7 @@ import typer
 
 from digitpipe.config import PipelineConfig, build, load_tracking_config
 from digitpipe.errors import UserError
+from digitpipe.models import MODEL_NAMES
 
 app = typer.Typer(help="Handwritten-digit pipeline: MNIST to a registered ONNX champion.", no_args_is_help=True,
                   pretty_exceptions_enable=False, add_completion=False)
@@ -21,32 +22,75 @@ app = typer.Typer(help="Handwritten-digit pipeline: MNIST to a registered ONNX c
 ConfigOption = Annotated[Path, typer.Option("--config", help="Tracking and promotion settings (YAML).")]
 
 
+data_app = typer.Typer(help="Get data.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+
+@data_app.command("fetch")
+def data_fetch(
+    dest: Annotated[Path | None, typer.Option(help="Folder to fill (default: the user cache).")] = None,
+    mirror: Annotated[list[str] | None, typer.Option(help="Mirror base URL, tried in order (repeatable).")] = None,
+) -> None:
+    """Download the four canonical MNIST files, verified by MD5; files already cached and valid are skipped."""
+    typer.echo(f"MNIST is in {_fetch(dest, mirror)}")
+
+
+def _fetch(dest: Path | None, mirrors: list[str] | None) -> Path:
+    from rich.console import Console
+    from rich.progress import DownloadColumn, Progress
+
+    from digitpipe.data.fetch import DEFAULT_MIRRORS, fetch
+
+    with Progress(*Progress.get_default_columns(), DownloadColumn(), console=Console(stderr=True),
+                  transient=True, disable=not sys.stderr.isatty()) as bar:
+        tasks: dict[str, object] = {}
+
+        def show(name: str, done: int, total: int | None) -> None:
+            task = tasks.setdefault(name, bar.add_task(name, total=total))
+            bar.update(task, completed=done)
+
+        return fetch(dest, mirrors or DEFAULT_MIRRORS, progress=show)
+
+
 @app.command()
 def run(
-    data: Annotated[Path, typer.Option(help="IDX folder or file, or Kaggle CSV.")],
-    models: Annotated[str, typer.Option(help="Comma-separated zoo models.")] = "logreg,lenet",
+    data: Annotated[Path | None, typer.Option(help="IDX folder or file, or Kaggle CSV (default: MNIST in the "
+                                                   "user cache, fetched if missing).")] = None,
+    models: Annotated[str, typer.Option(help="Comma-separated zoo models.")] = ",".join(MODEL_NAMES),
     epochs: Annotated[int | None, typer.Option(help="Override every net's epoch count.")] = None,
+    stop_at_accuracy: Annotated[float | None, typer.Option(help="Stop a net at this validation accuracy.")] = None,
+    patience: Annotated[int | None, typer.Option(help="Stop a net after N epochs of no better val loss.")] = None,
+    resume: Annotated[bool, typer.Option(help="Continue nets from an interrupted identical run.")] = False,
+    quiet: Annotated[bool, typer.Option(help="No progress bars or comparison table.")] = False,
     seed: Annotated[int, typer.Option(help="Seed for the split and training.")] = 42,
+    protocol: Annotated[str, typer.Option(help="book: 75/25 of --data; standard: test on t10k.")] = "book",
     summary: Annotated[Path | None, typer.Option(help="Write a JSON summary here.")] = None,
     out_dir: Annotated[Path, typer.Option("--out", help="Where ONNX files and pictures go.")] = Path("outputs"),
     config: ConfigOption = Path("mlflow.yaml"),
 ) -> None:
     """Validate, split, train, evaluate, export, register and promote: the whole training pipeline."""
+    data = data or _fetch(None, None)
     cfg = build(PipelineConfig, {
         "data": data, "models": tuple(m.strip() for m in models.split(",") if m.strip()), "epochs": epochs,
-        "seed": seed, "summary": summary, "out_dir": out_dir, "tracking": load_tracking_config(config),
+        "stop_at_accuracy": stop_at_accuracy, "patience": patience, "resume": resume, "seed": seed,
+        "protocol": protocol, "progress": not quiet and sys.stderr.isatty(), "summary": summary, "out_dir": out_dir,
+        "tracking": load_tracking_config(config),
     }, source="command line")
     if not cfg.data.exists():  # fail before Prefect and MLflow start up
         raise UserError(f"{cfg.data}: no such file or directory")
     # The CLI is the composition root: the one place the library reaches up to the orchestration layer.
     from flows.training import training_flow
 
-    training_flow(cfg)
+    result = training_flow(cfg)
+    if not quiet:
+        from digitpipe.progress import print_comparison
+
+        print_comparison(result)
 
 
 @app.command()
 def validate(
-    data: Annotated[Path, typer.Option(help="IDX folder or file, or Kaggle CSV.")],
+    data: Annotated[Path, typer.Option(help="IDX folder or file, Kaggle CSV, Parquet or PNG folder.")],
     min_rows: Annotated[int, typer.Option(help="Fewest rows accepted.")] = 100,
 ) -> None:
     """Check a dataset against the expectation suite; exit 0 valid, 1 failed expectations, 2 unreadable."""
@@ -56,6 +100,18 @@ def validate(
     report = run_suite(load_dataset(data), min_rows)
     typer.echo(report.text())
     raise typer.Exit(0 if report.success else 1)
+
+
+@app.command()
+def eda(
+    data: Annotated[Path, typer.Option(help="IDX folder or file, Kaggle CSV, Parquet or PNG folder.")],
+    out: Annotated[Path, typer.Option(help="Folder for the pictures, summary.json and report.html.")] = Path("eda"),
+) -> None:
+    """The book's exploration: dimensions, label counts, pixel range, sample digits, centre-pixel histograms."""
+    from digitpipe.data import load_dataset
+    from digitpipe.eda import write_report
+
+    typer.echo(f"wrote {write_report(load_dataset(data), out)}")
 
 
 @app.command()
@@ -167,15 +223,15 @@ def main() -> None:
     for name in ("prefect.task_runs", "prefect.flow_runs"):
         logging.getLogger(name).addFilter(_DropUserErrorRecords())
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)  # returns the code of a typer.Exit raised by a command
     except UserError as exc:
         print(f"digitpipe: error: {exc}", file=sys.stderr)
         sys.exit(exc.exit_code)
     except click.ClickException as exc:  # bad flags: click's own one-line usage error
         exc.show()
         sys.exit(exc.exit_code)
-    except typer.Exit as exc:
-        sys.exit(exc.exit_code)
     except (typer.Abort, KeyboardInterrupt):
         print("digitpipe: aborted", file=sys.stderr)
         sys.exit(130)
+    if isinstance(code, int):
+        sys.exit(code)

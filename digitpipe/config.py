@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -32,9 +33,14 @@ class PipelineConfig(_Frozen):
     """Everything one pipeline run needs, passed down from the entry point."""
 
     data: Path
-    models: tuple[str, ...] = ("logreg", "lenet")
+    models: tuple[str, ...] = MODEL_NAMES
     epochs: int | None = Field(None, ge=1)  # overrides every net's epoch count when set
+    stop_at_accuracy: float | None = Field(None, gt=0, le=1)  # the book's early-stopping rule, for every net
+    patience: int | None = Field(None, ge=1)  # early stopping on validation loss, for every net
+    resume: bool = False  # continue each net from its last checkpoint of an identical run
+    progress: bool = False  # a progress bar per model (the CLI turns it on for terminals)
     seed: int = 42
+    protocol: Literal["book", "standard"] = "book"  # standard: test on the t10k files beside the training files
     test_fraction: float = Field(0.25, gt=0, lt=1)
     val_fraction: float = Field(0.1, gt=0, lt=1)
     min_rows: int = Field(100, ge=1)

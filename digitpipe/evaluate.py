@@ -15,13 +15,14 @@ class Evaluation:
     """Scores of one model on one labelled set."""
 
     accuracy: float
+    macro_f1: float
     precision: list[float]  # per digit 0..9
     recall: list[float]
     confusion: list[list[int]]  # rows: true digit, columns: predicted digit
 
     def metrics(self) -> dict[str, float]:
         """Flat name -> value, as logged to MLflow."""
-        flat = {"test_accuracy": self.accuracy}
+        flat = {"test_accuracy": self.accuracy, "test_macro_f1": self.macro_f1}
         for digit in range(N_CLASSES):
             flat[f"test_precision_{digit}"] = self.precision[digit]
             flat[f"test_recall_{digit}"] = self.recall[digit]
@@ -31,10 +32,28 @@ class Evaluation:
 def evaluate(labels: np.ndarray, predicted: np.ndarray) -> Evaluation:
     """Compare predicted digits with the true ones."""
     digits = list(range(N_CLASSES))
-    precision, recall, _, _ = precision_recall_fscore_support(labels, predicted, labels=digits, zero_division=0)
+    precision, recall, f1, _ = precision_recall_fscore_support(labels, predicted, labels=digits, zero_division=0)
     return Evaluation(
         accuracy=float(np.mean(labels == predicted)),
+        macro_f1=float(np.mean(f1)),
         precision=[float(p) for p in precision],
         recall=[float(r) for r in recall],
         confusion=confusion_matrix(labels, predicted, labels=digits).tolist(),
     )
+
+
+def probabilities(scores: np.ndarray) -> np.ndarray:
+    """Class probabilities from a model's scores: unchanged if already probabilities, else a softmax of logits."""
+    if len(scores) == 0 or (scores.min() >= 0 and np.allclose(scores.sum(1), 1, atol=1e-3)):
+        return scores
+    shifted = np.exp(scores - scores.max(1, keepdims=True))
+    return shifted / shifted.sum(1, keepdims=True)
+
+
+def comparison_markdown(rows: list[dict]) -> str:
+    """Markdown table of the models of one pipeline run: accuracy, macro F1, training time, ONNX size."""
+    lines = ["| model | test accuracy | macro F1 | train seconds | ONNX size (KB) | stopped |", "|---|---:|---:|---:|---:|---|"]
+    for r in sorted(rows, key=lambda r: -r["accuracy"]):
+        lines.append(f"| {r['name']} | {r['accuracy']:.2%} | {r['macro_f1']:.4f} | {r['train_seconds']:.1f} | "
+                     f"{r['onnx_kb']:.0f} | {r['stop_reason']} |")
+    return "\n".join(lines) + "\n"

@@ -10,7 +10,9 @@ import matplotlib
 matplotlib.use("Agg")  # headless: no display on servers and CI
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+import torch  # noqa: E402
 
+from digitpipe.evaluate import probabilities  # noqa: E402
 from digitpipe.train import EpochResult  # noqa: E402
 
 
@@ -28,16 +30,124 @@ def confusion_matrix_png(confusion: Sequence[Sequence[int]], path: Path, title: 
     return _save(fig, path)
 
 
-def learning_curve_png(history: Sequence[EpochResult], path: Path, title: str) -> Path:
-    """Train and validation accuracy per epoch."""
+def learning_curves_png(history: Sequence[EpochResult], path: Path, title: str) -> Path:
+    """Train vs validation accuracy (left) and loss (right) per epoch: the book's learning curve."""
     epochs = [h.epoch for h in history]
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    ax.plot(epochs, [h.train_accuracy for h in history], marker="o", label="train")
-    ax.plot(epochs, [h.val_accuracy for h in history], marker="o", label="validation")
-    ax.set(xlabel="epoch", ylabel="accuracy", title=title)
-    ax.xaxis.get_major_locator().set_params(integer=True)
-    ax.grid(alpha=0.3)
-    ax.legend()
+    fig, (acc, loss) = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, metric in ((acc, "accuracy"), (loss, "loss")):
+        ax.plot(epochs, [getattr(h, f"train_{metric}") for h in history], marker="o", label="train")
+        ax.plot(epochs, [getattr(h, f"val_{metric}") for h in history], marker="o", label="validation")
+        ax.set(xlabel="epoch", ylabel=metric)
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle(title)
+    return _save(fig, path)
+
+
+def wrong_digits_png(images: np.ndarray, labels: np.ndarray, scores: np.ndarray, path: Path, title: str,
+                     count: int = 16) -> Path:
+    """The `count` test digits the model got wrong with the highest confidence, upright, with true/predicted."""
+    probs = probabilities(scores)
+    predicted, confidence = probs.argmax(1), probs.max(1)
+    wrong = np.flatnonzero(predicted != labels)
+    worst = wrong[np.argsort(-confidence[wrong])][:count]
+    fig, axes = plt.subplots(2, 8, figsize=(12, 3.6))
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, i in zip(axes.flat, worst):
+        ax.imshow(images[i], cmap="gray_r")
+        ax.set_title(f"true {labels[i]} / {predicted[i]}\n{confidence[i]:.0%}", fontsize=8)
+    fig.suptitle(f"{title}: most confidently wrong ({len(wrong)} wrong in all)")
+    return _save(fig, path)
+
+
+def feature_maps_png(model: torch.nn.Module, images: np.ndarray, path: Path, title: str, maps: int = 16) -> Path:
+    """The book's picture: the first 16 maps of conv1 (after ReLU), pool1 and conv2 for each given digit."""
+    layers = ("conv1", "pool1", "conv2")
+    captured: dict[str, torch.Tensor] = {}
+    hooks = [getattr(model, name).register_forward_hook(_capture(captured, name)) for name in layers]
+    model.eval()
+    try:
+        with torch.inference_mode():
+            model(torch.from_numpy(images).float().unsqueeze(1).to(next(model.parameters()).device))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    fig, axes = plt.subplots(len(images) * len(layers), maps + 1, figsize=(maps + 1, 1.1 * len(images) * len(layers)))
+    for d, image in enumerate(images):
+        for l, name in enumerate(layers):
+            row = axes[d * len(layers) + l]
+            row[0].imshow(image, cmap="gray_r")
+            row[0].set_ylabel(name, fontsize=8)
+            for m, ax in enumerate(row[1:]):
+                if m < captured[name].shape[1]:
+                    ax.imshow(captured[name][d, m].float().cpu().numpy(), cmap="viridis")
+    for ax in axes.flat:
+        ax.set_xticks([]), ax.set_yticks([])
+    fig.suptitle(title)
+    return _save(fig, path)
+
+
+def _capture(store: dict, name: str):
+    def hook(module: torch.nn.Module, _inputs, output: torch.Tensor) -> None:
+        store[name] = torch.relu(output) if isinstance(module, torch.nn.Conv2d) else output  # conv maps after ReLU
+
+    return hook
+
+
+def comparison_png(rows: list[dict], path: Path) -> Path:
+    """Bar chart of held-out accuracy per model, annotated with training seconds and ONNX size."""
+    rows = sorted(rows, key=lambda r: r["accuracy"])
+    fig, ax = plt.subplots(figsize=(7, 0.6 * len(rows) + 1.2))
+    bars = ax.barh([r["name"] for r in rows], [100 * r["accuracy"] for r in rows], color="tab:blue")
+    for bar, r in zip(bars, rows):
+        ax.text(bar.get_width() + 0.1, bar.get_y() + bar.get_height() / 2,
+                f"{r['accuracy']:.2%}  ({r['train_seconds']:.0f} s, {r['onnx_kb']:.0f} KB)", va="center", fontsize=8)
+    low = min(100 * r["accuracy"] for r in rows)
+    ax.set(xlim=(max(0, low - 5), 102), xlabel="held-out accuracy (%)", title="models of this pipeline run")
+    return _save(fig, path)
+
+
+def sample_digits_png(data, path: Path, per_digit: int = 8) -> Path:
+    """A grid of digits shown upright (row = digit when labelled, else the first images)."""
+    rows = 10 if data.labels is not None else 4
+    fig, axes = plt.subplots(rows, per_digit, figsize=(per_digit * 0.9, rows * 0.95))
+    for r in range(rows):
+        index = np.flatnonzero(data.labels == r)[:per_digit] if data.labels is not None else \
+            np.arange(r * per_digit, min((r + 1) * per_digit, len(data)))
+        for c, ax in enumerate(axes[r]):
+            ax.axis("off")
+            if c < len(index):
+                ax.imshow(data.images[index[c]], cmap="gray_r")
+    fig.suptitle("sample digits")
+    return _save(fig, path)
+
+
+def block_histograms_png(data, pixels: Sequence[int], path: Path) -> Path:
+    """Histogram of each of `pixels` (flat indices) per digit: the book's look at the image centre."""
+    flat = data.flat()
+    fig, axes = plt.subplots(len(pixels), 10, figsize=(16, 1.6 * len(pixels)), sharex=True)
+    for r, pixel in enumerate(pixels):
+        for digit in range(10):
+            ax = axes[r, digit]
+            ax.hist(flat[data.labels == digit, pixel], bins=16, range=(0, 256), color="tab:blue")
+            ax.set_yticks([])
+            if r == 0:
+                ax.set_title(str(digit))
+            if digit == 0:
+                ax.set_ylabel(f"pixel{pixel}", fontsize=8)
+    fig.suptitle("central 2x2 block: pixel value histograms per digit")
+    return _save(fig, path)
+
+
+def mean_digits_png(data, path: Path) -> Path:
+    """The mean image of each digit."""
+    fig, axes = plt.subplots(1, 10, figsize=(12, 1.6))
+    for digit, ax in enumerate(axes):
+        ax.imshow(data.images[data.labels == digit].mean(axis=0), cmap="gray_r")
+        ax.set_title(str(digit))
+        ax.axis("off")
     return _save(fig, path)
 
 

@@ -16,6 +16,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from digitpipe.data.stream import stream_chunks
+from digitpipe.evaluate import probabilities
 from digitpipe.errors import DataError
 from digitpipe.runtime import available_cores
 
@@ -122,18 +123,9 @@ def _output_schema(probabilities: bool) -> pa.Schema:
 def _output_table(rows: np.ndarray, predicted: np.ndarray, scores: np.ndarray | None) -> pa.Table:
     columns = {"ImageId": pa.array(rows, pa.int64()), "Label": pa.array(predicted, pa.int64())}
     if scores is not None:
-        probs = scores if _is_probability(scores) else _softmax(scores)
+        probs = probabilities(scores)
         columns |= {f"prob_{d}": pa.array(probs[:, d], pa.float32()) for d in range(10)}
     return pa.table(columns)
-
-
-def _is_probability(scores: np.ndarray) -> bool:
-    return bool(len(scores) == 0 or (scores.min() >= 0 and np.allclose(scores.sum(1), 1, atol=1e-3)))
-
-
-def _softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = np.exp(logits - logits.max(1, keepdims=True))
-    return shifted / shifted.sum(1, keepdims=True)
 
 
 def _write_sidecar(output: Path, report: ScoreReport) -> None:

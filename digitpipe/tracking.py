@@ -6,6 +6,7 @@ import functools
 import logging
 import re
 import shutil
+import socket
 import tempfile
 import os
 import time
@@ -74,7 +75,7 @@ class Tracker:
     @contextmanager
     def run(self, name: str, parent_id: str | None = None, tags: Mapping[str, str] | None = None) -> Iterator[str]:
         """A run that ends FINISHED, or FAILED if the block raises (never left RUNNING)."""
-        tags = dict(tags or {})
+        tags = {**(tags or {}), **owner_tags()}
         if parent_id:
             tags[PARENT_TAG] = parent_id
         run_id = self.client.create_run(self.experiment_id, run_name=name, tags=tags).info.run_id
@@ -84,6 +85,17 @@ class Tracker:
             self.client.set_terminated(run_id, "FAILED")
             raise
         self.client.set_terminated(run_id, "FINISHED")
+
+    def fail_orphaned_runs(self) -> list[str]:
+        """Mark FAILED the RUNNING runs whose process on this host is gone (a kill -9, a crash): never left running."""
+        runs = self.client.search_runs([self.experiment_id], "attributes.status = 'RUNNING'", max_results=1000)
+        orphans = [r.info.run_id for r in runs
+                   if r.data.tags.get("digitpipe.host") == socket.gethostname()
+                   and not _process_alive(int(r.data.tags.get("digitpipe.pid", "0")))]
+        for run_id in orphans:
+            self.client.set_tag(run_id, "digitpipe.failure", "its process died before the run ended")
+            self.client.set_terminated(run_id, "FAILED")
+        return orphans
 
     def log_params(self, run_id: str, params: Mapping[str, object]) -> None:
         """Parameters, batched (MLflow takes at most 100 per call)."""
@@ -106,6 +118,11 @@ class Tracker:
             self.log_metrics(run_id, {f"epoch_{k}" if k == "seconds" else k: v for k, v in metrics.items()}, result.epoch)
 
         return log_epoch
+
+    def set_tags(self, run_id: str, tags: Mapping[str, object]) -> None:
+        """Run tags (free text, searchable in the UI)."""
+        for key, value in tags.items():
+            self.client.set_tag(run_id, key, str(value))
 
     def log_artifacts(self, run_id: str, folder: Path, artifact_path: str | None = None) -> None:
         """Every file in `folder` (pictures, JSON, the ONNX file) as run artifacts."""
@@ -216,6 +233,23 @@ class Tracker:
         if found is None:
             raise UserError(f"{uri}: the registered model holds no .onnx file")
         return found
+
+
+def owner_tags() -> dict[str, str]:
+    """Which process on which host owns a run: lets a later run tell a dead attempt from a live one."""
+    return {"digitpipe.host": socket.gethostname(), "digitpipe.pid": str(os.getpid())}
+
+
+def _process_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by someone else
+        return True
+    return True
 
 
 def _now_ms() -> int:

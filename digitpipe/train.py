@@ -6,10 +6,14 @@ with the host once per epoch; callbacks receive per-epoch metrics (the flow plug
 
 from __future__ import annotations
 
+import dataclasses
+import math
+import os
 import time
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -47,6 +51,7 @@ class TrainedModel:
     model: nn.Module | LogisticRegression
     train_seconds: float
     history: list[EpochResult] = field(default_factory=list)
+    stop_reason: str = "converged or reached max_iter"
 
     @property
     def is_net(self) -> bool:
@@ -54,14 +59,15 @@ class TrainedModel:
 
 
 def train_model(name: str, spec: LogRegSpec | NetSpec, split: Split, device: torch.device,
-                callbacks: Sequence[Callback] = ()) -> TrainedModel:
-    """Fit zoo model `name` on split.train (nets watch split.val every epoch)."""
+                callbacks: Sequence[Callback] = (), checkpoint: Path | None = None) -> TrainedModel:
+    """Fit zoo model `name` on split.train (nets watch split.val every epoch, and checkpoint if asked)."""
     start = time.perf_counter()
     if isinstance(spec, LogRegSpec):
-        return TrainedModel(name, fit_logreg(spec, split.train), time.perf_counter() - start)
+        return TrainedModel(name, fit_logreg(spec, split.train), time.perf_counter() - start,
+                            stop_reason=f"lbfgs, at most {spec.max_iter} iterations")
     net = build_net(name)
-    history = fit(net, spec, split.train, split.val, device, callbacks)
-    return TrainedModel(name, net, time.perf_counter() - start, history)
+    history, reason = fit(net, spec, split.train, split.val, device, callbacks, checkpoint)
+    return TrainedModel(name, net, time.perf_counter() - start, history, reason)
 
 
 def fit_logreg(spec: LogRegSpec, train: Dataset) -> LogisticRegression:
@@ -75,44 +81,124 @@ def fit_logreg(spec: LogRegSpec, train: Dataset) -> LogisticRegression:
 
 
 def fit(model: nn.Module, spec: NetSpec, train: Dataset, val: Dataset, device: torch.device,
-        callbacks: Sequence[Callback] = ()) -> list[EpochResult]:
-    """Train `model` for spec.epochs with SGD + momentum; returns the per-epoch history."""
+        callbacks: Sequence[Callback] = (), checkpoint: Path | None = None) -> tuple[list[EpochResult], str]:
+    """Train `model` per `spec`; returns the per-epoch history and why training stopped.
+
+    With `checkpoint`, state is saved after every epoch and, if the file exists, training resumes from it
+    (epochs already done are replayed to the callbacks, so a new tracking run still gets the whole curve).
+    """
     model.to(device)
     if device.type == "cuda":
         model.to(memory_format=torch.channels_last)
         torch.backends.cudnn.benchmark = True
-    optimizer = torch.optim.SGD(model.parameters(), lr=spec.lr, momentum=spec.momentum, weight_decay=spec.weight_decay)
     x, y = as_tensors(train, device)
-    history: list[EpochResult] = []
-    for epoch in range(1, spec.epochs + 1):
-        start = time.perf_counter()
-        train_loss, train_acc = _train_epoch(model, optimizer, x, y, spec.batch_size)
-        val_loss, val_acc = evaluate_loss(model, val, device)
-        result = EpochResult(epoch, train_loss, train_acc, val_loss, val_acc, time.perf_counter() - start)
-        history.append(result)
+    optimizer = _optimizer(model, spec)
+    scheduler = _scheduler(optimizer, spec, steps_per_epoch=math.ceil(len(x) / spec.batch_size))
+    history = _resume(checkpoint, model, optimizer, scheduler) if checkpoint and checkpoint.exists() else []
+    for result in history:
         for callback in callbacks:
             callback(result)
-    return history
+    reason = stop_reason(spec, history)
+    while not reason and len(history) < spec.epochs:
+        epoch, start = len(history) + 1, time.perf_counter()
+        train_loss, train_acc = _train_epoch(model, optimizer, scheduler, x, y, spec)
+        val_loss, val_acc = evaluate_loss(model, val, device)
+        history.append(EpochResult(epoch, train_loss, train_acc, val_loss, val_acc, time.perf_counter() - start))
+        if checkpoint:
+            _save_checkpoint(checkpoint, model, optimizer, scheduler, history)
+        for callback in callbacks:
+            callback(history[-1])
+        reason = stop_reason(spec, history)
+    return history, reason or f"completed {spec.epochs} epochs"
 
 
-def _train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
-                 batch_size: int) -> tuple[float, float]:
+def stop_reason(spec: NetSpec, history: Sequence[EpochResult]) -> str:
+    """Why to stop after `history` (the book's accuracy threshold, or patience on validation loss); '' to go on."""
+    if not history:
+        return ""
+    last = history[-1]
+    if spec.stop_at_val_accuracy is not None and last.val_accuracy >= spec.stop_at_val_accuracy:
+        return f"early stop at epoch {last.epoch}: validation accuracy {last.val_accuracy:.4f} >= {spec.stop_at_val_accuracy}"
+    if spec.patience is not None:
+        best = min(range(len(history)), key=lambda i: history[i].val_loss)
+        if len(history) - 1 - best >= spec.patience:
+            return (f"early stop at epoch {last.epoch}: validation loss has not improved for {spec.patience} epochs "
+                    f"(best {history[best].val_loss:.4f} at epoch {history[best].epoch})")
+    return ""
+
+
+def _optimizer(model: nn.Module, spec: NetSpec) -> torch.optim.Optimizer:
+    if spec.optimizer == "adamw":
+        return torch.optim.AdamW(model.parameters(), lr=spec.lr, weight_decay=spec.weight_decay)
+    if spec.optimizer == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=spec.lr, momentum=spec.momentum, weight_decay=spec.weight_decay)
+    raise ValueError(f"unknown optimizer {spec.optimizer!r}")
+
+
+def _scheduler(optimizer: torch.optim.Optimizer, spec: NetSpec, steps_per_epoch: int):
+    if spec.schedule == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=spec.lr, epochs=spec.epochs,
+                                                   steps_per_epoch=steps_per_epoch)
+    if spec.schedule == "constant":
+        return None
+    raise ValueError(f"unknown schedule {spec.schedule!r}")
+
+
+def _train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, scheduler, x: torch.Tensor, y: torch.Tensor,
+                 spec: NetSpec) -> tuple[float, float]:
     model.train()
     order = torch.randperm(len(x), device=x.device)
     loss_sum = torch.zeros((), device=x.device)
     correct = torch.zeros((), device=x.device, dtype=torch.long)
-    for start in range(0, len(x), batch_size):
-        idx = order[start : start + batch_size]
+    for start in range(0, len(x), spec.batch_size):
+        idx = order[start : start + spec.batch_size]
         xb, yb = _as_input(x[idx]), y[idx]
+        if spec.augment:
+            xb = augment(xb)
         with _autocast(x.device):
             logits = model(xb)
-            loss = F.cross_entropy(logits, yb)
+            loss = F.cross_entropy(logits, yb, label_smoothing=spec.label_smoothing)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
         loss_sum += loss.detach() * len(idx)  # stays on the device: no per-batch host sync
         correct += (logits.argmax(1) == yb).sum()
     return loss_sum.item() / len(x), correct.item() / len(x)
+
+
+def augment(x: torch.Tensor, degrees: float = 10.0, shift_px: float = 2.0, scale: float = 0.1) -> torch.Tensor:
+    """Random rotation, shift and scaling per image (raw pixels, N x 1 x 28 x 28), done on x's device."""
+    n, device = len(x), x.device
+    angle = (torch.rand(n, device=device) * 2 - 1) * math.radians(degrees)
+    zoom = 1 + (torch.rand(n, device=device) * 2 - 1) * scale
+    shift = (torch.rand(n, 2, device=device) * 2 - 1) * (2 * shift_px / x.shape[-1])  # grid units: 2 = full width
+    cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
+    theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, align_corners=False, padding_mode="zeros")
+
+
+def _save_checkpoint(path: Path, model: nn.Module, optimizer, scheduler, history: list[EpochResult]) -> None:
+    """Everything needed to continue exactly where this epoch ended, written atomically."""
+    state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+             "scheduler": scheduler.state_dict() if scheduler else None,
+             "history": [dataclasses.asdict(h) for h in history], "rng": torch.get_rng_state()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def _resume(path: Path, model: nn.Module, optimizer, scheduler) -> list[EpochResult]:
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    if scheduler is not None:
+        scheduler.load_state_dict(state["scheduler"])
+    torch.set_rng_state(state["rng"])
+    return [EpochResult(**h) for h in state["history"]]
 
 
 def evaluate_loss(model: nn.Module, data: Dataset, device: torch.device) -> tuple[float, float]:

@@ -27,6 +27,10 @@ class ValidationReport:
     lines: list[str]
     statistics: dict
 
+    def as_dict(self) -> dict:
+        """JSON-ready form, logged to MLflow beside the run."""
+        return {"success": self.success, "expectations": self.lines, "statistics": self.statistics}
+
     def text(self) -> str:
         """The report as printed by the CLI."""
         verdict = "PASSED" if self.success else "FAILED"
@@ -45,10 +49,13 @@ def profile(data: Dataset) -> pd.DataFrame:
     })
     if data.labels is not None:
         table.insert(0, "label", data.labels)
+        # each row carries its digit's share of the data set, so a per-row range check bounds class balance
+        table.insert(1, "class_share", (np.bincount(data.labels, minlength=N_CLASSES) / len(data))[data.labels])
     return table
 
 
-def expectations(labelled: bool, min_rows: int, max_blank: float = 0.01, max_duplicates: float = 0.01) -> list:
+def expectations(labelled: bool, min_rows: int, max_blank: float = 0.01, max_duplicates: float = 0.01,
+                 class_share: tuple[float, float] = (0.05, 0.15)) -> list:
     """The suite: table shape, value ranges, every digit present, few blank and few duplicate images."""
     import great_expectations.expectations as gxe  # heavy import: only when validating
 
@@ -64,11 +71,12 @@ def expectations(labelled: bool, min_rows: int, max_blank: float = 0.01, max_dup
             gxe.ExpectColumnValuesToNotBeNull(column="label"),
             gxe.ExpectColumnValuesToBeInSet(column="label", value_set=list(range(N_CLASSES))),
             gxe.ExpectColumnUniqueValueCountToBeBetween(column="label", min_value=N_CLASSES, max_value=N_CLASSES),
+            gxe.ExpectColumnValuesToBeBetween(column="class_share", min_value=class_share[0], max_value=class_share[1]),
         ]
     return suite
 
 
-def validate(data: Dataset, min_rows: int = 100) -> ValidationReport:
+def validate(data: Dataset, min_rows: int = 100, **limits: float) -> ValidationReport:
     """Run the suite on `data`'s profile with an ephemeral great-expectations context."""
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
     import great_expectations as gx
@@ -79,7 +87,7 @@ def validate(data: Dataset, min_rows: int = 100) -> ValidationReport:
     context.variables.progress_bars = ProgressBarsConfig(globally=False)
     batch = (context.data_sources.add_pandas("digits").add_dataframe_asset("profile")
              .add_batch_definition_whole_dataframe("all"))
-    suite = gx.ExpectationSuite(name="digits", expectations=expectations(data.labels is not None, min_rows))
+    suite = gx.ExpectationSuite(name="digits", expectations=expectations(data.labels is not None, min_rows, **limits))
     result = batch.get_batch(batch_parameters={"dataframe": profile(data)}).validate(suite)
     lines = [_describe(r) for r in result.results]
     return ValidationReport(bool(result.success), lines, dict(result.statistics))

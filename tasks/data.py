@@ -7,7 +7,9 @@ from prefect.cache_policies import NO_CACHE
 
 from digitpipe import steps
 from digitpipe.config import PipelineConfig
-from digitpipe.data import Dataset, Split, load_dataset, split_dataset
+from digitpipe.data import Dataset, Split, load_dataset, split_dataset, split_standard
+from digitpipe.eda import write_report
+from digitpipe.validation import ValidationReport
 
 
 # NO_CACHE everywhere images travel: hashing 47 MB of pixels for a cache key costs more than the work.
@@ -18,12 +20,21 @@ def load_data(path: Path) -> Dataset:
 
 
 @task(cache_policy=NO_CACHE)
-def validate_data(data: Dataset, min_rows: int) -> None:
-    """Stop the flow before training if the data fails its expectations."""
-    steps.check_data(data, min_rows)
+def validate_data(data: Dataset, min_rows: int) -> ValidationReport:
+    """Stop the flow before training if the data fails its expectations; the report otherwise."""
+    return steps.check_data(data, min_rows)
+
+
+@task(cache_policy=NO_CACHE)
+def explore_data(data: Dataset, folder: Path) -> Path:
+    """The book's exploration (numbers, pictures, HTML) written to `folder`."""
+    write_report(data, folder)
+    return folder
 
 
 @task(cache_policy=NO_CACHE)
 def split_data(data: Dataset, cfg: PipelineConfig) -> Split:
-    """Stratified, seeded train/validation/test split."""
+    """The book's protocol (stratified 75/25 of `data`) or the standard one (test on the folder's t10k files)."""
+    if cfg.protocol == "standard":
+        return split_standard(data, load_dataset(cfg.data, part="t10k"), cfg.val_fraction, cfg.seed)
     return split_dataset(data, cfg.test_fraction, cfg.val_fraction, cfg.seed)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -25,7 +26,7 @@ def tracking(mlflow_store, tmp_path_factory) -> TrackingConfig:
 
 @pytest.fixture(scope="module")
 def first_run(fixture_dir, tracking, tmp_path_factory):
-    """logreg + a 3-epoch LeNet on the fixture: the run every test below inspects."""
+    """The whole zoo (nets for 3 epochs) on the fixture: the run every test below inspects."""
     from flows.training import training_flow
 
     out = tmp_path_factory.mktemp("run1")
@@ -37,7 +38,7 @@ def first_run(fixture_dir, tracking, tmp_path_factory):
 def test_summary_file_matches_returned_summary(first_run):
     cfg, summary = first_run
     assert json.loads(cfg.summary.read_text()) == summary
-    assert set(summary["models"]) == {"logreg", "lenet"}
+    assert set(summary["models"]) == {"logreg", "mlp", "dnn", "lenet", "fastcnn"}
 
 
 def test_both_models_registered_and_champion_is_the_better(first_run, tracking):
@@ -55,15 +56,19 @@ def test_both_models_registered_and_champion_is_the_better(first_run, tracking):
 
 
 def test_runs_are_nested_and_carry_metrics_and_pictures(first_run, tracking):
-    _, summary = first_run
+    cfg, summary = first_run
     client = MlflowClient(tracking.tracking_uri)
     lenet = client.get_run(summary["models"]["lenet"]["run_id"])
     parent = client.get_run(lenet.data.tags["mlflow.parentRunId"])
     assert parent.info.status == "FINISHED" and "data_digest" in parent.data.params
     assert [m.step for m in client.get_metric_history(lenet.info.run_id, "val_accuracy")] == [1, 2, 3]
     assert lenet.data.params["epochs"] == "3" and lenet.data.params["lr"] == "0.05"
-    pictures = {a.path for a in client.list_artifacts(lenet.info.run_id, "report")}
-    assert {"report/confusion_matrix.png", "report/learning_curve.png", "report/confusion_matrix.json"} <= pictures
+    assert lenet.data.tags["stop_reason"] == "completed 3 epochs"
+    pictures = {a.path.removeprefix("report/") for a in client.list_artifacts(lenet.info.run_id, "report")}
+    assert {"confusion_matrix.png", "confusion_matrix.json", "learning_curves.png", "feature_maps.png",
+            "most_confident_errors.png", "model.onnx"} <= pictures
+    assert {a.path for a in client.list_artifacts(parent.info.run_id)} >= {"comparison.md", "comparison.png"}
+    assert "| lenet |" in (Path(cfg.out_dir) / parent.info.run_id / "comparison" / "comparison.md").read_text()
 
 
 def test_onnx_files_agree_with_reported_accuracy(first_run, fixture_dir):
@@ -79,7 +84,7 @@ def test_weaker_challenger_does_not_move_the_champion(first_run, fixture_dir, tr
     from flows.training import training_flow
 
     _, first = first_run
-    weaker = "lenet" if first["champion"]["name"] == "logreg" else "logreg"
+    weaker = min(first["models"], key=lambda name: first["models"][name]["accuracy"])
     cfg = PipelineConfig(data=fixture_dir, models=(weaker,), epochs=1, out_dir=tmp_path, tracking=tracking)
     summary = training_flow(cfg)
     assert summary["champion"]["promoted"] is False

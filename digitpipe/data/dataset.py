@@ -44,6 +44,10 @@ class Dataset:
         """Images as an N x 784 uint8 matrix (a view, no copy)."""
         return self.images.reshape(len(self), N_PIXELS)
 
+    def class_counts(self) -> list[int]:
+        """Images per digit 0..9 (labelled data only)."""
+        return np.bincount(self.labels, minlength=N_CLASSES).tolist()
+
     def subset(self, index: np.ndarray) -> Dataset:
         """The rows at `index`, as a new dataset."""
         labels = None if self.labels is None else self.labels[index]

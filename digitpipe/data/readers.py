@@ -6,6 +6,7 @@ import gzip
 import struct
 import zlib
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import pandas as pd
@@ -17,6 +18,7 @@ IDX_IMAGES_MAGIC = 0x00000803  # unsigned byte, 3 dimensions
 IDX_LABELS_MAGIC = 0x00000801  # unsigned byte, 1 dimension
 GZIP_MAGIC = b"\x1f\x8b"
 PIXEL_COLUMNS = [f"pixel{i}" for i in range(N_PIXELS)]
+MAX_IDX_BYTES = 1 << 31  # 2 GiB of pixels (~2.7 M images): far above MNIST (47 MB), far below a bomb
 
 
 def load_dataset(path: str | Path, part: str = "train") -> Dataset:
@@ -25,9 +27,13 @@ def load_dataset(path: str | Path, part: str = "train") -> Dataset:
     if not path.exists():
         raise DataError(path, "no such file or directory")
     if path.is_dir():
+        if _has_images(path):
+            return read_image_folder(path)
         images, labels = find_idx_pair(path, part)
         return read_idx_pair(images, labels)
     head = _head(path)
+    if head.startswith(b"PAR1"):
+        return read_parquet(path)
     if head[:3] == b"\x00\x00\x08":  # IDX of unsigned bytes; read_idx checks it is an images file
         return read_idx_pair(path, _labels_beside(path))
     if head.startswith((b"label", b"pixel0")) or ".csv" in path.suffixes:
@@ -55,20 +61,44 @@ def read_idx_pair(images_path: Path, labels_path: Path | None) -> Dataset:
 
 
 def read_idx(path: Path, magic: int) -> np.ndarray:
-    """One IDX array (images N x 28 x 28 or labels N), checking magic, shape and length."""
-    raw = _read_all(path)
-    if len(raw) < 8 or struct.unpack(">I", raw[:4])[0] != magic:
-        kind = "images (magic 0x00000803)" if magic == IDX_IMAGES_MAGIC else "labels (magic 0x00000801)"
-        raise DataError(path, f"not an IDX {kind} file")
-    ndim = raw[3]
-    dims = struct.unpack(f">{ndim}I", raw[4 : 4 + 4 * ndim])
-    if ndim == 3 and dims[1:] != IMAGE_SHAPE:
-        raise DataError(path, f"images are {dims[1]}x{dims[2]}, expected 28x28")
-    offset = 4 + 4 * ndim
-    expected = int(np.prod(dims, dtype=np.int64))
-    if len(raw) - offset != expected:
-        raise DataError(path, f"header promises {expected} bytes of data, file holds {len(raw) - offset}")
-    return np.frombuffer(raw, dtype=np.uint8, offset=offset).reshape(dims)
+    """One IDX array (images N x 28 x 28 or labels N), checking magic, shape and length.
+
+    Reads the header first and then exactly the bytes it promises, never more than MAX_IDX_BYTES: a header
+    claiming 2^31 images or a gzip bomb is refused without inflating it.
+    """
+    try:
+        with open_maybe_gzip(path) as f:
+            head = f.read(4)
+            kind = "images (magic 0x00000803)" if magic == IDX_IMAGES_MAGIC else "labels (magic 0x00000801)"
+            if len(head) < 4 or struct.unpack(">I", head)[0] != magic:
+                raise DataError(path, f"not an IDX {kind} file")
+            ndim = head[3]
+            raw_dims = f.read(4 * ndim)
+            if len(raw_dims) != 4 * ndim:
+                raise DataError(path, "truncated IDX header")
+            dims = struct.unpack(f">{ndim}I", raw_dims)
+            if ndim == 3 and dims[1:] != IMAGE_SHAPE:
+                raise DataError(path, f"images are {dims[1]}x{dims[2]}, expected 28x28")
+            expected = int(np.prod(dims, dtype=np.int64))
+            if expected > MAX_IDX_BYTES:
+                raise DataError(path, f"header claims {dims[0]:,} items ({expected / 2**30:.1f} GiB), above the "
+                                      f"{MAX_IDX_BYTES / 2**30:.0f} GiB limit")
+            data = f.read(expected + 1)  # one byte more tells "too long" from "just right"
+    except EOFError:
+        raise DataError(path, "truncated gzip file") from None
+    except (OSError, zlib.error) as exc:
+        raise DataError(path, f"cannot read ({_first_line(exc)})") from None
+    if len(data) != expected:
+        found = "more" if len(data) > expected else f"{len(data)} bytes"
+        raise DataError(path, f"header promises {expected} bytes of data, file holds {found}")
+    return np.frombuffer(data, dtype=np.uint8).reshape(dims)
+
+
+def open_maybe_gzip(path: Path) -> BinaryIO:
+    """A binary reader of `path`, transparently gunzipping when it starts with the gzip magic."""
+    with path.open("rb") as f:
+        gzipped = f.read(2) == GZIP_MAGIC
+    return gzip.open(path, "rb") if gzipped else path.open("rb")
 
 
 def read_kaggle_csv(path: Path) -> Dataset:
@@ -77,15 +107,65 @@ def read_kaggle_csv(path: Path) -> Dataset:
         frame = pd.read_csv(path, engine="pyarrow")  # ~10x faster than the C engine on 785 columns
     except (pd.errors.EmptyDataError, ValueError, OSError, EOFError, zlib.error) as exc:
         raise DataError(path, f"cannot parse as CSV ({_first_line(exc)})") from None
-    _check_columns(path, list(frame.columns))
+    return _frame_to_dataset(path, frame)
+
+
+def _frame_to_dataset(path: Path, frame: pd.DataFrame) -> Dataset:
+    """Kaggle-layout columns into a Dataset, refusing anything that is not integer pixels and labels."""
+    _check_columns(path, [str(c) for c in frame.columns])
     if frame.empty:
-        raise DataError(path, "CSV has a header but no rows")
+        raise DataError(path, "the table has a header but no rows")
     labels = frame.pop("label").to_numpy() if "label" in frame.columns else None
     pixels = _checked_ints(path, frame, 0, 255, "pixel")
     if labels is not None:
         labels = _checked_ints(path, pd.DataFrame({"label": labels}), 0, N_CLASSES - 1, "label")[:, 0]
     images = pixels.astype(np.uint8).reshape(-1, *IMAGE_SHAPE)
     return Dataset(images, None if labels is None else labels.astype(np.int64), source=str(path))
+
+
+def read_parquet(path: Path) -> Dataset:
+    """A Parquet table with the Kaggle columns: `label` (optional) and integer `pixel0..pixel783`."""
+    import pyarrow.parquet as pq
+
+    try:
+        frame = pq.read_table(path).to_pandas()
+    except Exception as exc:  # pyarrow raises several unrelated types for a bad file
+        raise DataError(path, f"cannot read as Parquet ({_first_line(exc)})") from None
+    return _frame_to_dataset(path, frame)
+
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
+
+
+def read_image_folder(folder: Path) -> Dataset:
+    """PNG/JPEG digits: `folder/<label>/*.png` (labelled) or images directly in `folder` (unlabelled, for scoring).
+
+    Images must already be 28x28 grayscale, white ink on black like MNIST; others are refused, not converted,
+    because a silent resize or colour conversion would change what the model sees.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    labelled = sorted(p for p in folder.iterdir() if p.is_dir() and p.name in {str(d) for d in range(N_CLASSES)})
+    files = [(f, int(d.name)) for d in labelled for f in sorted(d.iterdir()) if f.suffix.lower() in IMAGE_SUFFIXES]
+    if not labelled:
+        files = [(f, -1) for f in sorted(folder.iterdir()) if f.suffix.lower() in IMAGE_SUFFIXES]
+    images = np.empty((len(files), *IMAGE_SHAPE), np.uint8)
+    for i, (file, _) in enumerate(files):
+        try:
+            with Image.open(file) as image:
+                if image.size != IMAGE_SHAPE or image.mode != "L":
+                    raise DataError(file, f"{image.size[0]}x{image.size[1]} {image.mode} image refused "
+                                          "(not converted): digitpipe needs 28x28 grayscale (mode L)")
+                images[i] = np.asarray(image)
+        except (UnidentifiedImageError, OSError) as exc:
+            raise DataError(file, f"not a readable image ({_first_line(exc)})") from None
+    labels = np.array([label for _, label in files], np.int64) if labelled else None
+    return Dataset(images, labels, source=str(folder))
+
+
+def _has_images(folder: Path) -> bool:
+    digit_dirs = [folder / str(d) for d in range(N_CLASSES) if (folder / str(d)).is_dir()]
+    return any(f.suffix.lower() in IMAGE_SUFFIXES for d in [folder, *digit_dirs] for f in d.iterdir())
 
 
 def _check_columns(path: Path, columns: list[str]) -> None:
@@ -153,17 +233,6 @@ def _head(path: Path, size: int = 16) -> bytes:
         except (OSError, EOFError, zlib.error) as exc:
             raise DataError(path, f"corrupt gzip ({_first_line(exc)})") from None
     return head
-
-
-def _read_all(path: Path) -> bytes:
-    try:
-        with path.open("rb") as f:
-            raw = f.read()
-        return gzip.decompress(raw) if raw.startswith(GZIP_MAGIC) else raw
-    except EOFError:
-        raise DataError(path, "truncated gzip file") from None
-    except (OSError, zlib.error) as exc:
-        raise DataError(path, f"cannot read ({_first_line(exc)})") from None
 
 
 def _first_line(exc: BaseException) -> str:

@@ -35,3 +35,12 @@ def split_dataset(data: Dataset, test_fraction: float = 0.25, val_fraction: floa
     rest, test = train_test_split(index, test_size=test_fraction, stratify=data.labels, random_state=seed)
     train, val = train_test_split(rest, test_size=val_fraction, stratify=data.labels[rest], random_state=seed)
     return Split(data.subset(np.sort(train)), data.subset(np.sort(val)), data.subset(np.sort(test)))
+
+
+def split_standard(train: Dataset, test: Dataset, val_fraction: float = 0.1, seed: int = 42) -> Split:
+    """The standard MNIST protocol: fit on the 60,000-image training set (less a validation slice), test on t10k."""
+    if test.labels is None:
+        raise DataError(test.source, "the standard protocol needs a labelled test set (t10k labels)")
+    index = np.arange(len(train))
+    fit, val = train_test_split(index, test_size=val_fraction, stratify=train.labels, random_state=seed)
+    return Split(train.subset(np.sort(fit)), train.subset(np.sort(val)), test)

@@ -7,14 +7,12 @@ chunk holds a malformed row, so clean files pay nothing for the checks.
 
 from __future__ import annotations
 
-import gzip
 import io
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
-from typing import BinaryIO
 
 import numpy as np
 import pyarrow as pa
@@ -22,13 +20,13 @@ import pyarrow.csv as pacsv
 
 from digitpipe.data.dataset import N_CLASSES, N_PIXELS
 from digitpipe.data.readers import (
-    GZIP_MAGIC,
     IDX_IMAGES_MAGIC,
     IDX_LABELS_MAGIC,
     PIXEL_COLUMNS,
     _check_columns,
     _labels_beside,
     find_idx_pair,
+    open_maybe_gzip,
     read_idx,
 )
 from digitpipe.errors import DataError
@@ -57,18 +55,12 @@ def stream_chunks(path: Path, chunk_rows: int) -> Iterator[Chunk]:
 
 
 def _starts_with(path: Path, magic: bytes) -> bool:
-    with _open(path) as f:
+    with open_maybe_gzip(path) as f:
         return f.read(len(magic)) == magic
 
 
-def _open(path: Path) -> BinaryIO:
-    with path.open("rb") as f:
-        gzipped = f.read(2) == GZIP_MAGIC
-    return gzip.open(path, "rb") if gzipped else path.open("rb")
-
-
 def _csv_chunks(path: Path, chunk_rows: int) -> Iterator[Chunk]:
-    with _open(path) as f:
+    with open_maybe_gzip(path) as f:
         header = f.readline().rstrip(b"\r\n").decode("utf-8", "replace").split(",")
         if header == [""]:
             raise DataError(path, "file is empty")
@@ -140,7 +132,7 @@ def _idx_chunks(path: Path, chunk_rows: int) -> Iterator[Chunk]:
     else:
         labels_path = _labels_beside(path)
     labels = None if labels_path is None else read_idx(labels_path, IDX_LABELS_MAGIC).astype(np.int64)
-    with _open(path) as f:
+    with open_maybe_gzip(path) as f:
         head = f.read(16)
         if len(head) < 16 or struct.unpack(">I", head[:4])[0] != IDX_IMAGES_MAGIC:
             raise DataError(path, "not an IDX images (magic 0x00000803) file")

@@ -15,4 +15,5 @@ def test_accuracy_precision_recall_and_confusion():
     assert result.recall[2] == 0.5 and result.precision[2] == 1.0
     assert result.confusion[0][1] == 1 and result.confusion[2][0] == 1 and np.sum(result.confusion) == 10
     assert result.precision[9] == 0.0  # digit never seen nor predicted: defined as 0, not a crash
-    assert result.metrics()["test_accuracy"] == 0.8 and len(result.metrics()) == 21
+    assert result.metrics()["test_accuracy"] == 0.8 and len(result.metrics()) == 22
+    assert 0 < result.macro_f1 < 1

@@ -122,3 +122,54 @@ def test_short_idx_payload_is_refused(tmp_path, digits):
     path.write_bytes(path.read_bytes()[:-5])
     with pytest.raises(DataError, match="header promises"):
         load_dataset(path)
+
+
+def test_parquet_matches_idx_digest(tmp_path, digits):
+    frame = pd.DataFrame(digits.flat(), columns=[f"pixel{i}" for i in range(784)])
+    frame.insert(0, "label", digits.labels)
+    frame.to_parquet(tmp_path / "digits.parquet")
+    assert load_dataset(tmp_path / "digits.parquet").digest == digits.digest
+
+
+def test_png_folders_labelled_and_flat(tmp_path, digits):
+    from PIL import Image
+
+    for i in range(30):
+        folder = tmp_path / "labelled" / str(digits.labels[i])
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(digits.images[i]).save(folder / f"{i:03d}.png")
+        (tmp_path / "flat").mkdir(exist_ok=True)
+        Image.fromarray(digits.images[i]).save(tmp_path / "flat" / f"{i:03d}.png")
+    labelled = load_dataset(tmp_path / "labelled")
+    assert len(labelled) == 30 and sorted(labelled.labels.tolist()) == sorted(digits.labels[:30].tolist())
+    flat = load_dataset(tmp_path / "flat")
+    assert flat.labels is None and np.array_equal(flat.images, digits.images[:30])
+
+
+def test_png_of_the_wrong_size_or_colour_is_refused(tmp_path):
+    from PIL import Image
+
+    (tmp_path / "3").mkdir()
+    Image.new("RGB", (32, 32)).save(tmp_path / "3" / "big.png")
+    with pytest.raises(DataError, match="32x32 RGB image refused .* 28x28 grayscale"):
+        load_dataset(tmp_path)
+
+
+def test_idx_header_claiming_two_billion_images_is_refused_at_once(tmp_path):
+    path = tmp_path / "train-images-idx3-ubyte"
+    path.write_bytes(struct.pack(">IIII", 0x803, 2**31, 28, 28) + bytes(784))
+    with pytest.raises(DataError, match="above the 2 GiB limit"):
+        load_dataset(path)
+
+
+def test_gzip_bomb_is_not_inflated_past_what_the_header_promises(tmp_path):
+    import zlib
+
+    header = struct.pack(">IIII", 0x803, 10, 28, 28)
+    packer = zlib.compressobj(9, zlib.DEFLATED, 31)  # gzip container
+    bomb = packer.compress(header) + b"".join(packer.compress(bytes(1 << 20)) for _ in range(512)) + packer.flush()
+    path = tmp_path / "train-images-idx3-ubyte.gz"
+    path.write_bytes(bomb)  # ~0.5 MB on disk, 512 MB inflated
+    assert len(bomb) < 1 << 20
+    with pytest.raises(DataError, match="file holds more"):
+        load_dataset(path)

@@ -15,7 +15,8 @@ def test_real_mnist_sample_passes(digits):
 def test_profile_has_one_row_per_image(digits):
     table = profile(digits)
     assert len(table) == len(digits)
-    assert set(table.columns) == {"label", "pixel_min", "pixel_max", "pixel_mean", "ink_fraction", "image_hash"}
+    assert set(table.columns) == {"label", "class_share", "pixel_min", "pixel_max", "pixel_mean", "ink_fraction",
+                                  "image_hash"}
     assert table.ink_fraction.between(0.01, 0.6).all()  # every real digit has some ink, none is all ink
 
 
@@ -39,3 +40,10 @@ def test_duplicated_images_fail(digits):
 
 def test_too_few_rows_fail(digits):
     assert not validate(digits.subset(np.arange(50)), min_rows=100).success
+
+
+def test_unbalanced_classes_fail(digits):
+    keep = np.flatnonzero((digits.labels != 1) | (np.arange(len(digits)) % 10 == 0))  # 1s drop to ~1%
+    report = validate(digits.subset(keep))
+    assert not report.success
+    assert any("FAIL" in line and "class_share" in line for line in report.lines)

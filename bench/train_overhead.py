@@ -1,0 +1,66 @@
+"""Overhead of digitpipe's training loop against a minimal plain PyTorch loop: same model, data, batches, one process.
+
+Usage: python bench/train_overhead.py [MNIST_DIR] [--model lenet] [--images 20000] [--rounds 3]
+Both sides train one epoch from the same initial weights; rounds alternate to spread machine noise; the best of
+each side is compared. Target: ratio at most 1.05.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import time
+
+import torch
+import torch.nn.functional as F
+
+from _common import mnist_path
+from digitpipe.data import load_dataset, split_dataset
+from digitpipe.models import SPECS, build_net
+from digitpipe.runtime import seed_everything, use_all_cores
+from digitpipe.train import fit
+
+
+def plain_epoch(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, spec) -> None:
+    """The textbook loop: shuffle, slice, forward, backward, step."""
+    optimizer = torch.optim.SGD(model.parameters(), lr=spec.lr, momentum=spec.momentum, weight_decay=spec.weight_decay)
+    model.train()
+    order = torch.randperm(len(images))
+    for start in range(0, len(images), spec.batch_size):
+        idx = order[start : start + spec.batch_size]
+        loss = F.cross_entropy(model(images[idx]), labels[idx])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("data", nargs="?")
+    parser.add_argument("--model", default="lenet")
+    parser.add_argument("--images", type=int, default=20_000)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    cores = use_all_cores()
+    split = split_dataset(load_dataset(mnist_path([__file__] + ([args.data] if args.data else []))))
+    train, val = split.train.subset(torch.arange(args.images).numpy()), split.val.subset(torch.arange(500).numpy())
+    spec = dataclasses.replace(SPECS[args.model], epochs=1)
+    seed_everything(0)
+    initial = build_net(args.model)
+    images = torch.from_numpy(train.images).float().unsqueeze(1)
+    labels = torch.from_numpy(train.labels)
+    ours, plain = [], []
+    for _ in range(args.rounds):
+        start = time.perf_counter()
+        fit(copy.deepcopy(initial), spec, train, val, torch.device("cpu"))  # includes its validation pass
+        ours.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        plain_epoch(copy.deepcopy(initial), images, labels, spec)
+        plain.append(time.perf_counter() - start)
+    print(f"{args.model}, {args.images} images, 1 epoch, {cores} threads, best of {args.rounds}")
+    print(f"digitpipe fit: {min(ours):.2f} s   plain loop: {min(plain):.2f} s   ratio {min(ours) / min(plain):.3f}")
+
+
+if __name__ == "__main__":
+    main()

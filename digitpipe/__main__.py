@@ -1,0 +1,5 @@
+"""`python -m digitpipe` runs the CLI."""
+
+from digitpipe.cli import main
+
+main()

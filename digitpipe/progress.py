@@ -1,0 +1,62 @@
+"""Terminal progress: one bar per model during training, and the comparison table at the end of a run."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from digitpipe.models import NetSpec
+from digitpipe.train import Callback, EpochResult
+
+
+@contextmanager
+def epoch_bars(name: str, spec: object, enabled: bool) -> Iterator[list[Callback]]:
+    """Training callbacks that draw a bar for a net's epochs; none for the baseline or when disabled."""
+    if not (enabled and isinstance(spec, NetSpec)):
+        yield []
+        return
+    bar = EpochBar(name, spec.epochs)
+    try:
+        yield [bar]
+    finally:
+        bar.close()
+
+
+class EpochBar:
+    """A training callback drawing `name`'s epochs as a bar with loss and validation accuracy (stderr, TTY only)."""
+
+    def __init__(self, name: str, epochs: int) -> None:
+        self.progress = Progress(TextColumn(f"[bold]{name:<8}"), BarColumn(), MofNCompleteColumn(),
+                                 TextColumn("{task.fields[status]}"), TimeElapsedColumn(),
+                                 console=Console(stderr=True), disable=not sys.stderr.isatty())
+        self.task = self.progress.add_task(name, total=epochs, status="")
+        self.progress.start()
+
+    def __call__(self, result: EpochResult) -> None:
+        status = f"loss {result.train_loss:.4f}  val acc {result.val_accuracy:.4f}"
+        self.progress.update(self.task, completed=result.epoch, status=status)
+
+    def close(self) -> None:
+        """Stop drawing (early stopping can end before the bar is full)."""
+        self.progress.stop()
+
+
+def print_comparison(summary: dict) -> None:
+    """The run's models side by side, best first, and which version holds the champion alias."""
+    table = Table(title="models of this run (held-out test part)")
+    for column in ("model", "accuracy", "train s", "ONNX KB", "registry version"):
+        table.add_column(column, justify="left" if column == "model" else "right")
+    for name, m in sorted(summary["models"].items(), key=lambda item: -item[1]["accuracy"]):
+        size = Path(m["onnx_path"]).stat().st_size / 1024
+        table.add_row(name, f"{m['accuracy']:.2%}", f"{m['train_seconds']:.1f}", f"{size:.0f}", m["model_version"])
+    console = Console()
+    console.print(table)
+    champion = summary["champion"]
+    verdict = "promoted now" if champion["promoted"] else "kept from an earlier run"
+    console.print(f"champion: {champion['name']} v{champion['model_version']} ({champion['accuracy']:.2%}), {verdict}")

@@ -1,0 +1,76 @@
+"""Faults against real processes: kill -9 mid-training, then --resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from mlflow import MlflowClient
+
+from tests.conftest import ROOT
+
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_api")]
+DEMO = ROOT / "data" / "demo"
+
+
+def _digitpipe(args: list[str], env: dict) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "digitpipe", *args], env=env, cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+@pytest.fixture
+def env(tmp_path):
+    from prefect.settings import PREFECT_API_URL
+
+    (tmp_path / "mlflow.yaml").write_text(f"tracking_uri: sqlite:///{tmp_path}/mlflow.db\n"
+                                          f"artifact_location: {tmp_path}/artifacts\n")
+    environment = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value()}  # the session's test API, no new server
+    environment.pop("MLFLOW_TRACKING_URI", None)
+    return environment
+
+
+def _epochs_in(checkpoints: Path) -> int:
+    for path in checkpoints.glob("*.pt"):
+        try:
+            return len(torch.load(path, weights_only=True)["history"])
+        except Exception:  # being replaced right now: look again
+            return 0
+    return 0
+
+
+def test_kill_9_then_resume_ends_like_an_uninterrupted_run(tmp_path, env):
+    args = ["run", "--data", str(DEMO), "--models", "lenet", "--epochs", "8", "--seed", "3", "--quiet",
+            "--config", str(tmp_path / "mlflow.yaml")]
+    victim = _digitpipe([*args, "--out", str(tmp_path / "out")], env)
+    deadline = time.monotonic() + 300
+    while _epochs_in(tmp_path / "out" / "checkpoints") < 2:
+        assert victim.poll() is None, f"finished before it could be killed:\n{victim.stdout.read()}"
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    done_before_kill = _epochs_in(tmp_path / "out" / "checkpoints")
+    assert 2 <= done_before_kill < 8
+
+    resumed = _digitpipe([*args, "--out", str(tmp_path / "out"), "--resume", "--summary", str(tmp_path / "r.json")], env)
+    assert resumed.wait(timeout=600) == 0, resumed.stdout.read()
+    whole = _digitpipe([*args, "--out", str(tmp_path / "whole"), "--summary", str(tmp_path / "w.json")], env)
+    assert whole.wait(timeout=600) == 0, whole.stdout.read()
+
+    resumed_summary = json.loads((tmp_path / "r.json").read_text())["models"]["lenet"]
+    whole_summary = json.loads((tmp_path / "w.json").read_text())["models"]["lenet"]
+    assert resumed_summary["accuracy"] == whole_summary["accuracy"]  # to the last digit
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    curve = [[m.value for m in client.get_metric_history(s["run_id"], "val_loss")] for s in (resumed_summary,
+                                                                                           whole_summary)]
+    assert curve[0] == curve[1] and len(curve[0]) == 8
+    runs = client.search_runs([client.get_experiment_by_name("digitpipe").experiment_id])
+    assert sorted(r.info.status for r in runs) == ["FAILED", "FAILED", *["FINISHED"] * 4]
+    assert not list((tmp_path / "out" / "checkpoints").glob("*.pt"))  # finished: checkpoint cleared
