@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import importlib
 import logging
 import os
 import sys
+import threading
 from pathlib import Path
 from typing import Annotated
 
@@ -78,6 +80,8 @@ def run(
     }, source="command line")
     if not cfg.data.exists():  # fail before Prefect and MLflow start up
         raise UserError(f"{cfg.data}: no such file or directory")
+    # Importing great-expectations takes seconds; do it while Prefect's temporary API server starts.
+    threading.Thread(target=importlib.import_module, args=("great_expectations",), daemon=True).start()
     # The CLI is the composition root: the one place the library reaches up to the orchestration layer.
     from flows.training import training_flow
 

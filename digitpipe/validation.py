@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,10 +27,12 @@ class ValidationReport:
     success: bool
     lines: list[str]
     statistics: dict
+    seconds: float = 0.0
 
     def as_dict(self) -> dict:
         """JSON-ready form, logged to MLflow beside the run."""
-        return {"success": self.success, "expectations": self.lines, "statistics": self.statistics}
+        return {"success": self.success, "expectations": self.lines, "statistics": self.statistics,
+                "seconds": self.seconds}
 
     def text(self) -> str:
         """The report as printed by the CLI."""
@@ -78,11 +81,13 @@ def expectations(labelled: bool, min_rows: int, max_blank: float = 0.01, max_dup
 
 def validate(data: Dataset, min_rows: int = 100, **limits: float) -> ValidationReport:
     """Run the suite on `data`'s profile with an ephemeral great-expectations context."""
+    start = time.perf_counter()
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
     import great_expectations as gx
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
-    logging.getLogger("great_expectations").setLevel(logging.ERROR)
+    for name in ("great_expectations", "great_expectations.data_context.types.base"):  # the latter pins INFO itself
+        logging.getLogger(name).setLevel(logging.ERROR)
     context = gx.get_context(mode="ephemeral")
     context.variables.progress_bars = ProgressBarsConfig(globally=False)
     batch = (context.data_sources.add_pandas("digits").add_dataframe_asset("profile")
@@ -90,7 +95,7 @@ def validate(data: Dataset, min_rows: int = 100, **limits: float) -> ValidationR
     suite = gx.ExpectationSuite(name="digits", expectations=expectations(data.labels is not None, min_rows, **limits))
     result = batch.get_batch(batch_parameters={"dataframe": profile(data)}).validate(suite)
     lines = [_describe(r) for r in result.results]
-    return ValidationReport(bool(result.success), lines, dict(result.statistics))
+    return ValidationReport(bool(result.success), lines, dict(result.statistics), time.perf_counter() - start)
 
 
 def _describe(result) -> str:

@@ -32,6 +32,7 @@ def training_flow(cfg: PipelineConfig) -> dict:
         folder = cfg.out_dir / parent_id
         log_inputs(tracker, parent_id, cfg, split, device, data.digest)
         steps.write_json(folder / "validation" / "validation.json", validation.as_dict())
+        tracker.log_metrics(parent_id, {"validation_seconds": validation.seconds})
         tracker.log_artifacts(parent_id, folder / "validation", "validation")
         tracker.log_artifacts(parent_id, explore_data(data, folder / "eda"), "eda")
         results = [train_one(name, cfg, split, device, tracker, parent_id) for name in cfg.models]
