@@ -23,9 +23,9 @@ from digitpipe.train import Callback, TrainedModel, predict_scores, train_model
 from digitpipe.validation import ValidationReport, validate
 
 
-def check_data(data, min_rows: int) -> ValidationReport:
-    """Validate `data`; raise ValidationFailed with the readable report if any expectation fails."""
-    report = validate(data, min_rows)
+def check_data(data, min_rows: int, docs_dir: Path | None = None) -> ValidationReport:
+    """Validate `data` (GX data docs into `docs_dir`); raise ValidationFailed with the readable report on failure."""
+    report = validate(data, min_rows, docs_dir)
     if not report.success:
         raise ValidationFailed(f"{data.source}: {report.text()}")
     return report

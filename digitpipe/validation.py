@@ -9,8 +9,10 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import shutil
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -79,11 +81,13 @@ def expectations(labelled: bool, min_rows: int, max_blank: float = 0.01, max_dup
     return suite
 
 
-def validate(data: Dataset, min_rows: int = 100, **limits: float) -> ValidationReport:
-    """Run the suite on `data`'s profile with an ephemeral great-expectations context."""
+def validate(data: Dataset, min_rows: int = 100, docs_dir: Path | None = None, **limits: float) -> ValidationReport:
+    """Run the suite on `data`'s profile with an ephemeral great-expectations context; with `docs_dir`, also
+    build GX's data docs (HTML) there."""
     start = time.perf_counter()
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
     import great_expectations as gx
+    from great_expectations.checkpoint import UpdateDataDocsAction
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
     for name in ("great_expectations", "great_expectations.data_context.types.base"):  # the latter pins INFO itself
@@ -92,8 +96,16 @@ def validate(data: Dataset, min_rows: int = 100, **limits: float) -> ValidationR
     context.variables.progress_bars = ProgressBarsConfig(globally=False)
     batch = (context.data_sources.add_pandas("digits").add_dataframe_asset("profile")
              .add_batch_definition_whole_dataframe("all"))
-    suite = gx.ExpectationSuite(name="digits", expectations=expectations(data.labels is not None, min_rows, **limits))
-    result = batch.get_batch(batch_parameters={"dataframe": profile(data)}).validate(suite)
+    suite = context.suites.add(
+        gx.ExpectationSuite(name="digits", expectations=expectations(data.labels is not None, min_rows, **limits)))
+    definition = context.validation_definitions.add(gx.ValidationDefinition(data=batch, suite=suite, name="digits"))
+    actions = [UpdateDataDocsAction(name="data_docs")] if docs_dir else []
+    checkpoint = context.checkpoints.add(gx.Checkpoint(name="digits", validation_definitions=[definition],
+                                                       actions=actions, result_format="SUMMARY"))
+    result = next(iter(checkpoint.run(batch_parameters={"dataframe": profile(data)}).run_results.values()))
+    if docs_dir:
+        site = Path(context.get_docs_sites_urls()[0]["site_url"].removeprefix("file://")).parent
+        shutil.copytree(site, docs_dir, dirs_exist_ok=True)
     lines = [_describe(r) for r in result.results]
     return ValidationReport(bool(result.success), lines, dict(result.statistics), time.perf_counter() - start)
 

@@ -23,7 +23,8 @@ def training_flow(cfg: PipelineConfig) -> dict:
     runtime.seed_everything(cfg.seed)
     runtime.use_all_cores()
     data = load_data(cfg.data)
-    validation = validate_data(data, cfg.min_rows)
+    checked = cfg.out_dir / "validation" / data.digest[:16]  # per dataset: the GX data docs and report
+    validation = validate_data(data, cfg.min_rows, checked / "data_docs")
     split = split_data(data, cfg)
     tracker = Tracker(cfg.tracking)
     for run_id in tracker.fail_orphaned_runs():
@@ -31,9 +32,9 @@ def training_flow(cfg: PipelineConfig) -> dict:
     with tracker.run("pipeline", tags={"data_digest": data.digest}) as parent_id:
         folder = cfg.out_dir / parent_id
         log_inputs(tracker, parent_id, cfg, split, device, data.digest)
-        steps.write_json(folder / "validation" / "validation.json", validation.as_dict())
+        steps.write_json(checked / "validation.json", validation.as_dict())
         tracker.log_metrics(parent_id, {"validation_seconds": validation.seconds})
-        tracker.log_artifacts(parent_id, folder / "validation", "validation")
+        tracker.log_artifacts(parent_id, checked, "validation")
         tracker.log_artifacts(parent_id, explore_data(data, folder / "eda"), "eda")
         results = [train_one(name, cfg, split, device, tracker, parent_id) for name in cfg.models]
         tracker.log_artifacts(parent_id, steps.write_comparison(results, folder / "comparison"))

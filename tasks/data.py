@@ -20,9 +20,9 @@ def load_data(path: Path) -> Dataset:
 
 
 @task(cache_policy=NO_CACHE)
-def validate_data(data: Dataset, min_rows: int) -> ValidationReport:
-    """Stop the flow before training if the data fails its expectations; the report otherwise."""
-    return steps.check_data(data, min_rows)
+def validate_data(data: Dataset, min_rows: int, docs_dir: Path) -> ValidationReport:
+    """Stop the flow before training if the data fails its expectations; the report (and GX data docs) otherwise."""
+    return steps.check_data(data, min_rows, docs_dir)
 
 
 @task(cache_policy=NO_CACHE)

@@ -67,7 +67,11 @@ def test_runs_are_nested_and_carry_metrics_and_pictures(first_run, tracking):
     pictures = {a.path.removeprefix("report/") for a in client.list_artifacts(lenet.info.run_id, "report")}
     assert {"confusion_matrix.png", "confusion_matrix.json", "learning_curves.png", "feature_maps.png",
             "most_confident_errors.png", "model.onnx"} <= pictures
-    assert {a.path for a in client.list_artifacts(parent.info.run_id)} >= {"comparison.md", "comparison.png"}
+    assert {a.path for a in client.list_artifacts(parent.info.run_id)} >= {"comparison.md", "comparison.png",
+                                                                          "validation", "eda"}
+    docs = {a.path for a in client.list_artifacts(parent.info.run_id, "validation/data_docs")}
+    assert "validation/data_docs/index.html" in docs
+    assert {a.path for a in client.list_artifacts(parent.info.run_id, "eda")} >= {"eda/report.html", "eda/summary.json"}
     assert "| lenet |" in (Path(cfg.out_dir) / parent.info.run_id / "comparison" / "comparison.md").read_text()
 
 
