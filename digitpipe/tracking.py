@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import logging
 import re
 import shutil
@@ -141,7 +142,8 @@ class Tracker:
                                          signature=signature, save_as_external_data=False,
                                          pip_requirements=requirements)
         version = str(info.registered_model_version)
-        for key, value in tags.items():
+        checksum = hashlib.sha256(proto.SerializeToString()).hexdigest()  # what scoring verifies before loading
+        for key, value in {**tags, "onnx_sha256": checksum}.items():
             self.client.set_model_version_tag(self.cfg.registered_model, version, key, str(value))
         return version
 
@@ -194,9 +196,10 @@ class Tracker:
         identity = {"uri": uri, "registered_model": name, "version": str(mv.version),
                     "model_name": mv.tags.get("model_name", "?"), "run_id": mv.run_id, "precision": "fp32"}
         if prefer_int8 and mv.tags.get("int8_status") == "accepted":
-            return self._download_run_file(mv.run_id, INT8_ARTIFACT, dest), identity | {"precision": "int8"}
+            path = self._download_run_file(mv.run_id, INT8_ARTIFACT, dest)
+            return _verified(path, mv.tags.get("int8_sha256"), uri), identity | {"precision": "int8"}
         # the registry's copy is the truth, not a path recorded at registration
-        return self._download_onnx(name, str(mv.version), dest), identity
+        return _verified(self._download_onnx(name, str(mv.version), dest), mv.tags.get("onnx_sha256"), uri), identity
 
     def record_quantization(self, identity: dict, result: Quantization) -> None:
         """Log the int8 file (if accepted) on the version's run and the decision as version tags."""
@@ -204,7 +207,8 @@ class Tracker:
             with tempfile.TemporaryDirectory() as tmp:  # the artifact's name is fixed, whatever the user called the file
                 named = Path(shutil.copyfile(result.path, Path(tmp) / Path(INT8_ARTIFACT).name))
                 self.client.log_artifact(identity["run_id"], str(named), str(Path(INT8_ARTIFACT).parent))
-        for key, value in {"int8_status": "accepted" if result.accepted else "refused",
+        checksum = hashlib.sha256(result.path.read_bytes()).hexdigest() if result.path else ""
+        for key, value in {"int8_status": "accepted" if result.accepted else "refused", "int8_sha256": checksum,
                            "int8_accuracy": result.int8_accuracy, "fp32_accuracy": result.fp32_accuracy,
                            "int8_reason": result.reason()}.items():
             self.client.set_model_version_tag(identity["registered_model"], identity["version"], key, str(value))
@@ -233,6 +237,14 @@ class Tracker:
         if found is None:
             raise UserError(f"{uri}: the registered model holds no .onnx file")
         return found
+
+
+def _verified(path: Path, expected_sha256: str | None, uri: str) -> Path:
+    """`path` if its SHA-256 is the one recorded at registration; a changed or damaged artifact is refused."""
+    if expected_sha256 and hashlib.sha256(path.read_bytes()).hexdigest() != expected_sha256:
+        raise UserError(f"{uri}: the stored ONNX file does not match the checksum recorded at registration "
+                        "(corrupted or replaced); refusing to score with it")
+    return path
 
 
 def owner_tags() -> dict[str, str]:

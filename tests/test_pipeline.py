@@ -183,3 +183,32 @@ def test_accepted_int8_is_recorded_and_then_used_for_scoring(first_run, fixture_
     cli.main()
     sidecar = json.loads((tmp_path / "p.csv.json").read_text())
     assert sidecar["model"]["precision"] == "int8" and sidecar["scored"] == 1000
+
+
+@pytest.mark.parametrize("damage", ["corrupt", "delete"])
+def test_scoring_refuses_a_damaged_registry_artifact(damage, first_run, tracking, fixture_dir, tmp_path, monkeypatch,
+                                                      capsys):
+    from flows.training import training_flow
+
+    out = tmp_path / "run"
+    cfg = PipelineConfig(data=fixture_dir, models=("logreg",), out_dir=out, tracking=tracking.model_copy(
+        update={"registered_model": f"damaged-{damage}"}))
+    version = training_flow(cfg)["models"]["logreg"]["model_version"]
+    client = MlflowClient(tracking.tracking_uri)
+    mv = client.get_model_version(f"damaged-{damage}", version)
+    logged_model = client.get_logged_model(mv.source.removeprefix("models:/"))  # source: models:/m-<id>
+    stored = Path(logged_model.artifact_location.removeprefix("file://")) / "model.onnx"
+    if damage == "corrupt":
+        stored.write_bytes(stored.read_bytes()[:-10] + b"0123456789")
+    else:
+        stored.unlink()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking.tracking_uri)
+    monkeypatch.setattr("sys.argv", ["digitpipe", "score", "--model", f"models:/damaged-{damage}/{version}",
+                                     "--input", str(fixture_dir), "--output", str(tmp_path / "o.csv"),
+                                     "--config", str(tmp_path / "none.yaml")])
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main()
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert ("does not match the checksum" if damage == "corrupt" else "holds no .onnx file") in err
+    assert not list(tmp_path.glob("o.csv*"))
