@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import functools
 import hashlib
 import logging
@@ -163,13 +164,30 @@ class Tracker:
         """Point the champion alias at `version` if it clears the floor and beats the champion by the margin."""
         mv = self.client.get_model_version(self.cfg.registered_model, version)
         challenger = self._describe(version, mv.tags)
-        current = self.champion()
-        reason = self._verdict(challenger, current)
-        promoted = reason.startswith("promoted")
-        if promoted:
-            self.client.set_registered_model_alias(self.cfg.registered_model, self.cfg.champion_alias, version)
+        with self._promotion_lock():  # read, compare and move as one step: a concurrent run cannot slip between
+            current = self.champion()
+            reason = self._verdict(challenger, current)
+            promoted = reason.startswith("promoted")
+            if promoted:
+                self.client.set_registered_model_alias(self.cfg.registered_model, self.cfg.champion_alias, version)
         self.client.set_model_version_tag(self.cfg.registered_model, version, "verdict", reason)
         return Promotion(promoted, challenger if promoted else current or challenger, reason)
+
+    @contextmanager
+    def _promotion_lock(self) -> Iterator[None]:
+        """An exclusive lock per registry: a file lock beside a local sqlite store. MLflow's REST API has no lock,
+        so against a remote server the compare-and-move window is two calls wide; run promotions from one
+        worker there (the Prefect work pool's concurrency limit)."""
+        database = self.cfg.tracking_uri.removeprefix("sqlite:///")
+        if database == self.cfg.tracking_uri:
+            yield
+            return
+        with open(f"{database}.promotion.lock", "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
 
     def _verdict(self, challenger: Champion, current: Champion | None) -> str:
         if challenger.accuracy < self.cfg.min_accuracy:

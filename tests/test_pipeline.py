@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import multiprocessing
+import time
 from pathlib import Path
 
 import numpy as np
@@ -212,3 +214,34 @@ def test_scoring_refuses_a_damaged_registry_artifact(damage, first_run, tracking
     err = capsys.readouterr().err
     assert ("does not match the checksum" if damage == "corrupt" else "holds no .onnx file") in err
     assert not list(tmp_path.glob("o.csv*"))
+
+
+def _promote(uri: str, name: str, version: str, start: float) -> bool:
+    from digitpipe.tracking import Tracker
+
+    tracker = Tracker(TrackingConfig(tracking_uri=uri, registered_model=name))
+    time.sleep(max(0.0, start - time.time()))  # both processes promote at the same moment
+    return tracker.promote_if_better(version).promoted
+
+
+def test_concurrent_promotions_leave_the_better_model_champion(first_run, tracking):
+    """Two processes promote at once, the weaker one first in half the rounds: the better version always wins."""
+    client = MlflowClient(tracking.tracking_uri)
+    _, summary = first_run
+    ranked = sorted(summary["models"].values(), key=lambda m: m["accuracy"])
+    weak, strong = ranked[0], ranked[-1]
+    context = multiprocessing.get_context("spawn")
+    for round_ in range(4):
+        name = f"race-{round_}"
+        client.create_registered_model(name)
+        versions = {}
+        for model in (weak, strong):
+            versions[model["model_version"]] = client.create_model_version(name, f"runs:/{model['run_id']}/model",
+                                                                           model["run_id"]).version
+            client.set_model_version_tag(name, versions[model["model_version"]], "test_accuracy", model["accuracy"])
+        order = [weak, strong] if round_ % 2 else [strong, weak]
+        with context.Pool(2) as pool:
+            start = time.time() + 3
+            pool.starmap(_promote, [(tracking.tracking_uri, name, versions[m["model_version"]], start) for m in order])
+        champion = client.get_model_version_by_alias(name, "champion")
+        assert str(champion.version) == str(versions[strong["model_version"]])

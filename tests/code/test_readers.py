@@ -173,3 +173,22 @@ def test_gzip_bomb_is_not_inflated_past_what_the_header_promises(tmp_path):
     assert len(bomb) < 1 << 20
     with pytest.raises(DataError, match="file holds more"):
         load_dataset(path)
+
+
+def test_a_gigabyte_of_random_bytes_is_refused_at_its_first_line(tmp_path):
+    path = tmp_path / "garbage.csv"
+    with path.open("wb") as f:
+        chunk = np.random.default_rng(0).integers(0, 256, 1 << 20, dtype=np.uint8).tobytes()
+        for _ in range(1024):
+            f.write(chunk)
+    # the header check reads at most 64 KB; the parser (which would hold the whole file) never starts
+    with pytest.raises(DataError, match="header must be|not a Kaggle CSV header"):
+        load_dataset(path)
+
+
+def test_a_ten_megabyte_line_is_refused(tmp_path, digits):
+    path = write_csv(tmp_path / "train.csv", digits.subset(np.arange(20)))
+    with path.open("ab") as f:
+        f.write(b"1," + b"7" * (10 << 20) + b"\n")
+    with pytest.raises(DataError):
+        load_dataset(path)
