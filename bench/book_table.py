@@ -10,9 +10,8 @@ from __future__ import annotations
 import argparse
 
 import numpy as np
-import torch
-
 from _common import mnist_path
+
 from digitpipe.data import load_dataset, split_dataset
 from digitpipe.models import MODEL_NAMES, SPECS
 from digitpipe.runtime import pick_device, seed_everything, use_all_cores

@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-
 from _common import best_of, mnist_path
+
 from digitpipe.data import load_dataset, split_dataset
 from digitpipe.export import export_onnx, quantize_checked
 from digitpipe.models import SPECS, NetSpec
@@ -54,7 +54,7 @@ def main() -> None:
         pd.DataFrame(images.reshape(len(images), -1), columns=[f"pixel{i}" for i in range(784)]).to_csv(csv, index=False)
         for name, path in (("fp32", fp32), ("int8", quant and quant.path)):
             if path:
-                seconds = best_of(lambda: score_file(OnnxScorer(path), csv, tmp / "out.csv", {}), repeats=2)
+                seconds = best_of(lambda p=path: score_file(OnnxScorer(p), csv, tmp / "out.csv", {}), repeats=2)
                 rates[f"end-to-end CSV scoring, {name}"] = len(images) / seconds
     eager = rates["pytorch eager (batch 4096)"]
     print(f"{'path':<36} {'images/s':>10} {'vs eager':>9}")

@@ -14,8 +14,8 @@ import time
 
 import torch
 import torch.nn.functional as F
-
 from _common import mnist_path
+
 from digitpipe.data import load_dataset, split_dataset
 from digitpipe.models import SPECS, build_net
 from digitpipe.runtime import seed_everything, use_all_cores

@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 
 from _common import mnist_path
+
 from digitpipe.data import load_dataset, split_dataset
 from digitpipe.validation import validate
 

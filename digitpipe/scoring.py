@@ -16,8 +16,8 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from digitpipe.data.stream import stream_chunks
-from digitpipe.evaluate import probabilities
 from digitpipe.errors import DataError
+from digitpipe.evaluate import probabilities
 from digitpipe.runtime import available_cores
 
 SCORE_BATCH = 4096

@@ -17,8 +17,14 @@ from digitpipe.errors import ValidationFailed
 from digitpipe.evaluate import Evaluation, comparison_markdown, evaluate
 from digitpipe.export import export_onnx, parity_mismatches
 from digitpipe.models import SPECS, LogRegSpec, NetSpec
+from digitpipe.plots import (
+    comparison_png,
+    confusion_matrix_png,
+    feature_maps_png,
+    learning_curves_png,
+    wrong_digits_png,
+)
 from digitpipe.runtime import seed_everything
-from digitpipe.plots import comparison_png, confusion_matrix_png, feature_maps_png, learning_curves_png, wrong_digits_png
 from digitpipe.train import Callback, TrainedModel, predict_scores, train_model
 from digitpipe.validation import ValidationReport, validate
 

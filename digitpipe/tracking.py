@@ -6,11 +6,11 @@ import fcntl
 import functools
 import hashlib
 import logging
+import os
 import re
 import shutil
 import socket
 import tempfile
-import os
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager

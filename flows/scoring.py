@@ -33,6 +33,18 @@ def scoring_flow(inputs: list[Path], model: str = "models:/digits@champion", suf
     return [vars(r) for r in reports]
 
 
+def score_files(inputs: list[Path], dask_address: str | None = None, dask_workers: int = 0, **options) -> list[dict]:
+    """Run the scoring flow on threads (default), on a local Dask cluster of `dask_workers` processes, or on the
+    Dask cluster at `dask_address` (prefect-dask): one task per file, so more workers score more files at once."""
+    if not (dask_address or dask_workers):
+        return scoring_flow(inputs, **options)
+    from prefect_dask import DaskTaskRunner
+
+    runner = (DaskTaskRunner(address=dask_address) if dask_address else
+              DaskTaskRunner(cluster_kwargs={"n_workers": dask_workers, "threads_per_worker": 1, "processes": True}))
+    return scoring_flow.with_options(task_runner=runner)(inputs, **options)
+
+
 def log_report(tracker: Tracker, report) -> None:
     """One MLflow run per scored file: model identity, counts and throughput."""
     with tracker.run(f"score {Path(report.input).name}", tags={"digitpipe.kind": "scoring"}) as run_id:

@@ -245,3 +245,19 @@ def test_concurrent_promotions_leave_the_better_model_champion(first_run, tracki
             pool.starmap(_promote, [(tracking.tracking_uri, name, versions[m["model_version"]], start) for m in order])
         champion = client.get_model_version_by_alias(name, "champion")
         assert str(champion.version) == str(versions[strong["model_version"]])
+
+
+def test_scoring_scales_out_on_a_local_dask_cluster(first_run, fixture_dir, tracking, tmp_path):
+    from flows.scoring import score_files
+
+    config = tmp_path / "mlflow.yaml"
+    config.write_text(tracking.model_dump_json())
+    frame = pd.read_csv(_fixture_csv(fixture_dir, tmp_path)).drop(columns="label")
+    inputs = []
+    for i in range(3):
+        inputs.append(tmp_path / f"part{i}.csv")
+        frame.iloc[i * 100 : (i + 1) * 100].to_csv(inputs[-1], index=False)
+    reports = score_files(inputs, dask_workers=2, model=f"models:/{tracking.registered_model}@champion",
+                          config=config)
+    assert [r["scored"] for r in reports] == [100, 100, 100]
+    assert all(path.with_name(path.name + ".predictions.csv").is_file() for path in inputs)
