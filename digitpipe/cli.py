@@ -66,18 +66,21 @@ def run(
     quiet: Annotated[bool, typer.Option(help="No progress bars or comparison table.")] = False,
     seed: Annotated[int, typer.Option(help="Seed for the split and training.")] = 42,
     protocol: Annotated[str, typer.Option(help="book: 75/25 of --data; standard: test on t10k.")] = "book",
+    val_fraction: Annotated[float | None, typer.Option(help="Share of the training part kept for validation "
+                                                             "(default 0.1).")] = None,
     summary: Annotated[Path | None, typer.Option(help="Write a JSON summary here.")] = None,
     out_dir: Annotated[Path, typer.Option("--out", help="Where ONNX files and pictures go.")] = Path("outputs"),
     config: ConfigOption = Path("mlflow.yaml"),
 ) -> None:
     """Validate, split, train, evaluate, export, register and promote: the whole training pipeline."""
     data = data or _fetch(None, None)
-    cfg = build(PipelineConfig, {
+    values = {
         "data": data, "models": tuple(m.strip() for m in models.split(",") if m.strip()), "epochs": epochs,
         "stop_at_accuracy": stop_at_accuracy, "patience": patience, "resume": resume, "seed": seed,
-        "protocol": protocol, "progress": not quiet and sys.stderr.isatty(), "summary": summary, "out_dir": out_dir,
-        "tracking": load_tracking_config(config),
-    }, source="command line")
+        "val_fraction": val_fraction, "protocol": protocol, "progress": not quiet and sys.stderr.isatty(),
+        "summary": summary, "out_dir": out_dir, "tracking": load_tracking_config(config),
+    }
+    cfg = build(PipelineConfig, {k: v for k, v in values.items() if v is not None}, source="command line")
     if not cfg.data.exists():  # fail before Prefect and MLflow start up
         raise UserError(f"{cfg.data}: no such file or directory")
     # Importing great-expectations takes seconds; do it while Prefect's temporary API server starts.

@@ -5,6 +5,7 @@ from pathlib import Path
 import numpy as np
 from prefect import task
 from prefect.cache_policies import NO_CACHE
+from prefect.runtime import task_run
 
 from digitpipe import steps
 from digitpipe.config import PipelineConfig
@@ -13,9 +14,11 @@ from digitpipe.evaluate import Evaluation
 from digitpipe.train import Callback, TrainedModel
 
 
-@task(cache_policy=NO_CACHE, task_run_name="train-{name}")
+@task(cache_policy=NO_CACHE, task_run_name="train-{name}", retries=1)
 def train_model(name: str, cfg: PipelineConfig, split: Split, device: str, callbacks: list[Callback]) -> TrainedModel:
-    """Fit one zoo model."""
+    """Fit one zoo model; a retry continues from the failed attempt's last epoch checkpoint, not from scratch."""
+    if task_run.run_count > 1:
+        cfg = cfg.model_copy(update={"resume": True})
     return steps.train(name, cfg, split, device, callbacks)
 
 

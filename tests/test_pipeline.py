@@ -261,3 +261,27 @@ def test_scoring_scales_out_on_a_local_dask_cluster(first_run, fixture_dir, trac
                           config=config)
     assert [r["scored"] for r in reports] == [100, 100, 100]
     assert all(path.with_name(path.name + ".predictions.csv").is_file() for path in inputs)
+
+
+def test_a_prefect_retry_continues_training_from_the_checkpoint(fixture_dir, tmp_path):
+    from prefect import flow
+
+    from tasks.modeling import train_model
+
+    cfg = PipelineConfig(data=fixture_dir, models=("lenet",), epochs=4, out_dir=tmp_path)
+    split = split_dataset(load_dataset(fixture_dir))
+    seen = []
+
+    def crash_once_at_epoch_two(result):
+        seen.append(result)
+        if result.epoch == 2 and len(seen) == 2:
+            raise RuntimeError("worker lost")  # the first attempt dies after epoch 2's checkpoint
+
+    @flow
+    def one_training():
+        return train_model.with_options(retry_delay_seconds=0)("lenet", cfg, split, "cpu", [crash_once_at_epoch_two])
+
+    trained = one_training()
+    assert [r.epoch for r in seen] == [1, 2, 1, 2, 3, 4]
+    assert seen[2:4] == seen[0:2]  # epochs 1-2 replayed from the checkpoint (same timings), not trained again
+    assert [h.epoch for h in trained.history] == [1, 2, 3, 4]
