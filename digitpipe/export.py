@@ -11,6 +11,7 @@ import logging
 import os
 import shutil
 import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,10 +49,12 @@ def _torch_to_onnx(model: nn.Module) -> onnx.ModelProto:
     example = torch.zeros(8, 1, 28, 28)  # batch > 1 so the exporter cannot specialise the batch axis to 1
     batch = torch.export.Dim("batch", min=1)
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)  # the exporter chatters about optional ops
-    program = torch.onnx.export(
-        model, (example,), input_names=[INPUT_NAME], output_names=["scores"],
-        dynamic_shapes=({0: batch},), opset_version=OPSET, dynamo=True, external_data=False, verbose=False,
-    )
+    with warnings.catch_warnings():  # torch's own FutureWarnings about its pytree internals, not ours to fix
+        warnings.simplefilter("ignore", FutureWarning)
+        program = torch.onnx.export(
+            model, (example,), input_names=[INPUT_NAME], output_names=["scores"],
+            dynamic_shapes=({0: batch},), opset_version=OPSET, dynamo=True, external_data=False, verbose=False,
+        )
     return program.model_proto
 
 

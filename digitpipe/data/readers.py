@@ -44,7 +44,10 @@ def load_dataset(path: str | Path, part: str = "train") -> Dataset:
 def find_idx_pair(folder: Path, part: str = "train") -> tuple[Path, Path]:
     """The images and labels IDX files of `part` (train or t10k) in `folder`, gzipped or raw."""
     for images in sorted(folder.glob(f"{part}-images*idx3-ubyte*")):
-        return images, _labels_beside(images)
+        labels = _labels_beside(images)
+        for path in filter(None, (images, labels)):
+            _check_inside(folder, path)
+        return images, labels
     raise DataError(folder, f"no {part}-images-idx3-ubyte[.gz] file in this folder")
 
 
@@ -161,6 +164,7 @@ def read_image_folder(folder: Path) -> Dataset:
         files = [(f, -1) for f in sorted(folder.iterdir()) if f.suffix.lower() in IMAGE_SUFFIXES]
     images = np.empty((len(files), *IMAGE_SHAPE), np.uint8)
     for i, (file, _) in enumerate(files):
+        _check_inside(folder, file)
         try:
             with Image.open(file) as image:
                 if image.size != IMAGE_SHAPE or image.mode != "L":
@@ -171,6 +175,12 @@ def read_image_folder(folder: Path) -> Dataset:
             raise DataError(file, f"not a readable image ({_first_line(exc)})") from None
     labels = np.array([label for _, label in files], np.int64) if labelled else None
     return Dataset(images, labels, source=str(folder))
+
+
+def _check_inside(folder: Path, path: Path) -> None:
+    """Refuse a file that is a symlink leading out of the data folder (a path the user did not hand us)."""
+    if not path.resolve().is_relative_to(folder.resolve()):
+        raise DataError(path, f"is a link to {path.resolve()}, outside the data folder {folder}; refused")
 
 
 def _has_images(folder: Path) -> bool:

@@ -192,3 +192,21 @@ def test_a_ten_megabyte_line_is_refused(tmp_path, digits):
         f.write(b"1," + b"7" * (10 << 20) + b"\n")
     with pytest.raises(DataError):
         load_dataset(path)
+
+
+def test_a_symlink_out_of_the_data_folder_is_refused(tmp_path, digits, fixture_dir):
+    from PIL import Image
+
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    Image.fromarray(digits.images[0]).save(outside / "secret.png")
+    (tmp_path / "data" / "5").mkdir(parents=True)
+    Image.fromarray(digits.images[1]).save(tmp_path / "data" / "5" / "ok.png")
+    (tmp_path / "data" / "5" / "link.png").symlink_to(outside / "secret.png")
+    with pytest.raises(DataError, match="outside the data folder"):
+        load_dataset(tmp_path / "data")
+    idx = tmp_path / "idx"
+    idx.mkdir()
+    (idx / "train-images-idx3-ubyte.gz").symlink_to(fixture_dir / "train-images-idx3-ubyte.gz")
+    with pytest.raises(DataError, match="outside the data folder"):
+        load_dataset(idx)
