@@ -14,11 +14,13 @@ def pick_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def seed_everything(seed: int) -> None:
-    """Seed python, numpy and torch so the same seed on the CPU gives the same run."""
+def seed_everything(seed: int, deterministic: bool = True) -> None:
+    """Seed python, numpy and torch; with `deterministic` (the CPU), also ask torch for deterministic kernels,
+    so the same seed gives the same run to the last digit."""
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+    torch.use_deterministic_algorithms(deterministic, warn_only=True)
 
 
 def available_cores() -> int:

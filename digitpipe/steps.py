@@ -52,7 +52,7 @@ def train(name: str, cfg: PipelineConfig, split: Split, device: str, callbacks: 
     checkpoint = checkpoint_path(name, spec, cfg, split)
     if not cfg.resume:
         checkpoint.unlink(missing_ok=True)
-    seed_everything(cfg.seed)  # per model: its result does not depend on which models ran before it
+    seed_everything(cfg.seed, deterministic=device == "cpu")  # per model: independent of the models before it
     trained = train_model(name, spec, split, torch.device(device), callbacks, checkpoint)
     checkpoint.unlink(missing_ok=True)  # finished: the next run starts fresh
     return trained
