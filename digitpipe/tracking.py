@@ -65,6 +65,11 @@ class Tracker:
         self.client = MlflowClient(cfg.tracking_uri)
         for noisy in ("mlflow", "alembic"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
+        try:  # fail fast and clearly before any work is done, rather than mid-run
+            self.client.search_experiments(max_results=1)
+        except Exception as exc:  # MlflowException, requests' and sqlalchemy's errors: all mean "no store"
+            raise UserError(f"cannot reach the MLflow tracking store at {cfg.tracking_uri} "
+                            f"({str(exc).splitlines()[0][:160]})") from None
 
     @functools.cached_property
     def experiment_id(self) -> str:

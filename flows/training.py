@@ -22,11 +22,11 @@ def training_flow(cfg: PipelineConfig) -> dict:
     device = str(runtime.pick_device())
     runtime.seed_everything(cfg.seed, deterministic=device == "cpu")
     runtime.use_all_cores()
+    tracker = Tracker(cfg.tracking)  # an unreachable tracking server fails the run here, before any work
     data = load_data(cfg.data)
     checked = cfg.out_dir / "validation" / data.digest[:16]  # per dataset: the GX data docs and report
     validation = validate_data(data, cfg.min_rows, checked / "data_docs")
     split = split_data(data, cfg)
-    tracker = Tracker(cfg.tracking)
     for run_id in tracker.fail_orphaned_runs():
         print(f"marked run {run_id} FAILED: the process that ran it is gone")
     with tracker.run("pipeline", tags={"data_digest": data.digest}) as parent_id:

@@ -74,3 +74,14 @@ def test_kill_9_then_resume_ends_like_an_uninterrupted_run(tmp_path, env):
     runs = client.search_runs([client.get_experiment_by_name("digitpipe").experiment_id])
     assert sorted(r.info.status for r in runs) == ["FAILED", "FAILED", *["FINISHED"] * 4]
     assert not list((tmp_path / "out" / "checkpoints").glob("*.pt"))  # finished: checkpoint cleared
+
+
+def test_unreachable_tracking_server_is_one_clear_line_and_nothing_runs(tmp_path, env):
+    closed_port = "http://127.0.0.1:9"  # discard port: nothing listens on loopback
+    failed = _digitpipe(["run", "--data", str(DEMO), "--models", "logreg", "--quiet", "--out", str(tmp_path / "out"),
+                         "--config", str(tmp_path / "mlflow.yaml")], {**env, "MLFLOW_TRACKING_URI": closed_port})
+    output = failed.communicate(timeout=300)[0]
+    assert failed.returncode == 2
+    assert f"digitpipe: error: cannot reach the MLflow tracking store at {closed_port}" in output
+    assert "Traceback" not in output
+    assert not (tmp_path / "out").exists()  # stopped before reading data or writing anything
