@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import functools
 import hashlib
@@ -89,7 +90,8 @@ class Tracker:
         try:
             yield run_id
         except BaseException:
-            self.client.set_terminated(run_id, "FAILED")
+            with contextlib.suppress(Exception):  # the store may be what failed; the original error matters more
+                self.client.set_terminated(run_id, "FAILED")
             raise
         self.client.set_terminated(run_id, "FINISHED")
 
@@ -122,7 +124,12 @@ class Tracker:
 
         def log_epoch(result: EpochResult) -> None:
             metrics = {k: v for k, v in vars(result).items() if k != "epoch"}
-            self.log_metrics(run_id, {f"epoch_{k}" if k == "seconds" else k: v for k, v in metrics.items()}, result.epoch)
+            try:
+                self.log_metrics(run_id, {f"epoch_{k}" if k == "seconds" else k: v for k, v in metrics.items()},
+                                 result.epoch)
+            except MlflowException as exc:  # raised once MLflow's own retries with backoff are spent
+                raise UserError(f"lost the MLflow tracking store at {self.cfg.tracking_uri} while logging "
+                                f"epoch {result.epoch}; nothing was registered ({exc.message[:120]})") from None
 
         return log_epoch
 
