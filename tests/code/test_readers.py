@@ -210,3 +210,18 @@ def test_a_symlink_out_of_the_data_folder_is_refused(tmp_path, digits, fixture_d
     (idx / "train-images-idx3-ubyte.gz").symlink_to(fixture_dir / "train-images-idx3-ubyte.gz")
     with pytest.raises(DataError, match="outside the data folder"):
         load_dataset(idx)
+
+
+def test_a_csv_gzip_bomb_stops_at_the_limit(tmp_path, digits, monkeypatch):
+    import zlib
+
+    from digitpipe.data import readers
+
+    monkeypatch.setattr(readers, "MAX_CSV_BYTES", 8 << 20)  # a small limit: the bomb need not be huge
+    header = write_csv(tmp_path / "t.csv", digits.subset(np.arange(2))).read_bytes()
+    packer = zlib.compressobj(9, zlib.DEFLATED, 31)
+    row = b"1," + b",".join([b"0"] * 784) + b"\n"
+    bomb = packer.compress(header) + b"".join(packer.compress(row * 1000) for _ in range(20)) + packer.flush()
+    (tmp_path / "bomb.csv.gz").write_bytes(bomb)
+    with pytest.raises(DataError, match="inflates past"):
+        load_dataset(tmp_path / "bomb.csv.gz")
