@@ -122,9 +122,7 @@ class _Calibration(CalibrationDataReader):
     """Feeds calibration images to the quantizer in the model's own input layout."""
 
     def __init__(self, images: np.ndarray, scorer: OnnxScorer) -> None:
-        shape = (-1, 784) if scorer.input_rank == 2 else (-1, 1, 28, 28)
-        self.batches = iter({scorer.input_name: images[i : i + 64].reshape(shape).astype(np.float32)}
-                            for i in range(0, len(images), 64))
+        self.batches = iter({scorer.input_name: scorer.as_input(images[i : i + 64])} for i in range(0, len(images), 64))
 
     def get_next(self) -> dict | None:
         return next(self.batches, None)

@@ -41,11 +41,14 @@ class OnnxScorer:
         self.input_name = model_input.name
         self.input_rank = len(model_input.shape)  # 2: [N, 784]; 4: [N, 1, 28, 28]
 
+    def as_input(self, images: np.ndarray) -> np.ndarray:
+        """uint8 images N x 28 x 28 as this model's float input: [N, 784] or [N, 1, 28, 28]."""
+        return images.reshape((-1, 784) if self.input_rank == 2 else (-1, 1, 28, 28)).astype(np.float32)
+
     def scores(self, images: np.ndarray) -> np.ndarray:
         """First output of the model ([N, 10] scores or probabilities) for uint8 images N x 28 x 28."""
-        shape = (-1, 784) if self.input_rank == 2 else (-1, 1, 28, 28)
         out = [
-            self.session.run(None, {self.input_name: images[i : i + self.batch_size].reshape(shape).astype(np.float32)})[0]
+            self.session.run(None, {self.input_name: self.as_input(images[i : i + self.batch_size])})[0]
             for i in range(0, len(images), self.batch_size)
         ]
         return np.concatenate(out) if out else np.zeros((0, 10), np.float32)

@@ -29,6 +29,7 @@ from mlflow.exceptions import MlflowException
 from digitpipe.config import TrackingConfig
 from digitpipe.errors import UserError
 from digitpipe.export import Quantization
+from digitpipe.scoring import OnnxScorer
 from digitpipe.train import Callback, EpochResult
 
 PARENT_TAG = "mlflow.parentRunId"  # MLflow's own tag: the UI nests child runs under the parent
@@ -145,8 +146,7 @@ class Tracker:
     def register_onnx(self, run_id: str, onnx_path: Path, images: np.ndarray, tags: Mapping[str, object]) -> str:
         """Log the ONNX model on `run_id`, register it under the configured name, tag the version; returns it."""
         proto = onnx.load(str(onnx_path))
-        rank = len(proto.graph.input[0].type.tensor_type.shape.dim)  # 2: [N, 784]; 4: [N, 1, 28, 28]
-        example = images.reshape((-1, 784) if rank == 2 else (-1, 1, 28, 28)).astype(np.float32)
+        example = OnnxScorer(onnx_path).as_input(images)
         signature = mlflow.models.infer_signature(example, np.zeros((len(example), 10), np.float32))
         # Explicit requirements: MLflow would otherwise spend ~3 s in a subprocess inferring them.
         requirements = [f"onnx=={onnx.__version__}", f"onnxruntime=={onnxruntime.__version__}"]
