@@ -12,7 +12,7 @@ RUN python -m venv /opt/venv \
        -c requirements.lock .
 
 FROM python:3.11-slim
-RUN useradd --create-home --uid 1000 digitpipe
+RUN useradd --create-home --uid 1000 digitpipe && mkdir /data && chown digitpipe /data  # /data: the MLflow store in compose
 COPY --from=build /opt/venv /opt/venv
 WORKDIR /home/digitpipe/app
 COPY --chown=digitpipe:digitpipe flows ./flows
