@@ -37,7 +37,7 @@ def load_dataset(path: str | Path, part: str = "train") -> Dataset:
     if head.startswith(b"PAR1"):
         return read_parquet(path)
     if head[:3] == b"\x00\x00\x08":  # IDX of unsigned bytes; read_idx checks it is an images file
-        return read_idx_pair(path, _labels_beside(path))
+        return read_idx_pair(path, labels_beside(path))
     if head.startswith((b"label", b"pixel0")) or ".csv" in path.suffixes:
         return read_kaggle_csv(path)
     raise DataError(path, "neither an MNIST IDX file nor a Kaggle CSV (label,pixel0..pixel783)")
@@ -46,7 +46,7 @@ def load_dataset(path: str | Path, part: str = "train") -> Dataset:
 def find_idx_pair(folder: Path, part: str = "train") -> tuple[Path, Path]:
     """The images and labels IDX files of `part` (train or t10k) in `folder`, gzipped or raw."""
     for images in sorted(folder.glob(f"{part}-images*idx3-ubyte*")):
-        labels = _labels_beside(images)
+        labels = labels_beside(images)
         for path in filter(None, (images, labels)):
             _check_inside(folder, path)
         return images, labels
@@ -73,17 +73,7 @@ def read_idx(path: Path, magic: int) -> np.ndarray:
     """
     try:
         with open_maybe_gzip(path) as f:
-            head = f.read(4)
-            kind = "images (magic 0x00000803)" if magic == IDX_IMAGES_MAGIC else "labels (magic 0x00000801)"
-            if len(head) < 4 or struct.unpack(">I", head)[0] != magic:
-                raise DataError(path, f"not an IDX {kind} file")
-            ndim = head[3]
-            raw_dims = f.read(4 * ndim)
-            if len(raw_dims) != 4 * ndim:
-                raise DataError(path, "truncated IDX header")
-            dims = struct.unpack(f">{ndim}I", raw_dims)
-            if ndim == 3 and dims[1:] != IMAGE_SHAPE:
-                raise DataError(path, f"images are {dims[1]}x{dims[2]}, expected 28x28")
+            dims = read_idx_header(f, path, magic)
             expected = int(np.prod(dims, dtype=np.int64))
             if expected > MAX_IDX_BYTES:
                 raise DataError(path, f"header claims {dims[0]:,} items ({expected / 2**30:.1f} GiB), above the "
@@ -99,6 +89,22 @@ def read_idx(path: Path, magic: int) -> np.ndarray:
     return np.frombuffer(data, dtype=np.uint8).reshape(dims)
 
 
+def read_idx_header(f: BinaryIO, path: Path, magic: int) -> tuple[int, ...]:
+    """The dimensions from an IDX header at `f`'s start, checking the magic and the 28x28 image shape."""
+    head = f.read(4)
+    if len(head) < 4 or struct.unpack(">I", head)[0] != magic:
+        kind = "images (magic 0x00000803)" if magic == IDX_IMAGES_MAGIC else "labels (magic 0x00000801)"
+        raise DataError(path, f"not an IDX {kind} file")
+    ndim = head[3]
+    raw_dims = f.read(4 * ndim)
+    if len(raw_dims) != 4 * ndim:
+        raise DataError(path, "truncated IDX header")
+    dims = struct.unpack(f">{ndim}I", raw_dims)
+    if ndim == 3 and dims[1:] != IMAGE_SHAPE:
+        raise DataError(path, f"images are {dims[1]}x{dims[2]}, expected 28x28")
+    return dims
+
+
 def open_maybe_gzip(path: Path) -> BinaryIO:
     """A binary reader of `path`, transparently gunzipping when it starts with the gzip magic."""
     with path.open("rb") as f:
@@ -108,7 +114,8 @@ def open_maybe_gzip(path: Path) -> BinaryIO:
 
 def read_kaggle_csv(path: Path) -> Dataset:
     """A Kaggle Digit Recognizer CSV: `label,pixel0..pixel783` (train) or `pixel0..pixel783` (test)."""
-    _check_columns(path, _csv_header(path))  # before parsing: a gigabyte of garbage is refused at its first line
+    with open_maybe_gzip(path) as f:  # before parsing: a gigabyte of garbage is refused at its first line
+        check_columns(path, read_csv_header(f, path))
     try:
         text = _read_bounded(path, MAX_CSV_BYTES)  # a .csv.gz bomb stops at the limit, not at memory's end
         frame = pd.read_csv(io.BytesIO(text), engine="pyarrow")  # ~10x faster than the C engine on 785 columns
@@ -126,10 +133,11 @@ def _read_bounded(path: Path, limit: int) -> bytes:
     return data
 
 
-def _csv_header(path: Path, limit: int = 1 << 16) -> list[str]:
-    """The header's column names, reading at most `limit` bytes (the real header is ~8 KB)."""
-    with open_maybe_gzip(path) as f:
-        line = f.readline(limit)
+def read_csv_header(f: BinaryIO, path: Path, limit: int = 1 << 16) -> list[str]:
+    """The column names on `f`'s next line, reading at most `limit` bytes (the real header is ~8 KB)."""
+    line = f.readline(limit)
+    if not line:
+        raise DataError(path, "file is empty")
     if not line.endswith(b"\n") and len(line) >= limit:
         raise DataError(path, f"first line is longer than {limit // 1024} KB: not a Kaggle CSV header")
     return line.rstrip(b"\r\n").decode("utf-8", "replace").split(",")
@@ -137,7 +145,7 @@ def _csv_header(path: Path, limit: int = 1 << 16) -> list[str]:
 
 def _frame_to_dataset(path: Path, frame: pd.DataFrame) -> Dataset:
     """Kaggle-layout columns into a Dataset, refusing anything that is not integer pixels and labels."""
-    _check_columns(path, [str(c) for c in frame.columns])
+    check_columns(path, [str(c) for c in frame.columns])
     if frame.empty:
         raise DataError(path, "the table has a header but no rows")
     labels = frame.pop("label").to_numpy() if "label" in frame.columns else None
@@ -200,7 +208,7 @@ def _has_images(folder: Path) -> bool:
     return any(f.suffix.lower() in IMAGE_SUFFIXES for d in [folder, *digit_dirs] for f in d.iterdir())
 
 
-def _check_columns(path: Path, columns: list[str]) -> None:
+def check_columns(path: Path, columns: list[str]) -> None:
     expected = PIXEL_COLUMNS if columns[:1] != ["label"] else ["label", *PIXEL_COLUMNS]
     if columns == expected:
         return
@@ -245,7 +253,7 @@ def _check_labels(path: Path, labels: np.ndarray) -> None:
         raise DataError(path, f"label {int(labels.max())} is outside 0..9")
 
 
-def _labels_beside(images_path: Path) -> Path | None:
+def labels_beside(images_path: Path) -> Path | None:
     """The labels file that goes with an images file (same name, labels-idx1); None for unlabelled sets."""
     name = images_path.name.replace("images", "labels").replace("idx3", "idx1")
     candidates = [images_path.with_name(name)]

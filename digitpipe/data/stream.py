@@ -8,7 +8,6 @@ chunk holds a malformed row, so clean files pay nothing for the checks.
 from __future__ import annotations
 
 import io
-import struct
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from itertools import islice
@@ -23,11 +22,13 @@ from digitpipe.data.readers import (
     IDX_IMAGES_MAGIC,
     IDX_LABELS_MAGIC,
     PIXEL_COLUMNS,
-    _check_columns,
-    _labels_beside,
+    check_columns,
     find_idx_pair,
+    labels_beside,
     open_maybe_gzip,
+    read_csv_header,
     read_idx,
+    read_idx_header,
 )
 from digitpipe.errors import DataError
 
@@ -61,10 +62,8 @@ def _starts_with(path: Path, magic: bytes) -> bool:
 
 def _csv_chunks(path: Path, chunk_rows: int) -> Iterator[Chunk]:
     with open_maybe_gzip(path) as f:
-        header = f.readline().rstrip(b"\r\n").decode("utf-8", "replace").split(",")
-        if header == [""]:
-            raise DataError(path, "file is empty")
-        _check_columns(path, header)
+        header = read_csv_header(f, path)
+        check_columns(path, header)
         labelled = header[0] == "label"
         first_row = 1
         while lines := list(islice(f, chunk_rows)):
@@ -130,15 +129,10 @@ def _idx_chunks(path: Path, chunk_rows: int) -> Iterator[Chunk]:
     if path.is_dir():
         path, labels_path = find_idx_pair(path, "train") if any(path.glob("train-images*")) else find_idx_pair(path, "t10k")
     else:
-        labels_path = _labels_beside(path)
+        labels_path = labels_beside(path)
     labels = None if labels_path is None else read_idx(labels_path, IDX_LABELS_MAGIC).astype(np.int64)
     with open_maybe_gzip(path) as f:
-        head = f.read(16)
-        if len(head) < 16 or struct.unpack(">I", head[:4])[0] != IDX_IMAGES_MAGIC:
-            raise DataError(path, "not an IDX images (magic 0x00000803) file")
-        count, height, width = struct.unpack(">3I", head[4:])
-        if (height, width) != (28, 28):
-            raise DataError(path, f"images are {height}x{width}, expected 28x28")
+        count = read_idx_header(f, path, IDX_IMAGES_MAGIC)[0]
         for start in range(0, count, chunk_rows):
             n = min(chunk_rows, count - start)
             raw = f.read(n * N_PIXELS)
@@ -157,7 +151,7 @@ def _parquet_chunks(path: Path, chunk_rows: int) -> Iterator[Chunk]:
     except (pa.ArrowInvalid, OSError) as exc:
         raise DataError(path, f"cannot read as Parquet ({str(exc).splitlines()[0]})") from None
     names = source.schema_arrow.names
-    _check_columns(path, names)
+    check_columns(path, names)
     labelled = names[0] == "label"
     first_row = 1
     for batch in source.iter_batches(batch_size=chunk_rows, columns=names):
@@ -172,5 +166,4 @@ def _parquet_chunks(path: Path, chunk_rows: int) -> Iterator[Chunk]:
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
             raise DataError(path, f"pixel columns must be integers ({str(exc).splitlines()[0]})") from None
         rejects = [(int(r), "missing value") for r in rows[missing]]
-        chunk = _checked_chunk(rows[~missing], values[~missing], labelled, rejects)
-        yield chunk
+        yield _checked_chunk(rows[~missing], values[~missing], labelled, rejects)
