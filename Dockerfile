@@ -20,5 +20,5 @@ COPY --chown=digitpipe:digitpipe tasks ./tasks
 COPY --chown=digitpipe:digitpipe data ./data
 COPY --chown=digitpipe:digitpipe mlflow.yaml prefect.yaml ./
 ENV PATH=/opt/venv/bin:$PATH DIGITPIPE_HOME=/home/digitpipe/app PYTHONUNBUFFERED=1
-USER digitpipe
+USER 1000
 CMD ["prefect", "worker", "start", "--pool", "digitpipe-process", "--type", "process"]

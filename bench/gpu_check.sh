@@ -20,10 +20,11 @@ device = pick_device()
 print(f"device {device}: {torch.cuda.get_device_name() if device.type == 'cuda' else 'cpu'}, torch {torch.__version__}")
 split = split_dataset(load_dataset(data))
 for name in ("lenet", "fastcnn"):
-    seed_everything(42)
+    seed_everything(42, deterministic=device.type == "cpu")
     spec = dataclasses.replace(SPECS[name], epochs=epochs)
     trained = train_model(name, spec, split, device, [lambda r, n=name: print(
         f"  {n} epoch {r.epoch}: {r.seconds:.2f} s, val acc {r.val_accuracy:.4f}", flush=True)])
     acc = np.mean(predict_scores(trained.model, split.test.images, device).argmax(1) == split.test.labels)
     print(f"{name}: {epochs} epochs in {trained.train_seconds:.1f} s, held-out accuracy {acc:.4f}")
 PY
+if [ "${SWEEP:-1}" = 1 ]; then PYTHONPATH=. python3 bench/fastcnn_sweep.py "$DATA"; fi

@@ -70,14 +70,22 @@ def run(
                                                              "(default 0.1).")] = None,
     summary: Annotated[Path | None, typer.Option(help="Write a JSON summary here.")] = None,
     out_dir: Annotated[Path, typer.Option("--out", help="Where ONNX files and pictures go.")] = Path("outputs"),
+    task_runner: Annotated[str, typer.Option(help="local: one model at a time, all cores each; dask: the models "
+                                                  "at once, one process each (prefect-dask).")] = "local",
+    dask_address: Annotated[str | None, typer.Option(help="With --task-runner dask: a running Dask scheduler "
+                                                           "(default: a local cluster).")] = None,
     config: ConfigOption = Path("mlflow.yaml"),
 ) -> None:
     """Validate, split, train, evaluate, export, register and promote: the whole training pipeline."""
+    if task_runner not in ("local", "dask"):
+        raise UserError(f"--task-runner {task_runner!r}: expected local or dask")
+    dask = task_runner == "dask"
     data = data or _fetch(None, None)
     values = {
         "data": data, "models": tuple(m.strip() for m in models.split(",") if m.strip()), "epochs": epochs,
         "stop_at_accuracy": stop_at_accuracy, "patience": patience, "resume": resume, "seed": seed,
-        "val_fraction": val_fraction, "protocol": protocol, "progress": not quiet and sys.stderr.isatty(),
+        "val_fraction": val_fraction, "protocol": protocol,
+        "progress": not quiet and not dask and sys.stderr.isatty(),  # bars cannot be drawn from Dask workers
         "summary": summary, "out_dir": out_dir, "tracking": load_tracking_config(config),
     }
     cfg = build(PipelineConfig, {k: v for k, v in values.items() if v is not None}, source="command line")
@@ -86,13 +94,45 @@ def run(
     # Importing great-expectations takes seconds; do it while Prefect's temporary API server starts.
     threading.Thread(target=importlib.import_module, args=("great_expectations",), daemon=True).start()
     # The CLI is the composition root: the one place the library reaches up to the orchestration layer.
-    from flows.training import training_flow
+    from flows.training import with_runner
 
-    result = training_flow(cfg)
+    result = with_runner(dask_address, len(cfg.models) if dask and not dask_address else 0)(cfg)
     if not quiet:
         from digitpipe.progress import print_comparison
 
         print_comparison(result)
+
+
+@app.command()
+def promote(
+    version: Annotated[str | None, typer.Option(help="Make this version the champion by hand (recorded).")] = None,
+    rollback: Annotated[bool, typer.Option(help="Swap champion and previous_champion back.")] = False,
+    config: ConfigOption = Path("mlflow.yaml"),
+) -> None:
+    """Move the champion alias by hand: to --version N, or back to the previous champion with --rollback."""
+    from digitpipe import promotion
+    from digitpipe.tracking import Tracker
+
+    if (version is None) == (not rollback):
+        raise UserError("give exactly one of --version N or --rollback")
+    tracker = Tracker(load_tracking_config(config))
+    cfg = tracker.cfg
+    if rollback:
+        restored, demoted = promotion.rollback(tracker)
+        typer.echo(f"{cfg.registered_model}: {cfg.champion_alias} -> v{restored}, {cfg.previous_alias} -> v{demoted}")
+    else:
+        verdict = promotion.promote_by_hand(tracker, version)
+        typer.echo(f"{cfg.registered_model}: {cfg.champion_alias} -> v{version} ({verdict.reason})")
+
+
+@app.command()
+def models(config: ConfigOption = Path("mlflow.yaml")) -> None:
+    """The registered model's versions: aliases, held-out accuracy, and the promotion verdict of each."""
+    from digitpipe.progress import print_versions
+    from digitpipe.tracking import Tracker
+
+    tracker = Tracker(load_tracking_config(config))
+    print_versions(tracker.cfg.registered_model, tracker.versions())
 
 
 @app.command()

@@ -25,8 +25,12 @@ class TrackingConfig(_Frozen):
     experiment: str = "digitpipe"
     registered_model: str = "digits"
     champion_alias: str = "champion"
-    min_accuracy: float = Field(0.0, ge=0, le=1)  # a challenger below this never becomes champion
-    min_improvement: float = Field(0.0, ge=0, le=1)  # accuracy points (as a fraction) it must beat the champion by
+    previous_alias: str = "previous_champion"  # where the champion goes when it is replaced (for --rollback)
+    # The promotion gate: a challenger needs all three, on the same held-out images as the champion, and a passed
+    # ONNX parity check.
+    min_accuracy: float = Field(0.0, ge=0, le=1)  # absolute floor on held-out accuracy
+    min_margin: float = Field(0.0, ge=0, le=1)  # accuracy (as a fraction) it must beat the champion by
+    max_p_value: float = Field(0.05, gt=0, le=1)  # McNemar's test on the two models' errors must be below this
 
 
 class PipelineConfig(_Frozen):

@@ -1,10 +1,11 @@
-"""Held-out metrics: accuracy, per-class precision and recall, confusion matrix."""
+"""Held-out metrics: accuracy, per-class precision and recall, confusion matrix; McNemar's test between two models."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.stats import binomtest
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
 from digitpipe.data.dataset import N_CLASSES
@@ -40,6 +41,27 @@ def evaluate(labels: np.ndarray, predicted: np.ndarray) -> Evaluation:
         recall=[float(r) for r in recall],
         confusion=confusion_matrix(labels, predicted, labels=digits).tolist(),
     )
+
+
+@dataclass(frozen=True)
+class PairedComparison:
+    """Two models' predictions on the same labelled images, and McNemar's exact test on where they disagree."""
+
+    images: int
+    challenger_accuracy: float
+    champion_accuracy: float
+    only_challenger_right: int
+    only_champion_right: int
+    p_value: float  # two-sided: the chance of a split of the disagreements at least this lopsided if both were equal
+
+
+def mcnemar(labels: np.ndarray, challenger: np.ndarray, champion: np.ndarray) -> PairedComparison:
+    """Compare two models' predicted digits on the same images (exact binomial McNemar test)."""
+    challenger_right, champion_right = challenger == labels, champion == labels
+    wins = int(np.sum(challenger_right & ~champion_right))
+    losses = int(np.sum(champion_right & ~challenger_right))
+    p_value = binomtest(wins, wins + losses, 0.5).pvalue if wins + losses else 1.0
+    return PairedComparison(len(labels), float(challenger_right.mean()), float(champion_right.mean()), wins, losses, float(p_value))
 
 
 def probabilities(scores: np.ndarray) -> np.ndarray:

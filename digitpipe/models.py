@@ -101,13 +101,14 @@ class FastCNN(nn.Module):
     conv1, pool1, conv2 match LeNet's so the feature-map pictures work for both.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, widths: tuple[int, int, int] = (16, 32, 64)) -> None:
         super().__init__()
+        c1, c2, c3 = widths
         self.norm = PixelNorm()
-        self.conv1, self.pool1 = _conv_bn_relu(1, 16), nn.MaxPool2d(2)  # 14 x 14
-        self.conv2, self.pool2 = _conv_bn_relu(16, 32), nn.MaxPool2d(2)  # 7 x 7
-        self.conv3, self.pool3 = _conv_bn_relu(32, 64), nn.MaxPool2d(2)  # 3 x 3
-        self.head = nn.Linear(64 * 3 * 3, 10)
+        self.conv1, self.pool1 = _conv_bn_relu(1, c1), nn.MaxPool2d(2)  # 14 x 14
+        self.conv2, self.pool2 = _conv_bn_relu(c1, c2), nn.MaxPool2d(2)  # 7 x 7
+        self.conv3, self.pool3 = _conv_bn_relu(c2, c3), nn.MaxPool2d(2)  # 3 x 3
+        self.head = nn.Linear(c3 * 3 * 3, 10)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.pool1(self.conv1(self.norm(x)))

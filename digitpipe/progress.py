@@ -57,6 +57,22 @@ def print_comparison(summary: dict) -> None:
         table.add_row(name, f"{m['accuracy']:.2%}", f"{m['train_seconds']:.1f}", f"{size:.0f}", m["model_version"])
     console = Console()
     console.print(table)
-    champion = summary["champion"]
-    verdict = "promoted now" if champion["promoted"] else "kept from an earlier run"
-    console.print(f"champion: {champion['name']} v{champion['model_version']} ({champion['accuracy']:.2%}), {verdict}")
+    champion, verdict = summary["champion"], summary["verdict"]
+    console.print(f"v{verdict['version']} {verdict['verdict']}: {verdict['reason']}")
+    if champion is None:
+        console.print("no champion yet: no model has passed the promotion gate (see mlflow.yaml)")
+    else:
+        console.print(f"champion: {champion['name']} v{champion['model_version']} ({champion['accuracy']:.2%})")
+
+
+def print_versions(name: str, versions: list[dict[str, str]]) -> None:
+    """`digitpipe models`: one row per registered version, newest first (full width: reasons are long)."""
+    table = Table(title=f"registered model {name}")
+    for column in ("version", "model", "accuracy", "aliases", "verdict", "reason", "created"):
+        table.add_column(column, justify="right" if column in ("version", "accuracy") else "left",
+                         overflow="fold")
+    for v in versions:
+        accuracy = f"{float(v['test_accuracy']):.2%}" if "test_accuracy" in v else "-"
+        table.add_row(v["version"], v.get("model_name", "?"), accuracy, v["aliases"], v.get("verdict", "-"),
+                      v.get("verdict_reason", ""), v["created"])
+    Console(width=max(160, Console().width)).print(table)

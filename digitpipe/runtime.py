@@ -33,3 +33,32 @@ def use_all_cores() -> int:
     cores = available_cores()
     torch.set_num_threads(cores)
     return cores
+
+
+LINEAGE_PACKAGES = ("digitpipe", "torch", "scikit-learn", "numpy", "onnx", "onnxruntime", "mlflow", "prefect",
+                    "great-expectations")
+
+
+def lineage() -> dict[str, str]:
+    """Which code ran: the git commit of the checkout (MLflow's own tag name, shown in its UI) and package versions."""
+    from importlib import metadata
+
+    tags = {"mlflow.source.git.commit": _git_commit()}
+    for package in LINEAGE_PACKAGES:
+        try:
+            tags[f"version.{package}"] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            continue
+    return tags
+
+
+def _git_commit() -> str:
+    """HEAD of the checkout this code was imported from; 'unknown' outside one (an installed wheel, a container)."""
+    import subprocess
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    try:
+        done = subprocess.run(["git", "-C", root, "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    return done.stdout.strip() if done.returncode == 0 else "unknown"

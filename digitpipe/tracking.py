@@ -13,6 +13,7 @@ import shutil
 import socket
 import tempfile
 import time
+import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -23,10 +24,12 @@ import numpy as np
 import onnx
 import onnxruntime
 from mlflow import MlflowClient
-from mlflow.entities import Metric, Param
+from mlflow.entities import DatasetInput, InputTag, Metric, Param
 from mlflow.exceptions import MlflowException
+from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
 from digitpipe.config import TrackingConfig
+from digitpipe.data import Dataset
 from digitpipe.errors import UserError
 from digitpipe.export import Quantization
 from digitpipe.scoring import OnnxScorer
@@ -46,15 +49,6 @@ class Champion:
     model_name: str
     accuracy: float
     onnx_path: str
-
-
-@dataclass(frozen=True)
-class Promotion:
-    """What the promotion step decided."""
-
-    promoted: bool
-    champion: Champion
-    reason: str
 
 
 class Tracker:
@@ -143,6 +137,15 @@ class Tracker:
         """Every file in `folder` (pictures, JSON, the ONNX file) as run artifacts."""
         self.client.log_artifacts(run_id, str(folder), artifact_path)
 
+    def log_dataset(self, run_id: str, data: Dataset, context: str, source: Path) -> None:
+        """Record `data` as a run input (name, digest, shape, where it came from), shown in the UI's Datasets."""
+        with warnings.catch_warnings():  # a local path matches MLflow's "" and "file" sources alike: either is right
+            warnings.filterwarnings("ignore", "The specified dataset source can be interpreted in multiple ways")
+            dataset = mlflow.data.from_numpy(data.images, targets=data.labels, source=str(Path(source).resolve()),
+                                             name=f"{Path(source).name}-{context}", digest=data.digest[:16])
+        tag = InputTag(MLFLOW_DATASET_CONTEXT, context)
+        self.client.log_inputs(run_id, [DatasetInput(dataset._to_mlflow_entity(), [tag])])
+
     def register_onnx(self, run_id: str, onnx_path: Path, images: np.ndarray, tags: Mapping[str, object]) -> str:
         """Log the ONNX model on `run_id`, register it under the configured name, tag the version; returns it."""
         proto = onnx.load(str(onnx_path))
@@ -152,12 +155,11 @@ class Tracker:
         requirements = [f"onnx=={onnx.__version__}", f"onnxruntime=={onnxruntime.__version__}"]
         with mlflow.start_run(run_id=run_id):
             info = mlflow.onnx.log_model(proto, name="model", registered_model_name=self.cfg.registered_model,
-                                         signature=signature, save_as_external_data=False,
+                                         signature=signature, input_example=example[:2], save_as_external_data=False,
                                          pip_requirements=requirements)
         version = str(info.registered_model_version)
         checksum = hashlib.sha256(proto.SerializeToString()).hexdigest()  # what scoring verifies before loading
-        for key, value in {**tags, "onnx_sha256": checksum}.items():
-            self.client.set_model_version_tag(self.cfg.registered_model, version, key, str(value))
+        self.set_version_tags(version, {**tags, "onnx_sha256": checksum})
         return version
 
     def champion(self) -> Champion | None:
@@ -172,24 +174,11 @@ class Tracker:
         return Champion(str(version), tags.get("model_name", "?"), float(tags.get("test_accuracy", "nan")),
                         tags.get("onnx_path", ""))
 
-    def promote_if_better(self, version: str) -> Promotion:
-        """Point the champion alias at `version` if it clears the floor and beats the champion by the margin."""
-        mv = self.client.get_model_version(self.cfg.registered_model, version)
-        challenger = self._describe(version, mv.tags)
-        with self._promotion_lock():  # read, compare and move as one step: a concurrent run cannot slip between
-            current = self.champion()
-            reason = self._verdict(challenger, current)
-            promoted = reason.startswith("promoted")
-            if promoted:
-                self.client.set_registered_model_alias(self.cfg.registered_model, self.cfg.champion_alias, version)
-        self.client.set_model_version_tag(self.cfg.registered_model, version, "verdict", reason)
-        return Promotion(promoted, challenger if promoted else current or challenger, reason)
-
     @contextmanager
-    def _promotion_lock(self) -> Iterator[None]:
-        """An exclusive lock per registry: a file lock beside a local sqlite store. MLflow's REST API has no lock,
-        so against a remote server the compare-and-move window is two calls wide; run promotions from one
-        worker there (the Prefect work pool's concurrency limit)."""
+    def promotion_lock(self) -> Iterator[None]:
+        """An exclusive lock per registry while an alias is read, compared and moved: a file lock beside a local
+        sqlite store. MLflow's REST API has no lock, so against a remote server the compare-and-move window is a
+        few calls wide; run promotions from one worker there (the Prefect work pool's concurrency limit)."""
         database = self.cfg.tracking_uri.removeprefix("sqlite:///")
         if database == self.cfg.tracking_uri:
             yield
@@ -201,15 +190,49 @@ class Tracker:
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
-    def _verdict(self, challenger: Champion, current: Champion | None) -> str:
-        if challenger.accuracy < self.cfg.min_accuracy:
-            return f"rejected: accuracy {challenger.accuracy:.4f} below the floor {self.cfg.min_accuracy:.4f}"
-        if current is None:
-            return "promoted: first champion"
-        gain = challenger.accuracy - current.accuracy
-        if gain > 0 and gain >= self.cfg.min_improvement:
-            return f"promoted: {challenger.accuracy:.4f} beats champion v{current.version} ({current.accuracy:.4f})"
-        return f"kept champion v{current.version}: {current.accuracy:.4f} vs challenger {challenger.accuracy:.4f}"
+    def alias_version(self, alias: str) -> str | None:
+        """The version `alias` points at in the configured registered model, or None."""
+        try:
+            return str(self.client.get_model_version_by_alias(self.cfg.registered_model, alias).version)
+        except MlflowException:
+            return None
+
+    def set_alias(self, alias: str, version: str) -> None:
+        """Point `alias` at `version`."""
+        self.client.set_registered_model_alias(self.cfg.registered_model, alias, version)
+
+    def version_tags(self, version: str) -> dict[str, str]:
+        """The tags of one version; a clear error if the model or version does not exist."""
+        try:
+            return dict(self.client.get_model_version(self.cfg.registered_model, version).tags)
+        except MlflowException:
+            raise UserError(f"{self.cfg.registered_model} has no version {version!r} in the registry at "
+                            f"{self.cfg.tracking_uri}") from None
+
+    def set_version_tags(self, version: str, tags: Mapping[str, object]) -> None:
+        """Write tags on one version (verdicts, checksums, quantization results)."""
+        for key, value in tags.items():
+            self.client.set_model_version_tag(self.cfg.registered_model, version, key, str(value))
+
+    def version_onnx(self, version: str, dest: Path) -> Path:
+        """The registered ONNX file of one version, downloaded into `dest` and checked against its checksum."""
+        uri = f"models:/{self.cfg.registered_model}/{version}"
+        expected = self.version_tags(version).get("onnx_sha256")
+        return _verified(self._download_onnx(self.cfg.registered_model, version, dest), expected, uri)
+
+    def versions(self) -> list[dict[str, str]]:
+        """Every version of the registered model, newest first, with its aliases and tags (for `digitpipe models`)."""
+        name = self.cfg.registered_model
+        try:
+            aliases = self.client.get_registered_model(name).aliases
+        except MlflowException:
+            raise UserError(f"no registered model {name!r} in the registry at {self.cfg.tracking_uri}") from None
+        rows = []
+        for mv in self.client.search_model_versions(f"name='{name}'"):
+            version = str(mv.version)
+            rows.append({**mv.tags, "version": version, "created": _iso(mv.creation_timestamp), "run_id": mv.run_id,
+                         "aliases": ", ".join(sorted(a for a, v in aliases.items() if str(v) == version))})
+        return sorted(rows, key=lambda row: -int(row["version"]))
 
     def resolve(self, uri: str, dest: Path, prefer_int8: bool = True) -> tuple[Path, dict]:
         """Download the ONNX file of `models:/NAME@ALIAS` or `models:/NAME/VERSION` (its int8 variant where one
@@ -292,6 +315,10 @@ def _process_alive(pid: int) -> bool:
     except PermissionError:  # alive, owned by someone else
         return True
     return True
+
+
+def _iso(ms: int) -> str:
+    return time.strftime("%Y-%m-%d %H:%M", time.gmtime(ms / 1000))
 
 
 def _now_ms() -> int:

@@ -2,21 +2,27 @@
 
 from __future__ import annotations
 
-from prefect import flow
+from prefect import flow, task
+from prefect.cache_policies import NO_CACHE
+from prefect.runtime import flow_run
+from prefect.task_runners import ThreadPoolTaskRunner
 
 from digitpipe import runtime, steps
 from digitpipe.config import PipelineConfig
 from digitpipe.data import Split
 from digitpipe.progress import epoch_bars
+from digitpipe.promotion import Verdict
 from digitpipe.tracking import Tracker
 from tasks.data import explore_data, load_data, split_data, validate_data
 from tasks.modeling import evaluate_model, export_model, train_model
-from tasks.registry import promote_champion, register_model
+from tasks.registry import promote_champion, record_verdict, register_model
 
 SUMMARY_KEYS = ("accuracy", "run_id", "model_version", "onnx_path", "train_seconds")
 
 
-@flow(name="train-digits", log_prints=True)
+# One model at a time by default: torch already uses every core for one net. A Dask runner (see `with_runner`)
+# trains the models at once, each in its own process.
+@flow(name="train-digits", log_prints=True, task_runner=ThreadPoolTaskRunner(max_workers=1))
 def training_flow(cfg: PipelineConfig) -> dict:
     """Train every configured model on cfg.data, register each, promote the best if it earned it; returns the summary."""
     device = str(runtime.pick_device())
@@ -29,43 +35,60 @@ def training_flow(cfg: PipelineConfig) -> dict:
     split = split_data(data, cfg)
     for run_id in tracker.fail_orphaned_runs():
         print(f"marked run {run_id} FAILED: the process that ran it is gone")
-    with tracker.run("pipeline", tags={"data_digest": data.digest}) as parent_id:
+    lineage = {**runtime.lineage(), "prefect.flow_run_id": str(flow_run.get_id()), "data_digest": data.digest}
+    with tracker.run("pipeline", tags=lineage) as parent_id:
         folder = cfg.out_dir / parent_id
-        log_inputs(tracker, parent_id, cfg, split, device, data.digest)
+        log_inputs(tracker, parent_id, cfg, split, device)
         steps.write_json(checked / "validation.json", validation.as_dict())
         tracker.log_metrics(parent_id, {"validation_seconds": validation.seconds})
         tracker.log_artifacts(parent_id, checked, "validation")
         tracker.log_artifacts(parent_id, explore_data(data, folder / "eda"), "eda")
-        results = [train_one(name, cfg, split, device, tracker, parent_id) for name in cfg.models]
+        futures = [train_one.submit(name, cfg, split, device, parent_id, lineage) for name in cfg.models]
+        results = [future.result() for future in futures]
         tracker.log_artifacts(parent_id, steps.write_comparison(results, folder / "comparison"))
-        models = {r["name"]: {k: r[k] for k in SUMMARY_KEYS} for r in results}
-        best = max(models, key=lambda name: models[name]["accuracy"])
-        promotion = promote_champion(tracker, models[best]["model_version"])
-        tracker.log_metrics(parent_id, {f"{name}_test_accuracy": m["accuracy"] for name, m in models.items()})
-    champion = promotion.champion
-    summary = {"models": models, "champion": {
-        "name": champion.model_name, "model_version": champion.version, "accuracy": champion.accuracy,
-        "onnx_path": str(tracker.local_onnx(champion, cfg.out_dir / "champion")), "promoted": promotion.promoted}}
-    print(f"champion: {champion.model_name} v{champion.version} ({champion.accuracy:.2%}); {promotion.reason}")
+        verdict = promote_best(tracker, results, split)
+        tracker.log_metrics(parent_id, {f"{r['name']}_test_accuracy": r["accuracy"] for r in results})
+        tracker.set_tags(parent_id, {"verdict": verdict.verdict, "verdict_reason": verdict.reason})
+    summary = make_summary(tracker, cfg, results, verdict)
+    print(f"v{verdict.version} {verdict.verdict}: {verdict.reason}")
     if cfg.summary:
         steps.write_json(cfg.summary, summary)
     return summary
 
 
-def log_inputs(tracker: Tracker, run_id: str, cfg: PipelineConfig, split: Split, device: str, digest: str) -> None:
-    """What this pipeline run was given: data, seed, protocol, split sizes and per-digit test counts."""
+def with_runner(dask_address: str | None = None, dask_workers: int = 0):
+    """The training flow on its default runner, or training the models at once on a Dask cluster (prefect-dask):
+    a local cluster of `dask_workers` processes, or the cluster at `dask_address`."""
+    if not (dask_address or dask_workers):
+        return training_flow
+    from prefect_dask import DaskTaskRunner
+
+    runner = (DaskTaskRunner(address=dask_address) if dask_address else
+              DaskTaskRunner(cluster_kwargs={"n_workers": dask_workers, "threads_per_worker": 1, "processes": True}))
+    return training_flow.with_options(task_runner=runner)
+
+
+def log_inputs(tracker: Tracker, run_id: str, cfg: PipelineConfig, split: Split, device: str) -> None:
+    """What this pipeline run was given: data (as MLflow dataset inputs), seed, protocol, split sizes and per-digit
+    test counts."""
     tracker.log_params(run_id, {
-        "data": cfg.data, "data_digest": digest, "seed": cfg.seed, "protocol": cfg.protocol, "device": device,
-        "models": ",".join(cfg.models), **{f"split_{part}": size for part, size in split.sizes().items()},
+        "data": cfg.data, "data_digest": split.train.digest, "seed": cfg.seed, "protocol": cfg.protocol,
+        "device": device, "models": ",".join(cfg.models), **{f"split_{part}": n for part, n in split.sizes().items()},
         **{f"split_test_count_{digit}": count for digit, count in enumerate(split.test.class_counts())}})
+    for part, context in (("train", "training"), ("val", "validation"), ("test", "evaluation")):
+        tracker.log_dataset(run_id, getattr(split, part), context, source=cfg.data)
 
 
-def train_one(name: str, cfg: PipelineConfig, split: Split, device: str, tracker: Tracker, parent_id: str) -> dict:
+@task(cache_policy=NO_CACHE, task_run_name="model-{name}")
+def train_one(name: str, cfg: PipelineConfig, split: Split, device: str, parent_id: str, lineage: dict) -> dict:
     """One model from training to a registered version, in its own MLflow run under the pipeline's."""
-    with tracker.run(name, parent_id=parent_id) as run_id:
+    tracker = Tracker(cfg.tracking)  # built here, not passed: a Dask worker gets the config, not a client
+    with tracker.run(name, parent_id=parent_id, tags=lineage) as run_id:
         folder = cfg.out_dir / parent_id / name
         spec = steps.model_spec(name, cfg)
         tracker.log_params(run_id, {"model": name, "seed": cfg.seed, "device": device, **vars(spec)})
+        tracker.log_dataset(run_id, split.train, "training", source=cfg.data)
+        tracker.log_dataset(run_id, split.test, "evaluation", source=cfg.data)
         with epoch_bars(name, spec, cfg.progress) as bars:
             trained = train_model(name, cfg, split, device, [tracker.epoch_logger(run_id), *bars])
         evaluation, predicted = evaluate_model(trained, split, folder)
@@ -76,9 +99,28 @@ def train_one(name: str, cfg: PipelineConfig, split: Split, device: str, tracker
         tracker.log_artifacts(run_id, folder, "report")
         version = register_model(tracker, run_id, onnx_path, split.test.images[:5], {
             "model_name": name, "test_accuracy": evaluation.accuracy, "onnx_path": onnx_path.resolve(),
-            "onnx_parity": "passed", "pipeline_run_id": parent_id})
+            "onnx_parity": "passed", "pipeline_run_id": parent_id, **lineage})
     return {"name": name, "accuracy": evaluation.accuracy, "run_id": run_id, "model_version": version,
             "onnx_path": str(onnx_path.resolve()), "train_seconds": trained.train_seconds,
             "macro_f1": evaluation.macro_f1, "onnx_kb": onnx_path.stat().st_size / 1024,
-            "stop_reason": trained.stop_reason}
+            "stop_reason": trained.stop_reason, "predicted": predicted}
 
+
+def promote_best(tracker: Tracker, results: list[dict], split: Split) -> Verdict:
+    """Put this run's best model through the promotion gate; the others are recorded as not candidates."""
+    best = max(results, key=lambda r: r["accuracy"])
+    for other in results:
+        if other is not best:
+            record_verdict(tracker, Verdict(other["model_version"], "not_candidate", (
+                f"{best['name']} v{best['model_version']} was the best model of this pipeline run"), other["accuracy"]))
+    return promote_champion(tracker, best["model_version"], split.test, best["predicted"])
+
+
+def make_summary(tracker: Tracker, cfg: PipelineConfig, results: list[dict], verdict: Verdict) -> dict:
+    """The run's models and the champion after it (which may be an earlier run's)."""
+    models = {r["name"]: {k: r[k] for k in SUMMARY_KEYS} for r in results}
+    champion = tracker.champion()  # None only while no model has ever passed the gate
+    return {"models": models, "verdict": {"version": verdict.version, "verdict": verdict.verdict,
+                                          "reason": verdict.reason}, "champion": champion and {
+        "name": champion.model_name, "model_version": champion.version, "accuracy": champion.accuracy,
+        "onnx_path": str(tracker.local_onnx(champion, cfg.out_dir / "champion")), "promoted": verdict.promoted}}

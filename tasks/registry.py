@@ -6,7 +6,9 @@ import numpy as np
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from digitpipe.tracking import Promotion, Tracker
+from digitpipe.data import Dataset
+from digitpipe.promotion import Verdict, promote_if_earned
+from digitpipe.tracking import Tracker
 
 
 @task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[2, 10])
@@ -16,6 +18,12 @@ def register_model(tracker: Tracker, run_id: str, onnx_path: Path, images: np.nd
 
 
 @task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[2, 10])
-def promote_champion(tracker: Tracker, version: str) -> Promotion:
-    """Move the champion alias to `version` only if it has earned it."""
-    return tracker.promote_if_better(version)
+def promote_champion(tracker: Tracker, version: str, test: Dataset, predicted: np.ndarray) -> Verdict:
+    """Move the champion alias to `version` only if it passes the promotion gate against the current champion."""
+    return promote_if_earned(tracker, version, test, predicted)
+
+
+@task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[2, 10])
+def record_verdict(tracker: Tracker, verdict: Verdict) -> None:
+    """Write a decision about a version as its tags."""
+    tracker.set_version_tags(verdict.version, verdict.tags())

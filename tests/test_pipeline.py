@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import tempfile
 import time
 from pathlib import Path
 
@@ -77,6 +78,37 @@ def test_runs_are_nested_and_carry_metrics_and_pictures(first_run, tracking):
     assert "| lenet |" in (Path(cfg.out_dir) / parent.info.run_id / "comparison" / "comparison.md").read_text()
 
 
+def test_lineage_is_on_every_run_and_version(first_run, tracking):
+    _, summary = first_run
+    client = MlflowClient(tracking.tracking_uri)
+    lenet = summary["models"]["lenet"]
+    run = client.get_run(lenet["run_id"])
+    parent = client.get_run(run.data.tags["mlflow.parentRunId"])
+    mv = client.get_model_version(tracking.registered_model, lenet["model_version"])
+    for tags in (run.data.tags, parent.data.tags, mv.tags):
+        assert len(tags["mlflow.source.git.commit"]) in (40, 7)  # a sha, or "unknown" outside a checkout
+        assert tags["prefect.flow_run_id"] != "None" and tags["version.torch"] and tags["data_digest"]
+    contexts = {d.tags[0].value: d.dataset for d in parent.inputs.dataset_inputs}
+    assert set(contexts) == {"training", "validation", "evaluation"}
+    assert contexts["training"].source and contexts["evaluation"].digest
+    assert {d.tags[0].value for d in run.inputs.dataset_inputs} == {"training", "evaluation"}
+    assert {"seed", "lr", "epochs", "batch_size", "weight_decay"} <= set(run.data.params)
+
+
+def test_champion_loads_as_an_mlflow_pyfunc_with_signature_and_example(first_run, fixture_dir, tracking):
+    import mlflow
+
+    _, summary = first_run
+    mlflow.set_tracking_uri(tracking.tracking_uri)
+    model = mlflow.pyfunc.load_model(f"models:/{tracking.registered_model}@champion")
+    assert model.metadata.signature is not None and model.metadata.saved_input_example_info is not None
+    images = load_dataset(fixture_dir).images[:7]
+    expected = OnnxScorer(summary["champion"]["onnx_path"])
+    output = model.predict(expected.as_input(images))
+    scores = next(iter(output.values())) if isinstance(output, dict) else np.asarray(output)
+    assert np.array_equal(np.asarray(scores).argmax(1), expected.predict(images))
+
+
 def test_onnx_files_agree_with_reported_accuracy(first_run, fixture_dir):
     cfg, summary = first_run
     test = split_dataset(load_dataset(fixture_dir)).test
@@ -97,7 +129,9 @@ def test_weaker_challenger_does_not_move_the_champion(first_run, fixture_dir, tr
     assert summary["champion"]["model_version"] == first["champion"]["model_version"]
     mv = MlflowClient(tracking.tracking_uri).get_model_version(
         tracking.registered_model, summary["models"][weaker]["model_version"])
-    assert mv.tags["verdict"].startswith("kept champion")
+    assert mv.tags["verdict"] == "rejected" and "does not beat the champion" in mv.tags["verdict_reason"]
+    assert float(mv.tags["champion_accuracy"]) == pytest.approx(first["champion"]["accuracy"])
+    assert mv.tags["champion_version"] == first["champion"]["model_version"] and "mcnemar_p_value" in mv.tags
 
 
 @pytest.mark.parametrize("content, message", [
@@ -216,15 +250,19 @@ def test_scoring_refuses_a_damaged_registry_artifact(damage, first_run, tracking
     assert not list(tmp_path.glob("o.csv*"))
 
 
-def _promote(uri: str, name: str, version: str, start: float) -> bool:
+def _promote(uri: str, name: str, version: str, data: Path, start: float) -> bool:
+    from digitpipe.promotion import promote_if_earned
     from digitpipe.tracking import Tracker
 
     tracker = Tracker(TrackingConfig(tracking_uri=uri, registered_model=name))
+    test = split_dataset(load_dataset(data)).test
+    with tempfile.TemporaryDirectory() as tmp:
+        predicted = OnnxScorer(tracker.version_onnx(version, Path(tmp))).predict(test.images)
     time.sleep(max(0.0, start - time.time()))  # both processes promote at the same moment
-    return tracker.promote_if_better(version).promoted
+    return promote_if_earned(tracker, version, test, predicted).promoted
 
 
-def test_concurrent_promotions_leave_the_better_model_champion(first_run, tracking):
+def test_concurrent_promotions_leave_the_better_model_champion(first_run, fixture_dir, tracking):
     """Two processes promote at once, the weaker one first in half the rounds: the better version always wins."""
     client = MlflowClient(tracking.tracking_uri)
     _, summary = first_run
@@ -235,16 +273,17 @@ def test_concurrent_promotions_leave_the_better_model_champion(first_run, tracki
         name = f"race-{round_}"
         client.create_registered_model(name)
         versions = {}
-        for model in (weak, strong):
-            versions[model["model_version"]] = client.create_model_version(name, f"runs:/{model['run_id']}/model",
-                                                                           model["run_id"]).version
-            client.set_model_version_tag(name, versions[model["model_version"]], "test_accuracy", model["accuracy"])
+        for model in (weak, strong):  # copies of the first run's versions, in a registry of their own
+            original = client.get_model_version(tracking.registered_model, model["model_version"])
+            copy = client.create_model_version(name, original.source, original.run_id, tags=original.tags)
+            versions[model["model_version"]] = str(copy.version)
         order = [weak, strong] if round_ % 2 else [strong, weak]
         with context.Pool(2) as pool:
-            start = time.time() + 3
-            pool.starmap(_promote, [(tracking.tracking_uri, name, versions[m["model_version"]], start) for m in order])
+            start = time.time() + 6
+            pool.starmap(_promote, [(tracking.tracking_uri, name, versions[m["model_version"]], fixture_dir, start)
+                                    for m in order])
         champion = client.get_model_version_by_alias(name, "champion")
-        assert str(champion.version) == str(versions[strong["model_version"]])
+        assert str(champion.version) == versions[strong["model_version"]]
 
 
 def test_scoring_scales_out_on_a_local_dask_cluster(first_run, fixture_dir, tracking, tmp_path):

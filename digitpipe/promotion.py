@@ -1,0 +1,147 @@
+"""Who holds the champion alias: the promotion gate of mlflow.yaml, hand promotion and rollback.
+
+Every decision, promoted or not, is written on the version as tags (verdict, reason, both accuracies, p-value),
+so the registry itself says why each version is or is not the champion.
+"""
+
+from __future__ import annotations
+
+import getpass
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from digitpipe.config import TrackingConfig
+from digitpipe.data import Dataset
+from digitpipe.errors import UserError
+from digitpipe.evaluate import PairedComparison, mcnemar
+from digitpipe.scoring import OnnxScorer
+from digitpipe.tracking import Champion, Tracker
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """One promotion decision about one registered version."""
+
+    version: str
+    verdict: str  # promoted | rejected | promoted_by_hand | not_candidate
+    reason: str
+    challenger_accuracy: float | None = None
+    champion_version: str | None = None  # the champion it was compared with, if any
+    comparison: PairedComparison | None = None
+
+    @property
+    def promoted(self) -> bool:
+        return self.verdict.startswith("promoted")
+
+    def tags(self) -> dict[str, object]:
+        """The decision as model-version tags."""
+        tags = {"verdict": self.verdict, "verdict_reason": self.reason, "verdict_at": _now(),
+                "challenger_accuracy": self.challenger_accuracy, "champion_version": self.champion_version}
+        if self.comparison:
+            tags |= {"champion_accuracy": self.comparison.champion_accuracy,
+                     "challenger_accuracy": self.comparison.challenger_accuracy,
+                     "mcnemar_p_value": f"{self.comparison.p_value:.3g}",
+                     "only_challenger_right": self.comparison.only_challenger_right,
+                     "only_champion_right": self.comparison.only_champion_right}
+        return {k: v for k, v in tags.items() if v is not None}
+
+
+def gate(gate_cfg: TrackingConfig, version: str, accuracy: float, parity: str, champion: Champion | None,
+         comparison: PairedComparison | None) -> Verdict:
+    """Apply the promotion gate: parity passed, (a) the floor, (b) the margin and McNemar's significance."""
+    def rejected(reason: str) -> Verdict:
+        return Verdict(version, "rejected", reason, accuracy, champion and champion.version, comparison)
+
+    if parity != "passed":
+        return rejected(f"its ONNX parity check did not pass (onnx_parity={parity or 'missing'})")
+    if accuracy < gate_cfg.min_accuracy:
+        return rejected(f"held-out accuracy {accuracy:.4f} is below the floor {gate_cfg.min_accuracy:.4f}")
+    if champion is None or comparison is None:
+        return Verdict(version, "promoted", "first champion", accuracy)
+    gain = comparison.challenger_accuracy - comparison.champion_accuracy
+    versus = (f"{comparison.challenger_accuracy:.4f} vs champion v{champion.version} {comparison.champion_accuracy:.4f} "
+              f"on the same {comparison.images} images ({comparison.only_challenger_right} right only by the "
+              f"challenger, {comparison.only_champion_right} only by the champion)")
+    if gain <= 0 or gain < gate_cfg.min_margin:
+        return rejected(f"does not beat the champion by the margin {gate_cfg.min_margin:.4f}: {versus}")
+    if comparison.p_value >= gate_cfg.max_p_value:
+        return rejected(f"not significant: McNemar p={comparison.p_value:.3g} >= {gate_cfg.max_p_value} ({versus})")
+    return Verdict(version, "promoted", f"beats the champion: {versus}, McNemar p={comparison.p_value:.3g}",
+                   accuracy, champion.version, comparison)
+
+
+def promote_if_earned(tracker: Tracker, version: str, test: Dataset, predicted: np.ndarray) -> Verdict:
+    """Put `version` (whose predictions on `test` are `predicted`) through the gate against the current champion,
+    scored on the same images; move the aliases if it wins. Read, compare and move happen under the registry lock."""
+    tags = tracker.version_tags(version)
+    accuracy = float(np.mean(predicted == test.labels))
+    with tracker.promotion_lock():
+        champion = tracker.champion()
+        if champion is not None and champion.version == version:
+            return Verdict(version, "promoted", "already the champion", accuracy)
+        comparison = None
+        if champion is not None:
+            comparison = mcnemar(test.labels, predicted, _predict_with(tracker, champion, test))
+        verdict = gate(tracker.cfg, version, accuracy, tags.get("onnx_parity", ""), champion, comparison)
+        if verdict.promoted:
+            _move_champion(tracker, version, champion)
+    tracker.set_version_tags(version, verdict.tags())
+    return verdict
+
+
+def promote_by_hand(tracker: Tracker, version: str) -> Verdict:
+    """Make `version` the champion without the gate (recorded as such, with who did it)."""
+    tracker.version_tags(version)  # a clear error for a version that does not exist
+    with tracker.promotion_lock():
+        champion = tracker.champion()
+        if champion is not None and champion.version == version:
+            raise UserError(f"version {version} is already the champion")
+        _move_champion(tracker, version, champion)
+    was = f" (replacing v{champion.version})" if champion else ""
+    verdict = Verdict(version, "promoted_by_hand", f"promoted by hand by {_user()}{was}",
+                      champion_version=champion and champion.version)
+    tracker.set_version_tags(version, verdict.tags())
+    return verdict
+
+
+def rollback(tracker: Tracker) -> tuple[str, str]:
+    """Swap the champion and previous-champion aliases; returns (restored version, demoted version)."""
+    cfg = tracker.cfg
+    with tracker.promotion_lock():
+        previous, current = tracker.alias_version(cfg.previous_alias), tracker.alias_version(cfg.champion_alias)
+        if previous is None or current is None:
+            raise UserError(f"nothing to roll back to: {cfg.registered_model} has no "
+                            f"'{cfg.previous_alias if previous is None else cfg.champion_alias}' alias")
+        tracker.set_alias(cfg.champion_alias, previous)
+        tracker.set_alias(cfg.previous_alias, current)
+    stamp = f"{_now()} by {_user()}"
+    tracker.set_version_tags(previous, {"rollback": f"restored as champion from v{current} at {stamp}"})
+    tracker.set_version_tags(current, {"rollback": f"demoted by rollback to v{previous} at {stamp}"})
+    return previous, current
+
+
+def _move_champion(tracker: Tracker, version: str, champion: Champion | None) -> None:
+    if champion is not None:
+        tracker.set_alias(tracker.cfg.previous_alias, champion.version)
+    tracker.set_alias(tracker.cfg.champion_alias, version)
+
+
+def _predict_with(tracker: Tracker, champion: Champion, test: Dataset) -> np.ndarray:
+    """The champion's predicted digits on `test`, from its registered (checksum-verified) ONNX file."""
+    with tempfile.TemporaryDirectory(prefix="digitpipe-champion-") as tmp:
+        return OnnxScorer(tracker.version_onnx(champion.version, Path(tmp))).predict(test.images)
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry (containers)
+        return "unknown"
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
