@@ -50,7 +50,7 @@ class PipelineConfig(_Frozen):
     min_rows: int = Field(100, ge=1)
     out_dir: Path = Path("outputs")
     summary: Path | None = None
-    tracking: TrackingConfig = TrackingConfig()
+    tracking: TrackingConfig | None = None  # None: read mlflow.yaml in the working directory (a deployment's case)
 
     @field_validator("models")
     @classmethod

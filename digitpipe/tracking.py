@@ -73,7 +73,9 @@ class Tracker:
         found = self.client.get_experiment_by_name(self.cfg.experiment)
         if found is not None:
             return found.experiment_id
-        return self.client.create_experiment(self.cfg.experiment, artifact_location=self.cfg.artifact_location)
+        # the kind tag makes MLflow 3's UI open the experiment on its training runs, not its GenAI overview
+        return self.client.create_experiment(self.cfg.experiment, artifact_location=self.cfg.artifact_location,
+                                             tags={"mlflow.experimentKind": "custom_model_development"})
 
     @contextmanager
     def run(self, name: str, parent_id: str | None = None, tags: Mapping[str, str] | None = None) -> Iterator[str]:
@@ -156,7 +158,8 @@ class Tracker:
         with mlflow.start_run(run_id=run_id):
             info = mlflow.onnx.log_model(proto, name="model", registered_model_name=self.cfg.registered_model,
                                          signature=signature, input_example=example[:2], save_as_external_data=False,
-                                         pip_requirements=requirements)
+                                         pip_requirements=requirements,
+                                         onnx_execution_providers=["CPUExecutionProvider"])
         version = str(info.registered_model_version)
         checksum = hashlib.sha256(proto.SerializeToString()).hexdigest()  # what scoring verifies before loading
         self.set_version_tags(version, {**tags, "onnx_sha256": checksum})

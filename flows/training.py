@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from digitpipe import runtime, steps
-from digitpipe.config import PipelineConfig
+from digitpipe.config import PipelineConfig, load_tracking_config
 from digitpipe.data import Split
 from digitpipe.progress import epoch_bars
 from digitpipe.promotion import Verdict
@@ -25,6 +27,8 @@ SUMMARY_KEYS = ("accuracy", "run_id", "model_version", "onnx_path", "train_secon
 @flow(name="train-digits", log_prints=True, task_runner=ThreadPoolTaskRunner(max_workers=1))
 def training_flow(cfg: PipelineConfig) -> dict:
     """Train every configured model on cfg.data, register each, promote the best if it earned it; returns the summary."""
+    if cfg.tracking is None:  # a deployment: the project's mlflow.yaml, MLFLOW_TRACKING_URI overriding its store
+        cfg = cfg.model_copy(update={"tracking": load_tracking_config(Path("mlflow.yaml"))})
     device = str(runtime.pick_device())
     runtime.seed_everything(cfg.seed, deterministic=device == "cpu")
     runtime.use_all_cores()
@@ -99,7 +103,8 @@ def train_one(name: str, cfg: PipelineConfig, split: Split, device: str, parent_
         tracker.log_artifacts(run_id, folder, "report")
         version = register_model(tracker, run_id, onnx_path, split.test.images[:5], {
             "model_name": name, "test_accuracy": evaluation.accuracy, "onnx_path": onnx_path.resolve(),
-            "onnx_parity": "passed", "pipeline_run_id": parent_id, **lineage})
+            "onnx_parity": "passed", "pipeline_run_id": parent_id,
+            **{k: v for k, v in lineage.items() if not k.startswith("version.")}})  # versions: on the run
     return {"name": name, "accuracy": evaluation.accuracy, "run_id": run_id, "model_version": version,
             "onnx_path": str(onnx_path.resolve()), "train_seconds": trained.train_seconds,
             "macro_f1": evaluation.macro_f1, "onnx_kb": onnx_path.stat().st_size / 1024,

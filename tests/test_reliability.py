@@ -15,6 +15,7 @@ import torch
 from mlflow import MlflowClient
 
 from tests.conftest import ROOT
+from tests.servers import free_port, start_mlflow_server, stop
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_api")]
 DEMO = ROOT / "data" / "demo"
@@ -87,42 +88,10 @@ def test_unreachable_tracking_server_is_one_clear_line_and_nothing_runs(tmp_path
     assert not (tmp_path / "out").exists()  # stopped before reading data or writing anything
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _mlflow_server(folder: Path, port: int) -> subprocess.Popen:
-    """A real `mlflow server` on loopback with a sqlite backend; returns once it answers /health."""
-    import urllib.request
-
-    server = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-                               "--backend-store-uri", f"sqlite:///{folder}/server.db",
-                               "--artifacts-destination", str(folder / "artifacts"), "--workers", "1"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2)
-            return server
-        except OSError:
-            assert server.poll() is None, "mlflow server exited"
-            time.sleep(0.5)
-    raise TimeoutError("mlflow server did not start")
-
-
-def _stop(server: subprocess.Popen) -> None:
-    os.killpg(server.pid, signal.SIGKILL)  # the server and its worker processes, at once
-    server.wait()
-
-
 def test_tracking_server_dying_mid_run_fails_cleanly_and_registers_nothing(tmp_path, env):
-    port = _free_port()
+    port = free_port()
     uri = f"http://127.0.0.1:{port}"
-    server = _mlflow_server(tmp_path, port)
+    server = start_mlflow_server(tmp_path, port)
     try:
         run = _digitpipe(["run", "--data", str(DEMO), "--models", "lenet", "--epochs", "8", "--quiet",
                           "--out", str(tmp_path / "out"), "--config", str(tmp_path / "mlflow.yaml")],
@@ -130,13 +99,13 @@ def test_tracking_server_dying_mid_run_fails_cleanly_and_registers_nothing(tmp_p
         while _epochs_in(tmp_path / "out" / "checkpoints") < 1:
             assert run.poll() is None, run.stdout.read()
             time.sleep(0.05)
-        _stop(server)  # the tracking server dies between epochs
+        stop(server)  # the tracking server dies between epochs
         output = run.communicate(timeout=300)[0]
         assert run.returncode == 2
         assert f"digitpipe: error: lost the MLflow tracking store at {uri} while logging epoch" in output
         assert "Traceback" not in output
-        server = _mlflow_server(tmp_path, port)  # back up: what did the failed run leave behind?
+        server = start_mlflow_server(tmp_path, port)  # back up: what did the failed run leave behind?
         client = MlflowClient(uri)
         assert client.search_registered_models() == []  # nothing registered, so no alias can point anywhere
     finally:
-        _stop(server)
+        stop(server)
