@@ -324,3 +324,18 @@ def test_a_prefect_retry_continues_training_from_the_checkpoint(fixture_dir, tmp
     assert [r.epoch for r in seen] == [1, 2, 1, 2, 3, 4]
     assert seen[2:4] == seen[0:2]  # epochs 1-2 replayed from the checkpoint (same timings), not trained again
     assert [h.epoch for h in trained.history] == [1, 2, 3, 4]
+
+
+def test_dask_task_runner_trains_the_models_at_once_in_separate_processes(fixture_dir, tracking, tmp_path):
+    from flows.training import with_runner
+
+    cfg = PipelineConfig(data=fixture_dir, models=("logreg", "lenet"), epochs=1, out_dir=tmp_path,
+                         tracking=tracking.model_copy(update={"registered_model": "digits-dask"}))
+    summary = with_runner(dask_workers=2)(cfg)
+    client = MlflowClient(tracking.tracking_uri)
+    runs = [client.get_run(m["run_id"]) for m in summary["models"].values()]
+    parent = client.get_run(runs[0].data.tags["mlflow.parentRunId"])
+    pids = {run.data.tags["digitpipe.pid"] for run in [*runs, parent]}
+    assert len(pids) == 3  # each model's run was created by its own Dask worker process
+    assert all(run.info.status == "FINISHED" for run in runs)
+    assert summary["verdict"]["verdict"] == "promoted" and summary["champion"] is not None
