@@ -61,7 +61,8 @@ def mcnemar(labels: np.ndarray, challenger: np.ndarray, champion: np.ndarray) ->
     wins = int(np.sum(challenger_right & ~champion_right))
     losses = int(np.sum(champion_right & ~challenger_right))
     p_value = binomtest(wins, wins + losses, 0.5).pvalue if wins + losses else 1.0
-    return PairedComparison(len(labels), float(challenger_right.mean()), float(champion_right.mean()), wins, losses, float(p_value))
+    return PairedComparison(len(labels), float(challenger_right.mean()), float(champion_right.mean()), wins, losses,
+                            float(p_value))
 
 
 def probabilities(scores: np.ndarray) -> np.ndarray:

@@ -26,6 +26,7 @@ import onnxruntime
 from mlflow import MlflowClient
 from mlflow.entities import DatasetInput, InputTag, Metric, Param
 from mlflow.exceptions import MlflowException
+from mlflow.tracking._tracking_service.utils import _use_tracking_uri  # private, but the only scoped form
 from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
 from digitpipe.config import TrackingConfig
@@ -57,7 +58,6 @@ class Tracker:
     def __init__(self, cfg: TrackingConfig) -> None:
         self.cfg = cfg
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # keep CLI and CI logs clean
-        mlflow.set_tracking_uri(cfg.tracking_uri)  # log_model only knows the fluent, global URI
         self.client = MlflowClient(cfg.tracking_uri)
         for noisy in ("mlflow", "alembic"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
@@ -155,7 +155,7 @@ class Tracker:
         signature = mlflow.models.infer_signature(example, np.zeros((len(example), 10), np.float32))
         # Explicit requirements: MLflow would otherwise spend ~3 s in a subprocess inferring them.
         requirements = [f"onnx=={onnx.__version__}", f"onnxruntime=={onnxruntime.__version__}"]
-        with mlflow.start_run(run_id=run_id):
+        with _fluent_uri(self.cfg.tracking_uri), mlflow.start_run(run_id=run_id):
             info = mlflow.onnx.log_model(proto, name="model", registered_model_name=self.cfg.registered_model,
                                          signature=signature, input_example=example[:2], save_as_external_data=False,
                                          pip_requirements=requirements,
@@ -286,13 +286,29 @@ class Tracker:
         dest.mkdir(parents=True, exist_ok=True)
         uri = f"models:/{name}/{version}"
         try:
-            folder = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(dest)))
+            with _fluent_uri(self.cfg.tracking_uri):  # models:/ URIs resolve against the global registry
+                folder = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(dest)))
         except (MlflowException, OSError) as exc:
             raise UserError(f"{uri}: cannot download its model files ({str(exc).splitlines()[0][:160]})") from None
         found = next(folder.rglob("*.onnx"), None)
         if found is None:
             raise UserError(f"{uri}: the registered model holds no .onnx file")
         return found
+
+
+@contextmanager
+def _fluent_uri(uri: str) -> Iterator[None]:
+    """MLflow's fluent calls (log_model, download_artifacts of models:/) read a process-global URI, and setting it
+    also rewrites the MLFLOW_TRACKING_URI variable: set it for one call, then put both back as they were."""
+    saved = os.environ.get("MLFLOW_TRACKING_URI")
+    try:
+        with _use_tracking_uri(uri):
+            yield
+    finally:
+        if saved is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = saved
 
 
 def _verified(path: Path, expected_sha256: str | None, uri: str) -> Path:

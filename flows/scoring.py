@@ -17,7 +17,7 @@ from tasks.scoring import fetch_model, score_one
 def scoring_flow(inputs: list[Path], model: str = "models:/digits@champion", suffix: str = ".predictions.csv",
                  probabilities: bool = False, max_reject_fraction: float = 0.01,
                  config: Path = Path("mlflow.yaml")) -> list[dict]:
-    """Score each file in `inputs` with `model`; fail if any file rejects more than `max_reject_fraction` of its rows."""
+    """Score each file in `inputs` with `model`; fail if a file rejects more than `max_reject_fraction` of its rows."""
     tracker = Tracker(load_tracking_config(config))
     with tempfile.TemporaryDirectory(prefix="digitpipe-model-") as tmp:
         model_path, identity = fetch_model(tracker, model, Path(tmp))

@@ -26,7 +26,7 @@ SUMMARY_KEYS = ("accuracy", "run_id", "model_version", "onnx_path", "train_secon
 # trains the models at once, each in its own process.
 @flow(name="train-digits", log_prints=True, task_runner=ThreadPoolTaskRunner(max_workers=1))
 def training_flow(cfg: PipelineConfig) -> dict:
-    """Train every configured model on cfg.data, register each, promote the best if it earned it; returns the summary."""
+    """Train every configured model on cfg.data, register each, promote the best if it earned it; return the summary."""
     if cfg.tracking is None:  # a deployment: the project's mlflow.yaml, MLFLOW_TRACKING_URI overriding its store
         cfg = cfg.model_copy(update={"tracking": load_tracking_config(Path("mlflow.yaml"))})
     device = str(runtime.pick_device())

@@ -10,17 +10,12 @@ from prefect.runtime import task_run
 from digitpipe import steps
 from digitpipe.config import PipelineConfig
 from digitpipe.data import Split
-from digitpipe.errors import UserError
 from digitpipe.evaluate import Evaluation
 from digitpipe.train import Callback, TrainedModel
+from tasks import not_a_user_error
 
 
-def _not_a_user_error(_task, _task_run, state) -> bool:
-    """Retry a crash (a lost worker, a killed process), not bad input or a lost tracking store."""
-    return not isinstance(state.result(raise_on_failure=False), UserError)
-
-
-@task(cache_policy=NO_CACHE, task_run_name="train-{name}", retries=1, retry_condition_fn=_not_a_user_error)
+@task(cache_policy=NO_CACHE, task_run_name="train-{name}", retries=1, retry_condition_fn=not_a_user_error)
 def train_model(name: str, cfg: PipelineConfig, split: Split, device: str, callbacks: list[Callback]) -> TrainedModel:
     """Fit one zoo model; a retry continues from the failed attempt's last epoch checkpoint, not from scratch."""
     if task_run.run_count > 1:

@@ -7,9 +7,10 @@ from prefect.cache_policies import NO_CACHE
 
 from digitpipe.scoring import OnnxScorer, ScoreReport, score_file
 from digitpipe.tracking import Tracker
+from tasks import IO_RETRIES
 
 
-@task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[2, 10])
+@task(cache_policy=NO_CACHE, **IO_RETRIES)
 def fetch_model(tracker: Tracker, uri: str, dest: Path) -> tuple[Path, dict]:
     """Download the registered ONNX model named by `uri`."""
     return tracker.resolve(uri, dest)

@@ -8,6 +8,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import mlflow
 import numpy as np
 import pandas as pd
 import pytest
@@ -87,7 +88,8 @@ def test_lineage_is_on_every_run_and_version(first_run, tracking):
     mv = client.get_model_version(tracking.registered_model, lenet["model_version"])
     for tags in (run.data.tags, parent.data.tags, mv.tags):
         assert len(tags["mlflow.source.git.commit"]) in (40, 7)  # a sha, or "unknown" outside a checkout
-        assert tags["prefect.flow_run_id"] != "None" and tags["version.torch"] and tags["data_digest"]
+        assert tags["prefect.flow_run_id"] != "None" and tags["data_digest"]
+    assert run.data.tags["version.torch"] and parent.data.tags["version.mlflow"]
     contexts = {d.tags[0].value: d.dataset for d in parent.inputs.dataset_inputs}
     assert set(contexts) == {"training", "validation", "evaluation"}
     assert contexts["training"].source and contexts["evaluation"].digest
@@ -96,11 +98,12 @@ def test_lineage_is_on_every_run_and_version(first_run, tracking):
 
 
 def test_champion_loads_as_an_mlflow_pyfunc_with_signature_and_example(first_run, fixture_dir, tracking):
-    import mlflow
-
     _, summary = first_run
-    mlflow.set_tracking_uri(tracking.tracking_uri)
-    model = mlflow.pyfunc.load_model(f"models:/{tracking.registered_model}@champion")
+    mlflow.set_tracking_uri(tracking.tracking_uri)  # pyfunc takes no URI argument; reset below (it exports MLFLOW_TRACKING_URI)
+    try:
+        model = mlflow.pyfunc.load_model(f"models:/{tracking.registered_model}@champion")
+    finally:
+        mlflow.set_tracking_uri(None)
     assert model.metadata.signature is not None and model.metadata.saved_input_example_info is not None
     images = load_dataset(fixture_dir).images[:7]
     expected = OnnxScorer(summary["champion"]["onnx_path"])
@@ -269,6 +272,15 @@ def test_concurrent_promotions_leave_the_better_model_champion(first_run, fixtur
     ranked = sorted(summary["models"].values(), key=lambda m: m["accuracy"])
     weak, strong = ranked[0], ranked[-1]
     context = multiprocessing.get_context("spawn")
+    mlflow.set_tracking_uri(tracking.tracking_uri)  # a models:/ source is looked up in the fluent (global) store
+    try:
+        rounds(client, tracking, fixture_dir, weak, strong, context)
+    finally:
+        mlflow.set_tracking_uri(None)
+
+
+def rounds(client, tracking, fixture_dir, weak, strong, context) -> None:
+    """Four races in registries of their own, the weak version first in half of them."""
     for round_ in range(4):
         name = f"race-{round_}"
         client.create_registered_model(name)

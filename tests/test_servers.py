@@ -14,7 +14,7 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 
-from digitpipe.config import PipelineConfig
+from digitpipe.config import PipelineConfig, TrackingConfig
 from tests.conftest import ROOT
 from tests.servers import BIN, free_port, start_mlflow_server, start_prefect_server, stop
 
@@ -51,10 +51,9 @@ def digitpipe(*args: str, config: Path, timeout: float = 300) -> subprocess.Comp
 @pytest.fixture(scope="module")
 def three_runs(prefect_api, config_file, tmp_path_factory) -> list[dict]:
     """The issue's story: logreg, then lenet, then logreg again, each a pipeline run against the server."""
-    from digitpipe.config import load_tracking_config
     from flows.training import training_flow
 
-    tracking = load_tracking_config(config_file)
+    tracking = TrackingConfig(**yaml.safe_load(config_file.read_text()))
     summaries = []
     for models, epochs in ((("logreg",), None), (("lenet",), 2), (("logreg",), None)):
         out = tmp_path_factory.mktemp("run")
@@ -94,8 +93,11 @@ def test_champion_loads_as_pyfunc_from_the_server(three_runs, mlflow_server):
 
     from digitpipe.data import load_dataset
 
-    mlflow.set_tracking_uri(mlflow_server)
-    model = mlflow.pyfunc.load_model(f"models:/{MODEL}@champion")
+    mlflow.set_tracking_uri(mlflow_server)  # pyfunc takes no URI argument; reset below (it exports MLFLOW_TRACKING_URI)
+    try:
+        model = mlflow.pyfunc.load_model(f"models:/{MODEL}@champion")
+    finally:
+        mlflow.set_tracking_uri(None)
     images = load_dataset(DEMO).images[:16].reshape(-1, 1, 28, 28).astype(np.float32)
     output = model.predict(images)
     scores = np.asarray(next(iter(output.values())) if isinstance(output, dict) else output)
