@@ -64,8 +64,9 @@ def gate(gate_cfg: TrackingConfig, version: str, accuracy: float, parity: str, c
         return Verdict(version, "promoted", "first champion", accuracy)
     gain = comparison.challenger_accuracy - comparison.champion_accuracy
     versus = (f"{comparison.challenger_accuracy:.4f} vs champion v{champion.version} "
-              f"{comparison.champion_accuracy:.4f} on the same {comparison.images} images ({comparison.only_challenger_right} right only by the "
-              f"challenger, {comparison.only_champion_right} only by the champion)")
+              f"{comparison.champion_accuracy:.4f} on the same {comparison.images} images "
+              f"({comparison.only_challenger_right} right only by the challenger, "
+              f"{comparison.only_champion_right} only by the champion)")
     if gain <= 0 or gain < gate_cfg.min_margin:
         return rejected(f"does not beat the champion by the margin {gate_cfg.min_margin:.4f}: {versus}")
     if comparison.p_value >= gate_cfg.max_p_value:
