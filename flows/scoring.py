@@ -10,6 +10,7 @@ from prefect import flow, unmapped
 from digitpipe.config import load_tracking_config
 from digitpipe.errors import UserError
 from digitpipe.tracking import Tracker
+from flows import dask_runner
 from tasks.scoring import fetch_model, score_one
 
 
@@ -38,11 +39,7 @@ def score_files(inputs: list[Path], dask_address: str | None = None, dask_worker
     Dask cluster at `dask_address` (prefect-dask): one task per file, so more workers score more files at once."""
     if not (dask_address or dask_workers):
         return scoring_flow(inputs, **options)
-    from prefect_dask import DaskTaskRunner
-
-    runner = (DaskTaskRunner(address=dask_address) if dask_address else
-              DaskTaskRunner(cluster_kwargs={"n_workers": dask_workers, "threads_per_worker": 1, "processes": True}))
-    return scoring_flow.with_options(task_runner=runner)(inputs, **options)
+    return scoring_flow.with_options(task_runner=dask_runner(dask_address, dask_workers))(inputs, **options)
 
 
 def log_report(tracker: Tracker, report) -> None:

@@ -15,6 +15,7 @@ from digitpipe.data import Split
 from digitpipe.progress import epoch_bars
 from digitpipe.promotion import Verdict
 from digitpipe.tracking import Tracker
+from flows import dask_runner
 from tasks.data import explore_data, load_data, split_data, validate_data
 from tasks.modeling import evaluate_model, export_model, train_model
 from tasks.registry import promote_champion, record_verdict, register_model
@@ -65,11 +66,7 @@ def with_runner(dask_address: str | None = None, dask_workers: int = 0):
     a local cluster of `dask_workers` processes, or the cluster at `dask_address`."""
     if not (dask_address or dask_workers):
         return training_flow
-    from prefect_dask import DaskTaskRunner
-
-    runner = (DaskTaskRunner(address=dask_address) if dask_address else
-              DaskTaskRunner(cluster_kwargs={"n_workers": dask_workers, "threads_per_worker": 1, "processes": True}))
-    return training_flow.with_options(task_runner=runner)
+    return training_flow.with_options(task_runner=dask_runner(dask_address, dask_workers))
 
 
 def log_inputs(tracker: Tracker, run_id: str, cfg: PipelineConfig, split: Split, device: str) -> None:
