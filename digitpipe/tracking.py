@@ -218,10 +218,8 @@ class Tracker:
             self.client.set_model_version_tag(self.cfg.registered_model, version, key, str(value))
 
     def version_onnx(self, version: str, dest: Path) -> Path:
-        """The registered ONNX file of one version, downloaded into `dest` and checked against its checksum."""
-        uri = f"models:/{self.cfg.registered_model}/{version}"
-        expected = self.version_tags(version).get("onnx_sha256")
-        return _verified(self._download_onnx(self.cfg.registered_model, version, dest), expected, uri)
+        """The registered fp32 ONNX file of one version, downloaded into `dest` and checked against its checksum."""
+        return self.resolve(f"models:/{self.cfg.registered_model}/{version}", dest, prefer_int8=False)[0]
 
     def versions(self) -> list[dict[str, str]]:
         """Every version of the registered model, newest first, with its aliases and tags (for `digitpipe models`)."""

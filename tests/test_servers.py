@@ -189,9 +189,8 @@ def prefect_server(tmp_path_factory) -> dict:
 
 
 def prefect(*args: str, env: dict, timeout: float = 300) -> subprocess.CompletedProcess:
-    done = subprocess.run([str(BIN / "prefect"), "--no-prompt", *args], cwd=ROOT, env=env, capture_output=True,
+    return subprocess.run([str(BIN / "prefect"), "--no-prompt", *args], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=timeout)
-    return done
 
 
 def test_deployment_runs_on_a_process_worker_and_registers_the_model(prefect_server, mlflow_server, tmp_path):
