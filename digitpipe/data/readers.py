@@ -1,9 +1,11 @@
-"""Readers for MNIST IDX files (gzipped or raw) and Kaggle "Digit Recognizer" CSVs, with format detection."""
+"""Readers for MNIST IDX files (gzipped or raw) and Kaggle "Digit Recognizer" CSVs, with format detection;
+and the IDX writer (samples, test files, the standard test set rebuilt by bench/standard_mnist.py)."""
 
 from __future__ import annotations
 
 import gzip
 import io
+import os
 import struct
 import zlib
 from pathlib import Path
@@ -86,7 +88,7 @@ def read_idx(path: Path, magic: int) -> np.ndarray:
     if len(data) != expected:
         found = "more" if len(data) > expected else f"{len(data)} bytes"
         raise DataError(path, f"header promises {expected} bytes of data, file holds {found}")
-    return np.frombuffer(data, dtype=np.uint8).reshape(dims)
+    return np.frombuffer(data, dtype=np.uint8).reshape(dims).copy()  # writable, as torch.from_numpy wants
 
 
 def read_idx_header(f: BinaryIO, path: Path, magic: int) -> tuple[int, ...]:
@@ -103,6 +105,17 @@ def read_idx_header(f: BinaryIO, path: Path, magic: int) -> tuple[int, ...]:
     if ndim == 3 and dims[1:] != IMAGE_SHAPE:
         raise DataError(path, f"images are {dims[1]}x{dims[2]}, expected 28x28")
     return dims
+
+
+def write_idx(path: Path, array: np.ndarray, magic: int, compress: bool = True) -> Path:
+    """`array` as an IDX file of unsigned bytes (gzipped unless told not to), written under a temporary name."""
+    payload = struct.pack(f">I{array.ndim}I", magic, *array.shape) + array.astype(np.uint8).tobytes()
+    if compress:
+        payload = gzip.compress(payload, mtime=0)  # mtime=0: the same array gives the same bytes
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(payload)
+    os.replace(tmp, path)
+    return path
 
 
 def open_maybe_gzip(path: Path) -> BinaryIO:

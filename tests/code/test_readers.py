@@ -9,13 +9,8 @@ import pandas as pd
 import pytest
 
 from digitpipe.data import load_dataset
+from digitpipe.data.readers import write_idx
 from digitpipe.errors import DataError
-
-
-def write_idx(path, array, magic, compress=True):
-    payload = struct.pack(f">I{array.ndim}I", magic, *array.shape) + array.astype(np.uint8).tobytes()
-    path.write_bytes(gzip.compress(payload) if compress else payload)
-    return path
 
 
 def write_file(path, content):
