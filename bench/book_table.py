@@ -10,12 +10,11 @@ files too (`digitpipe data fetch`, or bench/standard_mnist.py where the MNIST mi
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 import numpy as np
 from _common import mnist_path
 
-from digitpipe.data import Split, load_dataset, split_dataset, split_standard
+from digitpipe.data import load_dataset, split_by_protocol
 from digitpipe.models import MODEL_NAMES, SPECS
 from digitpipe.runtime import pick_device, seed_everything, use_all_cores
 from digitpipe.train import predict_scores, train_model
@@ -30,7 +29,8 @@ def main() -> None:
     parser.add_argument("--protocol", choices=("book", "standard"), default="book")
     args = parser.parse_args()
     cores, device = use_all_cores(), pick_device()
-    split = load_split(mnist_path([__file__] + ([args.data] if args.data else [])), args.protocol)
+    folder = mnist_path([__file__] + ([args.data] if args.data else []))
+    split = split_by_protocol(load_dataset(folder), args.protocol, folder)
     print(f"{args.protocol} protocol: train {len(split.train)}, validation {len(split.val)}, test {len(split.test)}; "
           f"{device}, {cores} threads")
     print(f"{'model':<8} {'book %':>7} {'ours %':>7} {'train s':>8}  stopped")
@@ -40,13 +40,6 @@ def main() -> None:
         accuracy = 100 * np.mean(predict_scores(trained.model, split.test.images, device).argmax(1) == split.test.labels)
         book = f"{BOOK[name]:.1f}" if BOOK[name] else "-"
         print(f"{name:<8} {book:>7} {accuracy:>7.2f} {trained.train_seconds:>8.1f}  {trained.stop_reason}", flush=True)
-
-
-def load_split(folder: Path, protocol: str) -> Split:
-    """The book's 75/25 split of the training set, or the standard one: the training set against t10k."""
-    if protocol == "book":
-        return split_dataset(load_dataset(folder))
-    return split_standard(load_dataset(folder), load_dataset(folder, "t10k"))
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ from prefect.cache_policies import NO_CACHE
 
 from digitpipe import steps
 from digitpipe.config import PipelineConfig
-from digitpipe.data import Dataset, Split, load_dataset, split_dataset, split_standard
+from digitpipe.data import Dataset, Split, load_dataset, split_by_protocol
 from digitpipe.eda import write_report
 from digitpipe.validation import ValidationReport
 
@@ -35,6 +35,4 @@ def explore_data(data: Dataset, folder: Path) -> Path:
 @task(cache_policy=NO_CACHE)
 def split_data(data: Dataset, cfg: PipelineConfig) -> Split:
     """The book's protocol (stratified 75/25 of `data`) or the standard one (test on the folder's t10k files)."""
-    if cfg.protocol == "standard":
-        return split_standard(data, load_dataset(cfg.data, part="t10k"), cfg.val_fraction, cfg.seed)
-    return split_dataset(data, cfg.test_fraction, cfg.val_fraction, cfg.seed)
+    return split_by_protocol(data, cfg.protocol, cfg.data, cfg.test_fraction, cfg.val_fraction, cfg.seed)

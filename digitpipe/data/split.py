@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from sklearn.model_selection import train_test_split
 
 from digitpipe.data.dataset import N_CLASSES, Dataset
+from digitpipe.data.readers import load_dataset
 from digitpipe.errors import DataError
 
 
@@ -44,3 +46,11 @@ def split_standard(train: Dataset, test: Dataset, val_fraction: float = 0.1, see
     index = np.arange(len(train))
     fit, val = train_test_split(index, test_size=val_fraction, stratify=train.labels, random_state=seed)
     return Split(train.subset(np.sort(fit)), train.subset(np.sort(val)), test)
+
+
+def split_by_protocol(data: Dataset, protocol: str, folder: Path, test_fraction: float = 0.25,
+                      val_fraction: float = 0.1, seed: int = 42) -> Split:
+    """The book's protocol (stratified 75/25 of `data`) or the standard one (test on `folder`'s t10k files)."""
+    if protocol == "standard":
+        return split_standard(data, load_dataset(folder, part="t10k"), val_fraction, seed)
+    return split_dataset(data, test_fraction, val_fraction, seed)
