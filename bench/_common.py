@@ -20,11 +20,13 @@ def mnist_path(argv: list[str]) -> Path:
     return path
 
 
+def timed(fn: Callable[..., object], *args: object) -> float:
+    """Wall seconds of one call of fn(*args)."""
+    start = time.perf_counter()
+    fn(*args)
+    return time.perf_counter() - start
+
+
 def best_of(fn: Callable[[], object], repeats: int = 3) -> float:
     """Fastest wall time of `repeats` calls, in seconds (the least disturbed by a noisy machine)."""
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
+    return min(timed(fn) for _ in range(repeats))

@@ -11,11 +11,10 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
-import time
 
 import torch
 import torch.nn.functional as F
-from _common import mnist_path
+from _common import mnist_path, timed
 
 from digitpipe.data import load_dataset, split_dataset
 from digitpipe.models import SPECS, build_net
@@ -60,13 +59,6 @@ def main() -> None:
     print(f"{args.model}, {args.images} images, 1 epoch, {cores} threads, best of {args.rounds}")
     print(f"digitpipe fit: {min(ours):.2f} s   plain loop: {min(plain):.2f} s   ratio {min(ours) / min(plain):.3f}")
     print(f"plain loop in NCHW: {min(plain_nchw):.2f} s   channels_last speed-up {min(plain_nchw) / min(plain):.2f}x")
-
-
-def timed(fn, *args) -> float:
-    """Wall seconds of one call of fn(*args)."""
-    start = time.perf_counter()
-    fn(*args)
-    return time.perf_counter() - start
 
 
 if __name__ == "__main__":
