@@ -15,9 +15,10 @@ import numpy as np
 from _common import mnist_path
 
 from digitpipe.data import load_dataset, split_by_protocol
-from digitpipe.models import MODEL_NAMES, SPECS
-from digitpipe.runtime import pick_device, seed_everything, use_all_cores
-from digitpipe.train import predict_scores, train_model
+from digitpipe.zoo import MODEL_NAMES, SPECS
+from digitpipe.runtime import pick_device, seed_everything, use_cores
+from digitpipe.pipeline import train_zoo_model
+from digitpipe.train import predict_scores
 
 BOOK = {"logreg": 89.4, "mlp": 91.4, "dnn": 97.0, "lenet": 98.9, "fastcnn": None}
 
@@ -28,7 +29,7 @@ def main() -> None:
     parser.add_argument("--models", default=",".join(MODEL_NAMES))
     parser.add_argument("--protocol", choices=("book", "standard"), default="book")
     args = parser.parse_args()
-    cores, device = use_all_cores(), pick_device()
+    cores, device = use_cores(), pick_device()
     folder = mnist_path([__file__] + ([args.data] if args.data else []))
     split = split_by_protocol(load_dataset(folder), args.protocol, folder)
     print(f"{args.protocol} protocol: train {len(split.train)}, validation {len(split.val)}, test {len(split.test)}; "
@@ -36,8 +37,8 @@ def main() -> None:
     print(f"{'model':<8} {'book %':>7} {'ours %':>7} {'train s':>8}  stopped")
     for name in args.models.split(","):
         seed_everything(42)
-        trained = train_model(name, SPECS[name], split, device)
-        accuracy = 100 * np.mean(predict_scores(trained.model, split.test.images, device).argmax(1) == split.test.labels)
+        trained = train_zoo_model(name, SPECS[name], split, device, seed=42)
+        accuracy = 100 * np.mean(trained.scores(split.test.images).argmax(1) == split.test.labels)
         book = f"{BOOK[name]:.1f}" if BOOK[name] else "-"
         print(f"{name:<8} {book:>7} {accuracy:>7.2f} {trained.train_seconds:>8.1f}  {trained.stop_reason}", flush=True)
 

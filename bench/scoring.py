@@ -19,10 +19,12 @@ from _common import best_of, mnist_path
 
 from digitpipe.data import load_dataset, split_dataset
 from digitpipe.export import export_onnx, quantize_checked
-from digitpipe.models import SPECS, NetSpec
-from digitpipe.runtime import seed_everything, use_all_cores
-from digitpipe.scoring import OnnxScorer, score_file
-from digitpipe.train import predict_scores, train_model
+from digitpipe.zoo import SPECS, NetSpec
+from digitpipe.runtime import seed_everything, use_cores
+from digitpipe.scorer import OnnxScorer
+from digitpipe.scoring import score_file
+from digitpipe.pipeline import train_zoo_model
+from digitpipe.train import predict_scores
 
 
 def main() -> None:
@@ -31,13 +33,13 @@ def main() -> None:
     parser.add_argument("--model", default="lenet")
     parser.add_argument("--epochs", type=int, default=1)
     args = parser.parse_args()
-    cores = use_all_cores()
+    cores = use_cores()
     seed_everything(0)
     data = load_dataset(mnist_path([__file__] + ([args.data] if args.data else [])))
     split = split_dataset(data)
     spec = SPECS[args.model]
     spec = dataclasses.replace(spec, epochs=args.epochs) if isinstance(spec, NetSpec) else spec
-    model = train_model(args.model, spec, split, torch.device("cpu")).model
+    model = train_zoo_model(args.model, spec, split).model
     images = np.concatenate([data.images, data.images[:10_000]])  # 70,000 images
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

@@ -17,8 +17,9 @@ import torch.nn.functional as F
 from _common import mnist_path, timed
 
 from digitpipe.data import load_dataset, split_dataset
-from digitpipe.models import SPECS, build_net
-from digitpipe.runtime import seed_everything, use_all_cores
+from digitpipe.models import build_net
+from digitpipe.zoo import SPECS
+from digitpipe.runtime import seed_everything, use_cores
 from digitpipe.train import fit
 
 
@@ -42,7 +43,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=20_000)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    cores = use_all_cores()
+    cores = use_cores()
     split = split_dataset(load_dataset(mnist_path([__file__] + ([args.data] if args.data else []))))
     train, val = split.train.subset(torch.arange(args.images).numpy()), split.val.subset(torch.arange(500).numpy())
     spec = dataclasses.replace(SPECS[args.model], epochs=1)

@@ -10,7 +10,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from digitpipe.errors import UserError
-from digitpipe.models import MODEL_NAMES
+from digitpipe.zoo import MODEL_NAMES
 
 
 class _Frozen(BaseModel):
@@ -43,6 +43,7 @@ class PipelineConfig(_Frozen):
     patience: int | None = Field(None, ge=1)  # early stopping on validation loss, for every net
     resume: bool = False  # continue each net from its last checkpoint of an identical run
     progress: bool = False  # a progress bar per model (the CLI turns it on for terminals)
+    threads: int | None = Field(None, ge=1)  # torch threads per model; None: every core this process may use
     seed: int = 42
     protocol: Literal["book", "standard"] = "book"  # standard: test on the t10k files beside the training files
     test_fraction: float = Field(0.25, gt=0, lt=1)

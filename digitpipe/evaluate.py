@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.stats import binomtest
-from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
 from digitpipe.data.dataset import N_CLASSES
 
@@ -31,15 +30,18 @@ class Evaluation:
 
 
 def evaluate(labels: np.ndarray, predicted: np.ndarray) -> Evaluation:
-    """Compare predicted digits with the true ones."""
-    digits = list(range(N_CLASSES))
-    precision, recall, f1, _ = precision_recall_fscore_support(labels, predicted, labels=digits, zero_division=0)
+    """Compare predicted digits with the true ones (a digit never predicted has precision 0, as in scikit-learn)."""
+    confusion = np.bincount(labels * N_CLASSES + predicted, minlength=N_CLASSES**2).reshape(N_CLASSES, N_CLASSES)
+    right = np.diag(confusion).astype(float)
+    precision = right / np.maximum(confusion.sum(0), 1)
+    recall = right / np.maximum(confusion.sum(1), 1)
+    f1 = 2 * precision * recall / np.maximum(precision + recall, 1e-12)
     return Evaluation(
         accuracy=float(np.mean(labels == predicted)),
         macro_f1=float(np.mean(f1)),
-        precision=[float(p) for p in precision],
-        recall=[float(r) for r in recall],
-        confusion=confusion_matrix(labels, predicted, labels=digits).tolist(),
+        precision=precision.tolist(),
+        recall=recall.tolist(),
+        confusion=confusion.tolist(),
     )
 
 
@@ -60,17 +62,19 @@ def mcnemar(labels: np.ndarray, challenger: np.ndarray, champion: np.ndarray) ->
     challenger_right, champion_right = challenger == labels, champion == labels
     wins = int(np.sum(challenger_right & ~champion_right))
     losses = int(np.sum(champion_right & ~challenger_right))
-    p_value = binomtest(wins, wins + losses, 0.5).pvalue if wins + losses else 1.0
+    p_value = _two_sided_sign_test(wins, wins + losses)
     return PairedComparison(len(labels), float(challenger_right.mean()), float(champion_right.mean()), wins, losses,
                             float(p_value))
 
 
-def probabilities(scores: np.ndarray) -> np.ndarray:
-    """Class probabilities from a model's scores: unchanged if already probabilities, else a softmax of logits."""
-    if len(scores) == 0 or (scores.min() >= 0 and np.allclose(scores.sum(1), 1, atol=1e-3)):
-        return scores
-    shifted = np.exp(scores - scores.max(1, keepdims=True))
-    return shifted / shifted.sum(1, keepdims=True)
+def _two_sided_sign_test(successes: int, trials: int) -> float:
+    """Exact two-sided binomial test of `successes` in `trials` at p = 1/2 (scipy's binomtest, without scipy):
+    the distribution is symmetric, so the p-value is twice the smaller tail, at most 1."""
+    if trials == 0:
+        return 1.0
+    smaller = min(successes, trials - successes)
+    tail = sum(math.comb(trials, k) for k in range(smaller + 1)) / 2**trials
+    return min(1.0, 2 * tail)
 
 
 def comparison_markdown(rows: list[dict]) -> str:

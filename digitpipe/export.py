@@ -7,58 +7,67 @@ dimension ([N, 1, 28, 28] for nets, [N, 784] for the baseline); first output [N,
 from __future__ import annotations
 
 import dataclasses
+import io
 import logging
-import os
 import shutil
 import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import onnx
-import torch
-from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
-from onnxruntime.quantization.shape_inference import quant_pre_process
-from skl2onnx import convert_sklearn
-from skl2onnx.common.data_types import FloatTensorType
-from sklearn.linear_model import LogisticRegression
-from torch import nn
 
-from digitpipe.data import Dataset
 from digitpipe.errors import UserError
-from digitpipe.scoring import OnnxScorer
+from digitpipe.files import atomic_path
+from digitpipe.scorer import OnnxScorer
+
+if TYPE_CHECKING:
+    from digitpipe.data import Dataset
 
 INPUT_NAME = "pixels"
 OPSET = 18
 
 
-def export_onnx(model: nn.Module | LogisticRegression, path: Path) -> Path:
-    """Export `model` to `path` (written under a temporary name, checked, then renamed)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    proto = _sklearn_to_onnx(model) if isinstance(model, LogisticRegression) else _torch_to_onnx(model)
+def export_onnx(model: Any, path: Path) -> Path:
+    """Export a torch net or the scikit-learn baseline to `path` (checked, written atomically)."""
+    proto = _sklearn_to_onnx(model) if hasattr(model, "predict_proba") else _torch_to_onnx(model)
     onnx.checker.check_model(proto, full_check=True)
-    tmp = path.with_name(path.name + ".tmp")
-    onnx.save_model(proto, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        onnx.save_model(proto, tmp)
     return path
 
 
-def _torch_to_onnx(model: nn.Module) -> onnx.ModelProto:
+def _torch_to_onnx(model: Any) -> onnx.ModelProto:
+    """torch's TorchScript-based exporter: ~0.1 s per net here against ~1.1 s (3.7 s the first time) for the
+    dynamo exporter, for the same graph on these small convnets. Where a torch release no longer has it, the
+    dynamo exporter takes over; either way the parity check and the batch-size tests hold the result."""
+    import torch
+
     model = model.eval().cpu()
     example = torch.zeros(8, 1, 28, 28)  # batch > 1 so the exporter cannot specialise the batch axis to 1
-    batch = torch.export.Dim("batch", min=1)
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)  # the exporter chatters about optional ops
-    with warnings.catch_warnings():  # torch's own FutureWarnings about its pytree internals, not ours to fix
-        warnings.simplefilter("ignore", FutureWarning)
-        program = torch.onnx.export(
-            model, (example,), input_names=[INPUT_NAME], output_names=["scores"],
-            dynamic_shapes=({0: batch},), opset_version=OPSET, dynamo=True, external_data=False, verbose=False,
-        )
-    return program.model_proto
+    with warnings.catch_warnings():  # torch's deprecation and pytree FutureWarnings, not ours to fix
+        warnings.simplefilter("ignore")
+        try:
+            buffer = io.BytesIO()
+            torch.onnx.export(model, (example,), buffer, input_names=[INPUT_NAME], output_names=["scores"],
+                              dynamic_axes={INPUT_NAME: {0: "batch"}, "scores": {0: "batch"}},
+                              opset_version=OPSET, dynamo=False)
+            return onnx.load_from_string(buffer.getvalue())
+        except (TypeError, RuntimeError, AttributeError):  # no TorchScript exporter in this torch
+            program = torch.onnx.export(
+                model, (example,), input_names=[INPUT_NAME], output_names=["scores"],
+                dynamic_shapes=({0: torch.export.Dim("batch", min=1)},), opset_version=OPSET, dynamo=True,
+                external_data=False, verbose=False)
+            return program.model_proto
 
 
-def _sklearn_to_onnx(model: LogisticRegression) -> onnx.ModelProto:
+def _sklearn_to_onnx(model: Any) -> onnx.ModelProto:
+    from skl2onnx import convert_sklearn
+    from skl2onnx.common.data_types import FloatTensorType
+
     proto = convert_sklearn(
         model, initial_types=[(INPUT_NAME, FloatTensorType([None, 784]))],
         options={id(model): {"zipmap": False}}, target_opset={"": OPSET, "ai.onnx.ml": 3},
@@ -98,13 +107,16 @@ class Quantization:
 def quantize_checked(onnx_path: Path, calibration: np.ndarray, test: Dataset, out_path: Path,
                      max_drop: float = 0.001) -> Quantization:
     """Static QDQ int8 quantization calibrated on `calibration` images; the file is kept only if accuracy holds."""
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
     if any(opset.domain == "ai.onnx.ml" for opset in onnx.load(str(onnx_path), load_external_data=False).opset_import):
         raise UserError(f"{onnx_path}: int8 quantization is for the nets; this is a scikit-learn (ai.onnx.ml) graph")
     with tempfile.TemporaryDirectory() as tmp:
         prepared, quantized = Path(tmp) / "prepared.onnx", Path(tmp) / "int8.onnx"
         # ONNX shape inference + graph folding, as ORT recommends; the symbolic pass cannot read ai.onnx.ml ops
         quant_pre_process(str(onnx_path), str(prepared), skip_symbolic_shape=True)
-        quantize_static(str(prepared), str(quantized), _Calibration(calibration, OnnxScorer(onnx_path)),
+        quantize_static(str(prepared), str(quantized), _calibration_reader(calibration, OnnxScorer(onnx_path)),
                         quant_format=QuantFormat.QDQ, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                         per_channel=True)
         fp32 = float(np.mean(OnnxScorer(onnx_path).predict(test.images) == test.labels))
@@ -112,17 +124,21 @@ def quantize_checked(onnx_path: Path, calibration: np.ndarray, test: Dataset, ou
         result = Quantization(fp32, int8, max_drop, out_path)
         if not result.accepted:
             return dataclasses.replace(result, path=None)
-        out_path.parent.mkdir(parents=True, exist_ok=True)
-        shutil.move(quantized, out_path.with_name(out_path.name + ".tmp"))
-        os.replace(out_path.with_name(out_path.name + ".tmp"), out_path)
+        with atomic_path(out_path) as tmp_out:
+            shutil.copyfile(quantized, tmp_out)
     return result
 
 
-class _Calibration(CalibrationDataReader):
-    """Feeds calibration images to the quantizer in the model's own input layout."""
+def _calibration_reader(images: np.ndarray, scorer: OnnxScorer):
+    """Feeds calibration images to the quantizer in the model's own input layout, 64 at a time."""
+    from onnxruntime.quantization import CalibrationDataReader
 
-    def __init__(self, images: np.ndarray, scorer: OnnxScorer) -> None:
-        self.batches = iter({scorer.input_name: scorer.as_input(images[i : i + 64])} for i in range(0, len(images), 64))
+    class Calibration(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.batches = iter({scorer.input_name: scorer.as_input(images[i : i + 64])}
+                                for i in range(0, len(images), 64))
 
-    def get_next(self) -> dict | None:
-        return next(self.batches, None)
+        def get_next(self) -> dict | None:
+            return next(self.batches, None)
+
+    return Calibration()

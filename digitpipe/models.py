@@ -1,4 +1,4 @@
-"""The model zoo: typed specs whose defaults are the book's configuration, and the nets themselves.
+"""The zoo's torch nets (their hyperparameters live in digitpipe.zoo).
 
 Every net takes raw pixel values 0-255 shaped N x 1 x 28 x 28 and normalises inside, so the
 exported ONNX graph has the same contract as the training code.
@@ -6,41 +6,10 @@ exported ONNX graph has the same contract as the training code.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import nn
 
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081  # of pixel/255 over the MNIST training set
-
-
-@dataclass(frozen=True)
-class LogRegSpec:
-    """Multinomial logistic regression; the book's nnet::multinom decay 5e-3 is an L2 penalty, C = 1 / (2 * decay)."""
-
-    decay: float = 5e-3
-    max_iter: int = 100
-
-    @property
-    def C(self) -> float:  # noqa: N802 (scikit-learn's name)
-        return 1.0 / (2.0 * self.decay)
-
-
-@dataclass(frozen=True)
-class NetSpec:
-    """Hyperparameters of one torch net, trained by digitpipe.train.fit."""
-
-    epochs: int = 30
-    batch_size: int = 100
-    lr: float = 0.05
-    momentum: float = 0.9
-    weight_decay: float = 1e-5
-    optimizer: str = "sgd"  # "sgd" (with momentum) or "adamw"
-    schedule: str = "constant"  # "constant" or "onecycle" (per batch; lr is the peak)
-    label_smoothing: float = 0.0
-    augment: bool = False  # random small rotations, shifts and scaling, on the device
-    stop_at_val_accuracy: float | None = None  # the book's rule: stop once validation accuracy reaches this
-    patience: int | None = None  # stop after this many epochs without a better validation loss
 
 
 class PixelNorm(nn.Module):
@@ -99,7 +68,7 @@ class FastCNN(nn.Module):
     (LeNet: ~2.3 M). The hidden layer is the cheap capacity: without it the net underfits its augmented
     training data and stops near 99.35% (bench/README.md).
 
-    Trained with augmentation, AdamW, OneCycle and label smoothing (see SPECS). The attribute names
+    Trained with augmentation, AdamW, OneCycle and label smoothing (see digitpipe.zoo.SPECS). The attribute names
     conv1, pool1, conv2 match LeNet's so the feature-map pictures work for both.
     """
 
@@ -119,16 +88,6 @@ class FastCNN(nn.Module):
 
 
 NETS: dict[str, type[nn.Module]] = {"mlp": MLP, "dnn": DNN, "lenet": LeNet, "fastcnn": FastCNN}
-SPECS: dict[str, LogRegSpec | NetSpec] = {
-    "logreg": LogRegSpec(),
-    # nnet's BFGS on sum-of-squares decay 1e-4, maxit 300, approximated by minibatch SGD with weight decay
-    "mlp": NetSpec(epochs=30, batch_size=100, lr=0.1, momentum=0.9, weight_decay=1e-4),
-    "dnn": NetSpec(epochs=30, batch_size=100, lr=0.01, momentum=0.9, weight_decay=0.0),
-    "lenet": NetSpec(epochs=30, batch_size=100, lr=0.05, momentum=0.9, weight_decay=1e-5),
-    "fastcnn": NetSpec(epochs=7, batch_size=128, lr=4e-3, weight_decay=5e-4, optimizer="adamw",
-                       schedule="onecycle", label_smoothing=0.1, augment=True),
-}
-MODEL_NAMES = tuple(SPECS)
 
 
 def build_net(name: str) -> nn.Module:

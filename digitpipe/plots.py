@@ -1,19 +1,23 @@
-"""Matplotlib (Agg) pictures: confusion matrix and learning curve."""
+"""Matplotlib (Agg) pictures: a model's confusion matrix, learning curves, most confidently wrong digits and
+feature maps; a run's comparison chart; the exploration's sample digits, centre-block histograms and mean digits."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import matplotlib
 
 matplotlib.use("Agg")  # headless: no display on servers and CI
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-import torch  # noqa: E402
 
-from digitpipe.evaluate import probabilities  # noqa: E402
-from digitpipe.train import EpochResult  # noqa: E402
+from digitpipe.scorer import probabilities  # noqa: E402
+from digitpipe.zoo import EpochResult  # noqa: E402
+
+if TYPE_CHECKING:
+    import torch
 
 
 def confusion_matrix_png(confusion: Sequence[Sequence[int]], path: Path, title: str) -> Path:
@@ -64,6 +68,8 @@ def wrong_digits_png(images: np.ndarray, labels: np.ndarray, scores: np.ndarray,
 
 def feature_maps_png(model: torch.nn.Module, images: np.ndarray, path: Path, title: str, maps: int = 16) -> Path:
     """The book's picture: the first 16 maps of conv1 (after ReLU), pool1 and conv2 for each given digit."""
+    import torch
+
     layers = ("conv1", "pool1", "conv2")
     captured: dict[str, torch.Tensor] = {}
     hooks = [getattr(model, name).register_forward_hook(_capture(captured, name)) for name in layers]
@@ -90,6 +96,8 @@ def feature_maps_png(model: torch.nn.Module, images: np.ndarray, path: Path, tit
 
 
 def _capture(store: dict, name: str):
+    import torch
+
     def hook(module: torch.nn.Module, _inputs, output: torch.Tensor) -> None:
         store[name] = torch.relu(output) if isinstance(module, torch.nn.Conv2d) else output  # conv maps after ReLU
 
@@ -110,45 +118,54 @@ def comparison_png(rows: list[dict], path: Path) -> Path:
 
 
 def sample_digits_png(data, path: Path, per_digit: int = 8) -> Path:
-    """A grid of digits shown upright (row = digit when labelled, else the first images)."""
-    rows = 10 if data.labels is not None else 4
-    fig, axes = plt.subplots(rows, per_digit, figsize=(per_digit * 0.9, rows * 0.95))
-    for r in range(rows):
-        index = np.flatnonzero(data.labels == r)[:per_digit] if data.labels is not None else \
-            np.arange(r * per_digit, min((r + 1) * per_digit, len(data)))
-        for c, ax in enumerate(axes[r]):
-            ax.axis("off")
-            if c < len(index):
-                ax.imshow(data.images[index[c]], cmap="gray_r")
-    fig.suptitle("sample digits")
+    """A grid of digits shown upright (row = digit when labelled, else the first images), drawn as one mosaic."""
+    if data.labels is not None:
+        rows = [data.images[np.flatnonzero(data.labels == digit)[:per_digit]] for digit in range(10)]
+    else:
+        rows = [data.images[r * per_digit : (r + 1) * per_digit] for r in range(4)]
+    fig, ax = plt.subplots(figsize=(per_digit * 0.9, len(rows) * 0.95))
+    ax.imshow(_mosaic(rows, per_digit), cmap="gray_r")
+    ax.set_xticks([])
+    ax.set_yticks(np.arange(len(rows)) * 30 + 14, [str(r) for r in range(len(rows))] if data.labels is not None
+                  else [""] * len(rows))
+    ax.set_title("sample digits")
     return _save(fig, path)
 
 
-def block_histograms_png(data, pixels: Sequence[int], path: Path) -> Path:
-    """Histogram of each of `pixels` (flat indices) per digit: the book's look at the image centre."""
-    flat = data.flat()
-    fig, axes = plt.subplots(len(pixels), 10, figsize=(16, 1.6 * len(pixels)), sharex=True)
-    for r, pixel in enumerate(pixels):
+def block_histograms_png(data, pixels: Sequence[int], path: Path, bins: int = 16) -> Path:
+    """Histogram of each of `pixels` (flat indices) per digit: the book's look at the image centre. One panel per
+    pixel holds the ten digits' histograms side by side (each normalised to its digit's image count)."""
+    flat, span = data.flat(), 256 + 64  # 64: a gap between two digits' histograms
+    fig, axes = plt.subplots(len(pixels), 1, figsize=(16, 1.6 * len(pixels)), sharex=True, squeeze=False)
+    for ax, pixel in zip(axes[:, 0], pixels):
         for digit in range(10):
-            ax = axes[r, digit]
-            ax.hist(flat[data.labels == digit, pixel], bins=16, range=(0, 256), color="tab:blue")
-            ax.set_yticks([])
-            if r == 0:
-                ax.set_title(str(digit))
-            if digit == 0:
-                ax.set_ylabel(f"pixel{pixel}", fontsize=8)
+            counts, edges = np.histogram(flat[data.labels == digit, pixel], bins=bins, range=(0, 256))
+            ax.stairs(counts / max(counts.sum(), 1), edges + digit * span, fill=True, color="tab:blue")
+        ax.set_yticks([])
+        ax.set_ylabel(f"pixel{pixel}", fontsize=8)
+    axes[-1, 0].set_xticks(np.arange(10) * span + 128, [str(d) for d in range(10)])
+    axes[-1, 0].set_xlabel("digit (each histogram spans pixel values 0-255)")
     fig.suptitle("central 2x2 block: pixel value histograms per digit")
     return _save(fig, path)
 
 
 def mean_digits_png(data, path: Path) -> Path:
-    """The mean image of each digit."""
-    fig, axes = plt.subplots(1, 10, figsize=(12, 1.6))
-    for digit, ax in enumerate(axes):
-        ax.imshow(data.images[data.labels == digit].mean(axis=0), cmap="gray_r")
-        ax.set_title(str(digit))
-        ax.axis("off")
+    """The mean image of each digit, side by side."""
+    means = [data.images[data.labels == digit].mean(axis=0) for digit in range(10)]
+    fig, ax = plt.subplots(figsize=(12, 1.8))
+    ax.imshow(_mosaic([np.stack(means)], 10), cmap="gray_r")
+    ax.set_xticks(np.arange(10) * 30 + 14, [str(d) for d in range(10)])
+    ax.set_yticks([])
+    ax.set_title("mean image of each digit")
     return _save(fig, path)
+
+
+def _mosaic(rows: list[np.ndarray], columns: int) -> np.ndarray:
+    """Rows of 28x28 images as one picture, a 1-pixel border around each; short rows are padded blank."""
+    tiles = np.zeros((len(rows), columns, 30, 30), np.float32)
+    for r, images in enumerate(rows):
+        tiles[r, : len(images), 1:29, 1:29] = images[:columns]
+    return tiles.transpose(0, 2, 1, 3).reshape(len(rows) * 30, columns * 30)
 
 
 def _save(fig: plt.Figure, path: Path) -> Path:

@@ -11,8 +11,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from digitpipe.models import NetSpec
-from digitpipe.train import Callback, EpochResult
+from digitpipe.zoo import Callback, EpochResult, NetSpec
 
 
 @contextmanager
@@ -57,8 +56,7 @@ def print_comparison(summary: dict) -> None:
         table.add_row(name, f"{m['accuracy']:.2%}", f"{m['train_seconds']:.1f}", f"{size:.0f}", m["model_version"])
     console = Console()
     console.print(table)
-    champion, verdict = summary["champion"], summary["verdict"]
-    console.print(f"v{verdict['version']} {verdict['verdict']}: {verdict['reason']}")
+    champion = summary["champion"]
     if champion is None:
         console.print("no champion yet: no model has passed the promotion gate (see mlflow.yaml)")
     else:

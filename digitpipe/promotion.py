@@ -18,7 +18,7 @@ from digitpipe.config import TrackingConfig
 from digitpipe.data import Dataset
 from digitpipe.errors import UserError
 from digitpipe.evaluate import PairedComparison, mcnemar
-from digitpipe.scoring import OnnxScorer
+from digitpipe.scorer import OnnxScorer
 from digitpipe.tracking import Champion, Tracker
 
 
@@ -92,6 +92,12 @@ def promote_if_earned(tracker: Tracker, version: str, test: Dataset, predicted: 
             _move_champion(tracker, version, champion)
     tracker.set_version_tags(version, verdict.tags())
     return verdict
+
+
+def not_candidate(model: dict, best: dict) -> Verdict:
+    """The verdict on a model that lost to another model of its own pipeline run (`model`, `best`: run results)."""
+    return Verdict(model["model_version"], "not_candidate",
+                   f"{best['name']} v{best['model_version']} was the best model of this pipeline run", model["accuracy"])
 
 
 def promote_by_hand(tracker: Tracker, version: str) -> Verdict:

@@ -6,17 +6,22 @@ import os
 import random
 
 import numpy as np
-import torch
+
+# torch is imported inside the functions that need it: a logreg-only run and the scoring commands never load it.
 
 
-def pick_device() -> torch.device:
-    """CUDA when present, else the CPU."""
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+def pick_device() -> str:
+    """"cuda" when a GPU is present, else "cpu"."""
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def seed_everything(seed: int, deterministic: bool = True) -> None:
     """Seed python, numpy and torch; with `deterministic` (the CPU), also ask torch for deterministic kernels,
     so the same seed gives the same run to the last digit."""
+    import torch
+
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
@@ -28,11 +33,14 @@ def available_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
-def use_all_cores() -> int:
-    """Give torch one intra-op thread per available core."""
-    cores = available_cores()
-    torch.set_num_threads(cores)
-    return cores
+def use_cores(threads: int | None = None) -> int:
+    """Give torch `threads` intra-op threads (default: one per available core); processes that share a machine
+    pass their share, since two processes each using every core slow each other down many times over."""
+    import torch
+
+    threads = max(1, threads or available_cores())
+    torch.set_num_threads(threads)
+    return threads
 
 
 LINEAGE_PACKAGES = ("digitpipe", "torch", "scikit-learn", "numpy", "onnx", "onnxruntime", "mlflow", "prefect",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import functools
 import hashlib
 import logging
@@ -11,6 +10,7 @@ import os
 import re
 import shutil
 import socket
+import sys
 import tempfile
 import time
 import warnings
@@ -18,23 +18,27 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import mlflow
 import numpy as np
-import onnx
-import onnxruntime
+from filelock import FileLock
 from mlflow import MlflowClient
-from mlflow.entities import DatasetInput, InputTag, Metric, Param
+from mlflow.entities import DatasetInput, InputTag, Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, ErrorCode
 from mlflow.tracking._tracking_service.utils import _use_tracking_uri  # private, but the only scoped form
 from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
 from digitpipe.config import TrackingConfig
-from digitpipe.data import Dataset
 from digitpipe.errors import UserError
-from digitpipe.export import Quantization
-from digitpipe.scoring import OnnxScorer
-from digitpipe.train import Callback, EpochResult
+from digitpipe.files import first_line
+from digitpipe.scorer import OnnxScorer
+
+if TYPE_CHECKING:
+    from digitpipe.data import Dataset
+    from digitpipe.export import Quantization
+    from digitpipe.zoo import Callback, EpochResult
 
 PARENT_TAG = "mlflow.parentRunId"  # MLflow's own tag: the UI nests child runs under the parent
 MAX_BATCH = 900  # log_batch accepts at most 1000 metrics and 100 params per call
@@ -52,6 +56,12 @@ class Champion:
     onnx_path: str
 
 
+@functools.cache
+def tracker_for(cfg: TrackingConfig) -> Tracker:
+    """One Tracker (one MLflow client, one store check) per configuration and process."""
+    return Tracker(cfg)
+
+
 class Tracker:
     """MLflow access for one pipeline configuration; every call names its run explicitly (thread-safe for Prefect)."""
 
@@ -65,7 +75,7 @@ class Tracker:
             self.client.search_experiments(max_results=1)
         except Exception as exc:  # MlflowException, requests' and sqlalchemy's errors: all mean "no store"
             raise UserError(f"cannot reach the MLflow tracking store at {cfg.tracking_uri} "
-                            f"({str(exc).splitlines()[0][:160]})") from None
+                            f"({first_line(exc)[:160]})") from None
 
     @functools.cached_property
     def experiment_id(self) -> str:
@@ -131,39 +141,53 @@ class Tracker:
         return log_epoch
 
     def set_tags(self, run_id: str, tags: Mapping[str, object]) -> None:
-        """Run tags (free text, searchable in the UI)."""
-        for key, value in tags.items():
-            self.client.set_tag(run_id, key, str(value))
+        """Run tags (free text, searchable in the UI), in one call."""
+        self.client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
 
     def log_artifacts(self, run_id: str, folder: Path, artifact_path: str | None = None) -> None:
         """Every file in `folder` (pictures, JSON, the ONNX file) as run artifacts."""
         self.client.log_artifacts(run_id, str(folder), artifact_path)
 
-    def log_dataset(self, run_id: str, data: Dataset, context: str, source: Path) -> None:
-        """Record `data` as a run input (name, digest, shape, where it came from), shown in the UI's Datasets."""
-        with warnings.catch_warnings():  # a local path matches MLflow's "" and "file" sources alike: either is right
-            warnings.filterwarnings("ignore", "The specified dataset source can be interpreted in multiple ways")
-            dataset = mlflow.data.from_numpy(data.images, targets=data.labels, source=str(Path(source).resolve()),
-                                             name=f"{Path(source).name}-{context}", digest=data.digest[:16])
-        tag = InputTag(MLFLOW_DATASET_CONTEXT, context)
-        self.client.log_inputs(run_id, [DatasetInput(dataset._to_mlflow_entity(), [tag])])
+    def log_inputs(self, run_id: str, params: Mapping[str, object], datasets: Mapping[str, Dataset],
+                   source: Path) -> None:
+        """What a run was given: `params`, and each dataset (by context: training, evaluation, ...) as a run input
+        (name, digest, shape, where it came from), shown in the UI's Datasets column; one call for the datasets."""
+        self.log_params(run_id, params)
+        inputs = []
+        for context, data in datasets.items():
+            with warnings.catch_warnings():  # a local path matches MLflow's "" and "file" sources alike: both right
+                warnings.filterwarnings("ignore", "The specified dataset source can be interpreted in multiple ways")
+                dataset = mlflow.data.from_numpy(data.images, targets=data.labels, source=str(Path(source).resolve()),
+                                                 name=f"{Path(source).name}-{context}", digest=data.digest[:16])
+            inputs.append(DatasetInput(dataset._to_mlflow_entity(), [InputTag(MLFLOW_DATASET_CONTEXT, context)]))
+        self.client.log_inputs(run_id, inputs)
 
     def register_onnx(self, run_id: str, onnx_path: Path, images: np.ndarray, tags: Mapping[str, object]) -> str:
-        """Log the ONNX model on `run_id`, register it under the configured name, tag the version; returns it."""
+        """Log the ONNX model on `run_id` and register it under the configured name with `tags` (plus its
+        checksum, which scoring verifies before loading) in one call; returns the new version."""
+        import onnx
+        import onnxruntime
+
         proto = onnx.load(str(onnx_path))
         example = OnnxScorer(onnx_path).as_input(images)
         signature = mlflow.models.infer_signature(example, np.zeros((len(example), 10), np.float32))
         # Explicit requirements: MLflow would otherwise spend ~3 s in a subprocess inferring them.
         requirements = [f"onnx=={onnx.__version__}", f"onnxruntime=={onnxruntime.__version__}"]
         with _fluent_uri(self.cfg.tracking_uri), mlflow.start_run(run_id=run_id):
-            info = mlflow.onnx.log_model(proto, name="model", registered_model_name=self.cfg.registered_model,
-                                         signature=signature, input_example=example[:2], save_as_external_data=False,
-                                         pip_requirements=requirements,
+            info = mlflow.onnx.log_model(proto, name="model", signature=signature, input_example=example[:2],
+                                         save_as_external_data=False, pip_requirements=requirements,
                                          onnx_execution_providers=["CPUExecutionProvider"])
-        version = str(info.registered_model_version)
-        checksum = hashlib.sha256(proto.SerializeToString()).hexdigest()  # what scoring verifies before loading
-        self.set_version_tags(version, {**tags, "onnx_sha256": checksum})
-        return version
+        checksum = hashlib.sha256(proto.SerializeToString()).hexdigest()
+        name = self.cfg.registered_model
+        try:
+            self.client.create_registered_model(name)
+        except MlflowException as exc:
+            if exc.error_code != ErrorCode.Name(RESOURCE_ALREADY_EXISTS):
+                raise
+        version = self.client.create_model_version(
+            name, f"models:/{info.model_id}", run_id, tags={k: str(v) for k, v in {**tags, "onnx_sha256": checksum}.items()},
+            model_id=info.model_id)
+        return str(version.version)
 
     def champion(self) -> Champion | None:
         """The version holding the champion alias, or None when there is none yet."""
@@ -186,12 +210,8 @@ class Tracker:
         if database == self.cfg.tracking_uri:
             yield
             return
-        with open(f"{database}.promotion.lock", "a") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+        with FileLock(f"{database}.promotion.lock"):
+            yield
 
     def alias_version(self, alias: str) -> str | None:
         """The version `alias` points at in the configured registered model, or None."""
@@ -272,7 +292,7 @@ class Tracker:
         try:
             return Path(self.client.download_artifacts(run_id, artifact, str(dest)))
         except (MlflowException, OSError) as exc:
-            raise UserError(f"run {run_id}: cannot download {artifact} ({str(exc).splitlines()[0][:160]})") from None
+            raise UserError(f"run {run_id}: cannot download {artifact} ({first_line(exc)[:160]})") from None
 
     def local_onnx(self, champion: Champion, dest: Path) -> Path:
         """A local copy of a champion's ONNX file: the path recorded at registration, else downloaded."""
@@ -287,7 +307,7 @@ class Tracker:
             with _fluent_uri(self.cfg.tracking_uri):  # models:/ URIs resolve against the global registry
                 folder = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(dest)))
         except (MlflowException, OSError) as exc:
-            raise UserError(f"{uri}: cannot download its model files ({str(exc).splitlines()[0][:160]})") from None
+            raise UserError(f"{uri}: cannot download its model files ({first_line(exc)[:160]})") from None
         found = next(folder.rglob("*.onnx"), None)
         if found is None:
             raise UserError(f"{uri}: the registered model holds no .onnx file")
@@ -340,3 +360,7 @@ def _iso(ms: int) -> str:
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
+
+
+if __name__ == "__main__":  # python -m digitpipe.tracking URI: create or migrate the store (see cli._prepare_store)
+    MlflowClient(sys.argv[1]).search_experiments(max_results=1)

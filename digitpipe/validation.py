@@ -36,6 +36,11 @@ class ValidationReport:
         return {"success": self.success, "expectations": self.lines, "statistics": self.statistics,
                 "seconds": self.seconds}
 
+    def summary(self) -> str:
+        """One line: how many expectations passed, and how long the suite took."""
+        passed = sum(line.lstrip().startswith("ok") for line in self.lines)
+        return f"{passed} of {len(self.lines)} expectations passed in {self.seconds:.1f} s"
+
     def text(self) -> str:
         """The report as printed by the CLI."""
         verdict = "PASSED" if self.success else "FAILED"

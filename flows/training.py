@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from prefect import flow, task
@@ -9,55 +10,57 @@ from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from digitpipe import runtime, steps
+from digitpipe import pipeline, promotion, runtime
 from digitpipe.config import PipelineConfig, load_tracking_config
 from digitpipe.data import Split
+from digitpipe.files import write_json
 from digitpipe.progress import epoch_bars
-from digitpipe.promotion import Verdict
-from digitpipe.tracking import Tracker
+from digitpipe.tracking import tracker_for
 from flows import dask_runner
 from tasks.data import explore_data, load_data, split_data, validate_data
 from tasks.modeling import evaluate_model, export_model, train_model
 from tasks.registry import promote_champion, record_verdict, register_model
 
-SUMMARY_KEYS = ("accuracy", "run_id", "model_version", "onnx_path", "train_seconds")
+log = logging.getLogger("digitpipe")  # one line per stage; the CLI prints it, deployments send it to Prefect
 
 
 # One model at a time by default: torch already uses every core for one net. A Dask runner (see `with_runner`)
 # trains the models at once, each in its own process.
-@flow(name="train-digits", log_prints=True, task_runner=ThreadPoolTaskRunner(max_workers=1))
+@flow(name="train-digits", task_runner=ThreadPoolTaskRunner(max_workers=1))
 def training_flow(cfg: PipelineConfig) -> dict:
     """Train every configured model on cfg.data, register each, promote the best if it earned it; return the summary."""
     if cfg.tracking is None:  # a deployment: the project's mlflow.yaml, MLFLOW_TRACKING_URI overriding its store
         cfg = cfg.model_copy(update={"tracking": load_tracking_config(Path("mlflow.yaml"))})
-    device = str(runtime.pick_device())
-    runtime.seed_everything(cfg.seed, deterministic=device == "cpu")
-    runtime.use_all_cores()
-    tracker = Tracker(cfg.tracking)  # an unreachable tracking server fails the run here, before any work
-    data = load_data(cfg.data)
+    device = runtime.pick_device() if pipeline.trains_nets(cfg.models) else "cpu"
+    tracker = tracker_for(cfg.tracking)  # an unreachable tracking server fails the run here, before any work
+    data = load_data(cfg.data, cfg.protocol)
     checked = cfg.out_dir / "validation" / data.digest[:16]  # per dataset: the GX data docs and report
     validation = validate_data(data, cfg.min_rows, checked / "data_docs")
+    log.info(f"validated {len(data):,} images from {data.source}: {validation.summary()}")
     split = split_data(data, cfg)
+    log.info("split ({}): {}".format(cfg.protocol, ", ".join(f"{k} {v:,}" for k, v in split.sizes().items())))
     for run_id in tracker.fail_orphaned_runs():
-        print(f"marked run {run_id} FAILED: the process that ran it is gone")
+        log.info(f"marked run {run_id} FAILED: the process that ran it is gone")
     lineage = {**runtime.lineage(), "prefect.flow_run_id": str(flow_run.get_id()), "data_digest": data.digest}
     with tracker.run("pipeline", tags=lineage) as parent_id:
-        folder = cfg.out_dir / parent_id
-        log_inputs(tracker, parent_id, cfg, split, device)
-        steps.write_json(checked / "validation.json", validation.as_dict())
+        tracker.log_inputs(parent_id, pipeline.run_params(cfg, split, device), split.parts(), cfg.data)
+        write_json(checked / "validation.json", validation.as_dict())
         tracker.log_metrics(parent_id, {"validation_seconds": validation.seconds})
         tracker.log_artifacts(parent_id, checked, "validation")
-        tracker.log_artifacts(parent_id, explore_data(data, folder / "eda"), "eda")
+        tracker.log_artifacts(parent_id, explore_data(data, cfg.out_dir / "eda"), "eda")
         futures = [train_one.submit(name, cfg, split, device, parent_id, lineage) for name in cfg.models]
-        results = [future.result() for future in futures]
-        tracker.log_artifacts(parent_id, steps.write_comparison(results, folder / "comparison"))
+        results = []
+        for future in futures:
+            results.append(future.result())
+            log.info(pipeline.trained_line(results[-1]))
+        tracker.log_artifacts(parent_id, pipeline.write_comparison(results, cfg.out_dir / parent_id / "comparison"))
         verdict = promote_best(tracker, results, split)
         tracker.log_metrics(parent_id, {f"{r['name']}_test_accuracy": r["accuracy"] for r in results})
         tracker.set_tags(parent_id, {"verdict": verdict.verdict, "verdict_reason": verdict.reason})
-    summary = make_summary(tracker, cfg, results, verdict)
-    print(f"v{verdict.version} {verdict.verdict}: {verdict.reason}")
+    log.info(f"v{verdict.version} {verdict.verdict}: {verdict.reason}")
+    summary = pipeline.summarise(tracker, cfg.out_dir, results, verdict)
     if cfg.summary:
-        steps.write_json(cfg.summary, summary)
+        write_json(cfg.summary, summary)
     return summary
 
 
@@ -69,31 +72,19 @@ def with_runner(dask_address: str | None = None, dask_workers: int = 0):
     return training_flow.with_options(task_runner=dask_runner(dask_address, dask_workers))
 
 
-def log_inputs(tracker: Tracker, run_id: str, cfg: PipelineConfig, split: Split, device: str) -> None:
-    """What this pipeline run was given: data (as MLflow dataset inputs), seed, protocol, split sizes and per-digit
-    test counts."""
-    tracker.log_params(run_id, {
-        "data": cfg.data, "data_digest": split.train.digest, "seed": cfg.seed, "protocol": cfg.protocol,
-        "device": device, "models": ",".join(cfg.models), **{f"split_{part}": n for part, n in split.sizes().items()},
-        **{f"split_test_count_{digit}": count for digit, count in enumerate(split.test.class_counts())}})
-    for part, context in (("train", "training"), ("val", "validation"), ("test", "evaluation")):
-        tracker.log_dataset(run_id, getattr(split, part), context, source=cfg.data)
-
-
 @task(cache_policy=NO_CACHE, task_run_name="model-{name}")
 def train_one(name: str, cfg: PipelineConfig, split: Split, device: str, parent_id: str, lineage: dict) -> dict:
     """One model from training to a registered version, in its own MLflow run under the pipeline's."""
-    tracker = Tracker(cfg.tracking)  # built here, not passed: a Dask worker gets the config, not a client
+    tracker = tracker_for(cfg.tracking)  # by config, not passed: a Dask worker gets the config, not a client
     with tracker.run(name, parent_id=parent_id, tags=lineage) as run_id:
         folder = cfg.out_dir / parent_id / name
-        spec = steps.model_spec(name, cfg)
-        tracker.log_params(run_id, {"model": name, "seed": cfg.seed, "device": device, **vars(spec)})
-        tracker.log_dataset(run_id, split.train, "training", source=cfg.data)
-        tracker.log_dataset(run_id, split.test, "evaluation", source=cfg.data)
+        spec = pipeline.model_spec(name, cfg)
+        tracker.log_inputs(run_id, {"model": name, "seed": cfg.seed, "device": device, **vars(spec)},
+                           {"training": split.train, "evaluation": split.test}, cfg.data)
         with epoch_bars(name, spec, cfg.progress) as bars:
             trained = train_model(name, cfg, split, device, [tracker.epoch_logger(run_id), *bars])
-        evaluation, predicted = evaluate_model(trained, split, folder)
-        onnx_path = export_model(trained, split, predicted, folder)
+        evaluation, predicted = evaluate_model(trained, split.test, folder)
+        onnx_path = export_model(trained, split.test, predicted, folder)
         tracker.log_metrics(run_id, {**evaluation.metrics(), "train_seconds": trained.train_seconds,
                                      "epochs_run": len(trained.history)})
         tracker.set_tags(run_id, {"stop_reason": trained.stop_reason})
@@ -108,21 +99,9 @@ def train_one(name: str, cfg: PipelineConfig, split: Split, device: str, parent_
             "stop_reason": trained.stop_reason, "predicted": predicted}
 
 
-def promote_best(tracker: Tracker, results: list[dict], split: Split) -> Verdict:
-    """Put this run's best model through the promotion gate; the others are recorded as not candidates."""
-    best = max(results, key=lambda r: r["accuracy"])
-    for other in results:
-        if other is not best:
-            record_verdict(tracker, Verdict(other["model_version"], "not_candidate", (
-                f"{best['name']} v{best['model_version']} was the best model of this pipeline run"), other["accuracy"]))
+def promote_best(tracker, results: list[dict], split: Split) -> promotion.Verdict:
+    """The run's best model goes through the promotion gate; the others are recorded as not candidates."""
+    best, others = pipeline.best_of(results)
+    for other in others:
+        record_verdict(tracker, promotion.not_candidate(other, best))
     return promote_champion(tracker, best["model_version"], split.test, best["predicted"])
-
-
-def make_summary(tracker: Tracker, cfg: PipelineConfig, results: list[dict], verdict: Verdict) -> dict:
-    """The run's models and the champion after it (which may be an earlier run's)."""
-    models = {r["name"]: {k: r[k] for k in SUMMARY_KEYS} for r in results}
-    champion = tracker.champion()  # None only while no model has ever passed the gate
-    return {"models": models, "verdict": {"version": verdict.version, "verdict": verdict.verdict,
-                                          "reason": verdict.reason}, "champion": champion and {
-        "name": champion.model_name, "model_version": champion.version, "accuracy": champion.accuracy,
-        "onnx_path": str(tracker.local_onnx(champion, cfg.out_dir / "champion")), "promoted": verdict.promoted}}

@@ -1,35 +1,33 @@
-"""Data tasks: load, validate, split."""
+"""Data tasks: load, validate, explore, split."""
 
 from pathlib import Path
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from digitpipe import steps
+from digitpipe import pipeline
 from digitpipe.config import PipelineConfig
 from digitpipe.data import Dataset, Split, load_dataset, split_by_protocol
-from digitpipe.eda import write_report
 from digitpipe.validation import ValidationReport
 
 
 # NO_CACHE everywhere images travel: hashing 47 MB of pixels for a cache key costs more than the work.
 @task(cache_policy=NO_CACHE)
-def load_data(path: Path) -> Dataset:
-    """Read the dataset from a file or folder."""
-    return load_dataset(path)
+def load_data(path: Path, protocol: str) -> Dataset:
+    """Read the dataset from a file or folder (a folder's train pair; for the standard protocol it must have one)."""
+    return load_dataset(path, part="train" if protocol == "standard" else None)
 
 
 @task(cache_policy=NO_CACHE)
 def validate_data(data: Dataset, min_rows: int, docs_dir: Path) -> ValidationReport:
     """Stop the flow before training if the data fails its expectations; the report (and GX data docs) otherwise."""
-    return steps.check_data(data, min_rows, docs_dir)
+    return pipeline.check_data(data, min_rows, docs_dir)
 
 
 @task(cache_policy=NO_CACHE)
-def explore_data(data: Dataset, folder: Path) -> Path:
-    """The book's exploration (numbers, pictures, HTML) written to `folder`."""
-    write_report(data, folder)
-    return folder
+def explore_data(data: Dataset, cache: Path) -> Path:
+    """The book's exploration (numbers, pictures, HTML), computed once per dataset digest."""
+    return pipeline.explore(data, cache)
 
 
 @task(cache_policy=NO_CACHE)

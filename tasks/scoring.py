@@ -5,7 +5,8 @@ from pathlib import Path
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from digitpipe.scoring import OnnxScorer, ScoreReport, score_file
+from digitpipe.scorer import OnnxScorer
+from digitpipe.scoring import ScoreReport, score_file
 from digitpipe.tracking import Tracker
 from tasks import IO_RETRIES
 

@@ -3,11 +3,12 @@ and the IDX writer (samples, test files, the standard test set rebuilt by bench/
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import io
-import os
 import struct
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -16,6 +17,7 @@ import pandas as pd
 
 from digitpipe.data.dataset import IMAGE_SHAPE, N_CLASSES, N_PIXELS, Dataset
 from digitpipe.errors import DataError
+from digitpipe.files import atomic_path, first_line
 
 IDX_IMAGES_MAGIC = 0x00000803  # unsigned byte, 3 dimensions
 IDX_LABELS_MAGIC = 0x00000801  # unsigned byte, 1 dimension
@@ -25,8 +27,9 @@ MAX_IDX_BYTES = 1 << 31  # 2 GiB of pixels (~2.7 M images): far above MNIST (47 
 MAX_CSV_BYTES = 4 << 30  # 4 GiB of CSV text (~1.5 M digits); the streaming scorer has no such limit
 
 
-def load_dataset(path: str | Path, part: str = "train") -> Dataset:
-    """Read digits from an IDX folder, an IDX images file or a Kaggle CSV, whichever `path` is."""
+def load_dataset(path: str | Path, part: str | None = None) -> Dataset:
+    """Read digits from an IDX folder (its `part`, train or t10k; by default train where present, else t10k), an
+    IDX images file, a Kaggle CSV, a Parquet table or a PNG folder, whichever `path` is."""
     path = Path(path)
     if not path.exists():
         raise DataError(path, "no such file or directory")
@@ -45,14 +48,17 @@ def load_dataset(path: str | Path, part: str = "train") -> Dataset:
     raise DataError(path, "neither an MNIST IDX file nor a Kaggle CSV (label,pixel0..pixel783)")
 
 
-def find_idx_pair(folder: Path, part: str = "train") -> tuple[Path, Path]:
-    """The images and labels IDX files of `part` (train or t10k) in `folder`, gzipped or raw."""
-    for images in sorted(folder.glob(f"{part}-images*idx3-ubyte*")):
-        labels = labels_beside(images)
-        for path in filter(None, (images, labels)):
-            _check_inside(folder, path)
-        return images, labels
-    raise DataError(folder, f"no {part}-images-idx3-ubyte[.gz] file in this folder")
+def find_idx_pair(folder: Path, part: str | None = None) -> tuple[Path, Path | None]:
+    """The images and labels IDX files of `part` (train or t10k) in `folder`, gzipped or raw; without a part,
+    the train pair where there is one, else the t10k pair."""
+    for name in [part] if part else ["train", "t10k"]:
+        for images in sorted(folder.glob(f"{name}-images*idx3-ubyte*")):
+            labels = labels_beside(images)
+            for path in filter(None, (images, labels)):
+                _check_inside(folder, path)
+            return images, labels
+    wanted = f"{part}-images-idx3-ubyte[.gz]" if part else "train- or t10k-images-idx3-ubyte[.gz]"
+    raise DataError(folder, f"no {wanted} file in this folder")
 
 
 def read_idx_pair(images_path: Path, labels_path: Path | None) -> Dataset:
@@ -74,17 +80,15 @@ def read_idx(path: Path, magic: int) -> np.ndarray:
     claiming 2^31 images or a gzip bomb is refused without inflating it.
     """
     try:
-        with open_maybe_gzip(path) as f:
+        with gzip_errors(path), open_maybe_gzip(path) as f:
             dims = read_idx_header(f, path, magic)
             expected = int(np.prod(dims, dtype=np.int64))
             if expected > MAX_IDX_BYTES:
                 raise DataError(path, f"header claims {dims[0]:,} items ({expected / 2**30:.1f} GiB), above the "
                                       f"{MAX_IDX_BYTES / 2**30:.0f} GiB limit")
             data = f.read(expected + 1)  # one byte more tells "too long" from "just right"
-    except EOFError:
-        raise DataError(path, "truncated gzip file") from None
-    except (OSError, zlib.error) as exc:
-        raise DataError(path, f"cannot read ({_first_line(exc)})") from None
+    except OSError as exc:
+        raise DataError(path, f"cannot read ({first_line(exc)})") from None
     if len(data) != expected:
         found = "more" if len(data) > expected else f"{len(data)} bytes"
         raise DataError(path, f"header promises {expected} bytes of data, file holds {found}")
@@ -112,10 +116,20 @@ def write_idx(path: Path, array: np.ndarray, magic: int, compress: bool = True) 
     payload = struct.pack(f">I{array.ndim}I", magic, *array.shape) + array.astype(np.uint8).tobytes()
     if compress:
         payload = gzip.compress(payload, mtime=0)  # mtime=0: the same array gives the same bytes
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(payload)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(payload)
     return path
+
+
+@contextlib.contextmanager
+def gzip_errors(path: Path) -> Iterator[None]:
+    """Turn a broken gzip stream met while reading `path` into one clear DataError."""
+    try:
+        yield
+    except EOFError:
+        raise DataError(path, "truncated gzip stream (the file ends before its compressed data does)") from None
+    except (gzip.BadGzipFile, zlib.error) as exc:
+        raise DataError(path, f"corrupt gzip stream ({first_line(exc)})") from None
 
 
 def open_maybe_gzip(path: Path) -> BinaryIO:
@@ -127,19 +141,19 @@ def open_maybe_gzip(path: Path) -> BinaryIO:
 
 def read_kaggle_csv(path: Path) -> Dataset:
     """A Kaggle Digit Recognizer CSV: `label,pixel0..pixel783` (train) or `pixel0..pixel783` (test)."""
-    with open_maybe_gzip(path) as f:  # before parsing: a gigabyte of garbage is refused at its first line
+    with gzip_errors(path), open_maybe_gzip(path) as f:  # a gigabyte of garbage is refused at its first line
         check_columns(path, read_csv_header(f, path))
+    text = _read_bounded(path, MAX_CSV_BYTES)  # a .csv.gz bomb stops at the limit, not at memory's end
     try:
-        text = _read_bounded(path, MAX_CSV_BYTES)  # a .csv.gz bomb stops at the limit, not at memory's end
         frame = pd.read_csv(io.BytesIO(text), engine="pyarrow")  # ~10x faster than the C engine on 785 columns
-    except (pd.errors.EmptyDataError, ValueError, OSError, EOFError, zlib.error) as exc:
-        raise DataError(path, f"cannot parse as CSV ({_first_line(exc)})") from None
+    except (pd.errors.EmptyDataError, ValueError, OSError) as exc:
+        raise DataError(path, f"cannot parse as CSV ({first_line(exc)})") from None
     return _frame_to_dataset(path, frame)
 
 
 def _read_bounded(path: Path, limit: int) -> bytes:
     """The whole (gunzipped) file, refusing one that holds or inflates past `limit` bytes."""
-    with open_maybe_gzip(path) as f:
+    with gzip_errors(path), open_maybe_gzip(path) as f:
         data = f.read(limit + 1)
     if len(data) > limit:
         raise DataError(path, f"holds or inflates past {limit / 2**30:.1f} GiB; refused")
@@ -176,7 +190,7 @@ def read_parquet(path: Path) -> Dataset:
     try:
         frame = pq.read_table(path).to_pandas()
     except Exception as exc:  # pyarrow raises several unrelated types for a bad file
-        raise DataError(path, f"cannot read as Parquet ({_first_line(exc)})") from None
+        raise DataError(path, f"cannot read as Parquet ({first_line(exc)})") from None
     return _frame_to_dataset(path, frame)
 
 
@@ -205,7 +219,7 @@ def read_image_folder(folder: Path) -> Dataset:
                                           "(not converted): digitpipe needs 28x28 grayscale (mode L)")
                 images[i] = np.asarray(image)
         except (UnidentifiedImageError, OSError) as exc:
-            raise DataError(file, f"not a readable image ({_first_line(exc)})") from None
+            raise DataError(file, f"not a readable image ({first_line(exc)})") from None
     labels = np.array([label for _, label in files], np.int64) if labelled else None
     return Dataset(images, labels, source=str(folder))
 
@@ -280,14 +294,6 @@ def _head(path: Path, size: int = 16) -> bytes:
     if not head:
         raise DataError(path, "file is empty")
     if head.startswith(GZIP_MAGIC):
-        try:
-            with gzip.open(path, "rb") as f:
-                head = f.read(size)
-        except (OSError, EOFError, zlib.error) as exc:
-            raise DataError(path, f"corrupt gzip ({_first_line(exc)})") from None
+        with gzip_errors(path), gzip.open(path, "rb") as f:
+            head = f.read(size)
     return head
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__

@@ -6,7 +6,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from sklearn.model_selection import train_test_split
 
 from digitpipe.data.dataset import N_CLASSES, Dataset
 from digitpipe.data.readers import load_dataset
@@ -25,6 +24,10 @@ class Split:
         """Row counts per part, for logging."""
         return {"train": len(self.train), "val": len(self.val), "test": len(self.test)}
 
+    def parts(self) -> dict[str, Dataset]:
+        """The parts by what they are used for (MLflow's dataset contexts)."""
+        return {"training": self.train, "validation": self.val, "evaluation": self.test}
+
 
 def split_dataset(data: Dataset, test_fraction: float = 0.25, val_fraction: float = 0.1, seed: int = 42) -> Split:
     """Stratify `data` into test (`test_fraction` of all) and val (`val_fraction` of the rest), deterministically."""
@@ -33,6 +36,8 @@ def split_dataset(data: Dataset, test_fraction: float = 0.25, val_fraction: floa
     counts = np.bincount(data.labels, minlength=N_CLASSES)
     if (counts < 3).any():
         raise DataError(data.source, f"every digit needs at least 3 images to split; counts are {counts.tolist()}")
+    from sklearn.model_selection import train_test_split  # 1-2 s to import: only when splitting
+
     index = np.arange(len(data))
     rest, test = train_test_split(index, test_size=test_fraction, stratify=data.labels, random_state=seed)
     train, val = train_test_split(rest, test_size=val_fraction, stratify=data.labels[rest], random_state=seed)
@@ -43,6 +48,8 @@ def split_standard(train: Dataset, test: Dataset, val_fraction: float = 0.1, see
     """The standard MNIST protocol: fit on the 60,000-image training set (less a validation slice), test on t10k."""
     if test.labels is None:
         raise DataError(test.source, "the standard protocol needs a labelled test set (t10k labels)")
+    from sklearn.model_selection import train_test_split
+
     index = np.arange(len(train))
     fit, val = train_test_split(index, test_size=val_fraction, stratify=train.labels, random_state=seed)
     return Split(train.subset(np.sort(fit)), train.subset(np.sort(val)), test)

@@ -24,6 +24,7 @@ from digitpipe.data.readers import (
     PIXEL_COLUMNS,
     check_columns,
     find_idx_pair,
+    gzip_errors,
     labels_beside,
     open_maybe_gzip,
     read_csv_header,
@@ -56,12 +57,12 @@ def stream_chunks(path: Path, chunk_rows: int) -> Iterator[Chunk]:
 
 
 def _starts_with(path: Path, magic: bytes) -> bool:
-    with open_maybe_gzip(path) as f:
+    with gzip_errors(path), open_maybe_gzip(path) as f:
         return f.read(len(magic)) == magic
 
 
 def _csv_chunks(path: Path, chunk_rows: int) -> Iterator[Chunk]:
-    with open_maybe_gzip(path) as f:
+    with gzip_errors(path), open_maybe_gzip(path) as f:
         header = read_csv_header(f, path)
         check_columns(path, header)
         labelled = header[0] == "label"
@@ -127,11 +128,11 @@ def _checked_chunk(rows: np.ndarray, values: np.ndarray, labelled: bool, rejects
 
 def _idx_chunks(path: Path, chunk_rows: int) -> Iterator[Chunk]:
     if path.is_dir():
-        path, labels_path = find_idx_pair(path, "train") if any(path.glob("train-images*")) else find_idx_pair(path, "t10k")
+        path, labels_path = find_idx_pair(path)
     else:
         labels_path = labels_beside(path)
     labels = None if labels_path is None else read_idx(labels_path, IDX_LABELS_MAGIC).astype(np.int64)
-    with open_maybe_gzip(path) as f:
+    with gzip_errors(path), open_maybe_gzip(path) as f:
         count = read_idx_header(f, path, IDX_IMAGES_MAGIC)[0]
         for start in range(0, count, chunk_rows):
             n = min(chunk_rows, count - start)

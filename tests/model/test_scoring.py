@@ -11,9 +11,10 @@ from digitpipe import cli
 from digitpipe.data import split_dataset
 from digitpipe.errors import DataError
 from digitpipe.export import export_onnx
-from digitpipe.models import SPECS
-from digitpipe.scoring import OnnxScorer, score_file
-from digitpipe.train import fit_logreg, predict_scores
+from digitpipe.zoo import SPECS
+from digitpipe.scorer import OnnxScorer
+from digitpipe.scoring import score_file
+from digitpipe.baseline import fit_logreg
 
 PIXELS = [f"pixel{i}" for i in range(784)]
 
@@ -41,7 +42,7 @@ def test_ten_thousand_rows_match_the_models_own_predictions(tmp_path, digits, mo
     submission = pd.read_csv(tmp_path / "submission.csv")
     assert list(submission.columns) == ["ImageId", "Label"]
     assert submission.ImageId.tolist() == list(range(1, 10_001))
-    np.testing.assert_array_equal(submission.Label, predict_scores(clf, images).argmax(1))
+    np.testing.assert_array_equal(submission.Label, clf.predict_proba(images.reshape(len(images), -1).astype(np.float32)).argmax(1))
     assert (report.scored, report.rejected) == (10_000, 0)
 
 
@@ -124,10 +125,10 @@ def test_int8_model_is_kept_only_when_accuracy_holds(tmp_path, digits):
     import torch
 
     from digitpipe.export import quantize_checked
-    from digitpipe.train import train_model
+    from digitpipe.pipeline import train_zoo_model
 
     split = split_dataset(digits)
-    lenet = train_model("lenet", dataclasses.replace(SPECS["lenet"], epochs=2), split, torch.device("cpu")).model
+    lenet = train_zoo_model("lenet", dataclasses.replace(SPECS["lenet"], epochs=2), split).model
     onnx_path = export_onnx(lenet, tmp_path / "lenet.onnx")
     kept = quantize_checked(onnx_path, split.train.images[:256], split.test, tmp_path / "kept.onnx", max_drop=1.0)
     assert kept.accepted and kept.path.is_file() and "accepted" in kept.reason()

@@ -9,10 +9,10 @@ import torch
 
 from digitpipe.data import split_dataset
 from digitpipe.export import export_onnx, parity_mismatches
-from digitpipe.models import SPECS
-from digitpipe.runtime import seed_everything
-from digitpipe.scoring import OnnxScorer
-from digitpipe.train import predict_scores, train_model
+from digitpipe.zoo import SPECS
+from digitpipe.scorer import OnnxScorer
+from digitpipe.pipeline import train_zoo_model
+from digitpipe.train import predict_scores
 
 CPU = torch.device("cpu")
 
@@ -25,9 +25,8 @@ def split(digits):
 @pytest.fixture(scope="module")
 def trained(split):
     """logreg and a 3-epoch LeNet fitted on the fixture."""
-    seed_everything(0)
-    lenet = train_model("lenet", dataclasses.replace(SPECS["lenet"], epochs=3), split, CPU)
-    return {"logreg": train_model("logreg", SPECS["logreg"], split, CPU), "lenet": lenet}
+    lenet = train_zoo_model("lenet", dataclasses.replace(SPECS["lenet"], epochs=3), split, seed=0)
+    return {"logreg": train_zoo_model("logreg", SPECS["logreg"], split), "lenet": lenet}
 
 
 def test_lenet_learns_and_reports_every_epoch(trained):
@@ -39,21 +38,20 @@ def test_lenet_learns_and_reports_every_epoch(trained):
 
 def test_callbacks_get_each_epoch(split):
     seen = []
-    train_model("lenet", dataclasses.replace(SPECS["lenet"], epochs=2), split, CPU, [seen.append])
+    train_zoo_model("lenet", dataclasses.replace(SPECS["lenet"], epochs=2), split, callbacks=[seen.append])
     assert [r.epoch for r in seen] == [1, 2]
 
 
 def test_same_seed_same_result_on_cpu(split):
     def accuracy():
-        seed_everything(3)
-        model = train_model("lenet", dataclasses.replace(SPECS["lenet"], epochs=1), split, CPU).model
+        model = train_zoo_model("lenet", dataclasses.replace(SPECS["lenet"], epochs=1), split, seed=3).model
         return predict_scores(model, split.test.images).argmax(1)
 
     np.testing.assert_array_equal(accuracy(), accuracy())
 
 
 def test_logreg_beats_chance_by_far(trained, split):
-    predicted = predict_scores(trained["logreg"].model, split.test.images).argmax(1)
+    predicted = trained["logreg"].scores(split.test.images).argmax(1)
     assert np.mean(predicted == split.test.labels) > 0.8
 
 
@@ -64,14 +62,14 @@ def test_onnx_contract_and_parity(tmp_path, trained, split, name, input_shape):
     scorer = OnnxScorer(path)
     assert len(scorer.session.get_inputs()) == 1
     assert scorer.session.get_inputs()[0].shape[1:] == input_shape[1:]
-    native = predict_scores(trained[name].model, split.test.images).argmax(1)
+    native = trained[name].scores(split.test.images).argmax(1)
     assert parity_mismatches(path, split.test.images, native) == 0
     rng = np.random.default_rng(0)
     for batch in (1, 7, 4096):  # the batch axis must stay dynamic
         images = rng.integers(0, 256, (batch, 28, 28), dtype=np.uint8)
         scores = scorer.scores(images)
         assert scores.shape == (batch, 10)
-        np.testing.assert_array_equal(scores.argmax(1), predict_scores(trained[name].model, images).argmax(1))
+        np.testing.assert_array_equal(scores.argmax(1), trained[name].scores(images).argmax(1))
 
 
 def test_export_leaves_no_temporary_file(tmp_path, trained):

@@ -7,9 +7,11 @@ import pytest
 import torch
 
 from digitpipe.data import split_dataset
-from digitpipe.models import SPECS, build_net
+from digitpipe.models import build_net
+from digitpipe.zoo import SPECS
 from digitpipe.runtime import seed_everything
-from digitpipe.train import EpochResult, augment, fit, stop_reason
+from digitpipe.train import augment, fit, stop_reason
+from digitpipe.zoo import EpochResult
 
 CPU = torch.device("cpu")
 

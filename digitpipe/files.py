@@ -1,0 +1,44 @@
+"""Small file helpers used everywhere: atomic writes and one-line error messages."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+
+@contextlib.contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """A unique temporary name beside `path` to write to; renamed to `path` if the block succeeds, removed if it
+    fails. Readers never see half a file, and two writers never share a temporary name."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(handle)
+    tmp = Path(name)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_text(path: Path, text: str) -> Path:
+    """Write `text` to `path` atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+    return path
+
+
+def write_json(path: Path, payload: object) -> Path:
+    """Write `payload` as indented JSON to `path` atomically."""
+    return write_text(path, json.dumps(payload, indent=2) + "\n")
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (or its type's name): enough for a one-line error."""
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
