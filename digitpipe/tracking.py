@@ -184,9 +184,10 @@ class Tracker:
         except MlflowException as exc:
             if exc.error_code != ErrorCode.Name(RESOURCE_ALREADY_EXISTS):
                 raise
-        version = self.client.create_model_version(
-            name, f"models:/{info.model_id}", run_id, tags={k: str(v) for k, v in {**tags, "onnx_sha256": checksum}.items()},
-            model_id=info.model_id)
+        tags = {k: str(v) for k, v in {**tags, "onnx_sha256": checksum}.items()}
+        with _fluent_uri(self.cfg.tracking_uri):  # the sqlite registry looks the logged model up via the global URI
+            version = self.client.create_model_version(name, f"models:/{info.model_id}", run_id, tags=tags,
+                                                       model_id=info.model_id)
         return str(version.version)
 
     def champion(self) -> Champion | None:
