@@ -17,7 +17,7 @@ import click
 import typer
 
 from digitpipe.config import PipelineConfig, build, load_tracking_config
-from digitpipe.errors import UserError
+from digitpipe.errors import TooManyRejected, UserError
 from digitpipe.runtime import available_cores
 from digitpipe.zoo import MODEL_NAMES
 
@@ -179,13 +179,19 @@ def validate(
     data: Annotated[Path, typer.Option(help="IDX folder or file, Kaggle CSV, Parquet or PNG folder.")],
     min_rows: Annotated[int, typer.Option(help="Fewest rows accepted.")] = 100,
 ) -> None:
-    """Check a dataset against the expectation suite; exit 0 valid, 1 failed expectations, 2 unreadable."""
+    """Check a dataset against the expectation suite; exit 0 valid, 1 failed expectations, 2 unreadable.
+    An IDX folder with both the train and the t10k pair has both checked."""
     from digitpipe.data import load_dataset
-    from digitpipe.validation import validate as run_suite
+    from digitpipe.data.readers import idx_parts
+    from digitpipe.validation import validate as check
 
-    report = run_suite(load_dataset(data), min_rows)
-    typer.echo(report.text())
-    raise typer.Exit(0 if report.success else 1)
+    passed = True
+    for part in idx_parts(data) if data.is_dir() else [None]:
+        dataset = load_dataset(data, part)
+        report = check(dataset, min_rows)
+        typer.echo(f"{dataset.source}: {len(dataset):,} images\n{report.text()}")
+        passed &= report.success
+    raise typer.Exit(0 if passed else 1)
 
 
 @app.command()
@@ -213,11 +219,14 @@ def score(
     """Score a file with an ONNX model on onnxruntime, streaming; bad rows go to OUTPUT.rejects.csv."""
     import tempfile
 
+    from digitpipe.data.readers import find_idx_pair, idx_parts
     from digitpipe.scorer import OnnxScorer
     from digitpipe.scoring import score_file
 
     if not input.exists():
         raise UserError(f"{input}: no such file or directory")
+    if input.is_dir() and idx_parts(input):
+        typer.echo(f"reading {find_idx_pair(input)[0]}", err=True)  # which pair of the folder is scored
     with tempfile.TemporaryDirectory(prefix="digitpipe-model-") as tmp:
         _, path, identity = _resolve_model(model, Path(tmp), config)
         scorer = OnnxScorer(path, batch_size)
@@ -227,7 +236,7 @@ def score(
     if report.rejected:
         typer.echo(f"{report.rejected:,} rejected rows with reasons -> {report.rejects_file}", err=True)
     if report.reject_fraction > max_reject_fraction:
-        raise UserError(f"{input}: {report.reject_fraction:.2%} of rows rejected, above the allowed "
+        raise TooManyRejected(f"{input}: {report.reject_fraction:.2%} of rows rejected, above the allowed "
                         f"{max_reject_fraction:.2%} (see {report.rejects_file})")
 
 
@@ -303,6 +312,11 @@ class _DropUserErrorRecords(logging.Filter):
 
 def main() -> None:
     """Console entry point: user errors become one line on stderr and a non-zero exit."""
+    _exit_now(run_cli())
+
+
+def run_cli() -> int:
+    """Run the command named by sys.argv; returns its exit code (what tests call instead of `main`)."""
     # Prefect's throwaway local API migrates a sqlite db on first start: give it longer than the 20 s default.
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
@@ -313,11 +327,6 @@ def main() -> None:
         os.environ.setdefault(key, value)
     for name in ("prefect.task_runs", "prefect.flow_runs"):
         logging.getLogger(name).addFilter(_DropUserErrorRecords())
-    _exit_now(_run_app())
-
-
-def _run_app() -> int:
-    """The command's exit code: 0, a typer.Exit's code, a user error's code, or 130 for Ctrl-C."""
     try:
         code = app(standalone_mode=False)  # returns the code of a typer.Exit raised by a command
     except UserError as exc:

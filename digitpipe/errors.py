@@ -18,3 +18,9 @@ class ValidationFailed(UserError):
     """Data that was read but failed its expectations."""
 
     exit_code = 1
+
+
+class TooManyRejected(UserError):
+    """Scoring finished and wrote its outputs, but more rows than allowed were rejected."""
+
+    exit_code = 1

@@ -8,8 +8,8 @@ from pathlib import Path
 from prefect import flow, unmapped
 
 from digitpipe.config import load_tracking_config
-from digitpipe.errors import UserError
-from digitpipe.tracking import Tracker
+from digitpipe.errors import TooManyRejected
+from digitpipe.tracking import Tracker, tracker_for
 from flows import dask_runner
 from tasks.scoring import fetch_model, score_one
 
@@ -19,7 +19,7 @@ def scoring_flow(inputs: list[Path], model: str = "models:/digits@champion", suf
                  probabilities: bool = False, max_reject_fraction: float = 0.01,
                  config: Path = Path("mlflow.yaml")) -> list[dict]:
     """Score each file in `inputs` with `model`; fail if a file rejects more than `max_reject_fraction` of its rows."""
-    tracker = Tracker(load_tracking_config(config))
+    tracker = tracker_for(load_tracking_config(config))
     with tempfile.TemporaryDirectory(prefix="digitpipe-model-") as tmp:
         model_path, identity = fetch_model(tracker, model, Path(tmp))
         futures = score_one.map(unmapped(model_path), unmapped(identity), inputs, unmapped(suffix),
@@ -30,7 +30,7 @@ def scoring_flow(inputs: list[Path], model: str = "models:/digits@champion", suf
         print(report.line())
     too_many = [r.input for r in reports if r.reject_fraction > max_reject_fraction]
     if too_many:
-        raise UserError(f"more than {max_reject_fraction:.2%} of rows rejected in: {', '.join(too_many)}")
+        raise TooManyRejected(f"more than {max_reject_fraction:.2%} of rows rejected in: {', '.join(too_many)}")
     return [vars(r) for r in reports]
 
 

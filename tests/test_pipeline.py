@@ -151,9 +151,7 @@ def test_cli_bad_input_is_one_line_and_registers_nothing(
     champion = str(client.get_model_version_by_alias(tracking.registered_model, "champion").version)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking.tracking_uri)
     monkeypatch.setattr("sys.argv", ["digitpipe", "run", "--data", str(bad), "--out", str(tmp_path)])
-    with pytest.raises(SystemExit) as exit_info:
-        cli.main()
-    assert exit_info.value.code != 0
+    assert cli.run_cli() == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("digitpipe: error: ") and message in err[-1] and str(bad) in err[-1]
     assert "Traceback" not in "\n".join(err)
@@ -191,9 +189,9 @@ def test_unknown_alias_is_a_clear_error(first_run, tracking, fixture_dir, tmp_pa
     monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking.tracking_uri)
     monkeypatch.setattr("sys.argv", ["digitpipe", "score", "--model", f"models:/{tracking.registered_model}@nobody",
                                      "--input", str(fixture_dir), "--output", str(tmp_path / "o.csv")])
-    with pytest.raises(SystemExit):
-        cli.main()
-    assert "alias nobody not found" in capsys.readouterr().err
+    assert cli.run_cli() == 2
+    assert capsys.readouterr().err.startswith(f"digitpipe: error: models:/{tracking.registered_model}@nobody: not in "
+                                              f"the registry at {tracking.tracking_uri}")
     assert not (tmp_path / "o.csv").exists()
 
 
@@ -212,14 +210,14 @@ def test_accepted_int8_is_recorded_and_then_used_for_scoring(first_run, fixture_
     monkeypatch.setattr("sys.argv", ["digitpipe", "export", "--model", f"models:/{name}/{version}", "--quantize",
                                      "--max-drop", "1.0", "--data", str(fixture_dir), "--output",
                                      str(tmp_path / "int8.onnx"), "--config", str(tmp_path / "none.yaml")])
-    cli.main()
+    assert cli.run_cli() == 0
     client = MlflowClient(tracking.tracking_uri)
     tags = client.get_model_version(name, version).tags
     assert tags["int8_status"] == "accepted" and "int8 accepted" in tags["int8_reason"]
     monkeypatch.setattr("sys.argv", ["digitpipe", "score", "--model", f"models:/{name}/{version}", "--input",
                                      str(fixture_dir), "--output", str(tmp_path / "p.csv"),
                                      "--config", str(tmp_path / "none.yaml")])
-    cli.main()
+    assert cli.run_cli() == 0
     sidecar = json.loads((tmp_path / "p.csv.json").read_text())
     assert sidecar["model"]["precision"] == "int8" and sidecar["scored"] == 1000
 
@@ -246,7 +244,7 @@ def test_scoring_refuses_a_damaged_registry_artifact(damage, first_run, tracking
                                      "--input", str(fixture_dir), "--output", str(tmp_path / "o.csv"),
                                      "--config", str(tmp_path / "none.yaml")])
     with pytest.raises(SystemExit) as exit_info:
-        cli.main()
+        raise SystemExit(cli.run_cli())
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert ("does not match the checksum" if damage == "corrupt" else "holds no .onnx file") in err

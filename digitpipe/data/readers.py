@@ -48,6 +48,11 @@ def load_dataset(path: str | Path, part: str | None = None) -> Dataset:
     raise DataError(path, "neither an MNIST IDX file nor a Kaggle CSV (label,pixel0..pixel783)")
 
 
+def idx_parts(folder: Path) -> list[str]:
+    """Which IDX pairs (train, t10k) `folder` holds, in that order."""
+    return [part for part in ("train", "t10k") if any(folder.glob(f"{part}-images*idx3-ubyte*"))]
+
+
 def find_idx_pair(folder: Path, part: str | None = None) -> tuple[Path, Path | None]:
     """The images and labels IDX files of `part` (train or t10k) in `folder`, gzipped or raw; without a part,
     the train pair where there is one, else the t10k pair."""

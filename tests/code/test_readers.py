@@ -220,3 +220,32 @@ def test_a_csv_gzip_bomb_stops_at_the_limit(tmp_path, digits, monkeypatch):
     (tmp_path / "bomb.csv.gz").write_bytes(bomb)
     with pytest.raises(DataError, match="inflates past"):
         load_dataset(tmp_path / "bomb.csv.gz")
+
+
+def t10k_only_folder(tmp_path, fixture_dir):
+    folder = tmp_path / "t10k-only"
+    folder.mkdir()
+    for name in ("images-idx3-ubyte.gz", "labels-idx1-ubyte.gz"):
+        (folder / f"t10k-{name}").write_bytes((fixture_dir / f"train-{name}").read_bytes())
+    return folder
+
+
+def test_a_folder_with_only_the_t10k_pair_is_a_labelled_set(tmp_path, fixture_dir, digits):
+    data = load_dataset(t10k_only_folder(tmp_path, fixture_dir))
+    assert data.digest == digits.digest and data.source.endswith("t10k-images-idx3-ubyte.gz")
+
+
+def test_validate_reads_both_pairs_and_says_which(tmp_path, fixture_dir, monkeypatch, capsys):
+    from digitpipe import cli
+
+    folder = t10k_only_folder(tmp_path, fixture_dir)
+    monkeypatch.setattr("sys.argv", ["digitpipe", "validate", "--data", str(folder)])
+    assert cli.run_cli() == 0
+    assert capsys.readouterr().out.splitlines()[:2] == [f"{folder}/t10k-images-idx3-ubyte.gz: 1,000 images",
+                                                         "data validation PASSED"]
+    for name in ("images-idx3-ubyte.gz", "labels-idx1-ubyte.gz"):
+        (folder / f"train-{name}").write_bytes((fixture_dir / f"train-{name}").read_bytes())
+    assert cli.run_cli() == 0
+    out = capsys.readouterr().out
+    assert out.index(f"{folder}/train-images-idx3-ubyte.gz: 1,000 images") < out.index(
+        f"{folder}/t10k-images-idx3-ubyte.gz: 1,000 images")

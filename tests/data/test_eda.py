@@ -7,7 +7,7 @@ from digitpipe import cli
 
 def test_eda_cli_writes_report_with_the_books_pictures(fixture_dir, tmp_path, monkeypatch, capsys):
     monkeypatch.setattr("sys.argv", ["digitpipe", "eda", "--data", str(fixture_dir), "--out", str(tmp_path)])
-    cli.main()
+    assert cli.run_cli() == 0
     assert "report.html" in capsys.readouterr().out
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["images"] == 1000 and summary["pixel_min"] == 0 and summary["pixel_max"] == 255
@@ -24,7 +24,7 @@ def test_validate_cli_exit_codes(fixture_dir, tmp_path, monkeypatch, capsys):
     def run(path, *extra):
         monkeypatch.setattr("sys.argv", ["digitpipe", "validate", "--data", str(path), *extra])
         with pytest.raises(SystemExit) as exit_info:
-            cli.main()
+            raise SystemExit(cli.run_cli())
         return exit_info.value.code
 
     assert run(fixture_dir) == 0 and "PASSED" in capsys.readouterr().out

@@ -81,16 +81,33 @@ def test_labelled_idx_and_parquet_inputs_give_the_same_predictions(tmp_path, fix
     np.testing.assert_allclose(with_probs[[f"prob_{d}" for d in range(10)]].sum(axis=1), 1, atol=1e-4)
 
 
+def truncated_csv_gz(tmp_path, images):
+    raw = gzip.compress(kaggle_csv(tmp_path / "t.csv", images).read_bytes())
+    (tmp_path / "t.csv.gz").write_bytes(raw[: len(raw) // 2])
+    return tmp_path / "t.csv.gz"
+
+
 def test_truncated_input_leaves_no_output(tmp_path, digits, model):
     _, onnx_path = model
-    raw = gzip.compress(kaggle_csv(tmp_path / "t.csv", digits.images[:300]).read_bytes())
-    (tmp_path / "t.csv.gz").write_bytes(raw[: len(raw) // 2])
-    with pytest.raises((DataError, EOFError, OSError)):
-        score_file(OnnxScorer(onnx_path), tmp_path / "t.csv.gz", tmp_path / "out.csv", {})
+    with pytest.raises(DataError, match="truncated gzip stream"):
+        score_file(OnnxScorer(onnx_path), truncated_csv_gz(tmp_path, digits.images[:300]), tmp_path / "out.csv", {})
     assert not list(tmp_path.glob("out.csv*"))
 
 
-def test_cli_exits_non_zero_when_too_many_rows_are_rejected(tmp_path, digits, model, monkeypatch, capsys):
+@pytest.mark.parametrize("command", ["score", "validate"])
+def test_a_truncated_csv_gz_is_one_line_exit_2_and_no_output(command, tmp_path, digits, model, monkeypatch, capsys):
+    _, onnx_path = model
+    source = truncated_csv_gz(tmp_path, digits.images[:300])
+    args = {"score": ["--model", str(onnx_path), "--input", str(source), "--output", str(tmp_path / "out.csv")],
+            "validate": ["--data", str(source)]}[command]
+    monkeypatch.setattr("sys.argv", ["digitpipe", command, *args])
+    assert cli.run_cli() == 2
+    assert capsys.readouterr().err == (
+        f"digitpipe: error: {source}: truncated gzip stream (the file ends before its compressed data does)\n")
+    assert not list(tmp_path.glob("out.csv*"))
+
+
+def test_cli_exits_1_when_too_many_rows_are_rejected_and_still_writes_the_scores(tmp_path, digits, model, monkeypatch, capsys):
     _, onnx_path = model
     path = kaggle_csv(tmp_path / "test.csv", digits.images[:50])
     lines = path.read_text().splitlines()
@@ -100,9 +117,10 @@ def test_cli_exits_non_zero_when_too_many_rows_are_rejected(tmp_path, digits, mo
     monkeypatch.setattr("sys.argv", ["digitpipe", "score", "--model", str(onnx_path), "--input", str(path),
                                      "--output", str(out)])
     with pytest.raises(SystemExit) as exit_info:
-        cli.main()
-    assert exit_info.value.code != 0
-    assert "2.00% of rows rejected" in capsys.readouterr().err
+        raise SystemExit(cli.run_cli())
+    assert exit_info.value.code == 1
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"digitpipe: error: {path}: 2.00% of rows rejected, above the allowed 1.00% (see {out}.rejects.csv)")
     assert len(pd.read_csv(out)) == 49  # the good rows are still scored and counted
 
 
@@ -113,7 +131,7 @@ def test_cli_refuses_a_corrupt_model_file(tmp_path, digits, monkeypatch, capsys)
     monkeypatch.setattr("sys.argv", ["digitpipe", "score", "--model", str(bad), "--input", str(source),
                                      "--output", str(tmp_path / "out.csv")])
     with pytest.raises(SystemExit) as exit_info:
-        cli.main()
+        raise SystemExit(cli.run_cli())
     assert exit_info.value.code == 2
     assert "cannot load as an ONNX model" in capsys.readouterr().err
     assert not (tmp_path / "out.csv").exists()
