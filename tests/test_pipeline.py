@@ -190,8 +190,8 @@ def test_unknown_alias_is_a_clear_error(first_run, tracking, fixture_dir, tmp_pa
     monkeypatch.setattr("sys.argv", ["digitpipe", "score", "--model", f"models:/{tracking.registered_model}@nobody",
                                      "--input", str(fixture_dir), "--output", str(tmp_path / "o.csv")])
     assert cli.run_cli() == 2
-    assert capsys.readouterr().err.startswith(f"digitpipe: error: models:/{tracking.registered_model}@nobody: not in "
-                                              f"the registry at {tracking.tracking_uri}")
+    assert capsys.readouterr().err.splitlines()[-1].startswith(
+        f"digitpipe: error: models:/{tracking.registered_model}@nobody: not in the registry at {tracking.tracking_uri}")
     assert not (tmp_path / "o.csv").exists()
 
 
@@ -349,3 +349,33 @@ def test_dask_task_runner_trains_the_models_at_once_in_separate_processes(fixtur
     assert len(pids) == 3  # each model's run was created by its own Dask worker process
     assert all(run.info.status == "FINISHED" for run in runs)
     assert summary["verdict"]["verdict"] == "promoted" and summary["champion"] is not None
+
+
+def _artifact_names(client, run_id, path=None):
+    names = []
+    for artifact in client.list_artifacts(run_id, path):
+        names += _artifact_names(client, run_id, artifact.path) if artifact.is_dir else [artifact.path]
+    return names
+
+
+def _names(client, run):
+    """The names a user sees on a run (MLflow's own tags aside), as recorded in tests/fixtures/mlflow_names.json."""
+    kept_mlflow_tags = ("mlflow.parentRunId", "mlflow.source.git.commit")
+    return {"params": sorted(run.data.params), "metrics": sorted(run.data.metrics),
+            "tags": sorted(t for t in run.data.tags if not t.startswith("mlflow.") or t in kept_mlflow_tags),
+            "artifacts": sorted(a for a in _artifact_names(client, run.info.run_id)
+                                if "data_docs" not in a or a.endswith("index.html"))}
+
+
+def test_a_run_logs_exactly_the_recorded_mlflow_names(first_run, tracking):
+    """The names recorded before the house restructuring: runs, metrics, tags, artifacts and version tags."""
+    _, summary = first_run
+    expected = json.loads((Path(__file__).parent / "fixtures/mlflow_names.json").read_text())
+    client = MlflowClient(tracking.tracking_uri)
+    for name, model in summary["models"].items():
+        run = client.get_run(model["run_id"])
+        assert _names(client, run) == expected["model_run"][name], name
+        tags = client.get_model_version(tracking.registered_model, model["model_version"]).tags
+        assert sorted(tags) == expected["version_tags"][name], name
+    parent = client.get_run(run.data.tags["mlflow.parentRunId"])
+    assert _names(client, parent) == expected["pipeline_run"]

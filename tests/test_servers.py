@@ -18,7 +18,7 @@ from digitpipe.config import PipelineConfig, TrackingConfig
 from tests.conftest import ROOT
 from tests.servers import BIN, free_port, start_mlflow_server, start_prefect_server, stop
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.servers]
 DEMO = ROOT / "data" / "demo"
 MODEL = "digits"
 
@@ -138,6 +138,7 @@ def test_rollback_and_hand_promotion_move_the_aliases_and_are_recorded(three_run
     assert client.get_model_version(MODEL, "2").tags["verdict"] == "promoted_by_hand"
 
 
+@pytest.mark.browser
 def test_mlflow_ui_shows_runs_comparison_and_champion(three_runs, mlflow_server):
     """Debian's Chromium, headless, driven by Playwright: what a user sees in the MLflow UI."""
     chromium = shutil.which("chromium")

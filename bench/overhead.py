@@ -1,0 +1,100 @@
+"""What each command costs beside the work inside it (the ceremony issue's table), in one run.
+
+Usage: python bench/overhead.py [MNIST_DIR] [--repeats 3] [--skip-dask]
+Each row: the median wall time of the command (a fresh process, as a user runs it), the seconds of the work inside
+it measured in this process with the library alone, and their ratio. Reads ../shared/mnist (skips cleanly without).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from _common import ROOT, mnist_path, timed
+
+from digitpipe.baseline import fit_logreg
+from digitpipe.data import load_dataset, split_dataset
+from digitpipe.export import export_onnx
+from digitpipe.scorer import OnnxScorer
+from digitpipe.zoo import SPECS
+
+CLI = [sys.executable, "-m", "digitpipe"]
+
+
+def wall(args: list[str], cwd: Path, repeats: int, fresh: Path | None = None) -> float:
+    """Median wall seconds of `digitpipe ARGS` in a new process; `fresh` (an MLflow db) is removed before each."""
+    times = []
+    for _ in range(repeats):
+        if fresh is not None:
+            fresh.unlink(missing_ok=True)
+        start = time.perf_counter()
+        done = subprocess.run(CLI + args, cwd=cwd, capture_output=True, text=True)
+        times.append(time.perf_counter() - start)
+        if done.returncode not in (0, 1):
+            sys.exit(f"digitpipe {' '.join(args)} failed:\n{done.stderr[-2000:]}")
+    return statistics.median(times)
+
+
+def kaggle_csv(path: Path, images: np.ndarray) -> Path:
+    pd.DataFrame(images.reshape(len(images), -1), columns=[f"pixel{i}" for i in range(784)]).to_csv(path, index=False)
+    return path
+
+
+def summary_train_seconds(path: Path) -> float:
+    return sum(m["train_seconds"] for m in json.loads(path.read_text())["models"].values())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("mnist", nargs="?")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--skip-dask", action="store_true")
+    args = parser.parse_args()
+    mnist = mnist_path([sys.argv[0]] + ([args.mnist] if args.mnist else []))
+    n, rows = args.repeats, []
+    work = Path(tempfile.mkdtemp(prefix="digitpipe-overhead-"))
+    (work / "mlflow.yaml").write_text(f"tracking_uri: sqlite:///{work}/mlflow.db\n")
+    data = load_dataset(mnist)
+    model = export_onnx(fit_logreg(SPECS["logreg"], split_dataset(data).train), work / "logreg.onnx")
+    scorer = OnnxScorer(model)
+
+    rows.append(("digitpipe --help", wall(["--help"], work, n), 0.0))
+    csv = kaggle_csv(work / "test10k.csv", data.images[:10_000])
+    score_args = ["score", "--model", str(model), "--input", str(csv), "--output", str(work / "p.csv")]
+    rows.append(("score FILE.onnx, 10,000-row CSV", wall(score_args, work, n),
+                 timed(scorer.scores, data.images[:10_000])))
+    fixture = ROOT / "tests/fixtures/mnist-1000"
+    run_logreg = ["run", "--data", str(fixture), "--models", "logreg", "--quiet", "--out", str(work / "o"),
+                  "--summary", str(work / "s.json")]
+    rows.append(("run --models logreg (fixture, new store)", wall(run_logreg, work, n, fresh=work / "mlflow.db"),
+                 summary_train_seconds(work / "s.json")))
+    rows.append(("models", wall(["models"], work, n), 0.0))
+    from digitpipe.validation import validate
+
+    rows.append(("validate --data (60,000 images)", wall(["validate", "--data", str(mnist)], work, n),
+                 validate(data).seconds))
+    demo = ["run", "--data", str(ROOT / "data/demo"), "--models", "mlp,dnn,lenet", "--epochs", "3", "--quiet",
+            "--out", str(work / "o"), "--summary", str(work / "s.json")]
+    rows.append(("run demo mlp,dnn,lenet --epochs 3", wall(demo, work, n), summary_train_seconds(work / "s.json")))
+    if not args.skip_dask:
+        rows.append(("same with --task-runner dask", wall(demo + ["--task-runner", "dask"], work, n),
+                     summary_train_seconds(work / "s.json")))
+
+    print(f"{'command':45} {'wall s':>8} {'work s':>8} {'wall/work':>10}")
+    for name, seconds, inner in rows:
+        ratio = f"{seconds / inner:.1f}" if inner else "-"
+        print(f"{name:45} {seconds:8.2f} {inner:8.2f} {ratio:>10}")
+    if not args.skip_dask:
+        print(f"dask / local on the demo run: {rows[-1][1] / rows[-2][1]:.2f}")
+
+
+if __name__ == "__main__":
+    main()
