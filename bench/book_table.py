@@ -18,7 +18,6 @@ from digitpipe.data import load_dataset, split_by_protocol
 from digitpipe.zoo import MODEL_NAMES, SPECS
 from digitpipe.runtime import pick_device, seed_everything, use_cores
 from digitpipe.pipeline import train_zoo_model
-from digitpipe.train import predict_scores
 
 BOOK = {"logreg": 89.4, "mlp": 91.4, "dnn": 97.0, "lenet": 98.9, "fastcnn": None}
 

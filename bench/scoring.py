@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 from _common import best_of, mnist_path
 
 from digitpipe.data import load_dataset, split_dataset

@@ -88,9 +88,10 @@ def run(
     with prefect_api() as api_url:  # a temporary API starts now, beside the imports below
         _quiet_orchestration_logs(verbose)
         data = data or _fetch(None, None)
-        dask_workers = _dask_workers(models, task_runner, dask_address)
+        names = tuple(m.strip() for m in models.split(",") if m.strip())
+        dask_workers = _dask_workers(len(names), task_runner, dask_address)
         values = {
-            "data": data, "models": tuple(m.strip() for m in models.split(",") if m.strip()), "epochs": epochs,
+            "data": data, "models": names, "epochs": epochs,
             "stop_at_accuracy": stop_at_accuracy, "patience": patience, "resume": resume, "seed": seed,
             "val_fraction": val_fraction, "protocol": protocol, "summary": summary, "out_dir": out_dir,
             "progress": not quiet and task_runner == "local" and sys.stderr.isatty(),  # no bars from Dask workers
@@ -122,19 +123,20 @@ def _prepare_store(uri: str) -> subprocess.Popen | None:
                             env={**os.environ, "MLFLOW_LOGGING_LEVEL": "WARNING"})
 
 
-def _dask_workers(models: str, task_runner: str, dask_address: str | None) -> int:
+def _dask_workers(models: int, task_runner: str, dask_address: str | None) -> int:
     """Processes of a local Dask cluster: one per model, no more than the cores (0: no local cluster)."""
     if task_runner != "dask" or dask_address:
         return 0
-    return max(1, min(len([m for m in models.split(",") if m.strip()]), available_cores()))
+    return max(1, min(models, available_cores()))
 
 
 def _quiet_orchestration_logs(verbose: bool) -> None:
     """The CLI's own stage lines on stderr; Prefect's per-task lines and MLflow's chatter only with --verbose."""
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(message)s"))
     stage_log = logging.getLogger("digitpipe")
-    stage_log.addHandler(handler)
+    if not stage_log.handlers:  # once per process (tests run several commands in one)
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        stage_log.addHandler(handler)
     stage_log.setLevel(logging.INFO)
     stage_log.propagate = False
     if not verbose:  # read by Prefect and MLflow when they configure their logging on import

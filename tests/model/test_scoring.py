@@ -140,7 +140,6 @@ def test_cli_refuses_a_corrupt_model_file(tmp_path, digits, monkeypatch, capsys)
 def test_int8_model_is_kept_only_when_accuracy_holds(tmp_path, digits):
     import dataclasses
 
-    import torch
 
     from digitpipe.export import quantize_checked
     from digitpipe.pipeline import train_zoo_model

@@ -5,7 +5,6 @@ import dataclasses
 import numpy as np
 import onnx
 import pytest
-import torch
 
 from digitpipe.data import split_dataset
 from digitpipe.export import export_onnx, parity_mismatches
@@ -13,9 +12,6 @@ from digitpipe.zoo import SPECS
 from digitpipe.scorer import OnnxScorer
 from digitpipe.pipeline import train_zoo_model
 from digitpipe.train import predict_scores
-
-CPU = torch.device("cpu")
-
 
 @pytest.fixture(scope="module")
 def split(digits):
