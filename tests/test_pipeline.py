@@ -367,6 +367,11 @@ def _names(client, run):
                                 if "data_docs" not in a or a.endswith("index.html"))}
 
 
+def _added_by_export(name):
+    """`digitpipe export --quantize` (another test, in any order) adds the int8 file and its verdict to the version."""
+    return name.startswith(("model_int8/", "int8_")) or name == "fp32_accuracy"
+
+
 def test_a_run_logs_exactly_the_recorded_mlflow_names(first_run, tracking):
     """The names recorded before the house restructuring: runs, metrics, tags, artifacts and version tags."""
     _, summary = first_run
@@ -374,8 +379,10 @@ def test_a_run_logs_exactly_the_recorded_mlflow_names(first_run, tracking):
     client = MlflowClient(tracking.tracking_uri)
     for name, model in summary["models"].items():
         run = client.get_run(model["run_id"])
-        assert _names(client, run) == expected["model_run"][name], name
+        names = _names(client, run)
+        names["artifacts"] = [a for a in names["artifacts"] if not _added_by_export(a)]
+        assert names == expected["model_run"][name], name
         tags = client.get_model_version(tracking.registered_model, model["model_version"]).tags
-        assert sorted(tags) == expected["version_tags"][name], name
+        assert sorted(t for t in tags if not _added_by_export(t)) == expected["version_tags"][name], name
     parent = client.get_run(run.data.tags["mlflow.parentRunId"])
     assert _names(client, parent) == expected["pipeline_run"]
