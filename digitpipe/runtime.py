@@ -51,7 +51,7 @@ def lineage() -> dict[str, str]:
     """Which code ran: the git commit of the checkout (MLflow's own tag name, shown in its UI) and package versions."""
     from importlib import metadata
 
-    tags = {"mlflow.source.git.commit": _git_commit()}
+    tags = {"mlflow.source.git.commit": git_commit(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))}
     for package in LINEAGE_PACKAGES:
         try:
             tags[f"version.{package}"] = metadata.version(package)
@@ -60,13 +60,16 @@ def lineage() -> dict[str, str]:
     return tags
 
 
-def _git_commit() -> str:
-    """HEAD of the checkout this code was imported from; 'unknown' outside one (an installed wheel, a container)."""
+def git_commit(checkout: str) -> str:
+    """HEAD of the git checkout at `checkout`; 'unknown' outside one (an installed wheel, a container).
+
+    Git refuses a checkout owned by another user ("dubious ownership", as in CI or a mounted volume) unless the
+    folder is named safe; the command line names it, since only reading HEAD is asked of git here."""
     import subprocess
 
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     try:
-        done = subprocess.run(["git", "-C", root, "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
+        done = subprocess.run(["git", "-c", f"safe.directory={checkout}", "-C", checkout, "rev-parse", "HEAD"],
+                              capture_output=True, text=True, timeout=10)
     except (OSError, subprocess.TimeoutExpired):
         return "unknown"
     return done.stdout.strip() if done.returncode == 0 else "unknown"
