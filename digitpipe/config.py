@@ -31,6 +31,9 @@ class TrackingConfig(_Frozen):
     min_accuracy: float = Field(0.0, ge=0, le=1)  # absolute floor on held-out accuracy
     min_margin: float = Field(0.0, ge=0, le=1)  # accuracy (as a fraction) it must beat the champion by
     max_p_value: float = Field(0.05, gt=0, le=1)  # McNemar's test on the two models' errors must be below this
+    # Held-out images the champion trained on are left out of the comparison; with fewer than this many left
+    # (another --seed, --val-fraction or --data than the champion's), the verdict is not_comparable.
+    min_comparable_images: int = Field(200, ge=1)
 
 
 class PipelineConfig(_Frozen):

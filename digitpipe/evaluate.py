@@ -60,6 +60,8 @@ class PairedComparison:
 def mcnemar(labels: np.ndarray, challenger: np.ndarray, champion: np.ndarray) -> PairedComparison:
     """Compare two models' predicted digits on the same images (exact binomial McNemar test)."""
     challenger_right, champion_right = challenger == labels, champion == labels
+    if not len(labels):  # no image left to compare on: no accuracy, and nothing significant
+        return PairedComparison(0, float("nan"), float("nan"), 0, 0, 1.0)
     wins = int(np.sum(challenger_right & ~champion_right))
     losses = int(np.sum(champion_right & ~challenger_right))
     p_value = _two_sided_sign_test(wins, wins + losses)

@@ -27,11 +27,12 @@ class Verdict:
     """One promotion decision about one registered version."""
 
     version: str
-    verdict: str  # promoted | rejected | promoted_by_hand | not_candidate
+    verdict: str  # promoted | rejected | not_comparable | promoted_by_hand | not_candidate
     reason: str
     challenger_accuracy: float | None = None
     champion_version: str | None = None  # the champion it was compared with, if any
     comparison: PairedComparison | None = None
+    excluded: int | None = None  # held-out images left out of the comparison: the champion trained on them
 
     @property
     def promoted(self) -> bool:
@@ -40,7 +41,8 @@ class Verdict:
     def tags(self) -> dict[str, object]:
         """The decision as model-version tags."""
         tags = {"verdict": self.verdict, "verdict_reason": self.reason, "verdict_at": _now(),
-                "challenger_accuracy": self.challenger_accuracy, "champion_version": self.champion_version}
+                "challenger_accuracy": self.challenger_accuracy, "champion_version": self.champion_version,
+                "comparison_excluded": self.excluded}
         if self.comparison:
             tags |= {"champion_accuracy": self.comparison.champion_accuracy,
                      "challenger_accuracy": self.comparison.challenger_accuracy,
@@ -51,28 +53,38 @@ class Verdict:
 
 
 def gate(gate_cfg: TrackingConfig, version: str, accuracy: float, parity: str, champion: Champion | None,
-         comparison: PairedComparison | None) -> Verdict:
-    """Apply the promotion gate: parity passed, (a) the floor, (b) the margin and McNemar's significance."""
-    def rejected(reason: str) -> Verdict:
-        return Verdict(version, "rejected", reason, accuracy, champion and champion.version, comparison)
+         comparison: PairedComparison | None, excluded: int = 0) -> Verdict:
+    """Apply the promotion gate: parity passed, (a) the floor, then against a champion, on the held-out images it
+    never trained on (`comparison`; None when the champion recorded nothing to tell, `excluded` left out):
+    enough such images, (b) the margin and McNemar's significance."""
+    def decided(verdict: str, reason: str) -> Verdict:
+        return Verdict(version, verdict, reason, accuracy, champion and champion.version, comparison,
+                       excluded if comparison else None)
 
     if parity != "passed":
-        return rejected(f"its ONNX parity check did not pass (onnx_parity={parity or 'missing'})")
+        return decided("rejected", f"its ONNX parity check did not pass (onnx_parity={parity or 'missing'})")
     if accuracy < gate_cfg.min_accuracy:
-        return rejected(f"held-out accuracy {accuracy:.4f} is below the floor {gate_cfg.min_accuracy:.4f}")
-    if champion is None or comparison is None:
+        return decided("rejected", f"held-out accuracy {accuracy:.4f} is below the floor {gate_cfg.min_accuracy:.4f}")
+    if champion is None:
         return Verdict(version, "promoted", "first champion", accuracy)
+    if comparison is None:
+        return decided("not_comparable", f"champion v{champion.version} recorded no training images, so none of "
+                       "the held-out images is known to be new to it; promote a version by hand to start again")
+    unseen = f"{comparison.images} held-out images champion v{champion.version} never trained on ({excluded} excluded)"
+    if comparison.images < gate_cfg.min_comparable_images:
+        return decided("not_comparable", f"only {unseen}, fewer than min_comparable_images "
+                       f"{gate_cfg.min_comparable_images}: trained on another split than the champion")
     gain = comparison.challenger_accuracy - comparison.champion_accuracy
     versus = (f"{comparison.challenger_accuracy:.4f} vs champion v{champion.version} "
-              f"{comparison.champion_accuracy:.4f} on the same {comparison.images} images "
+              f"{comparison.champion_accuracy:.4f} on the same {unseen} "
               f"({comparison.only_challenger_right} right only by the challenger, "
               f"{comparison.only_champion_right} only by the champion)")
     if gain <= 0 or gain < gate_cfg.min_margin:
-        return rejected(f"does not beat the champion by the margin {gate_cfg.min_margin:.4f}: {versus}")
+        return decided("rejected", f"does not beat the champion by the margin {gate_cfg.min_margin:.4f}: {versus}")
     if comparison.p_value >= gate_cfg.max_p_value:
-        return rejected(f"not significant: McNemar p={comparison.p_value:.3g} >= {gate_cfg.max_p_value} ({versus})")
-    return Verdict(version, "promoted", f"beats the champion: {versus}, McNemar p={comparison.p_value:.3g}",
-                   accuracy, champion.version, comparison)
+        return decided("rejected",
+                       f"not significant: McNemar p={comparison.p_value:.3g} >= {gate_cfg.max_p_value} ({versus})")
+    return decided("promoted", f"beats the champion: {versus}, McNemar p={comparison.p_value:.3g}")
 
 
 def promote_if_earned(tracker: Tracker, version: str, test: Dataset, predicted: np.ndarray) -> Verdict:
@@ -84,10 +96,8 @@ def promote_if_earned(tracker: Tracker, version: str, test: Dataset, predicted: 
         champion = tracker.champion()
         if champion is not None and champion.version == version:
             return Verdict(version, "promoted", "already the champion", accuracy)
-        comparison = None
-        if champion is not None:
-            comparison = mcnemar(test.labels, predicted, _predict_with(tracker, champion, test))
-        verdict = gate(tracker.cfg, version, accuracy, tags.get("onnx_parity", ""), champion, comparison)
+        comparison, excluded = _compare(tracker, champion, test, predicted) if champion else (None, 0)
+        verdict = gate(tracker.cfg, version, accuracy, tags.get("onnx_parity", ""), champion, comparison, excluded)
         if verdict.promoted:
             _move_champion(tracker, version, champion)
     tracker.set_version_tags(version, verdict.tags())
@@ -135,6 +145,19 @@ def _move_champion(tracker: Tracker, version: str, champion: Champion | None) ->
     if champion is not None:
         tracker.set_alias(tracker.cfg.previous_alias, champion.version)
     tracker.set_alias(tracker.cfg.champion_alias, version)
+
+
+def _compare(tracker: Tracker, champion: Champion, test: Dataset,
+             predicted: np.ndarray) -> tuple[PairedComparison | None, int]:
+    """McNemar's comparison with `champion` on the images of `test` it never trained on, and how many it did
+    (None, 0 when the champion recorded no training images)."""
+    seen = tracker.trained_on(champion.version)
+    if seen is None:
+        return None, 0
+    unseen = ~np.isin(test.image_hashes(), seen)
+    kept = test.subset(unseen)
+    champion_predicted = _predict_with(tracker, champion, kept) if len(kept) else predicted[:0]
+    return mcnemar(kept.labels, predicted[unseen], champion_predicted), len(test) - len(kept)
 
 
 def _predict_with(tracker: Tracker, champion: Champion, test: Dataset) -> np.ndarray:

@@ -44,6 +44,7 @@ PARENT_TAG = "mlflow.parentRunId"  # MLflow's own tag: the UI nests child runs u
 MAX_BATCH = 900  # log_batch accepts at most 1000 metrics and 100 params per call
 MAX_PARAMS = 100
 INT8_ARTIFACT = "model_int8/model.int8.onnx"
+TRAINED_ON_ARTIFACT = "lineage/trained_on.npy"  # on the pipeline run: hashes of every image its models trained on
 
 
 @dataclass(frozen=True)
@@ -161,6 +162,25 @@ class Tracker:
                                                  name=f"{Path(source).name}-{context}", digest=data.digest[:16])
             inputs.append(DatasetInput(dataset._to_mlflow_entity(), [InputTag(MLFLOW_DATASET_CONTEXT, context)]))
         self.client.log_inputs(run_id, inputs)
+
+    def log_trained_on(self, run_id: str, hashes: np.ndarray) -> None:
+        """Record on a pipeline run which images its models trained on (Split.seen_in_training), so that a later
+        promotion compares them with a challenger only on images new to both."""
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / Path(TRAINED_ON_ARTIFACT).name
+            np.save(path, hashes)
+            self.client.log_artifact(run_id, str(path), str(Path(TRAINED_ON_ARTIFACT).parent))
+
+    def trained_on(self, version: str) -> np.ndarray | None:
+        """The image hashes `version` trained on, from its pipeline run; None for a version that recorded none."""
+        run_id = self.version_tags(version).get("pipeline_run_id")
+        if not run_id:
+            return None
+        with tempfile.TemporaryDirectory() as tmp:
+            try:
+                return np.load(self.client.download_artifacts(run_id, TRAINED_ON_ARTIFACT, tmp))
+            except (MlflowException, OSError):
+                return None
 
     def register_onnx(self, run_id: str, onnx_path: Path, images: np.ndarray, tags: Mapping[str, object]) -> str:
         """Log the ONNX model on `run_id` and register it under the configured name with `tags` (plus its

@@ -48,6 +48,7 @@ def training_flow(cfg: PipelineConfig) -> dict:
         tracker.log_metrics(parent_id, {"validation_seconds": validation.seconds})
         tracker.log_artifacts(parent_id, checked, "validation")
         tracker.log_artifacts(parent_id, explore_data(data, cfg.out_dir / "eda"), "eda")
+        tracker.log_trained_on(parent_id, split.seen_in_training())
         futures = [train_one.submit(name, cfg, split, device, parent_id, lineage) for name in cfg.models]
         results = []
         for future in futures:

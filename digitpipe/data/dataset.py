@@ -40,6 +40,11 @@ class Dataset:
             self._digest.append(h.hexdigest())
         return self._digest[0]
 
+    def image_hashes(self) -> np.ndarray:
+        """A 64-bit hash of each image's pixels (uint64): the same digit has the same hash in any file, split or run."""
+        rows = np.ascontiguousarray(self.flat())
+        return np.frombuffer(b"".join(hashlib.blake2b(row, digest_size=8).digest() for row in rows), dtype="<u8")
+
     def flat(self) -> np.ndarray:
         """Images as an N x 784 uint8 matrix (a view, no copy)."""
         return self.images.reshape(len(self), N_PIXELS)

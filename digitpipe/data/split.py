@@ -28,6 +28,10 @@ class Split:
         """The parts by what they are used for (MLflow's dataset contexts)."""
         return {"training": self.train, "validation": self.val, "evaluation": self.test}
 
+    def seen_in_training(self) -> np.ndarray:
+        """Sorted hashes of the images a model of this split fitted or was tuned on (train and validation)."""
+        return np.unique(np.concatenate([self.train.image_hashes(), self.val.image_hashes()]))
+
 
 def split_dataset(data: Dataset, test_fraction: float = 0.25, val_fraction: float = 0.1, seed: int = 42) -> Split:
     """Stratify `data` into test (`test_fraction` of all) and val (`val_fraction` of the rest), deterministically."""

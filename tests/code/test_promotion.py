@@ -80,3 +80,23 @@ def test_a_worse_challenger_is_rejected():
     verdict = gate(GATE.model_copy(update={"min_accuracy": 0.0}), "4", comparison.challenger_accuracy, "passed",
                    CHAMPION, comparison)
     assert verdict.verdict == "rejected" and not verdict.promoted
+
+
+def test_a_champion_that_recorded_no_training_images_is_not_comparable():
+    verdict = gate(GATE, "4", 0.99, "passed", CHAMPION, None)
+    assert verdict.verdict == "not_comparable" and not verdict.promoted
+    assert verdict.reason.startswith("champion v3 recorded no training images")
+
+
+def test_too_few_images_new_to_the_champion_are_not_comparable():
+    comparison = compare(challenger_wrong=0, champion_wrong=50, n=150)  # far better, but on 150 images only
+    verdict = gate(GATE, "4", 0.99, "passed", CHAMPION, comparison, excluded=850)
+    assert verdict.verdict == "not_comparable" and verdict.tags()["comparison_excluded"] == 850
+    assert verdict.reason == ("only 150 held-out images champion v3 never trained on (850 excluded), fewer than "
+                              "min_comparable_images 200: trained on another split than the champion")
+
+
+def test_nothing_left_to_compare_on_is_not_comparable():
+    empty = mcnemar(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64))
+    assert (empty.images, empty.p_value) == (0, 1.0)
+    assert gate(GATE, "4", 0.99, "passed", CHAMPION, empty, excluded=1000).verdict == "not_comparable"
