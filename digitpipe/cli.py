@@ -6,6 +6,7 @@ answers at once and `score` with an ONNX file never loads torch, MLflow or Prefe
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import subprocess
@@ -247,8 +248,12 @@ def export(
     model: Annotated[str, typer.Option(help="models:/NAME@ALIAS, models:/NAME/VERSION or a .onnx file.")],
     output: Annotated[Path, typer.Option(help="Where to write the ONNX file.")],
     quantize: Annotated[bool, typer.Option(help="Static QDQ int8, kept only if held-out accuracy holds.")] = False,
-    data: Annotated[Path | None, typer.Option(help="Labelled data: calibration (train part), check (test part).")] = None,
-    seed: Annotated[int, typer.Option(help="Split seed: use the training run's to check on its held-out part.")] = 42,
+    data: Annotated[Path | None, typer.Option(
+        help="Labelled data: calibration (train part), check (held-out part). A registry model's training run "
+             "names its own; --data replaces it only if it reproduces the recorded split.")] = None,
+    protocol: Annotated[str | None, typer.Option(help="With a .onnx file: book or standard, the split to check on.")]
+    = None,
+    seed: Annotated[int | None, typer.Option(help="With a .onnx file: the seed of the split to check on.")] = None,
     max_drop: Annotated[float, typer.Option(help="Largest accepted accuracy drop, as a fraction.")] = 0.001,
     config: ConfigOption = Path("mlflow.yaml"),
 ) -> None:
@@ -256,29 +261,41 @@ def export(
     import shutil
     import tempfile
 
-    if quantize and data is None:
-        raise UserError("--quantize needs --data: labelled images to calibrate on and to check accuracy with")
     with tempfile.TemporaryDirectory(prefix="digitpipe-model-") as tmp:
         tracker, path, identity = _resolve_model(model, Path(tmp), config, prefer_int8=False)
         if not quantize:
             shutil.copyfile(path, output)
             typer.echo(f"wrote {output}")
             return
-        result = _quantize(path, data, output, seed, max_drop)
+        from digitpipe.export import quantize_checked
+
+        split, checked_on = _split_to_check_on(tracker, identity, data, protocol, seed)
+        result = quantize_checked(path, split.train.images[:1024], split.test, output, max_drop)
     if tracker is not None:
-        tracker.record_quantization(identity, result)
-    typer.echo(result.reason() + (f" -> {output}" if result.accepted else ""))
+        tracker.record_quantization(identity, result, checked_on)
+    typer.echo(f"{result.reason()}, {checked_on}" + (f" -> {output}" if result.accepted else ""))
     if not result.accepted:
         raise typer.Exit(1)
 
 
-def _quantize(path: Path, data: Path, output: Path, seed: int, max_drop: float):
-    from digitpipe.data import load_dataset, split_dataset
-    from digitpipe.export import quantize_checked
+def _split_to_check_on(tracker, identity: dict, data: Path | None, protocol: str | None, seed: int | None):
+    """The split whose training part calibrates int8 and whose held-out part checks it, and a phrase saying which:
+    a registry version's own (its run's recipe, checked against the recorded digests), else the one the user names."""
+    from digitpipe.data import SplitRecipe
 
-    defaults = PipelineConfig(data=data, seed=seed)  # the training pipeline's split, so "held-out" means the same
-    split = split_dataset(load_dataset(data), defaults.test_fraction, defaults.val_fraction, seed)
-    return quantize_checked(path, split.train.images[:1024], split.test, output, max_drop)
+    if tracker is None:
+        if data is None or protocol is None or seed is None:
+            raise UserError("a .onnx file has no training run to rebuild its split from: --quantize needs --data, "
+                            "--protocol and --seed")
+        if protocol not in ("book", "standard"):
+            raise UserError(f"--protocol {protocol!r}: expected book or standard")
+        return SplitRecipe(data, protocol, seed).rebuild(), f"checked on the split named ({protocol}, seed {seed})"
+    if protocol is not None or seed is not None:
+        raise UserError(f"{identity['uri']} is checked on its training run's split: leave out --protocol and --seed")
+    recipe = tracker.training_split(identity["registered_model"], identity["version"])
+    if data is not None:
+        recipe = dataclasses.replace(recipe, data=data)
+    return recipe.rebuild(), f"checked on its training run's held-out part ({recipe.protocol}, seed {recipe.seed})"
 
 
 def _resolve_model(model: str, tmp: Path, config: Path, prefer_int8: bool = True):

@@ -36,7 +36,7 @@ from digitpipe.files import first_line
 from digitpipe.scorer import OnnxScorer
 
 if TYPE_CHECKING:
-    from digitpipe.data import Dataset
+    from digitpipe.data import Dataset, SplitRecipe
     from digitpipe.export import Quantization
     from digitpipe.zoo import Callback, EpochResult
 
@@ -182,6 +182,22 @@ class Tracker:
             except (MlflowException, OSError):
                 return None
 
+    def training_split(self, name: str, version: str) -> SplitRecipe:
+        """How version `version` of `name` was split by its pipeline run (params and dataset digests), to check it
+        again on the same held-out images; fractions it did not record are the defaults it then had."""
+        from digitpipe.data import SplitRecipe
+
+        try:
+            run = self.client.get_run(self.client.get_model_version(name, version).tags.get("pipeline_run_id", ""))
+        except MlflowException:
+            raise UserError(f"models:/{name}/{version}: its training run is not in the store at "
+                            f"{self.cfg.tracking_uri}, so its split is unknown") from None
+        params = run.data.params
+        digests = {tag.value: d.dataset.digest for d in run.inputs.dataset_inputs for tag in d.tags
+                   if tag.key == MLFLOW_DATASET_CONTEXT}
+        return SplitRecipe(Path(params["data"]), params.get("protocol", "book"), int(params.get("seed", 42)),
+                           float(params.get("test_fraction", 0.25)), float(params.get("val_fraction", 0.1)), digests)
+
     def register_onnx(self, run_id: str, onnx_path: Path, images: np.ndarray, tags: Mapping[str, object]) -> str:
         """Log the ONNX model on `run_id` and register it under the configured name with `tags` (plus its
         checksum, which scoring verifies before loading) in one call; returns the new version."""
@@ -296,8 +312,9 @@ class Tracker:
         # the registry's copy is the truth, not a path recorded at registration
         return _verified(self._download_onnx(name, str(mv.version), dest), mv.tags.get("onnx_sha256"), uri), identity
 
-    def record_quantization(self, identity: dict, result: Quantization) -> None:
-        """Log the int8 file (if accepted) on the version's run and the decision as version tags."""
+    def record_quantization(self, identity: dict, result: Quantization, checked_on: str) -> None:
+        """Log the int8 file (if accepted) on the version's run and the decision (and the split it was checked on)
+        as version tags."""
         if result.path is not None:
             with tempfile.TemporaryDirectory() as tmp:  # the artifact's name is fixed, whatever the user called the file
                 named = Path(shutil.copyfile(result.path, Path(tmp) / Path(INT8_ARTIFACT).name))
@@ -305,7 +322,7 @@ class Tracker:
         checksum = hashlib.sha256(result.path.read_bytes()).hexdigest() if result.path else ""
         for key, value in {"int8_status": "accepted" if result.accepted else "refused", "int8_sha256": checksum,
                            "int8_accuracy": result.int8_accuracy, "fp32_accuracy": result.fp32_accuracy,
-                           "int8_reason": result.reason()}.items():
+                           "int8_reason": f"{result.reason()}, {checked_on}"}.items():
             self.client.set_model_version_tag(identity["registered_model"], identity["version"], key, str(value))
 
     def _download_run_file(self, run_id: str, artifact: str, dest: Path) -> Path:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -65,3 +66,27 @@ def split_by_protocol(data: Dataset, protocol: str, folder: Path, test_fraction:
     if protocol == "standard":
         return split_standard(data, load_dataset(folder, part="t10k"), val_fraction, seed)
     return split_dataset(data, test_fraction, val_fraction, seed)
+
+
+@dataclass(frozen=True)
+class SplitRecipe:
+    """How a split is made, to make it again: the data, protocol, seed and fractions, and where a training run
+    recorded them, its parts' digests (by context: training, validation, evaluation) to check the result against."""
+
+    data: Path
+    protocol: str = "book"
+    seed: int = 42
+    test_fraction: float = 0.25
+    val_fraction: float = 0.1
+    digests: Mapping[str, str] = field(default_factory=dict)
+
+    def rebuild(self) -> Split:
+        """The split; a DataError naming the part whose digest differs when `data` does not reproduce it."""
+        data = load_dataset(self.data, part="train" if self.protocol == "standard" else None)
+        split = split_by_protocol(data, self.protocol, self.data, self.test_fraction, self.val_fraction, self.seed)
+        for context, part in split.parts().items():
+            recorded = self.digests.get(context)
+            if recorded and not part.digest.startswith(recorded):
+                raise DataError(self.data, f"does not reproduce the split the model was trained on: the rebuilt "
+                                f"{context} part has digest {part.digest[:16]}, the training run recorded {recorded}")
+        return split
