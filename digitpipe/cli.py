@@ -153,17 +153,17 @@ def promote(
 ) -> None:
     """Move the champion alias by hand: to --version N, or back to the previous champion with --rollback."""
     from digitpipe import promotion
-    from digitpipe.tracking import Tracker
+    from digitpipe.tracking import tracker_for
 
     if (version is None) == (not rollback):
         raise UserError("give exactly one of --version N or --rollback")
-    tracker = Tracker(load_tracking_config(config))
-    cfg = tracker.cfg
+    registry = tracker_for(load_tracking_config(config)).registry
+    cfg = registry.cfg
     if rollback:
-        restored, demoted = promotion.rollback(tracker)
+        restored, demoted = promotion.rollback(registry)
         typer.echo(f"{cfg.registered_model}: {cfg.champion_alias} -> v{restored}, {cfg.previous_alias} -> v{demoted}")
     else:
-        verdict = promotion.promote_by_hand(tracker, version)
+        verdict = promotion.promote_by_hand(registry, version)
         typer.echo(f"{cfg.registered_model}: {cfg.champion_alias} -> v{version} ({verdict.reason})")
 
 
@@ -171,10 +171,10 @@ def promote(
 def models(config: ConfigOption = Path("mlflow.yaml")) -> None:
     """The registered model's versions: aliases, held-out accuracy, and the promotion verdict of each."""
     from digitpipe.progress import print_versions
-    from digitpipe.tracking import Tracker
+    from digitpipe.tracking import tracker_for
 
-    tracker = Tracker(load_tracking_config(config))
-    print_versions(tracker.cfg.registered_model, tracker.versions())
+    registry = tracker_for(load_tracking_config(config)).registry
+    print_versions(registry.cfg.registered_model, registry.versions())
 
 
 @app.command()
@@ -262,28 +262,28 @@ def export(
     import tempfile
 
     with tempfile.TemporaryDirectory(prefix="digitpipe-model-") as tmp:
-        tracker, path, identity = _resolve_model(model, Path(tmp), config, prefer_int8=False)
+        registry, path, identity = _resolve_model(model, Path(tmp), config, prefer_int8=False)
         if not quantize:
             shutil.copyfile(path, output)
             typer.echo(f"wrote {output}")
             return
         from digitpipe.export import quantize_checked
 
-        split, checked_on = _split_to_check_on(tracker, identity, data, protocol, seed)
+        split, checked_on = _split_to_check_on(registry, identity, data, protocol, seed)
         result = quantize_checked(path, split.train.images[:1024], split.test, output, max_drop)
-    if tracker is not None:
-        tracker.record_quantization(identity, result, checked_on)
+    if registry is not None:
+        registry.record_quantization(identity, result, checked_on)
     typer.echo(f"{result.reason()}, {checked_on}" + (f" -> {output}" if result.accepted else ""))
     if not result.accepted:
         raise typer.Exit(1)
 
 
-def _split_to_check_on(tracker, identity: dict, data: Path | None, protocol: str | None, seed: int | None):
+def _split_to_check_on(registry, identity: dict, data: Path | None, protocol: str | None, seed: int | None):
     """The split whose training part calibrates int8 and whose held-out part checks it, and a phrase saying which:
     a registry version's own (its run's recipe, checked against the recorded digests), else the one the user names."""
     from digitpipe.data import SplitRecipe
 
-    if tracker is None:
+    if registry is None:
         if data is None or protocol is None or seed is None:
             raise UserError("a .onnx file has no training run to rebuild its split from: --quantize needs --data, "
                             "--protocol and --seed")
@@ -292,19 +292,19 @@ def _split_to_check_on(tracker, identity: dict, data: Path | None, protocol: str
         return SplitRecipe(data, protocol, seed).rebuild(), f"checked on the split named ({protocol}, seed {seed})"
     if protocol is not None or seed is not None:
         raise UserError(f"{identity['uri']} is checked on its training run's split: leave out --protocol and --seed")
-    recipe = tracker.training_split(identity["registered_model"], identity["version"])
+    recipe = registry.training_split(identity["registered_model"], identity["version"])
     if data is not None:
         recipe = dataclasses.replace(recipe, data=data)
     return recipe.rebuild(), f"checked on its training run's held-out part ({recipe.protocol}, seed {recipe.seed})"
 
 
 def _resolve_model(model: str, tmp: Path, config: Path, prefer_int8: bool = True):
-    """(tracker or None, local ONNX path, identity) for a registry URI or a file."""
+    """(registry or None, local ONNX path, identity) for a registry URI or a file."""
     if model.startswith("models:/"):
-        from digitpipe.tracking import Tracker
+        from digitpipe.tracking import tracker_for
 
-        tracker = Tracker(load_tracking_config(config))
-        return (tracker, *tracker.resolve(model, tmp, prefer_int8))
+        registry = tracker_for(load_tracking_config(config)).registry
+        return (registry, *registry.resolve(model, tmp, prefer_int8))
     path = Path(model)
     if not path.is_file():
         raise UserError(f"{model}: no such model file (expected a .onnx file or models:/NAME@ALIAS)")

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from digitpipe.errors import UserError
 from digitpipe.zoo import MODEL_NAMES
@@ -15,6 +15,18 @@ from digitpipe.zoo import MODEL_NAMES
 
 class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class PromotionConfig(_Frozen):
+    """The promotion gate: a challenger needs a passed ONNX parity check and all of these, against the champion on
+    the held-out images neither of them trained on (the `promotion` section of `mlflow.yaml`)."""
+
+    min_accuracy: float = Field(0.0, ge=0, le=1)  # absolute floor on held-out accuracy
+    min_margin: float = Field(0.0, ge=0, le=1)  # accuracy (as a fraction) it must beat the champion by
+    max_p_value: float = Field(0.05, gt=0, le=1)  # McNemar's test on the two models' errors must be below this
+    # Held-out images the champion trained on are left out of the comparison; with fewer than this many left
+    # (another --seed, --val-fraction or --data than the champion's), the verdict is not_comparable.
+    min_comparable_images: int = Field(200, ge=1)
 
 
 class TrackingConfig(_Frozen):
@@ -26,14 +38,17 @@ class TrackingConfig(_Frozen):
     registered_model: str = "digits"
     champion_alias: str = "champion"
     previous_alias: str = "previous_champion"  # where the champion goes when it is replaced (for --rollback)
-    # The promotion gate: a challenger needs all three, on the same held-out images as the champion, and a passed
-    # ONNX parity check.
-    min_accuracy: float = Field(0.0, ge=0, le=1)  # absolute floor on held-out accuracy
-    min_margin: float = Field(0.0, ge=0, le=1)  # accuracy (as a fraction) it must beat the champion by
-    max_p_value: float = Field(0.05, gt=0, le=1)  # McNemar's test on the two models' errors must be below this
-    # Held-out images the champion trained on are left out of the comparison; with fewer than this many left
-    # (another --seed, --val-fraction or --data than the champion's), the verdict is not_comparable.
-    min_comparable_images: int = Field(200, ge=1)
+    promotion: PromotionConfig = PromotionConfig()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _gate_keys_at_top_level(cls, values: object) -> object:
+        """Files written before the `promotion` section put the gate's keys at the top level: still read them."""
+        if isinstance(values, dict) and (flat := values.keys() & PromotionConfig.model_fields.keys()):
+            nested = dict(values.get("promotion") or {})
+            values = {k: v for k, v in values.items() if k not in flat} | {
+                "promotion": nested | {k: values[k] for k in flat}}
+        return values
 
 
 class PipelineConfig(_Frozen):

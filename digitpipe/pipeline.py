@@ -24,7 +24,7 @@ from digitpipe.zoo import SPECS, Callback, LogRegSpec, NetSpec, TrainedModel, sp
 
 if TYPE_CHECKING:
     from digitpipe.promotion import Verdict
-    from digitpipe.tracking import Tracker
+    from digitpipe.tracking import Registry
     from digitpipe.validation import ValidationReport
 
 
@@ -156,11 +156,11 @@ def trained_line(result: dict) -> str:
 SUMMARY_KEYS = ("accuracy", "run_id", "model_version", "onnx_path", "train_seconds")
 
 
-def summarise(tracker: Tracker, out_dir: Path, results: list[dict], verdict: Verdict) -> dict:
+def summarise(registry: Registry, out_dir: Path, results: list[dict], verdict: Verdict) -> dict:
     """The run's models, the verdict on its candidate, and the champion after it (which may be an earlier run's)."""
-    champion = tracker.champion()  # None only while no model has ever passed the gate
+    champion = registry.champion()  # None only while no model has ever passed the gate
     return {"models": {r["name"]: {k: r[k] for k in SUMMARY_KEYS} for r in results},
             "verdict": {"version": verdict.version, "verdict": verdict.verdict, "reason": verdict.reason},
             "champion": champion and {
                 "name": champion.model_name, "model_version": champion.version, "accuracy": champion.accuracy,
-                "onnx_path": str(tracker.local_onnx(champion, out_dir / "champion")), "promoted": verdict.promoted}}
+                "onnx_path": str(registry.local_onnx(champion, out_dir / "champion")), "promoted": verdict.promoted}}

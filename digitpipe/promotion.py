@@ -19,7 +19,7 @@ from digitpipe.data import Dataset
 from digitpipe.errors import UserError
 from digitpipe.evaluate import PairedComparison, mcnemar
 from digitpipe.scorer import OnnxScorer
-from digitpipe.tracking import Champion, Tracker
+from digitpipe.tracking import Champion, Registry
 
 
 @dataclass(frozen=True)
@@ -87,20 +87,20 @@ def gate(gate_cfg: TrackingConfig, version: str, accuracy: float, parity: str, c
     return decided("promoted", f"beats the champion: {versus}, McNemar p={comparison.p_value:.3g}")
 
 
-def promote_if_earned(tracker: Tracker, version: str, test: Dataset, predicted: np.ndarray) -> Verdict:
+def promote_if_earned(registry: Registry, version: str, test: Dataset, predicted: np.ndarray) -> Verdict:
     """Put `version` (whose predictions on `test` are `predicted`) through the gate against the current champion,
     scored on the same images; move the aliases if it wins. Read, compare and move happen under the registry lock."""
-    tags = tracker.version_tags(version)
+    tags = registry.version_tags(version)
     accuracy = float(np.mean(predicted == test.labels))
-    with tracker.promotion_lock():
-        champion = tracker.champion()
+    with registry.promotion_lock():
+        champion = registry.champion()
         if champion is not None and champion.version == version:
             return Verdict(version, "promoted", "already the champion", accuracy)
-        comparison, excluded = _compare(tracker, champion, test, predicted) if champion else (None, 0)
-        verdict = gate(tracker.cfg, version, accuracy, tags.get("onnx_parity", ""), champion, comparison, excluded)
+        comparison, excluded = _compare(registry, champion, test, predicted) if champion else (None, 0)
+        verdict = gate(registry.cfg.promotion, version, accuracy, tags.get("onnx_parity", ""), champion, comparison, excluded)
         if verdict.promoted:
-            _move_champion(tracker, version, champion)
-    tracker.set_version_tags(version, verdict.tags())
+            _move_champion(registry, version, champion)
+    registry.set_version_tags(version, verdict.tags())
     return verdict
 
 
@@ -110,60 +110,60 @@ def not_candidate(model: dict, best: dict) -> Verdict:
                    f"{best['name']} v{best['model_version']} was the best model of this pipeline run", model["accuracy"])
 
 
-def promote_by_hand(tracker: Tracker, version: str) -> Verdict:
+def promote_by_hand(registry: Registry, version: str) -> Verdict:
     """Make `version` the champion without the gate (recorded as such, with who did it)."""
-    tracker.version_tags(version)  # a clear error for a version that does not exist
-    with tracker.promotion_lock():
-        champion = tracker.champion()
+    registry.version_tags(version)  # a clear error for a version that does not exist
+    with registry.promotion_lock():
+        champion = registry.champion()
         if champion is not None and champion.version == version:
             raise UserError(f"version {version} is already the champion")
-        _move_champion(tracker, version, champion)
+        _move_champion(registry, version, champion)
     was = f" (replacing v{champion.version})" if champion else ""
     verdict = Verdict(version, "promoted_by_hand", f"promoted by hand by {_user()}{was}",
                       champion_version=champion and champion.version)
-    tracker.set_version_tags(version, verdict.tags())
+    registry.set_version_tags(version, verdict.tags())
     return verdict
 
 
-def rollback(tracker: Tracker) -> tuple[str, str]:
+def rollback(registry: Registry) -> tuple[str, str]:
     """Swap the champion and previous-champion aliases; returns (restored version, demoted version)."""
-    cfg = tracker.cfg
-    with tracker.promotion_lock():
-        previous, current = tracker.alias_version(cfg.previous_alias), tracker.alias_version(cfg.champion_alias)
+    cfg = registry.cfg
+    with registry.promotion_lock():
+        previous, current = registry.alias_version(cfg.previous_alias), registry.alias_version(cfg.champion_alias)
         if previous is None or current is None:
             raise UserError(f"nothing to roll back to: {cfg.registered_model} has no "
                             f"'{cfg.previous_alias if previous is None else cfg.champion_alias}' alias")
-        tracker.set_alias(cfg.champion_alias, previous)
-        tracker.set_alias(cfg.previous_alias, current)
+        registry.set_alias(cfg.champion_alias, previous)
+        registry.set_alias(cfg.previous_alias, current)
     stamp = f"{_now()} by {_user()}"
-    tracker.set_version_tags(previous, {"rollback": f"restored as champion from v{current} at {stamp}"})
-    tracker.set_version_tags(current, {"rollback": f"demoted by rollback to v{previous} at {stamp}"})
+    registry.set_version_tags(previous, {"rollback": f"restored as champion from v{current} at {stamp}"})
+    registry.set_version_tags(current, {"rollback": f"demoted by rollback to v{previous} at {stamp}"})
     return previous, current
 
 
-def _move_champion(tracker: Tracker, version: str, champion: Champion | None) -> None:
+def _move_champion(registry: Registry, version: str, champion: Champion | None) -> None:
     if champion is not None:
-        tracker.set_alias(tracker.cfg.previous_alias, champion.version)
-    tracker.set_alias(tracker.cfg.champion_alias, version)
+        registry.set_alias(registry.cfg.previous_alias, champion.version)
+    registry.set_alias(registry.cfg.champion_alias, version)
 
 
-def _compare(tracker: Tracker, champion: Champion, test: Dataset,
+def _compare(registry: Registry, champion: Champion, test: Dataset,
              predicted: np.ndarray) -> tuple[PairedComparison | None, int]:
     """McNemar's comparison with `champion` on the images of `test` it never trained on, and how many it did
     (None, 0 when the champion recorded no training images)."""
-    seen = tracker.trained_on(champion.version)
+    seen = registry.trained_on(champion.version)
     if seen is None:
         return None, 0
     unseen = ~np.isin(test.image_hashes(), seen)
     kept = test.subset(unseen)
-    champion_predicted = _predict_with(tracker, champion, kept) if len(kept) else predicted[:0]
+    champion_predicted = _predict_with(registry, champion, kept) if len(kept) else predicted[:0]
     return mcnemar(kept.labels, predicted[unseen], champion_predicted), len(test) - len(kept)
 
 
-def _predict_with(tracker: Tracker, champion: Champion, test: Dataset) -> np.ndarray:
+def _predict_with(registry: Registry, champion: Champion, test: Dataset) -> np.ndarray:
     """The champion's predicted digits on `test`, from its registered (checksum-verified) ONNX file."""
     with tempfile.TemporaryDirectory(prefix="digitpipe-champion-") as tmp:
-        return OnnxScorer(tracker.version_onnx(champion.version, Path(tmp))).predict(test.images)
+        return OnnxScorer(registry.version_onnx(champion.version, Path(tmp))).predict(test.images)
 
 
 def _user() -> str:

@@ -1,4 +1,6 @@
-"""The only module that talks to MLflow: runs, metrics, artifacts, the model registry and its aliases."""
+"""The only module that talks to MLflow. A Tracker is one connection to a store, shared by its two halves:
+RunLog (the experiment's runs: params, metrics, tags, artifacts, inputs) and Registry (the registered model:
+versions, their tags and files, and the aliases that name them)."""
 
 from __future__ import annotations
 
@@ -14,15 +16,14 @@ import sys
 import tempfile
 import time
 import warnings
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import mlflow
 import numpy as np
-from filelock import FileLock
 from mlflow import MlflowClient
 from mlflow.entities import DatasetInput, InputTag, Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
@@ -30,6 +31,7 @@ from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, ErrorCode
 from mlflow.tracking._tracking_service.utils import _use_tracking_uri  # private, but the only scoped form
 from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
+from digitpipe import locks
 from digitpipe.config import TrackingConfig
 from digitpipe.errors import UserError
 from digitpipe.files import first_line
@@ -64,19 +66,29 @@ def tracker_for(cfg: TrackingConfig) -> Tracker:
 
 
 class Tracker:
-    """MLflow access for one pipeline configuration; every call names its run explicitly (thread-safe for Prefect)."""
+    """One connection to the MLflow store of `cfg`: its run log and its model registry, sharing one client."""
 
-    def __init__(self, cfg: TrackingConfig) -> None:
-        self.cfg = cfg
+    def __init__(self, cfg: TrackingConfig, promotion_lock: Callable[[], AbstractContextManager] | None = None) -> None:
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # keep CLI and CI logs clean
-        self.client = MlflowClient(cfg.tracking_uri)
+        client = MlflowClient(cfg.tracking_uri)
         for noisy in ("mlflow", "alembic"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
         try:  # fail fast and clearly before any work is done, rather than mid-run
-            self.client.search_experiments(max_results=1)
+            client.search_experiments(max_results=1)
         except Exception as exc:  # MlflowException, requests' and sqlalchemy's errors: all mean "no store"
             raise UserError(f"cannot reach the MLflow tracking store at {cfg.tracking_uri} "
                             f"({first_line(exc)[:160]})") from None
+        self.cfg = cfg
+        self.runs = RunLog(client, cfg)
+        self.registry = Registry(client, cfg, promotion_lock or functools.partial(locks.local_promotion_lock,
+                                                                                 cfg.tracking_uri))
+
+
+class RunLog:
+    """The experiment's runs; every call names its run explicitly (thread-safe for Prefect's task threads)."""
+
+    def __init__(self, client: MlflowClient, cfg: TrackingConfig) -> None:
+        self.client, self.cfg = client, cfg
 
     @functools.cached_property
     def experiment_id(self) -> str:
@@ -171,32 +183,15 @@ class Tracker:
             np.save(path, hashes)
             self.client.log_artifact(run_id, str(path), str(Path(TRAINED_ON_ARTIFACT).parent))
 
-    def trained_on(self, version: str) -> np.ndarray | None:
-        """The image hashes `version` trained on, from its pipeline run; None for a version that recorded none."""
-        run_id = self.version_tags(version).get("pipeline_run_id")
-        if not run_id:
-            return None
-        with tempfile.TemporaryDirectory() as tmp:
-            try:
-                return np.load(self.client.download_artifacts(run_id, TRAINED_ON_ARTIFACT, tmp))
-            except (MlflowException, OSError):
-                return None
 
-    def training_split(self, name: str, version: str) -> SplitRecipe:
-        """How version `version` of `name` was split by its pipeline run (params and dataset digests), to check it
-        again on the same held-out images; fractions it did not record are the defaults it then had."""
-        from digitpipe.data import SplitRecipe
+class Registry:
+    """The registered model of `cfg`: versions with their tags and files, the aliases that name them, and the lock
+    under which promotion reads, compares and moves an alias."""
 
-        try:
-            run = self.client.get_run(self.client.get_model_version(name, version).tags.get("pipeline_run_id", ""))
-        except MlflowException:
-            raise UserError(f"models:/{name}/{version}: its training run is not in the store at "
-                            f"{self.cfg.tracking_uri}, so its split is unknown") from None
-        params = run.data.params
-        digests = {tag.value: d.dataset.digest for d in run.inputs.dataset_inputs for tag in d.tags
-                   if tag.key == MLFLOW_DATASET_CONTEXT}
-        return SplitRecipe(Path(params["data"]), params.get("protocol", "book"), int(params.get("seed", 42)),
-                           float(params.get("test_fraction", 0.25)), float(params.get("val_fraction", 0.1)), digests)
+    def __init__(self, client: MlflowClient, cfg: TrackingConfig,
+                 promotion_lock: Callable[[], AbstractContextManager]) -> None:
+        self.client, self.cfg = client, cfg
+        self.promotion_lock = promotion_lock
 
     def register_onnx(self, run_id: str, onnx_path: Path, images: np.ndarray, tags: Mapping[str, object]) -> str:
         """Log the ONNX model on `run_id` and register it under the configured name with `tags` (plus its
@@ -226,40 +221,19 @@ class Tracker:
                                                        model_id=info.model_id)
         return str(version.version)
 
-    def champion(self) -> Champion | None:
-        """The version holding the champion alias, or None when there is none yet."""
+    def versions(self) -> list[dict[str, str]]:
+        """Every version of the registered model, newest first, with its aliases and tags (for `digitpipe models`)."""
+        name = self.cfg.registered_model
         try:
-            mv = self.client.get_model_version_by_alias(self.cfg.registered_model, self.cfg.champion_alias)
+            aliases = self.client.get_registered_model(name).aliases
         except MlflowException:
-            return None
-        return self._describe(mv.version, mv.tags)
-
-    def _describe(self, version: str, tags: Mapping[str, str]) -> Champion:
-        return Champion(str(version), tags.get("model_name", "?"), float(tags.get("test_accuracy", "nan")),
-                        tags.get("onnx_path", ""))
-
-    @contextmanager
-    def promotion_lock(self) -> Iterator[None]:
-        """An exclusive lock per registry while an alias is read, compared and moved: a file lock beside a local
-        sqlite store. MLflow's REST API has no lock, so against a remote server the compare-and-move window is a
-        few calls wide; run promotions from one worker there (the Prefect work pool's concurrency limit)."""
-        database = self.cfg.tracking_uri.removeprefix("sqlite:///")
-        if database == self.cfg.tracking_uri:
-            yield
-            return
-        with FileLock(f"{database}.promotion.lock"):
-            yield
-
-    def alias_version(self, alias: str) -> str | None:
-        """The version `alias` points at in the configured registered model, or None."""
-        try:
-            return str(self.client.get_model_version_by_alias(self.cfg.registered_model, alias).version)
-        except MlflowException:
-            return None
-
-    def set_alias(self, alias: str, version: str) -> None:
-        """Point `alias` at `version`."""
-        self.client.set_registered_model_alias(self.cfg.registered_model, alias, version)
+            raise UserError(f"no registered model {name!r} in the registry at {self.cfg.tracking_uri}") from None
+        rows = []
+        for mv in self.client.search_model_versions(f"name='{name}'"):
+            version = str(mv.version)
+            rows.append({**mv.tags, "version": version, "created": _iso(mv.creation_timestamp), "run_id": mv.run_id,
+                         "aliases": ", ".join(sorted(a for a, v in aliases.items() if str(v) == version))})
+        return sorted(rows, key=lambda row: -int(row["version"]))
 
     def version_tags(self, version: str) -> dict[str, str]:
         """The tags of one version; a clear error if the model or version does not exist."""
@@ -274,23 +248,28 @@ class Tracker:
         for key, value in tags.items():
             self.client.set_model_version_tag(self.cfg.registered_model, version, key, str(value))
 
-    def version_onnx(self, version: str, dest: Path) -> Path:
-        """The registered fp32 ONNX file of one version, downloaded into `dest` and checked against its checksum."""
-        return self.resolve(f"models:/{self.cfg.registered_model}/{version}", dest, prefer_int8=False)[0]
-
-    def versions(self) -> list[dict[str, str]]:
-        """Every version of the registered model, newest first, with its aliases and tags (for `digitpipe models`)."""
-        name = self.cfg.registered_model
+    def champion(self) -> Champion | None:
+        """The version holding the champion alias, or None when there is none yet."""
         try:
-            aliases = self.client.get_registered_model(name).aliases
+            mv = self.client.get_model_version_by_alias(self.cfg.registered_model, self.cfg.champion_alias)
         except MlflowException:
-            raise UserError(f"no registered model {name!r} in the registry at {self.cfg.tracking_uri}") from None
-        rows = []
-        for mv in self.client.search_model_versions(f"name='{name}'"):
-            version = str(mv.version)
-            rows.append({**mv.tags, "version": version, "created": _iso(mv.creation_timestamp), "run_id": mv.run_id,
-                         "aliases": ", ".join(sorted(a for a, v in aliases.items() if str(v) == version))})
-        return sorted(rows, key=lambda row: -int(row["version"]))
+            return None
+        return self._describe(mv.version, mv.tags)
+
+    def _describe(self, version: str, tags: Mapping[str, str]) -> Champion:
+        return Champion(str(version), tags.get("model_name", "?"), float(tags.get("test_accuracy", "nan")),
+                        tags.get("onnx_path", ""))
+
+    def alias_version(self, alias: str) -> str | None:
+        """The version `alias` points at in the configured registered model, or None."""
+        try:
+            return str(self.client.get_model_version_by_alias(self.cfg.registered_model, alias).version)
+        except MlflowException:
+            return None
+
+    def set_alias(self, alias: str, version: str) -> None:
+        """Point `alias` at `version`."""
+        self.client.set_registered_model_alias(self.cfg.registered_model, alias, version)
 
     def resolve(self, uri: str, dest: Path, prefer_int8: bool = True) -> tuple[Path, dict]:
         """Download the ONNX file of `models:/NAME@ALIAS` or `models:/NAME/VERSION` (its int8 variant where one
@@ -312,25 +291,9 @@ class Tracker:
         # the registry's copy is the truth, not a path recorded at registration
         return _verified(self._download_onnx(name, str(mv.version), dest), mv.tags.get("onnx_sha256"), uri), identity
 
-    def record_quantization(self, identity: dict, result: Quantization, checked_on: str) -> None:
-        """Log the int8 file (if accepted) on the version's run and the decision (and the split it was checked on)
-        as version tags."""
-        if result.path is not None:
-            with tempfile.TemporaryDirectory() as tmp:  # the artifact's name is fixed, whatever the user called the file
-                named = Path(shutil.copyfile(result.path, Path(tmp) / Path(INT8_ARTIFACT).name))
-                self.client.log_artifact(identity["run_id"], str(named), str(Path(INT8_ARTIFACT).parent))
-        checksum = hashlib.sha256(result.path.read_bytes()).hexdigest() if result.path else ""
-        for key, value in {"int8_status": "accepted" if result.accepted else "refused", "int8_sha256": checksum,
-                           "int8_accuracy": result.int8_accuracy, "fp32_accuracy": result.fp32_accuracy,
-                           "int8_reason": f"{result.reason()}, {checked_on}"}.items():
-            self.client.set_model_version_tag(identity["registered_model"], identity["version"], key, str(value))
-
-    def _download_run_file(self, run_id: str, artifact: str, dest: Path) -> Path:
-        dest.mkdir(parents=True, exist_ok=True)
-        try:
-            return Path(self.client.download_artifacts(run_id, artifact, str(dest)))
-        except (MlflowException, OSError) as exc:
-            raise UserError(f"run {run_id}: cannot download {artifact} ({first_line(exc)[:160]})") from None
+    def version_onnx(self, version: str, dest: Path) -> Path:
+        """The registered fp32 ONNX file of one version, downloaded into `dest` and checked against its checksum."""
+        return self.resolve(f"models:/{self.cfg.registered_model}/{version}", dest, prefer_int8=False)[0]
 
     def local_onnx(self, champion: Champion, dest: Path) -> Path:
         """A local copy of a champion's ONNX file: the path recorded at registration, else downloaded."""
@@ -350,6 +313,53 @@ class Tracker:
         if found is None:
             raise UserError(f"{uri}: the registered model holds no .onnx file")
         return found
+
+    def _download_run_file(self, run_id: str, artifact: str, dest: Path) -> Path:
+        dest.mkdir(parents=True, exist_ok=True)
+        try:
+            return Path(self.client.download_artifacts(run_id, artifact, str(dest)))
+        except (MlflowException, OSError) as exc:
+            raise UserError(f"run {run_id}: cannot download {artifact} ({first_line(exc)[:160]})") from None
+
+    def record_quantization(self, identity: dict, result: Quantization, checked_on: str) -> None:
+        """Log the int8 file (if accepted) on the version's run and the decision (and the split it was checked on)
+        as version tags."""
+        if result.path is not None:
+            with tempfile.TemporaryDirectory() as tmp:  # the artifact's name is fixed, whatever the user called the file
+                named = Path(shutil.copyfile(result.path, Path(tmp) / Path(INT8_ARTIFACT).name))
+                self.client.log_artifact(identity["run_id"], str(named), str(Path(INT8_ARTIFACT).parent))
+        checksum = hashlib.sha256(result.path.read_bytes()).hexdigest() if result.path else ""
+        for key, value in {"int8_status": "accepted" if result.accepted else "refused", "int8_sha256": checksum,
+                           "int8_accuracy": result.int8_accuracy, "fp32_accuracy": result.fp32_accuracy,
+                           "int8_reason": f"{result.reason()}, {checked_on}"}.items():
+            self.client.set_model_version_tag(identity["registered_model"], identity["version"], key, str(value))
+
+    def trained_on(self, version: str) -> np.ndarray | None:
+        """The image hashes `version` trained on, from its pipeline run; None for a version that recorded none."""
+        run_id = self.version_tags(version).get("pipeline_run_id")
+        if not run_id:
+            return None
+        with tempfile.TemporaryDirectory() as tmp:
+            try:
+                return np.load(self.client.download_artifacts(run_id, TRAINED_ON_ARTIFACT, tmp))
+            except (MlflowException, OSError):
+                return None
+
+    def training_split(self, name: str, version: str) -> SplitRecipe:
+        """How version `version` of `name` was split by its pipeline run (params and dataset digests), to check it
+        again on the same held-out images; fractions it did not record are the defaults it then had."""
+        from digitpipe.data import SplitRecipe
+
+        try:
+            run = self.client.get_run(self.client.get_model_version(name, version).tags.get("pipeline_run_id", ""))
+        except MlflowException:
+            raise UserError(f"models:/{name}/{version}: its training run is not in the store at "
+                            f"{self.cfg.tracking_uri}, so its split is unknown") from None
+        params = run.data.params
+        digests = {tag.value: d.dataset.digest for d in run.inputs.dataset_inputs for tag in d.tags
+                   if tag.key == MLFLOW_DATASET_CONTEXT}
+        return SplitRecipe(Path(params["data"]), params.get("protocol", "book"), int(params.get("seed", 42)),
+                           float(params.get("test_fraction", 0.25)), float(params.get("val_fraction", 0.1)), digests)
 
 
 @contextmanager

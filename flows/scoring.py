@@ -9,7 +9,7 @@ from prefect import flow, unmapped
 
 from digitpipe.config import load_tracking_config
 from digitpipe.errors import TooManyRejected
-from digitpipe.tracking import Tracker, tracker_for
+from digitpipe.tracking import RunLog, tracker_for
 from flows import dask_runner
 from tasks.scoring import fetch_model, score_one
 
@@ -21,12 +21,12 @@ def scoring_flow(inputs: list[Path], model: str = "models:/digits@champion", suf
     """Score each file in `inputs` with `model`; fail if a file rejects more than `max_reject_fraction` of its rows."""
     tracker = tracker_for(load_tracking_config(config))
     with tempfile.TemporaryDirectory(prefix="digitpipe-model-") as tmp:
-        model_path, identity = fetch_model(tracker, model, Path(tmp))
+        model_path, identity = fetch_model(tracker.registry, model, Path(tmp))
         futures = score_one.map(unmapped(model_path), unmapped(identity), inputs, unmapped(suffix),
                                 unmapped(probabilities))
         reports = [future.result() for future in futures]
     for report in reports:
-        log_report(tracker, report)
+        log_report(tracker.runs, report)
         print(report.line())
     too_many = [r.input for r in reports if r.reject_fraction > max_reject_fraction]
     if too_many:
@@ -42,10 +42,10 @@ def score_files(inputs: list[Path], dask_address: str | None = None, dask_worker
     return scoring_flow.with_options(task_runner=dask_runner(dask_address, dask_workers))(inputs, **options)
 
 
-def log_report(tracker: Tracker, report) -> None:
+def log_report(runs: RunLog, report) -> None:
     """One MLflow run per scored file: model identity, counts and throughput."""
-    with tracker.run(f"score {Path(report.input).name}", tags={"digitpipe.kind": "scoring"}) as run_id:
-        tracker.log_params(run_id, {"input": report.input, "output": report.output, **report.model})
-        tracker.log_metrics(run_id, {"rows_scored": report.scored, "rows_rejected": report.rejected,
-                                     "reject_fraction": report.reject_fraction,
-                                     "rows_per_second": report.rows_per_second})
+    with runs.run(f"score {Path(report.input).name}", tags={"digitpipe.kind": "scoring"}) as run_id:
+        runs.log_params(run_id, {"input": report.input, "output": report.output, **report.model})
+        runs.log_metrics(run_id, {"rows_scored": report.scored, "rows_rejected": report.rejected,
+                                  "reject_fraction": report.reject_fraction,
+                                  "rows_per_second": report.rows_per_second})

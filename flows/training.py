@@ -15,7 +15,7 @@ from digitpipe.config import PipelineConfig, load_tracking_config
 from digitpipe.data import Split
 from digitpipe.files import write_json
 from digitpipe.progress import epoch_bars
-from digitpipe.tracking import tracker_for
+from digitpipe.tracking import Registry, tracker_for
 from flows import dask_runner
 from tasks.data import explore_data, load_data, split_data, validate_data
 from tasks.modeling import evaluate_model, export_model, train_model
@@ -33,33 +33,34 @@ def training_flow(cfg: PipelineConfig) -> dict:
         cfg = cfg.model_copy(update={"tracking": load_tracking_config(Path("mlflow.yaml"))})
     device = runtime.pick_device() if pipeline.trains_nets(cfg.models) else "cpu"
     tracker = tracker_for(cfg.tracking)  # an unreachable tracking server fails the run here, before any work
+    runs, registry = tracker.runs, tracker.registry
     data = load_data(cfg.data, cfg.protocol)
     checked = cfg.out_dir / "validation" / data.digest[:16]  # per dataset: the GX data docs and report
     validation = validate_data(data, cfg.min_rows, checked / "data_docs")
     log.info(f"validated {len(data):,} images from {data.source}: {validation.summary()}")
     split = split_data(data, cfg)
     log.info("split ({}): {}".format(cfg.protocol, ", ".join(f"{k} {v:,}" for k, v in split.sizes().items())))
-    for run_id in tracker.fail_orphaned_runs():
+    for run_id in runs.fail_orphaned_runs():
         log.info(f"marked run {run_id} FAILED: the process that ran it is gone")
     lineage = {**runtime.lineage(), "prefect.flow_run_id": str(flow_run.get_id()), "data_digest": data.digest}
-    with tracker.run("pipeline", tags=lineage) as parent_id:
-        tracker.log_inputs(parent_id, pipeline.run_params(cfg, split, device), split.parts(), cfg.data)
+    with runs.run("pipeline", tags=lineage) as parent_id:
+        runs.log_inputs(parent_id, pipeline.run_params(cfg, split, device), split.parts(), cfg.data)
         write_json(checked / "validation.json", validation.as_dict())
-        tracker.log_metrics(parent_id, {"validation_seconds": validation.seconds})
-        tracker.log_artifacts(parent_id, checked, "validation")
-        tracker.log_artifacts(parent_id, explore_data(data, cfg.out_dir / "eda"), "eda")
-        tracker.log_trained_on(parent_id, split.seen_in_training())
+        runs.log_metrics(parent_id, {"validation_seconds": validation.seconds})
+        runs.log_artifacts(parent_id, checked, "validation")
+        runs.log_artifacts(parent_id, explore_data(data, cfg.out_dir / "eda"), "eda")
+        runs.log_trained_on(parent_id, split.seen_in_training())
         futures = [train_one.submit(name, cfg, split, device, parent_id, lineage) for name in cfg.models]
         results = []
         for future in futures:
             results.append(future.result())
             log.info(pipeline.trained_line(results[-1]))
-        tracker.log_artifacts(parent_id, pipeline.write_comparison(results, cfg.out_dir / parent_id / "comparison"))
-        verdict = promote_best(tracker, results, split)
-        tracker.log_metrics(parent_id, {f"{r['name']}_test_accuracy": r["accuracy"] for r in results})
-        tracker.set_tags(parent_id, {"verdict": verdict.verdict, "verdict_reason": verdict.reason})
+        runs.log_artifacts(parent_id, pipeline.write_comparison(results, cfg.out_dir / parent_id / "comparison"))
+        verdict = promote_best(registry, results, split)
+        runs.log_metrics(parent_id, {f"{r['name']}_test_accuracy": r["accuracy"] for r in results})
+        runs.set_tags(parent_id, {"verdict": verdict.verdict, "verdict_reason": verdict.reason})
     log.info(f"v{verdict.version} {verdict.verdict}: {verdict.reason}")
-    summary = pipeline.summarise(tracker, cfg.out_dir, results, verdict)
+    summary = pipeline.summarise(registry, cfg.out_dir, results, verdict)
     if cfg.summary:
         write_json(cfg.summary, summary)
     return summary
@@ -77,20 +78,21 @@ def with_runner(dask_address: str | None = None, dask_workers: int = 0):
 def train_one(name: str, cfg: PipelineConfig, split: Split, device: str, parent_id: str, lineage: dict) -> dict:
     """One model from training to a registered version, in its own MLflow run under the pipeline's."""
     tracker = tracker_for(cfg.tracking)  # by config, not passed: a Dask worker gets the config, not a client
-    with tracker.run(name, parent_id=parent_id, tags=lineage) as run_id:
+    runs = tracker.runs
+    with runs.run(name, parent_id=parent_id, tags=lineage) as run_id:
         folder = cfg.out_dir / parent_id / name
         spec = pipeline.model_spec(name, cfg)
-        tracker.log_inputs(run_id, {"model": name, "seed": cfg.seed, "device": device, **vars(spec)},
+        runs.log_inputs(run_id, {"model": name, "seed": cfg.seed, "device": device, **vars(spec)},
                            {"training": split.train, "evaluation": split.test}, cfg.data)
         with epoch_bars(name, spec, cfg.progress) as bars:
-            trained = train_model(name, cfg, split, device, [tracker.epoch_logger(run_id), *bars])
+            trained = train_model(name, cfg, split, device, [runs.epoch_logger(run_id), *bars])
         evaluation, predicted = evaluate_model(trained, split.test, folder)
         onnx_path = export_model(trained, split.test, predicted, folder)
-        tracker.log_metrics(run_id, {**evaluation.metrics(), "train_seconds": trained.train_seconds,
+        runs.log_metrics(run_id, {**evaluation.metrics(), "train_seconds": trained.train_seconds,
                                      "epochs_run": len(trained.history)})
-        tracker.set_tags(run_id, {"stop_reason": trained.stop_reason})
-        tracker.log_artifacts(run_id, folder, "report")
-        version = register_model(tracker, run_id, onnx_path, split.test.images[:5], {
+        runs.set_tags(run_id, {"stop_reason": trained.stop_reason})
+        runs.log_artifacts(run_id, folder, "report")
+        version = register_model(tracker.registry, run_id, onnx_path, split.test.images[:5], {
             "model_name": name, "test_accuracy": evaluation.accuracy, "onnx_path": onnx_path.resolve(),
             "onnx_parity": "passed", "pipeline_run_id": parent_id,
             **{k: v for k, v in lineage.items() if not k.startswith("version.")}})  # versions: on the run
@@ -100,9 +102,9 @@ def train_one(name: str, cfg: PipelineConfig, split: Split, device: str, parent_
             "stop_reason": trained.stop_reason, "predicted": predicted}
 
 
-def promote_best(tracker, results: list[dict], split: Split) -> promotion.Verdict:
+def promote_best(registry: Registry, results: list[dict], split: Split) -> promotion.Verdict:
     """The run's best model goes through the promotion gate; the others are recorded as not candidates."""
     best, others = pipeline.best_of(results)
     for other in others:
-        record_verdict(tracker, promotion.not_candidate(other, best))
-    return promote_champion(tracker, best["model_version"], split.test, best["predicted"])
+        record_verdict(registry, promotion.not_candidate(other, best))
+    return promote_champion(registry, best["model_version"], split.test, best["predicted"])

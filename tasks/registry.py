@@ -8,23 +8,23 @@ from prefect.cache_policies import NO_CACHE
 
 from digitpipe.data import Dataset
 from digitpipe.promotion import Verdict, promote_if_earned
-from digitpipe.tracking import Tracker
+from digitpipe.tracking import Registry
 from tasks import IO_RETRIES
 
 
 @task(cache_policy=NO_CACHE, **IO_RETRIES)
-def register_model(tracker: Tracker, run_id: str, onnx_path: Path, images: np.ndarray, tags: dict) -> str:
+def register_model(registry: Registry, run_id: str, onnx_path: Path, images: np.ndarray, tags: dict) -> str:
     """Register the ONNX model under the configured name; returns the new version."""
-    return tracker.register_onnx(run_id, onnx_path, images, tags)
+    return registry.register_onnx(run_id, onnx_path, images, tags)
 
 
 @task(cache_policy=NO_CACHE, **IO_RETRIES)
-def promote_champion(tracker: Tracker, version: str, test: Dataset, predicted: np.ndarray) -> Verdict:
+def promote_champion(registry: Registry, version: str, test: Dataset, predicted: np.ndarray) -> Verdict:
     """Move the champion alias to `version` only if it passes the promotion gate against the current champion."""
-    return promote_if_earned(tracker, version, test, predicted)
+    return promote_if_earned(registry, version, test, predicted)
 
 
 @task(cache_policy=NO_CACHE, **IO_RETRIES)
-def record_verdict(tracker: Tracker, verdict: Verdict) -> None:
+def record_verdict(registry: Registry, verdict: Verdict) -> None:
     """Write a decision about a version as its tags."""
-    tracker.set_version_tags(verdict.version, verdict.tags())
+    registry.set_version_tags(verdict.version, verdict.tags())

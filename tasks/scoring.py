@@ -7,14 +7,14 @@ from prefect.cache_policies import NO_CACHE
 
 from digitpipe.scorer import OnnxScorer
 from digitpipe.scoring import ScoreReport, score_file
-from digitpipe.tracking import Tracker
+from digitpipe.tracking import Registry
 from tasks import IO_RETRIES
 
 
 @task(cache_policy=NO_CACHE, **IO_RETRIES)
-def fetch_model(tracker: Tracker, uri: str, dest: Path) -> tuple[Path, dict]:
+def fetch_model(registry: Registry, uri: str, dest: Path) -> tuple[Path, dict]:
     """Download the registered ONNX model named by `uri`."""
-    return tracker.resolve(uri, dest)
+    return registry.resolve(uri, dest)
 
 
 @task(cache_policy=NO_CACHE, task_run_name="score-{input_path.name}")

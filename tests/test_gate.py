@@ -44,7 +44,8 @@ def test_a_champion_of_another_split_is_compared_only_on_images_new_to_it(fixtur
     client = MlflowClient(mlflow_store)
     assert client.get_model_version_by_alias("digits-gate", "champion").version == int(champion)
 
-    lenient = tracking.model_copy(update={"min_comparable_images": 10})
+    lenient = tracking.model_copy(update={"promotion": tracking.promotion.model_copy(
+        update={"min_comparable_images": 10})})
     compared = _run(fixture_dir, lenient, tmp_path, seed=7)
     version = compared["verdict"]["version"]
     tags = client.get_model_version("digits-gate", version).tags

@@ -256,12 +256,12 @@ def _promote(uri: str, name: str, version: str, data: Path, start: float) -> boo
     from digitpipe.promotion import promote_if_earned
     from digitpipe.tracking import Tracker
 
-    tracker = Tracker(TrackingConfig(tracking_uri=uri, registered_model=name))
+    registry = Tracker(TrackingConfig(tracking_uri=uri, registered_model=name)).registry
     test = split_dataset(load_dataset(data)).test
     with tempfile.TemporaryDirectory() as tmp:
-        predicted = OnnxScorer(tracker.version_onnx(version, Path(tmp))).predict(test.images)
+        predicted = OnnxScorer(registry.version_onnx(version, Path(tmp))).predict(test.images)
     time.sleep(max(0.0, start - time.time()))  # both processes promote at the same moment
-    return promote_if_earned(tracker, version, test, predicted).promoted
+    return promote_if_earned(registry, version, test, predicted).promoted
 
 
 def test_concurrent_promotions_leave_the_better_model_champion(first_run, fixture_dir, tracking):

@@ -15,6 +15,24 @@ def test_repo_mlflow_yaml_loads_with_the_documented_defaults(monkeypatch):
     cfg = load_tracking_config(ROOT / "mlflow.yaml")
     assert cfg.registered_model == "digits" and cfg.champion_alias == "champion"
     assert cfg.tracking_uri.startswith("sqlite:///")
+    assert (cfg.promotion.min_accuracy, cfg.promotion.min_comparable_images) == (0.85, 200)
+
+
+def test_gate_settings_at_the_top_level_are_still_read(tmp_path, monkeypatch):
+    """mlflow.yaml files written before the `promotion` section had the gate's keys at the top level."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    path = tmp_path / "mlflow.yaml"
+    path.write_text("registered_model: old\nmin_accuracy: 0.5\nmax_p_value: 0.01\n")
+    cfg = load_tracking_config(path)
+    assert (cfg.registered_model, cfg.promotion.min_accuracy, cfg.promotion.max_p_value) == ("old", 0.5, 0.01)
+
+
+def test_a_bad_gate_setting_names_its_section(tmp_path, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    path = tmp_path / "mlflow.yaml"
+    path.write_text("promotion:\n  min_accuracy: 2\n")
+    with pytest.raises(UserError, match=r"mlflow.yaml: promotion.min_accuracy: Input should be less than or equal"):
+        load_tracking_config(path)
 
 
 def test_environment_overrides_tracking_uri(monkeypatch, tmp_path):

@@ -3,12 +3,12 @@
 import numpy as np
 import pytest
 
-from digitpipe.config import TrackingConfig
+from digitpipe.config import PromotionConfig
 from digitpipe.evaluate import mcnemar
 from digitpipe.promotion import gate
 from digitpipe.tracking import Champion
 
-GATE = TrackingConfig(min_accuracy=0.9, min_margin=0.001, max_p_value=0.05)
+GATE = PromotionConfig(min_accuracy=0.9, min_margin=0.001, max_p_value=0.05)
 CHAMPION = Champion("3", "logreg", 0.90, "")
 
 

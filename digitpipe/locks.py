@@ -1,0 +1,21 @@
+"""The lock under which a promotion reads, compares and moves the champion alias (no MLflow, no Prefect here)."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+from filelock import FileLock
+
+
+@contextlib.contextmanager
+def local_promotion_lock(tracking_uri: str) -> Iterator[None]:
+    """An exclusive file lock beside a local sqlite store, seen by every process on this machine. MLflow's REST API
+    has no lock, so against a remote server this is no lock at all: the compare-and-move window is a few calls
+    wide; run promotions from one worker there, or give Tracker a lock every worker sees."""
+    database = tracking_uri.removeprefix("sqlite:///")
+    if database == tracking_uri:
+        yield
+        return
+    with FileLock(f"{database}.promotion.lock"):
+        yield
