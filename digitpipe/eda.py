@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import html
-import json
-import os
 from pathlib import Path
 
 import numpy as np
 
 from digitpipe.data.dataset import N_CLASSES, Dataset
+from digitpipe.files import write_json, write_text
 from digitpipe.plots import block_histograms_png, mean_digits_png, sample_digits_png
 
 CENTRE_BLOCK = (376, 377, 404, 405)  # the book's central 2x2 pixels (row 13-14, column 12-13)
@@ -33,7 +32,7 @@ def write_report(data: Dataset, out_dir: Path) -> Path:
     """Pictures, summary.json and report.html in `out_dir`; returns the HTML page."""
     out_dir.mkdir(parents=True, exist_ok=True)
     summary = describe(data)
-    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    write_json(out_dir / "summary.json", summary)
     pictures = [("Sample digits, upright", sample_digits_png(data, out_dir / "sample_digits.png"))]
     if data.labels is not None:
         pictures += [
@@ -41,11 +40,7 @@ def write_report(data: Dataset, out_dir: Path) -> Path:
              block_histograms_png(data, CENTRE_BLOCK, out_dir / "centre_block_histograms.png")),
             ("Mean image of each digit", mean_digits_png(data, out_dir / "mean_digits.png")),
         ]
-    page = out_dir / "report.html"
-    tmp = page.with_name(page.name + ".tmp")
-    tmp.write_text(_html(summary, pictures))
-    os.replace(tmp, page)
-    return page
+    return write_text(out_dir / "report.html", _html(summary, pictures))  # last and atomic: its presence means done
 
 
 def _html(summary: dict, pictures: list[tuple[str, Path]]) -> str:

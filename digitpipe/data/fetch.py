@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from digitpipe.errors import UserError
+from digitpipe.files import atomic_path
 
 # MD5 of the canonical .gz files (as published with MNIST); a download must match to be kept.
 MNIST_MD5 = {
@@ -65,26 +66,28 @@ def fetch(dest: Path | None = None, mirrors: Sequence[str] = DEFAULT_MIRRORS, fi
 def _download_verified(url: str, target: Path, digest: str, attempts: int, backoff: float, timeout: float,
                        progress) -> str | None:
     """Download `url` to `target` if its MD5 is `digest`; returns None on success, else why not."""
-    part = target.with_name(target.name + ".part")
     error = "not tried"
     for attempt in range(attempts):
         if attempt:
             time.sleep(backoff * 2 ** (attempt - 1))
         try:
-            got = _download(url, part, timeout, progress)
-        except (urllib.error.URLError, http.client.HTTPException, OSError) as exc:  # network trouble: try again
-            part.unlink(missing_ok=True)
-            error = str(getattr(exc, "reason", None) or exc or type(exc).__name__)[:120]
-            continue
-        if got == digest:
-            os.replace(part, target)
+            with atomic_path(target) as part:  # renamed to `target` only if the block ends without an error
+                got = _download(url, part, timeout, progress, target.name)
+                if got != digest:
+                    raise _ChecksumMismatch(f"checksum mismatch (MD5 {got}, expected {digest})")
             return None
-        part.unlink()
-        return f"checksum mismatch (MD5 {got}, expected {digest})"  # a bad file stays bad: next mirror
+        except _ChecksumMismatch as exc:  # a bad file stays bad: the next mirror, not another attempt
+            return str(exc)
+        except (urllib.error.URLError, http.client.HTTPException, OSError) as exc:  # network trouble: try again
+            error = str(getattr(exc, "reason", None) or exc or type(exc).__name__)[:120]
     return error
 
 
-def _download(url: str, part: Path, timeout: float, progress) -> str:
+class _ChecksumMismatch(Exception):
+    pass
+
+
+def _download(url: str, part: Path, timeout: float, progress, name: str) -> str:
     """Stream `url` into `part`; returns the MD5 of what was written; raises if the body is cut short."""
     h = hashlib.md5()
     with urllib.request.urlopen(url, timeout=timeout) as response, part.open("wb") as out:
@@ -95,7 +98,7 @@ def _download(url: str, part: Path, timeout: float, progress) -> str:
             h.update(chunk)
             done += len(chunk)
             if progress:
-                progress(part.name.removesuffix(".part"), done, total)
+                progress(name, done, total)
         if total is not None and done != total:
             raise OSError(f"connection closed after {done} of {total} bytes")
     return h.hexdigest()

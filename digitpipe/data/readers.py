@@ -31,20 +31,28 @@ def load_dataset(path: str | Path, part: str | None = None) -> Dataset:
     """Read digits from an IDX folder (its `part`, train or t10k; by default train where present, else t10k), an
     IDX images file, a Kaggle CSV, a Parquet table or a PNG folder, whichever `path` is."""
     path = Path(path)
+    kind = data_format(path)
+    if kind == "images":
+        return read_image_folder(path)
+    if kind == "idx":
+        return read_idx_pair(*(find_idx_pair(path, part) if path.is_dir() else (path, labels_beside(path))))
+    return read_parquet(path) if kind == "parquet" else read_kaggle_csv(path)
+
+
+def data_format(path: Path) -> str:
+    """What `path` holds, by its content: "images" (a PNG/JPEG folder), "idx" (an IDX folder or images file),
+    "parquet" or "csv" (a Kaggle CSV, plain or gzipped). The one place that decides; a clear error otherwise."""
     if not path.exists():
         raise DataError(path, "no such file or directory")
     if path.is_dir():
-        if _has_images(path):
-            return read_image_folder(path)
-        images, labels = find_idx_pair(path, part)
-        return read_idx_pair(images, labels)
+        return "images" if _has_images(path) else "idx"
     head = _head(path)
     if head.startswith(b"PAR1"):
-        return read_parquet(path)
+        return "parquet"
     if head[:3] == b"\x00\x00\x08":  # IDX of unsigned bytes; read_idx checks it is an images file
-        return read_idx_pair(path, labels_beside(path))
+        return "idx"
     if head.startswith((b"label", b"pixel0")) or ".csv" in path.suffixes:
-        return read_kaggle_csv(path)
+        return "csv"
     raise DataError(path, "neither an MNIST IDX file nor a Kaggle CSV (label,pixel0..pixel783)")
 
 
@@ -267,8 +275,13 @@ def _checked_ints(path: Path, frame: pd.DataFrame, low: int, high: int, what: st
     bad = (values < low) | (values > high)
     if bad.any():
         row, col = np.argwhere(bad)[0]
-        raise DataError(path, f"row {row + 1}, column {frame.columns[col]}: {values[row, col]} is outside {low}..{high}")
+        raise DataError(path, f"row {row + 1}: {out_of_range(frame.columns[col], values[row, col], low, high)}")
     return values
+
+
+def out_of_range(column: str, value: int, low: int, high: int) -> str:
+    """The one wording of a value outside its range: the readers' refusal and the streaming scorer's reject reason."""
+    return f"{column} = {value} is outside {low}..{high}"
 
 
 def _first_bad_row(column: pd.Series) -> str:

@@ -23,13 +23,16 @@ from digitpipe.data.readers import (
     IDX_LABELS_MAGIC,
     PIXEL_COLUMNS,
     check_columns,
+    data_format,
     find_idx_pair,
     gzip_errors,
     labels_beside,
     open_maybe_gzip,
+    out_of_range,
     read_csv_header,
     read_idx,
     read_idx_header,
+    read_image_folder,
 )
 from digitpipe.errors import DataError
 
@@ -45,20 +48,22 @@ class Chunk:
 
 
 def stream_chunks(path: Path, chunk_rows: int) -> Iterator[Chunk]:
-    """Chunks of `path`: Kaggle CSV (plain or gz), IDX images file or folder, or Parquet."""
+    """Chunks of `path`: Kaggle CSV (plain or gz), IDX images file or folder, Parquet, or a PNG folder (read whole:
+    image folders are small)."""
     path = Path(path)
-    if not path.exists():
-        raise DataError(path, "no such file or directory")
-    if path.is_dir() or _starts_with(path, b"\x00\x00\x08"):
+    kind = data_format(path)
+    if kind == "images":
+        return _folder_chunks(path, chunk_rows)
+    if kind == "idx":
         return _idx_chunks(path, chunk_rows)
-    if path.suffix == ".parquet" or _starts_with(path, b"PAR1"):
-        return _parquet_chunks(path, chunk_rows)
-    return _csv_chunks(path, chunk_rows)
+    return _parquet_chunks(path, chunk_rows) if kind == "parquet" else _csv_chunks(path, chunk_rows)
 
 
-def _starts_with(path: Path, magic: bytes) -> bool:
-    with gzip_errors(path), open_maybe_gzip(path) as f:
-        return f.read(len(magic)) == magic
+def _folder_chunks(path: Path, chunk_rows: int) -> Iterator[Chunk]:
+    data = read_image_folder(path)
+    for start in range(0, len(data), chunk_rows):
+        part = data.subset(np.arange(start, min(start + chunk_rows, len(data))))
+        yield Chunk(np.arange(start + 1, start + len(part) + 1), part.images, part.labels)
 
 
 def _csv_chunks(path: Path, chunk_rows: int) -> Iterator[Chunk]:
@@ -117,10 +122,10 @@ def _checked_chunk(rows: np.ndarray, values: np.ndarray, labelled: bool, rejects
     bad_label = (labels < 0) | (labels >= N_CLASSES) if labelled else np.zeros(len(rows), bool)
     for i in np.flatnonzero(bad.any(axis=1) | bad_label):
         if bad_label[i]:
-            rejects.append((int(rows[i]), f"label {labels[i]} outside 0..9"))
+            rejects.append((int(rows[i]), out_of_range("label", labels[i], 0, N_CLASSES - 1)))
         else:
             col = int(np.argmax(bad[i]))
-            rejects.append((int(rows[i]), f"pixel{col} = {pixels[i, col]} outside 0..255"))
+            rejects.append((int(rows[i]), out_of_range(f"pixel{col}", pixels[i, col], 0, 255)))
     keep = ~(bad.any(axis=1) | bad_label)
     images = pixels[keep].astype(np.uint8).reshape(-1, 28, 28)
     return Chunk(rows[keep], images, None if labels is None else labels[keep], sorted(rejects))

@@ -60,8 +60,8 @@ def test_malformed_rows_are_rejected_with_reasons_and_the_rest_scored(tmp_path, 
     rejects = pd.read_csv(tmp_path / "out.csv.rejects.csv")
     assert rejects.row.tolist() == [3, 5, 8, 9, 12]
     assert rejects.reason.tolist() == [
-        "expected 784 fields, found 785", "non-integer value 'x'", "pixel0 = 256 outside 0..255",
-        "pixel0 = -1 outside 0..255", "non-integer value '0.5'"]
+        "expected 784 fields, found 785", "non-integer value 'x'", "pixel0 = 256 is outside 0..255",
+        "pixel0 = -1 is outside 0..255", "non-integer value '0.5'"]
     scored = pd.read_csv(tmp_path / "out.csv")
     assert scored.ImageId.tolist() == [r for r in range(1, 21) if r not in (3, 5, 8, 9, 12)]
     assert (report.scored, report.rejected) == (15, 5)
