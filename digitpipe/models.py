@@ -6,6 +6,8 @@ exported ONNX graph has the same contract as the training code.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
@@ -19,24 +21,16 @@ class PixelNorm(nn.Module):
         return (x / 255.0 - MNIST_MEAN) / MNIST_STD
 
 
-class MLP(nn.Module):
-    """The book's single hidden layer: 784 -> 50 sigmoid units -> 10."""
+class DenseNet(nn.Module):
+    """Fully connected layers of `widths` (784 first, 10 last) with `activation` between them: the book's
+    single hidden layer (784-50-10, sigmoid) and its deep net (784-128-64-10, ReLU)."""
 
-    def __init__(self, hidden: int = 50) -> None:
+    def __init__(self, widths: tuple[int, ...], activation: type[nn.Module]) -> None:
         super().__init__()
-        self.net = nn.Sequential(PixelNorm(), nn.Flatten(), nn.Linear(784, hidden), nn.Sigmoid(), nn.Linear(hidden, 10))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
-
-
-class DNN(nn.Module):
-    """The book's deep net: 784-128-64-10 with ReLU."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.net = nn.Sequential(PixelNorm(), nn.Flatten(), nn.Linear(784, 128), nn.ReLU(), nn.Linear(128, 64),
-                                 nn.ReLU(), nn.Linear(64, 10))
+        layers: list[nn.Module] = [PixelNorm(), nn.Flatten()]
+        for n_in, n_out in zip(widths, widths[1:]):
+            layers += [nn.Linear(n_in, n_out), activation()]
+        self.net = nn.Sequential(*layers[:-1])  # no activation after the last layer: it gives scores
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
@@ -87,7 +81,12 @@ class FastCNN(nn.Module):
         return self.head(x.flatten(1))
 
 
-NETS: dict[str, type[nn.Module]] = {"mlp": MLP, "dnn": DNN, "lenet": LeNet, "fastcnn": FastCNN}
+NETS: dict[str, Callable[[], nn.Module]] = {
+    "mlp": lambda: DenseNet((784, 50, 10), nn.Sigmoid),
+    "dnn": lambda: DenseNet((784, 128, 64, 10), nn.ReLU),
+    "lenet": LeNet,
+    "fastcnn": FastCNN,
+}
 
 
 def build_net(name: str) -> nn.Module:

@@ -41,7 +41,7 @@ def prefect_api() -> Iterator[str]:
     if url:
         yield url
         return
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1", "PREFECT__SERVER_FINAL": "1",
            "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
     server = subprocess.Popen(
@@ -77,7 +77,8 @@ def wait_until_ready(url: str, timeout: float = 120.0) -> None:
         time.sleep(0.05)
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A loopback TCP port nothing listens on right now."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -12,13 +11,6 @@ import urllib.request
 from pathlib import Path
 
 BIN = Path(sys.executable).parent  # the virtualenv's console scripts (prefect, mlflow)
-
-
-def free_port() -> int:
-    """A TCP port nothing listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def start_mlflow_server(folder: Path, port: int) -> subprocess.Popen:

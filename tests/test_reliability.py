@@ -14,8 +14,9 @@ import pytest
 import torch
 from mlflow import MlflowClient
 
+from flows.api import free_port
 from tests.conftest import ROOT
-from tests.servers import free_port, start_mlflow_server, stop
+from tests.servers import start_mlflow_server, stop
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_api")]
 DEMO = ROOT / "data" / "demo"

@@ -15,8 +15,9 @@ import yaml
 from mlflow import MlflowClient
 
 from digitpipe.config import PipelineConfig, TrackingConfig
+from flows.api import free_port
 from tests.conftest import ROOT
-from tests.servers import BIN, free_port, start_mlflow_server, start_prefect_server, stop
+from tests.servers import BIN, start_mlflow_server, start_prefect_server, stop
 
 pytestmark = [pytest.mark.slow, pytest.mark.servers]
 DEMO = ROOT / "data" / "demo"

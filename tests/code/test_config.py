@@ -18,19 +18,21 @@ def test_repo_mlflow_yaml_loads_with_the_documented_defaults(monkeypatch):
     assert (cfg.promotion.min_accuracy, cfg.promotion.min_comparable_images) == (0.85, 200)
 
 
+def _config_file(tmp_path, monkeypatch, text: str) -> Path:
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    (tmp_path / "mlflow.yaml").write_text(text)
+    return tmp_path / "mlflow.yaml"
+
+
 def test_gate_settings_at_the_top_level_are_still_read(tmp_path, monkeypatch):
     """mlflow.yaml files written before the `promotion` section had the gate's keys at the top level."""
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    path = tmp_path / "mlflow.yaml"
-    path.write_text("registered_model: old\nmin_accuracy: 0.5\nmax_p_value: 0.01\n")
-    cfg = load_tracking_config(path)
+    cfg = load_tracking_config(_config_file(tmp_path, monkeypatch, "registered_model: old\nmin_accuracy: 0.5\n"
+                                                                   "max_p_value: 0.01\n"))
     assert (cfg.registered_model, cfg.promotion.min_accuracy, cfg.promotion.max_p_value) == ("old", 0.5, 0.01)
 
 
 def test_a_bad_gate_setting_names_its_section(tmp_path, monkeypatch):
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    path = tmp_path / "mlflow.yaml"
-    path.write_text("promotion:\n  min_accuracy: 2\n")
+    path = _config_file(tmp_path, monkeypatch, "promotion:\n  min_accuracy: 2\n")
     with pytest.raises(UserError, match=r"mlflow.yaml: promotion.min_accuracy: Input should be less than or equal"):
         load_tracking_config(path)
 
@@ -41,9 +43,7 @@ def test_environment_overrides_tracking_uri(monkeypatch, tmp_path):
 
 
 def test_unknown_setting_is_a_user_error(tmp_path, monkeypatch):
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    path = tmp_path / "mlflow.yaml"
-    path.write_text("registred_model: typo\n")
+    path = _config_file(tmp_path, monkeypatch, "registred_model: typo\n")
     with pytest.raises(UserError, match="registred_model"):
         load_tracking_config(path)
 
