@@ -19,7 +19,7 @@ class _Frozen(BaseModel):
 
 class PromotionConfig(_Frozen):
     """The promotion gate: a challenger needs a passed ONNX parity check and all of these, against the champion on
-    the held-out images neither of them trained on (the `promotion` section of `mlflow.yaml`)."""
+    the held-out digits neither of them trained on (the `promotion` section of `mlflow.yaml`)."""
 
     min_accuracy: float = Field(0.0, ge=0, le=1)  # absolute floor on held-out accuracy
     min_margin: float = Field(0.0, ge=0, le=1)  # accuracy (as a fraction) it must beat the champion by
@@ -27,6 +27,11 @@ class PromotionConfig(_Frozen):
     # Held-out images the champion trained on are left out of the comparison; with fewer than this many left
     # (another --seed, --val-fraction or --data than the champion's), the verdict is not_comparable.
     min_comparable_images: int = Field(200, ge=1)
+    # (c) Robustness on the perturbation suite (digitpipe.robustness): the challenger may be less robust than the
+    # champion by at most this (a fraction; 0.005 = 0.5 points), judged by the one-sided 95% lower bound of a
+    # bootstrap over digits; and, if set, its robust accuracy must reach the floor.
+    robust_margin: float = Field(0.005, ge=0, le=1)
+    min_robust_accuracy: float | None = Field(None, ge=0, le=1)
 
 
 class TrackingConfig(_Frozen):

@@ -24,6 +24,7 @@ from digitpipe.zoo import SPECS, Callback, LogRegSpec, NetSpec, TrainedModel, sp
 
 if TYPE_CHECKING:
     from digitpipe.promotion import Verdict
+    from digitpipe.robustness import Robustness, Suite
     from digitpipe.tracking import Registry
     from digitpipe.validation import ValidationReport
 
@@ -124,6 +125,20 @@ def export_checked(trained: TrainedModel, test: Dataset, predicted: np.ndarray, 
     return path
 
 
+def check_robustness(onnx_path: Path, suite: Suite, folder: Path) -> Robustness:
+    """The exported model on the perturbation suite: metrics, robustness.json and the flipped digits' picture."""
+    from digitpipe import plots
+    from digitpipe.robustness import COPIES, measure
+    from digitpipe.scorer import OnnxScorer
+
+    result, predicted = measure(OnnxScorer(onnx_path).predict, suite)
+    write_json(folder / "robustness.json", {**suite.tags(), **result.metrics(), "clean_accuracy": result.clean_accuracy})
+    plots.flips_png(suite.digits.images, suite.digits.labels, predicted[0], suite.images, predicted[1:],
+                    [f"{family} {strength}" for family, strength in COPIES], folder / "flips.png",
+                    f"{folder.name}: robust accuracy {result.robust_accuracy:.2%}")
+    return result
+
+
 def write_comparison(rows: list[dict], folder: Path) -> Path:
     """The run's models side by side: comparison.md and comparison.png in `folder`."""
     from digitpipe.plots import comparison_png
@@ -149,11 +164,12 @@ def best_of(results: list[dict]) -> tuple[dict, list[dict]]:
 
 def trained_line(result: dict) -> str:
     """The stage line for one trained and registered model."""
-    return (f"trained {result['name']}: {result['accuracy']:.2%} held-out accuracy in {result['train_seconds']:.1f} s,"
-            f" registered v{result['model_version']}")
+    return (f"trained {result['name']}: {result['accuracy']:.2%} held-out accuracy "
+            f"({result['robust_accuracy']:.2%} perturbed) in {result['train_seconds']:.1f} s, "
+            f"registered v{result['model_version']}")
 
 
-SUMMARY_KEYS = ("accuracy", "run_id", "model_version", "onnx_path", "train_seconds")
+SUMMARY_KEYS = ("accuracy", "robust_accuracy", "run_id", "model_version", "onnx_path", "train_seconds")
 
 
 def summarise(registry: Registry, out_dir: Path, results: list[dict], verdict: Verdict) -> dict:

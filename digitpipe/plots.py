@@ -1,5 +1,6 @@
-"""Matplotlib (Agg) pictures: a model's confusion matrix, learning curves, most confidently wrong digits and
-feature maps; a run's comparison chart; the exploration's sample digits, centre-block histograms and mean digits."""
+"""Matplotlib (Agg) pictures: a model's confusion matrix, learning curves, most confidently wrong digits, feature
+maps and the digits a perturbation flips; a run's comparison chart; the exploration's sample digits, centre-block
+histograms and mean digits."""
 
 from __future__ import annotations
 
@@ -63,6 +64,24 @@ def wrong_digits_png(images: np.ndarray, labels: np.ndarray, scores: np.ndarray,
         ax.imshow(images[i], cmap="gray_r")
         ax.set_title(f"true {labels[i]} / {predicted[i]}\n{confidence[i]:.0%}", fontsize=8)
     fig.suptitle(f"{title}: most confidently wrong ({len(wrong)} wrong in all)")
+    return _save(fig, path)
+
+
+def flips_png(clean: np.ndarray, labels: np.ndarray, clean_predicted: np.ndarray, copies: np.ndarray,
+              copies_predicted: np.ndarray, names: Sequence[str], path: Path, title: str, count: int = 8) -> Path:
+    """Digits the model gets right clean but wrong once perturbed: each clean digit beside its first flipped copy."""
+    flipped = (clean_predicted == labels) & (copies_predicted != labels).any(axis=0)
+    shown = np.flatnonzero(flipped)[:count]
+    fig, axes = plt.subplots(2, count, figsize=(1.5 * count, 3.6), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for column, i in enumerate(shown):
+        copy = int(np.argmax(copies_predicted[:, i] != labels[i]))
+        axes[0, column].imshow(clean[i], cmap="gray_r")
+        axes[0, column].set_title(f"clean: {clean_predicted[i]}", fontsize=8)
+        axes[1, column].imshow(copies[copy, i], cmap="gray_r")
+        axes[1, column].set_title(f"{names[copy]}: {copies_predicted[copy, i]}", fontsize=8)
+    fig.suptitle(f"{title}: {int(flipped.sum())} of {len(labels)} digits flip under some perturbation")
     return _save(fig, path)
 
 

@@ -65,12 +65,24 @@ def print_comparison(summary: dict) -> None:
 
 def print_versions(name: str, versions: list[dict[str, str]]) -> None:
     """`digitpipe models`: one row per registered version, newest first (full width: reasons are long)."""
-    table = Table(title=f"registered model {name}")
-    for column in ("version", "model", "accuracy", "aliases", "verdict", "reason", "created"):
-        table.add_column(column, justify="right" if column in ("version", "accuracy") else "left",
+    table = Table(title=f"registered model {name}", caption="robust: accuracy on perturbed held-out digits "
+                  "(suite named after the value where it is not the current one)")
+    for column in ("version", "model", "accuracy", "robust", "aliases", "verdict", "reason", "created"):
+        table.add_column(column, justify="right" if column in ("version", "accuracy", "robust") else "left",
                          overflow="fold")
     for v in versions:
-        accuracy = f"{float(v['test_accuracy']):.2%}" if "test_accuracy" in v else "-"
-        table.add_row(v["version"], v.get("model_name", "?"), accuracy, v["aliases"], v.get("verdict", "-"),
-                      v.get("verdict_reason", ""), v["created"])
+        table.add_row(v["version"], v.get("model_name", "?"), _percent(v.get("test_accuracy")), _robust(v),
+                      v["aliases"], v.get("verdict", "-"), v.get("verdict_reason", ""), v["created"])
     Console(width=max(160, Console().width)).print(table)
+
+
+def _percent(value: str | None) -> str:
+    return f"{float(value):.2%}" if value else "-"
+
+
+def _robust(version: dict[str, str]) -> str:
+    """Robust accuracy, comparable only between versions measured on the same suite specification."""
+    from digitpipe.robustness import SPEC
+
+    spec = version.get("robustness_spec")
+    return _percent(version.get("robust_accuracy")) + ("" if spec in (None, SPEC) else f" ({spec})")

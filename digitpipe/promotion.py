@@ -1,11 +1,12 @@
 """Who holds the champion alias: the promotion gate of mlflow.yaml, hand promotion and rollback.
 
-Every decision, promoted or not, is written on the version as tags (verdict, reason, both accuracies, p-value),
-so the registry itself says why each version is or is not the champion.
+Every decision, promoted or not, is written on the version as tags (verdict, reason, both accuracies, p-value,
+robust accuracies), so the registry itself says why each version is or is not the champion.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import getpass
 import tempfile
 import time
@@ -14,12 +15,26 @@ from pathlib import Path
 
 import numpy as np
 
-from digitpipe.config import TrackingConfig
+from digitpipe.config import PromotionConfig
 from digitpipe.data import Dataset
 from digitpipe.errors import UserError
 from digitpipe.evaluate import PairedComparison, mcnemar
+from digitpipe.robustness import RobustComparison, Robustness, Suite, compare_robustness, measure
 from digitpipe.scorer import OnnxScorer
 from digitpipe.tracking import Champion, Registry
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """What the gate weighs about a challenger: its own held-out numbers and, against a champion, the comparisons
+    on the held-out digits neither trained on (None without a champion, or one that recorded nothing to tell)."""
+
+    accuracy: float
+    parity: str  # "passed" when the ONNX file gave the native model's digit on every held-out image
+    robust_accuracy: float | None = None  # on the perturbation suite; None when it was not measured
+    comparison: PairedComparison | None = None
+    excluded: int = 0  # held-out images left out of `comparison`: the champion trained on them
+    robust: RobustComparison | None = None
 
 
 @dataclass(frozen=True)
@@ -31,8 +46,7 @@ class Verdict:
     reason: str
     challenger_accuracy: float | None = None
     champion_version: str | None = None  # the champion it was compared with, if any
-    comparison: PairedComparison | None = None
-    excluded: int | None = None  # held-out images left out of the comparison: the champion trained on them
+    evidence: Evidence | None = None
 
     @property
     def promoted(self) -> bool:
@@ -41,63 +55,82 @@ class Verdict:
     def tags(self) -> dict[str, object]:
         """The decision as model-version tags."""
         tags = {"verdict": self.verdict, "verdict_reason": self.reason, "verdict_at": _now(),
-                "challenger_accuracy": self.challenger_accuracy, "champion_version": self.champion_version,
-                "comparison_excluded": self.excluded}
-        if self.comparison:
-            tags |= {"champion_accuracy": self.comparison.champion_accuracy,
-                     "challenger_accuracy": self.comparison.challenger_accuracy,
-                     "mcnemar_p_value": f"{self.comparison.p_value:.3g}",
-                     "only_challenger_right": self.comparison.only_challenger_right,
-                     "only_champion_right": self.comparison.only_champion_right}
+                "challenger_accuracy": self.challenger_accuracy, "champion_version": self.champion_version}
+        comparison = self.evidence and self.evidence.comparison
+        if comparison:
+            tags |= {"champion_accuracy": comparison.champion_accuracy,
+                     "challenger_accuracy": comparison.challenger_accuracy,
+                     "mcnemar_p_value": f"{comparison.p_value:.3g}",
+                     "only_challenger_right": comparison.only_challenger_right,
+                     "only_champion_right": comparison.only_champion_right,
+                     "comparison_excluded": self.evidence.excluded}
+        robust = self.evidence and self.evidence.robust
+        if robust:
+            tags |= {"champion_robust_accuracy": robust.champion, "robust_difference_lower_bound": robust.lower_bound}
         return {k: v for k, v in tags.items() if v is not None}
 
 
-def gate(gate_cfg: TrackingConfig, version: str, accuracy: float, parity: str, champion: Champion | None,
-         comparison: PairedComparison | None, excluded: int = 0) -> Verdict:
-    """Apply the promotion gate: parity passed, (a) the floor, then against a champion, on the held-out images it
-    never trained on (`comparison`; None when the champion recorded nothing to tell, `excluded` left out):
-    enough such images, (b) the margin and McNemar's significance."""
+def gate(cfg: PromotionConfig, version: str, evidence: Evidence, champion: Champion | None) -> Verdict:
+    """The promotion gate, clause by clause; the reason names the clause that decided. Alone: parity passed,
+    (a) the accuracy floor, the robust-accuracy floor if set. Against a champion, on held-out digits neither
+    trained on: enough of them, (b) the margin and McNemar's significance, (c) not less robust by the margin."""
     def decided(verdict: str, reason: str) -> Verdict:
-        return Verdict(version, verdict, reason, accuracy, champion and champion.version, comparison,
-                       excluded if comparison else None)
+        return Verdict(version, verdict, reason, evidence.accuracy, champion and champion.version, evidence)
 
-    if parity != "passed":
-        return decided("rejected", f"its ONNX parity check did not pass (onnx_parity={parity or 'missing'})")
-    if accuracy < gate_cfg.min_accuracy:
-        return decided("rejected", f"held-out accuracy {accuracy:.4f} is below the floor {gate_cfg.min_accuracy:.4f}")
+    if evidence.parity != "passed":
+        return decided("rejected", f"its ONNX parity check did not pass (onnx_parity={evidence.parity or 'missing'})")
+    if evidence.accuracy < cfg.min_accuracy:
+        return decided("rejected", f"held-out accuracy {evidence.accuracy:.4f} is below the floor {cfg.min_accuracy:.4f}")
+    if (cfg.min_robust_accuracy is not None and evidence.robust_accuracy is not None
+            and evidence.robust_accuracy < cfg.min_robust_accuracy):
+        return decided("rejected", f"robust accuracy {evidence.robust_accuracy:.4f} is below the floor "
+                       f"{cfg.min_robust_accuracy:.4f}")
     if champion is None:
-        return Verdict(version, "promoted", "first champion", accuracy)
+        return Verdict(version, "promoted", "first champion", evidence.accuracy, evidence=evidence)
+    comparison, excluded = evidence.comparison, evidence.excluded
     if comparison is None:
         return decided("not_comparable", f"champion v{champion.version} recorded no training images, so none of "
                        "the held-out images is known to be new to it; promote a version by hand to start again")
     unseen = f"{comparison.images} held-out images champion v{champion.version} never trained on ({excluded} excluded)"
-    if comparison.images < gate_cfg.min_comparable_images:
+    if comparison.images < cfg.min_comparable_images:
         return decided("not_comparable", f"only {unseen}, fewer than min_comparable_images "
-                       f"{gate_cfg.min_comparable_images}: trained on another split than the champion")
+                       f"{cfg.min_comparable_images}: trained on another split than the champion")
     gain = comparison.challenger_accuracy - comparison.champion_accuracy
     versus = (f"{comparison.challenger_accuracy:.4f} vs champion v{champion.version} "
               f"{comparison.champion_accuracy:.4f} on the same {unseen} "
               f"({comparison.only_challenger_right} right only by the challenger, "
               f"{comparison.only_champion_right} only by the champion)")
-    if gain <= 0 or gain < gate_cfg.min_margin:
-        return decided("rejected", f"does not beat the champion by the margin {gate_cfg.min_margin:.4f}: {versus}")
-    if comparison.p_value >= gate_cfg.max_p_value:
-        return decided("rejected",
-                       f"not significant: McNemar p={comparison.p_value:.3g} >= {gate_cfg.max_p_value} ({versus})")
-    return decided("promoted", f"beats the champion: {versus}, McNemar p={comparison.p_value:.3g}")
+    if gain <= 0 or gain < cfg.min_margin:
+        return decided("rejected", f"does not beat the champion by the margin {cfg.min_margin:.4f}: {versus}")
+    if comparison.p_value >= cfg.max_p_value:
+        return decided("rejected", f"not significant: McNemar p={comparison.p_value:.3g} >= {cfg.max_p_value} ({versus})")
+    robust = evidence.robust
+    robustly = ""
+    if robust is not None:
+        robustly = (f"; robust accuracy {robust.challenger:.4f} vs {robust.champion:.4f} on the same {robust.digits} "
+                    f"perturbed digits (difference {100 * robust.difference:+.2f} points, 95% lower bound "
+                    f"{100 * robust.lower_bound:+.2f})")
+        if robust.lower_bound < -cfg.robust_margin:
+            return decided("rejected", f"less robust than the champion by more than the robust margin "
+                           f"{100 * cfg.robust_margin:.2f} points{robustly}, though clean {versus}")
+    return decided("promoted", f"beats the champion: {versus}, McNemar p={comparison.p_value:.3g}{robustly}")
 
 
-def promote_if_earned(registry: Registry, version: str, test: Dataset, predicted: np.ndarray) -> Verdict:
-    """Put `version` (whose predictions on `test` are `predicted`) through the gate against the current champion,
-    scored on the same images; move the aliases if it wins. Read, compare and move happen under the registry lock."""
-    tags = registry.version_tags(version)
-    accuracy = float(np.mean(predicted == test.labels))
+def promote_if_earned(registry: Registry, version: str, test: Dataset, predicted: np.ndarray,
+                      suite: Suite | None = None, robustness: Robustness | None = None) -> Verdict:
+    """Put `version` (whose predictions on `test` are `predicted`, and whose `robustness` on the perturbation
+    `suite` was measured) through the gate against the current champion, on the same images; move the aliases if
+    it wins. Read, compare and move happen under the registry's promotion lock."""
+    parity = registry.version_tags(version).get("onnx_parity", "")
+    evidence = Evidence(float(np.mean(predicted == test.labels)), parity,
+                        robustness.robust_accuracy if robustness else None)
     with registry.promotion_lock():
         champion = registry.champion()
         if champion is not None and champion.version == version:
-            return Verdict(version, "promoted", "already the champion", accuracy)
-        comparison, excluded = _compare(registry, champion, test, predicted) if champion else (None, 0)
-        verdict = gate(registry.cfg.promotion, version, accuracy, tags.get("onnx_parity", ""), champion, comparison, excluded)
+            return Verdict(version, "promoted", "already the champion", evidence.accuracy)
+        if champion is not None:
+            evidence = _against(registry, champion, evidence, test, predicted, suite, robustness)
+        verdict = gate(registry.cfg.promotion, version, evidence, champion)
         if verdict.promoted:
             _move_champion(registry, version, champion)
     registry.set_version_tags(version, verdict.tags())
@@ -147,23 +180,24 @@ def _move_champion(registry: Registry, version: str, champion: Champion | None) 
     registry.set_alias(registry.cfg.champion_alias, version)
 
 
-def _compare(registry: Registry, champion: Champion, test: Dataset,
-             predicted: np.ndarray) -> tuple[PairedComparison | None, int]:
-    """McNemar's comparison with `champion` on the images of `test` it never trained on, and how many it did
-    (None, 0 when the champion recorded no training images)."""
+def _against(registry: Registry, champion: Champion, evidence: Evidence, test: Dataset, predicted: np.ndarray,
+             suite: Suite | None, robustness: Robustness | None) -> Evidence:
+    """`evidence` completed with the comparisons against `champion` on the held-out digits it never trained on
+    (unchanged when it recorded no training images): McNemar on `test`, the bootstrap on the suite."""
     seen = registry.trained_on(champion.version)
     if seen is None:
-        return None, 0
-    unseen = ~np.isin(test.image_hashes(), seen)
-    kept = test.subset(unseen)
-    champion_predicted = _predict_with(registry, champion, kept) if len(kept) else predicted[:0]
-    return mcnemar(kept.labels, predicted[unseen], champion_predicted), len(test) - len(kept)
-
-
-def _predict_with(registry: Registry, champion: Champion, test: Dataset) -> np.ndarray:
-    """The champion's predicted digits on `test`, from its registered (checksum-verified) ONNX file."""
+        return evidence
+    new = ~np.isin(test.image_hashes(), seen)
+    kept = test.subset(new)
     with tempfile.TemporaryDirectory(prefix="digitpipe-champion-") as tmp:
-        return OnnxScorer(registry.version_onnx(champion.version, Path(tmp))).predict(test.images)
+        champion_predict = OnnxScorer(registry.version_onnx(champion.version, Path(tmp))).predict
+        comparison = mcnemar(kept.labels, predicted[new], champion_predict(kept.images) if len(kept) else predicted[:0])
+        robust = None
+        if suite is not None and robustness is not None:
+            fresh = ~np.isin(suite.digits.image_hashes(), seen)
+            champion_robustness, _ = measure(champion_predict, suite.subset(fresh))
+            robust = compare_robustness(robustness.strong_correct[fresh], champion_robustness.strong_correct)
+    return dataclasses.replace(evidence, comparison=comparison, excluded=len(test) - len(kept), robust=robust)
 
 
 def _user() -> str:

@@ -1,4 +1,5 @@
-"""The training pipeline: validate -> split -> (train -> evaluate -> export -> register) per model -> promote."""
+"""The training pipeline: validate -> split -> (train -> evaluate -> export -> perturb -> register) per model ->
+promote."""
 
 from __future__ import annotations
 
@@ -13,12 +14,13 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from digitpipe import pipeline, promotion, runtime
 from digitpipe.config import PipelineConfig, load_tracking_config
 from digitpipe.data import Split
+from digitpipe.robustness import Suite
 from digitpipe.files import write_json
 from digitpipe.progress import epoch_bars
 from digitpipe.tracking import Registry, tracker_for
 from flows import dask_runner
 from tasks.data import explore_data, load_data, split_data, validate_data
-from tasks.modeling import evaluate_model, export_model, train_model
+from tasks.modeling import check_robustness, evaluate_model, export_model, perturb_held_out, train_model
 from tasks.registry import promote_champion, record_verdict, register_model
 
 log = logging.getLogger("digitpipe")  # one line per stage; the CLI prints it, deployments send it to Prefect
@@ -50,13 +52,15 @@ def training_flow(cfg: PipelineConfig) -> dict:
         runs.log_artifacts(parent_id, checked, "validation")
         runs.log_artifacts(parent_id, explore_data(data, cfg.out_dir / "eda"), "eda")
         runs.log_trained_on(parent_id, split.seen_in_training())
-        futures = [train_one.submit(name, cfg, split, device, parent_id, lineage) for name in cfg.models]
+        suite = perturb_held_out(split.test, cfg.seed)
+        runs.set_tags(parent_id, suite.tags())
+        futures = [train_one.submit(name, cfg, split, suite, device, parent_id, lineage) for name in cfg.models]
         results = []
         for future in futures:
             results.append(future.result())
             log.info(pipeline.trained_line(results[-1]))
         runs.log_artifacts(parent_id, pipeline.write_comparison(results, cfg.out_dir / parent_id / "comparison"))
-        verdict = promote_best(registry, results, split)
+        verdict = promote_best(registry, results, split, suite)
         runs.log_metrics(parent_id, {f"{r['name']}_test_accuracy": r["accuracy"] for r in results})
         runs.set_tags(parent_id, {"verdict": verdict.verdict, "verdict_reason": verdict.reason})
     log.info(f"v{verdict.version} {verdict.verdict}: {verdict.reason}")
@@ -75,7 +79,8 @@ def with_runner(dask_address: str | None = None, dask_workers: int = 0):
 
 
 @task(cache_policy=NO_CACHE, task_run_name="model-{name}")
-def train_one(name: str, cfg: PipelineConfig, split: Split, device: str, parent_id: str, lineage: dict) -> dict:
+def train_one(name: str, cfg: PipelineConfig, split: Split, suite: Suite, device: str, parent_id: str,
+              lineage: dict) -> dict:
     """One model from training to a registered version, in its own MLflow run under the pipeline's."""
     tracker = tracker_for(cfg.tracking)  # by config, not passed: a Dask worker gets the config, not a client
     runs = tracker.runs
@@ -88,23 +93,26 @@ def train_one(name: str, cfg: PipelineConfig, split: Split, device: str, parent_
             trained = train_model(name, cfg, split, device, [runs.epoch_logger(run_id), *bars])
         evaluation, predicted = evaluate_model(trained, split.test, folder)
         onnx_path = export_model(trained, split.test, predicted, folder)
-        runs.log_metrics(run_id, {**evaluation.metrics(), "train_seconds": trained.train_seconds,
-                                     "epochs_run": len(trained.history)})
+        robustness = check_robustness(onnx_path, suite, folder)
+        runs.log_metrics(run_id, {**evaluation.metrics(), **robustness.metrics(),
+                                  "train_seconds": trained.train_seconds, "epochs_run": len(trained.history)})
         runs.set_tags(run_id, {"stop_reason": trained.stop_reason})
         runs.log_artifacts(run_id, folder, "report")
         version = register_model(tracker.registry, run_id, onnx_path, split.test.images[:5], {
             "model_name": name, "test_accuracy": evaluation.accuracy, "onnx_path": onnx_path.resolve(),
-            "onnx_parity": "passed", "pipeline_run_id": parent_id,
+            "onnx_parity": "passed", "pipeline_run_id": parent_id, "robust_accuracy": robustness.robust_accuracy,
+            "invariance_rate": robustness.invariance_rate, **suite.tags(),
             **{k: v for k, v in lineage.items() if not k.startswith("version.")}})  # versions: on the run
     return {"name": name, "accuracy": evaluation.accuracy, "run_id": run_id, "model_version": version,
             "onnx_path": str(onnx_path.resolve()), "train_seconds": trained.train_seconds,
             "macro_f1": evaluation.macro_f1, "onnx_kb": onnx_path.stat().st_size / 1024,
-            "stop_reason": trained.stop_reason, "predicted": predicted}
+            "robust_accuracy": robustness.robust_accuracy, "stop_reason": trained.stop_reason, "predicted": predicted,
+            "robustness": robustness}
 
 
-def promote_best(registry: Registry, results: list[dict], split: Split) -> promotion.Verdict:
+def promote_best(registry: Registry, results: list[dict], split: Split, suite: Suite) -> promotion.Verdict:
     """The run's best model goes through the promotion gate; the others are recorded as not candidates."""
     best, others = pipeline.best_of(results)
     for other in others:
         record_verdict(registry, promotion.not_candidate(other, best))
-    return promote_champion(registry, best["model_version"], split.test, best["predicted"])
+    return promote_champion(registry, best["model_version"], split.test, best["predicted"], suite, best["robustness"])

@@ -1,4 +1,4 @@
-"""Model tasks: train one zoo model, evaluate it, export it to ONNX."""
+"""Model tasks: train one zoo model, evaluate it, export it to ONNX, check it on perturbed digits."""
 
 from pathlib import Path
 
@@ -11,6 +11,7 @@ from digitpipe import pipeline
 from digitpipe.config import PipelineConfig
 from digitpipe.data import Dataset, Split
 from digitpipe.evaluate import Evaluation
+from digitpipe.robustness import Robustness, Suite, build_suite
 from digitpipe.zoo import Callback, TrainedModel
 from tasks import not_a_user_error
 
@@ -27,6 +28,18 @@ def train_model(name: str, cfg: PipelineConfig, split: Split, device: str, callb
 def evaluate_model(trained: TrainedModel, test: Dataset, folder: Path) -> tuple[Evaluation, np.ndarray]:
     """Held-out metrics and pictures."""
     return pipeline.evaluate_on_test(trained, test, folder)
+
+
+@task(cache_policy=NO_CACHE)
+def perturb_held_out(test: Dataset, seed: int) -> Suite:
+    """The perturbation suite of this run's held-out part: the same images for every model and the champion."""
+    return build_suite(test, seed)
+
+
+@task(cache_policy=NO_CACHE)
+def check_robustness(onnx_path: Path, suite: Suite, folder: Path) -> Robustness:
+    """The exported model on the perturbation suite: accuracy per perturbation and the flipped digits."""
+    return pipeline.check_robustness(onnx_path, suite, folder)
 
 
 @task(cache_policy=NO_CACHE)

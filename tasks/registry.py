@@ -8,6 +8,7 @@ from prefect.cache_policies import NO_CACHE
 
 from digitpipe.data import Dataset
 from digitpipe.promotion import Verdict, promote_if_earned
+from digitpipe.robustness import Robustness, Suite
 from digitpipe.tracking import Registry
 from tasks import IO_RETRIES
 
@@ -19,9 +20,10 @@ def register_model(registry: Registry, run_id: str, onnx_path: Path, images: np.
 
 
 @task(cache_policy=NO_CACHE, **IO_RETRIES)
-def promote_champion(registry: Registry, version: str, test: Dataset, predicted: np.ndarray) -> Verdict:
+def promote_champion(registry: Registry, version: str, test: Dataset, predicted: np.ndarray, suite: Suite,
+                     robustness: Robustness) -> Verdict:
     """Move the champion alias to `version` only if it passes the promotion gate against the current champion."""
-    return promote_if_earned(registry, version, test, predicted)
+    return promote_if_earned(registry, version, test, predicted, suite, robustness)
 
 
 @task(cache_policy=NO_CACHE, **IO_RETRIES)

@@ -136,6 +136,8 @@ def test_weaker_challenger_does_not_move_the_champion(first_run, fixture_dir, tr
     assert mv.tags["verdict"] == "rejected" and "does not beat the champion" in mv.tags["verdict_reason"]
     assert float(mv.tags["champion_accuracy"]) == pytest.approx(first["champion"]["accuracy"])
     assert mv.tags["champion_version"] == first["champion"]["model_version"] and "mcnemar_p_value" in mv.tags
+    expected = json.loads((Path(__file__).parent / "fixtures/mlflow_names.json").read_text())["rejected_version_tags"]
+    assert sorted(mv.tags) == expected
 
 
 @pytest.mark.parametrize("content, message", [

@@ -5,7 +5,8 @@ import pytest
 
 from digitpipe.config import PromotionConfig
 from digitpipe.evaluate import mcnemar
-from digitpipe.promotion import gate
+from digitpipe.promotion import Evidence, gate
+from digitpipe.robustness import compare_robustness
 from digitpipe.tracking import Champion
 
 GATE = PromotionConfig(min_accuracy=0.9, min_margin=0.001, max_p_value=0.05)
@@ -42,14 +43,14 @@ def compare(challenger_wrong: int, champion_wrong: int, n: int = 2000):
 
 def test_a_clearly_better_challenger_is_promoted():
     comparison = compare(challenger_wrong=20, champion_wrong=200)
-    verdict = gate(GATE, "4", comparison.challenger_accuracy, "passed", CHAMPION, comparison)
+    verdict = gate(GATE, "4", Evidence(comparison.challenger_accuracy, "passed", comparison=comparison), CHAMPION)
     assert verdict.promoted and verdict.verdict == "promoted" and "McNemar p=" in verdict.reason
     tags = verdict.tags()
     assert tags["champion_version"] == "3" and float(tags["mcnemar_p_value"]) < 0.05
 
 
 def test_first_model_above_the_floor_becomes_champion():
-    assert gate(GATE, "1", 0.95, "passed", None, None).reason == "first champion"
+    assert gate(GATE, "1", Evidence(0.95, "passed"), None).reason == "first champion"
 
 
 @pytest.mark.parametrize("accuracy, parity, reason", [
@@ -58,39 +59,39 @@ def test_first_model_above_the_floor_becomes_champion():
     (0.99, "", "onnx_parity=missing"),
 ])
 def test_floor_and_parity_reject_even_without_a_champion(accuracy, parity, reason):
-    verdict = gate(GATE, "1", accuracy, parity, None, None)
+    verdict = gate(GATE, "1", Evidence(accuracy, parity), None)
     assert verdict.verdict == "rejected" and reason in verdict.reason
 
 
 def test_an_insignificant_gain_is_rejected():
     comparison = compare(challenger_wrong=196, champion_wrong=200)  # 0.2 points better, p ~ 0.13
-    verdict = gate(GATE, "4", comparison.challenger_accuracy, "passed", CHAMPION, comparison)
+    verdict = gate(GATE, "4", Evidence(comparison.challenger_accuracy, "passed", comparison=comparison), CHAMPION)
     assert verdict.verdict == "rejected" and verdict.reason.startswith("not significant")
 
 
 def test_a_gain_below_the_margin_is_rejected_even_when_significant():
     strict = GATE.model_copy(update={"min_margin": 0.2})
     comparison = compare(challenger_wrong=20, champion_wrong=200)
-    verdict = gate(strict, "4", comparison.challenger_accuracy, "passed", CHAMPION, comparison)
+    verdict = gate(strict, "4", Evidence(comparison.challenger_accuracy, "passed", comparison=comparison), CHAMPION)
     assert verdict.verdict == "rejected" and "margin" in verdict.reason
 
 
 def test_a_worse_challenger_is_rejected():
     comparison = compare(challenger_wrong=200, champion_wrong=20)
-    verdict = gate(GATE.model_copy(update={"min_accuracy": 0.0}), "4", comparison.challenger_accuracy, "passed",
-                   CHAMPION, comparison)
+    lenient = GATE.model_copy(update={"min_accuracy": 0.0})
+    verdict = gate(lenient, "4", Evidence(comparison.challenger_accuracy, "passed", comparison=comparison), CHAMPION)
     assert verdict.verdict == "rejected" and not verdict.promoted
 
 
 def test_a_champion_that_recorded_no_training_images_is_not_comparable():
-    verdict = gate(GATE, "4", 0.99, "passed", CHAMPION, None)
+    verdict = gate(GATE, "4", Evidence(0.99, "passed"), CHAMPION)
     assert verdict.verdict == "not_comparable" and not verdict.promoted
     assert verdict.reason.startswith("champion v3 recorded no training images")
 
 
 def test_too_few_images_new_to_the_champion_are_not_comparable():
     comparison = compare(challenger_wrong=0, champion_wrong=50, n=150)  # far better, but on 150 images only
-    verdict = gate(GATE, "4", 0.99, "passed", CHAMPION, comparison, excluded=850)
+    verdict = gate(GATE, "4", Evidence(0.99, "passed", comparison=comparison, excluded=850), CHAMPION)
     assert verdict.verdict == "not_comparable" and verdict.tags()["comparison_excluded"] == 850
     assert verdict.reason == ("only 150 held-out images champion v3 never trained on (850 excluded), fewer than "
                               "min_comparable_images 200: trained on another split than the champion")
@@ -99,4 +100,51 @@ def test_too_few_images_new_to_the_champion_are_not_comparable():
 def test_nothing_left_to_compare_on_is_not_comparable():
     empty = mcnemar(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64))
     assert (empty.images, empty.p_value) == (0, 1.0)
-    assert gate(GATE, "4", 0.99, "passed", CHAMPION, empty, excluded=1000).verdict == "not_comparable"
+    verdict = gate(GATE, "4", Evidence(0.99, "passed", comparison=empty, excluded=1000), CHAMPION)
+    assert verdict.verdict == "not_comparable"
+
+
+def robust_evidence(challenger_wrong_digits: int, champion_wrong_digits: int, digits: int = 2000) -> Evidence:
+    """A challenger far better on clean digits whose strength-2 copies are wrong for the first N digits."""
+    families = 6
+    challenger = np.ones((digits, families), bool)
+    champion = np.ones((digits, families), bool)
+    challenger[:challenger_wrong_digits] = False
+    champion[:champion_wrong_digits] = False
+    comparison = compare(challenger_wrong=20, champion_wrong=200)
+    return Evidence(comparison.challenger_accuracy, "passed", float(challenger.mean()), comparison,
+                    robust=compare_robustness(challenger, champion))
+
+
+def test_a_clean_winner_that_is_less_robust_is_rejected_by_the_robustness_clause():
+    verdict = gate(GATE, "4", robust_evidence(challenger_wrong_digits=200, champion_wrong_digits=40), CHAMPION)
+    assert verdict.verdict == "rejected"
+    assert verdict.reason.startswith("less robust than the champion by more than the robust margin 0.50 points; "
+                                     "robust accuracy 0.9000 vs 0.9800 on the same 2000 perturbed digits "
+                                     "(difference -8.00 points, 95% lower bound -")
+    assert "though clean 0.9900 vs champion v3 0.9000" in verdict.reason
+    tags = verdict.tags()
+    assert tags["champion_robust_accuracy"] == 0.98 and tags["robust_difference_lower_bound"] < -0.07
+
+
+def test_a_clean_winner_as_robust_as_the_champion_is_promoted():
+    verdict = gate(GATE, "4", robust_evidence(challenger_wrong_digits=40, champion_wrong_digits=40), CHAMPION)
+    assert verdict.verdict == "promoted" and "robust accuracy 0.9800 vs 0.9800" in verdict.reason
+
+
+def test_the_robust_floor_applies_to_a_first_champion_when_set():
+    evidence = robust_evidence(challenger_wrong_digits=200, champion_wrong_digits=0)
+    assert gate(GATE, "1", evidence, None).reason == "first champion"  # the floor is off by default
+    floored = GATE.model_copy(update={"min_robust_accuracy": 0.95})
+    verdict = gate(floored, "1", evidence, None)
+    assert verdict.verdict == "rejected" and verdict.reason == "robust accuracy 0.9000 is below the floor 0.9500"
+
+
+def test_the_bootstrap_moves_the_copies_of_a_digit_together():
+    """Six wrong copies of 20 digits are 20 units of evidence, not 120: the bound is as wide as for 20 digits."""
+    challenger = np.ones((200, 6), bool)
+    challenger[:20] = False
+    per_copy = compare_robustness(challenger, np.ones((200, 6), bool))
+    one_copy = compare_robustness(challenger[:, :1], np.ones((200, 1), bool))
+    assert per_copy.difference == pytest.approx(one_copy.difference) == pytest.approx(-0.1)
+    assert per_copy.lower_bound == pytest.approx(one_copy.lower_bound, abs=1e-9)

@@ -1,0 +1,155 @@
+"""Behavioural tests: held-out digits shifted, rotated, rescaled, thickened or thinned, noisy and blurred, at two
+strengths, and how a model's predictions hold up on them (numpy and scipy; no torch).
+
+The suite is a fixed, versioned benchmark: the same held-out digits, seed and SPEC give the same images on every
+machine, so every model of a run and the champion it is compared with see exactly the same perturbed copies.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from digitpipe.data import Dataset
+
+SPEC = "digitpipe-perturb-v1"  # change when FAMILIES or STRENGTHS change: robust accuracies then stop comparing
+FAMILIES = ("shift", "rotate", "scale", "thickness", "noise", "blur")
+STRENGTHS = {  # the largest change at each strength; geometric ones are drawn uniformly in +-limit per digit
+    1: {"shift": 1.5, "rotate": 6.0, "scale": 0.075, "thickness": 0.5, "noise": 8.0, "blur": 0.5},
+    2: {"shift": 3.0, "rotate": 12.0, "scale": 0.15, "thickness": 1.0, "noise": 16.0, "blur": 1.0},
+}  # pixels, degrees, scale fraction, dilation or erosion (0.5: half-way), noise sigma on 0-255, blur sigma
+COPIES = tuple((family, strength) for strength in STRENGTHS for family in FAMILIES)
+
+
+@dataclass(frozen=True)
+class Suite:
+    """Perturbed copies of `digits`: images[i] is the i-th (family, strength) of COPIES, digit order kept."""
+
+    digits: Dataset
+    images: np.ndarray  # len(COPIES) x N x 28 x 28 uint8
+    seed: int
+    spec: str = SPEC
+
+    @property
+    def digest(self) -> str:
+        """SHA-256 of every perturbed image: equal digests, equal benchmarks."""
+        return hashlib.sha256(np.ascontiguousarray(self.images).tobytes()).hexdigest()
+
+    def subset(self, keep: np.ndarray) -> Suite:
+        """The suite for the digits where `keep` is true (e.g. those a champion never trained on)."""
+        return Suite(self.digits.subset(keep), self.images[:, keep], self.seed, self.spec)
+
+    def tags(self) -> dict[str, object]:
+        """What identifies the benchmark, for run and version tags."""
+        return {"robustness_spec": self.spec, "robustness_seed": self.seed, "robustness_digest": self.digest[:16],
+                "robustness_digits": len(self.digits)}
+
+
+def build_suite(held_out: Dataset, seed: int = 0, max_digits: int = 2000) -> Suite:
+    """Every (family, strength) copy of at most `max_digits` held-out digits (a seeded random sample of them)."""
+    digits = held_out
+    if len(held_out) > max_digits:
+        order = np.random.default_rng(seed).permutation(len(held_out))[:max_digits]
+        digits = held_out.subset(np.sort(order))
+    images = np.stack([perturb(digits.images, family, STRENGTHS[strength][family],
+                               np.random.default_rng([seed, i])) for i, (family, strength) in enumerate(COPIES)])
+    return Suite(digits, images, seed)
+
+
+def perturb(images: np.ndarray, family: str, limit: float, rng: np.random.Generator) -> np.ndarray:
+    """`images` (N x 28 x 28 uint8) changed by `family` up to `limit`, each digit by its own random draw."""
+    from scipy import ndimage  # ~0.3 s to import: only when the suite is built
+
+    x = images.astype(np.float32)
+    n = len(images)
+    if family in ("shift", "rotate", "scale"):
+        shifts = rng.uniform(-limit, limit, (n, 2)) if family == "shift" else np.zeros((n, 2))
+        angles = np.radians(rng.uniform(-limit, limit, n)) if family == "rotate" else np.zeros(n)
+        zooms = 1 + rng.uniform(-limit, limit, n) if family == "scale" else np.ones(n)
+        out = np.stack([_affine(ndimage, img, a, z, s) for img, a, z, s in zip(x, angles, zooms, shifts)])
+    elif family == "thickness":
+        cross = ndimage.generate_binary_structure(2, 1)[None]  # one pixel up, down, left and right
+        thicker = ndimage.grey_dilation(x, footprint=cross)
+        thinner = ndimage.grey_erosion(x, footprint=cross)
+        changed = np.where(rng.random(n)[:, None, None] < 0.5, thicker, thinner)
+        out = x + limit * (changed - x)
+    elif family == "noise":
+        out = x + rng.normal(0, limit, x.shape)
+    elif family == "blur":
+        out = ndimage.gaussian_filter(x, sigma=(0, limit, limit))
+    else:
+        raise ValueError(f"unknown perturbation {family!r}; expected one of {FAMILIES}")
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
+def _affine(ndimage, image: np.ndarray, angle: float, zoom: float, shift: np.ndarray) -> np.ndarray:
+    """Rotate by `angle` and scale by `zoom` about the centre, then move by `shift` pixels (bilinear, black fill)."""
+    cos, sin = math.cos(angle) / zoom, math.sin(angle) / zoom
+    inverse = np.array([[cos, sin], [-sin, cos]])  # output pixel -> input pixel
+    centre = np.array([13.5, 13.5])
+    offset = centre - inverse @ (centre + shift)
+    return ndimage.affine_transform(image, inverse, offset=offset, order=1, cval=0.0)
+
+
+@dataclass(frozen=True)
+class Robustness:
+    """How one model's predictions hold up on a suite."""
+
+    clean_accuracy: float
+    accuracies: dict[str, float]  # by "family_strength", e.g. "rotate_2"
+    robust_accuracy: float  # mean accuracy over every strength-2 copy
+    invariance_rate: float  # share of digits whose prediction no perturbation changes
+    strong_correct: np.ndarray  # digits x strength-2 families, bool: the unit of the gate's paired bootstrap
+
+    def metrics(self) -> dict[str, float]:
+        """For MLflow: accuracy per perturbation, robust accuracy, invariance rate."""
+        return {**{f"perturbed_accuracy_{k}": v for k, v in self.accuracies.items()},
+                "robust_accuracy": self.robust_accuracy, "invariance_rate": self.invariance_rate}
+
+
+def measure(predict: Callable[[np.ndarray], np.ndarray], suite: Suite) -> tuple[Robustness, np.ndarray]:
+    """Score the clean digits and every copy in one batch; returns the result and the predictions: the clean
+    digits' first, then each copy's ((1 + len(COPIES)) x N), for the flip picture."""
+    n, labels = len(suite.digits), suite.digits.labels
+    predicted = predict(np.concatenate([suite.digits.images, *suite.images])).reshape(len(COPIES) + 1, n)
+    clean, copies = predicted[0], predicted[1:]
+    correct = copies == labels
+    strong = np.array([strength == 2 for _, strength in COPIES])
+    result = Robustness(
+        clean_accuracy=float(np.mean(clean == labels)),
+        accuracies={f"{family}_{strength}": float(correct[i].mean()) for i, (family, strength) in enumerate(COPIES)},
+        robust_accuracy=float(correct[strong].mean()),
+        invariance_rate=float(np.mean((copies == clean).all(axis=0))),
+        strong_correct=correct[strong].T.copy())
+    return result, predicted
+
+
+@dataclass(frozen=True)
+class RobustComparison:
+    """Challenger vs champion robust accuracy on the same perturbed digits, bootstrapped over digits."""
+
+    digits: int
+    challenger: float
+    champion: float
+    lower_bound: float  # one-sided 95% lower bound of (challenger - champion)
+
+    @property
+    def difference(self) -> float:
+        return self.challenger - self.champion
+
+
+def compare_robustness(challenger: np.ndarray, champion: np.ndarray, seed: int = 0,
+                       resamples: int = 2000) -> RobustComparison:
+    """Paired bootstrap over digits of two models' strength-2 correctness (digits x families, bool): the copies
+    of one digit move together, since they are not independent evidence."""
+    per_digit = challenger.mean(axis=1) - champion.mean(axis=1)
+    n = len(per_digit)
+    if n == 0:
+        return RobustComparison(0, float("nan"), float("nan"), float("nan"))
+    rng = np.random.default_rng(seed)
+    means = np.array([per_digit[rng.integers(0, n, n)].mean() for _ in range(resamples)])
+    return RobustComparison(n, float(challenger.mean()), float(champion.mean()), float(np.quantile(means, 0.05)))
