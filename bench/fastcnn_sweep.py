@@ -25,7 +25,7 @@ VARIANTS = [  # (conv widths, hidden units, epochs): around the shipped design, 
 
 def main(data: str) -> None:
     device = pick_device()
-    deterministic = device.type == "cpu"
+    deterministic = device == "cpu"
     split = split_dataset(load_dataset(data))
     for widths, hidden, epochs in VARIANTS:
         for seed in (42, 7):

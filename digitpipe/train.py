@@ -112,16 +112,74 @@ def _train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, scheduler, 
     return loss_sum.item() / len(x), correct.item() / len(x)
 
 
-def augment(x: torch.Tensor, degrees: float = 10.0, shift_px: float = 2.0, scale: float = 0.1) -> torch.Tensor:
-    """Random rotation, shift and scaling per image (raw pixels, N x 1 x 28 x 28), done on x's device."""
+@dataclasses.dataclass(frozen=True)
+class Augmentation:
+    """How far training copies of a digit may stray: the geometric limits, and for each pen-and-sensor change the
+    share of a batch that gets it and its largest strength (the families of digitpipe.robustness)."""
+
+    degrees: float = 10.0
+    shift_px: float = 2.0
+    scale: float = 0.1
+    pen_share: float = 0.0  # thicker or thinner strokes, up to one pixel
+    noise_share: float = 0.0
+    noise_sigma: float = 16.0  # on 0-255 pixels
+    blur_share: float = 0.0
+    blur_sigma: float = 1.0
+
+
+AUGMENTATION = Augmentation()
+
+
+def augment(x: torch.Tensor, how: Augmentation | None = None) -> torch.Tensor:
+    """Random rotation, shift and scaling per image (raw pixels, N x 1 x 28 x 28), then a thicker or thinner pen,
+    noise and blur for random shares of the batch; all on x's device."""
+    how = how or AUGMENTATION
     n, device = len(x), x.device
-    angle = (torch.rand(n, device=device) * 2 - 1) * math.radians(degrees)
-    zoom = 1 + (torch.rand(n, device=device) * 2 - 1) * scale
-    shift = (torch.rand(n, 2, device=device) * 2 - 1) * (2 * shift_px / x.shape[-1])  # grid units: 2 = full width
+    angle = (torch.rand(n, device=device) * 2 - 1) * math.radians(how.degrees)
+    zoom = 1 + (torch.rand(n, device=device) * 2 - 1) * how.scale
+    shift = (torch.rand(n, 2, device=device) * 2 - 1) * (2 * how.shift_px / x.shape[-1])  # grid units: 2 = full width
     cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
     theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1)
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-    return F.grid_sample(x, grid, align_corners=False, padding_mode="zeros")
+    x = F.grid_sample(x, grid, align_corners=False, padding_mode="zeros")
+    if how.pen_share:
+        x = _some(x, how.pen_share, _pen)
+    if how.noise_share:
+        x = _some(x, how.noise_share, lambda v: v + torch.randn_like(v) * how.noise_sigma
+                  * torch.rand(len(v), 1, 1, 1, device=device))
+    if how.blur_share:
+        x = _some(x, how.blur_share, lambda v: _blur(v, how.blur_sigma))
+    return x.clamp(0, 255)
+
+
+def _some(x: torch.Tensor, share: float, change) -> torch.Tensor:
+    """`change` applied to a random `share` of the images in `x`."""
+    chosen = torch.rand(len(x), 1, 1, 1, device=x.device) < share
+    return torch.where(chosen, change(x), x)
+
+
+def _pen(x: torch.Tensor) -> torch.Tensor:
+    """Strokes up to one pixel thicker (half the images) or thinner (the other half): a cross-shaped dilation or
+    erosion, blended in by a random amount."""
+    def dilate(v: torch.Tensor) -> torch.Tensor:
+        padded = F.pad(v, (1, 1, 1, 1))
+        return torch.stack([v, padded[..., :-2, 1:-1], padded[..., 2:, 1:-1], padded[..., 1:-1, :-2],
+                            padded[..., 1:-1, 2:]]).amax(0)
+
+    thicker = torch.rand(len(x), 1, 1, 1, device=x.device) < 0.5
+    changed = torch.where(thicker, dilate(x), -dilate(-x))
+    return x + torch.rand(len(x), 1, 1, 1, device=x.device) * (changed - x)
+
+
+def _blur(x: torch.Tensor, max_sigma: float) -> torch.Tensor:
+    """Gaussian blur, each image with its own sigma up to `max_sigma` (a grouped convolution, 5x5 kernels)."""
+    sigma = 0.3 + torch.rand(len(x), device=x.device) * (max_sigma - 0.3)
+    offsets = torch.arange(-2, 3, device=x.device, dtype=x.dtype)
+    line = torch.exp(-(offsets[None] ** 2) / (2 * sigma[:, None] ** 2))
+    line = line / line.sum(1, keepdim=True)
+    kernels = (line[:, :, None] * line[:, None, :])[:, None]  # N x 1 x 5 x 5
+    blurred = F.conv2d(x.reshape(1, len(x), *x.shape[-2:]), kernels, padding=2, groups=len(x))
+    return blurred.reshape(x.shape)
 
 
 def _save_checkpoint(path: Path, model: nn.Module, optimizer, scheduler, history: list[EpochResult]) -> None:
