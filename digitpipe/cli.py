@@ -217,12 +217,17 @@ def score(
     batch_size: Annotated[int, typer.Option(min=1, help="Rows per onnxruntime call.")] = 4096,
     probabilities: Annotated[bool, typer.Option(help="Add prob_0..prob_9 columns.")] = False,
     max_reject_fraction: Annotated[float, typer.Option(min=0, max=1, help="Exit 1 above this share of bad rows.")] = 0.01,
+    reference: Annotated[Path | None, typer.Option(
+        help="With a .onnx file: its monitor_reference.json, for the drift check (a registry model has its own).")]
+    = None,
     config: ConfigOption = Path("mlflow.yaml"),
 ) -> None:
-    """Score a file with an ONNX model on onnxruntime, streaming; bad rows go to OUTPUT.rejects.csv."""
+    """Score a file with an ONNX model on onnxruntime, streaming; bad rows go to OUTPUT.rejects.csv. The batch is
+    checked for drift against the model's training data (a signal: the scores are written either way)."""
     import tempfile
 
     from digitpipe.data.readers import find_idx_pair, idx_parts
+    from digitpipe.monitor import Reference
     from digitpipe.scorer import OnnxScorer
     from digitpipe.scoring import score_file
 
@@ -230,12 +235,19 @@ def score(
         raise UserError(f"{input}: no such file or directory")
     if input.is_dir() and idx_parts(input):
         typer.echo(f"reading {find_idx_pair(input)[0]}", err=True)  # which pair of the folder is scored
+    if reference is not None and not reference.is_file():
+        raise UserError(f"{reference}: no such reference file")
     with tempfile.TemporaryDirectory(prefix="digitpipe-model-") as tmp:
-        _, path, identity = _resolve_model(model, Path(tmp), config)
+        registry, path, identity = _resolve_model(model, Path(tmp), config)
         scorer = OnnxScorer(path, batch_size)
+        if registry is not None and reference is None:
+            reference = registry.monitor_reference(identity, Path(tmp) / "reference")
         with _progress(input) as advance:
-            report = score_file(scorer, input, output, identity, probabilities, advance)
+            report = score_file(scorer, input, output, identity, probabilities, advance,
+                                reference=reference and Reference.load(reference),
+                                thresholds=load_tracking_config(config).monitoring)
     typer.echo(report.line())
+    typer.echo(report.drift_line())
     if report.rejected:
         typer.echo(f"{report.rejected:,} rejected rows with reasons -> {report.rejects_file}", err=True)
     if report.reject_fraction > max_reject_fraction:

@@ -34,6 +34,17 @@ class PromotionConfig(_Frozen):
     min_robust_accuracy: float | None = Field(None, ge=0, le=1)
 
 
+class MonitoringConfig(_Frozen):
+    """When a scoring batch no longer looks like its model's training data (the `monitoring` section of
+    `mlflow.yaml`; defaults measured by bench/drift.py): a feature's population stability index above `warn_psi`
+    is worth a look, above `drift_psi` the batch has drifted (both raised by a batch's sampling noise, so that
+    small batches do not raise false alarms: see digitpipe.monitor)."""
+
+    warn_psi: float = Field(0.1, gt=0)
+    drift_psi: float = Field(0.25, gt=0)
+    min_rows: int = Field(100, ge=1)  # fewer rows say too little: the verdict is then too_few_rows
+
+
 class TrackingConfig(_Frozen):
     """Where runs and models go, and when a model earns the champion alias (the `mlflow.yaml` file)."""
 
@@ -44,6 +55,7 @@ class TrackingConfig(_Frozen):
     champion_alias: str = "champion"
     previous_alias: str = "previous_champion"  # where the champion goes when it is replaced (for --rollback)
     promotion: PromotionConfig = PromotionConfig()
+    monitoring: MonitoringConfig = MonitoringConfig()
 
     @model_validator(mode="before")
     @classmethod

@@ -24,6 +24,7 @@ from digitpipe.zoo import SPECS, Callback, LogRegSpec, NetSpec, TrainedModel, sp
 
 if TYPE_CHECKING:
     from digitpipe.promotion import Verdict
+    from digitpipe.monitor import Reference
     from digitpipe.robustness import Robustness, Suite
     from digitpipe.tracking import Registry
     from digitpipe.validation import ValidationReport
@@ -139,6 +140,15 @@ def check_robustness(onnx_path: Path, suite: Suite, folder: Path) -> Robustness:
     return result
 
 
+def write_monitor_reference(onnx_path: Path, base: Reference, held_out: Dataset, folder: Path) -> Path:
+    """The drift monitor's reference for this model (the training part's `base` plus the model's confidence on the
+    held-out part), written as monitor_reference.json beside the model's report."""
+    from digitpipe.monitor import with_model
+    from digitpipe.scorer import OnnxScorer
+
+    return with_model(base, OnnxScorer(onnx_path).scores(held_out.images)).save(folder / MONITOR_REFERENCE)
+
+
 def write_comparison(rows: list[dict], folder: Path) -> Path:
     """The run's models side by side: comparison.md and comparison.png in `folder`."""
     from digitpipe.plots import comparison_png
@@ -169,6 +179,7 @@ def trained_line(result: dict) -> str:
             f"registered v{result['model_version']}")
 
 
+MONITOR_REFERENCE = "monitor_reference.json"  # in each model's report folder, logged as report/monitor_reference.json
 SUMMARY_KEYS = ("accuracy", "robust_accuracy", "run_id", "model_version", "onnx_path", "train_seconds")
 
 

@@ -15,7 +15,9 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from digitpipe.data.stream import Chunk, stream_chunks
+from digitpipe.config import MonitoringConfig
 from digitpipe.files import atomic_path, write_json
+from digitpipe.monitor import BatchProfile, Reference
 from digitpipe.scorer import OnnxScorer, probabilities
 
 READ_ROWS = 16_384  # rows read per chunk: bounds memory (~50 MB of CSV text) whatever the input size
@@ -34,6 +36,7 @@ class ScoreReport:
     seconds: float
     model: dict
     accuracy: float | None = None  # only when the input carries labels
+    drift: dict | None = None  # the monitor's verdict against the model's training data (digitpipe.monitor)
 
     @property
     def reject_fraction(self) -> float:
@@ -50,14 +53,26 @@ class ScoreReport:
         return (f"scored {self.scored:,} rows, rejected {self.rejected:,} ({self.reject_fraction:.2%}) in "
                 f"{self.seconds:.1f} s ({self.rows_per_second:,.0f} rows/s){accuracy} -> {self.output}")
 
+    def drift_line(self) -> str:
+        """One line on the drift check: a signal for a person, never a reason to withhold the scores."""
+        drift = self.drift or {}
+        if drift.get("verdict") == "no_reference":
+            return f"drift check: none ({drift['reason']})"
+        moved = ", ".join(f"{name} PSI {drift['features'][name]['distance']:.2f}" for name in drift["moved"][:4])
+        return (f"drift check: {drift['verdict']} against the training data of {drift['reference']}"
+                + (f" ({moved})" if moved else ""))
+
 
 def score_file(scorer: OnnxScorer, input_path: Path, output: Path, model: dict, probabilities: bool = False,
-               progress: Callable[[int], None] | None = None, chunk_rows: int = READ_ROWS) -> ScoreReport:
-    """Score `input_path` chunk by chunk into `output` (CSV `ImageId,Label` or Parquet), plus rejects and a JSON sidecar.
+               progress: Callable[[int], None] | None = None, chunk_rows: int = READ_ROWS,
+               reference: Reference | None = None, thresholds: MonitoringConfig | None = None) -> ScoreReport:
+    """Score `input_path` chunk by chunk into `output` (CSV `ImageId,Label` or Parquet), plus rejects and a JSON
+    sidecar; with the model's `reference`, the batch is profiled on the way and its drift verdict reported.
 
     Every file is written under a temporary name and renamed at the end: a failure leaves no partial output.
     """
     start = time.perf_counter()
+    profile = BatchProfile(reference) if reference else None
     rejects_path = output.with_name(output.name + ".rejects.csv")
     scored = correct = labelled = 0
     all_rejects: list[tuple[int, str]] = []
@@ -66,6 +81,8 @@ def score_file(scorer: OnnxScorer, input_path: Path, output: Path, model: dict, 
             scores = scorer.scores(chunk.images)
             predicted = scores.argmax(1)
             write(_output_table(chunk.rows, predicted, scores if probabilities else None))
+            if profile:
+                profile.add(chunk.images, scores)
             all_rejects += chunk.rejects
             scored += len(chunk.rows)
             if chunk.labels is not None:
@@ -77,9 +94,18 @@ def score_file(scorer: OnnxScorer, input_path: Path, output: Path, model: dict, 
             write_rejects(pa.table({"row": [r for r, _ in all_rejects], "reason": [w for _, w in all_rejects]},
                                          schema=REJECTS_SCHEMA))
     report = ScoreReport(str(input_path), str(output), str(rejects_path), scored, len(all_rejects),
-                         time.perf_counter() - start, model, correct / labelled if labelled else None)
+                         time.perf_counter() - start, model, correct / labelled if labelled else None,
+                         _drift(profile, thresholds or MonitoringConfig(), model))
     _write_sidecar(output, report)
     return report
+
+
+def _drift(profile: BatchProfile | None, thresholds: MonitoringConfig, model: dict) -> dict:
+    named = f"v{model['version']}" if "version" in model else model.get("uri", "the model")
+    if profile is None:
+        return {"verdict": "no_reference", "reason": f"{named} has no monitor reference (registered before "
+                "digitpipe recorded them, or a plain .onnx file without --reference)"}
+    return {**profile.verdict(thresholds), "reference": named, "reference_version": model.get("version")}
 
 
 def _output_schema(probabilities: bool) -> pa.Schema:

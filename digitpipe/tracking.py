@@ -46,6 +46,7 @@ PARENT_TAG = "mlflow.parentRunId"  # MLflow's own tag: the UI nests child runs u
 MAX_BATCH = 900  # log_batch accepts at most 1000 metrics and 100 params per call
 MAX_PARAMS = 100
 INT8_ARTIFACT = "model_int8/model.int8.onnx"
+MONITOR_ARTIFACT = "report/monitor_reference.json"  # digitpipe.pipeline.MONITOR_REFERENCE, logged with the report
 TRAINED_ON_ARTIFACT = "lineage/trained_on.npy"  # on the pipeline run: hashes of every image its models trained on
 
 
@@ -320,6 +321,14 @@ class Registry:
             return Path(self.client.download_artifacts(run_id, artifact, str(dest)))
         except (MlflowException, OSError) as exc:
             raise UserError(f"run {run_id}: cannot download {artifact} ({first_line(exc)[:160]})") from None
+
+    def monitor_reference(self, identity: dict, dest: Path) -> Path | None:
+        """The drift monitor's reference of a resolved model (its run's report/monitor_reference.json), or None for
+        a version registered before references were recorded."""
+        try:
+            return Path(self.client.download_artifacts(identity["run_id"], MONITOR_ARTIFACT, str(dest)))
+        except (MlflowException, OSError):
+            return None
 
     def record_quantization(self, identity: dict, result: Quantization, checked_on: str) -> None:
         """Log the int8 file (if accepted) on the version's run and the decision (and the split it was checked on)

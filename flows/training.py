@@ -1,5 +1,5 @@
-"""The training pipeline: validate -> split -> (train -> evaluate -> export -> perturb -> register) per model ->
-promote."""
+"""The training pipeline: validate -> split -> (train -> evaluate -> export -> perturbed digits -> drift reference
+-> register) per model -> promote."""
 
 from __future__ import annotations
 
@@ -14,13 +14,22 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from digitpipe import pipeline, promotion, runtime
 from digitpipe.config import PipelineConfig, load_tracking_config
 from digitpipe.data import Split
+from digitpipe.monitor import Reference
 from digitpipe.robustness import Suite
 from digitpipe.files import write_json
 from digitpipe.progress import epoch_bars
 from digitpipe.tracking import Registry, tracker_for
 from flows import dask_runner
 from tasks.data import explore_data, load_data, split_data, validate_data
-from tasks.modeling import check_robustness, evaluate_model, export_model, perturb_held_out, train_model
+from tasks.modeling import (
+    check_robustness,
+    describe_training_part,
+    evaluate_model,
+    export_model,
+    perturb_held_out,
+    record_monitor_reference,
+    train_model,
+)
 from tasks.registry import promote_champion, record_verdict, register_model
 
 log = logging.getLogger("digitpipe")  # one line per stage; the CLI prints it, deployments send it to Prefect
@@ -53,8 +62,10 @@ def training_flow(cfg: PipelineConfig) -> dict:
         runs.log_artifacts(parent_id, explore_data(data, cfg.out_dir / "eda"), "eda")
         runs.log_trained_on(parent_id, split.seen_in_training())
         suite = perturb_held_out(split.test, cfg.seed)
+        reference = describe_training_part(split.train)
         runs.set_tags(parent_id, suite.tags())
-        futures = [train_one.submit(name, cfg, split, suite, device, parent_id, lineage) for name in cfg.models]
+        futures = [train_one.submit(name, cfg, split, suite, reference, device, parent_id, lineage)
+                   for name in cfg.models]
         results = []
         for future in futures:
             results.append(future.result())
@@ -79,8 +90,8 @@ def with_runner(dask_address: str | None = None, dask_workers: int = 0):
 
 
 @task(cache_policy=NO_CACHE, task_run_name="model-{name}")
-def train_one(name: str, cfg: PipelineConfig, split: Split, suite: Suite, device: str, parent_id: str,
-              lineage: dict) -> dict:
+def train_one(name: str, cfg: PipelineConfig, split: Split, suite: Suite, reference: Reference, device: str,
+              parent_id: str, lineage: dict) -> dict:
     """One model from training to a registered version, in its own MLflow run under the pipeline's."""
     tracker = tracker_for(cfg.tracking)  # by config, not passed: a Dask worker gets the config, not a client
     runs = tracker.runs
@@ -94,6 +105,7 @@ def train_one(name: str, cfg: PipelineConfig, split: Split, suite: Suite, device
         evaluation, predicted = evaluate_model(trained, split.test, folder)
         onnx_path = export_model(trained, split.test, predicted, folder)
         robustness = check_robustness(onnx_path, suite, folder)
+        record_monitor_reference(onnx_path, reference, split.test, folder)
         runs.log_metrics(run_id, {**evaluation.metrics(), **robustness.metrics(),
                                   "train_seconds": trained.train_seconds, "epochs_run": len(trained.history)})
         runs.set_tags(run_id, {"stop_reason": trained.stop_reason})

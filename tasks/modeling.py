@@ -11,6 +11,7 @@ from digitpipe import pipeline
 from digitpipe.config import PipelineConfig
 from digitpipe.data import Dataset, Split
 from digitpipe.evaluate import Evaluation
+from digitpipe.monitor import Reference, build_reference
 from digitpipe.robustness import Robustness, Suite, build_suite
 from digitpipe.zoo import Callback, TrainedModel
 from tasks import not_a_user_error
@@ -40,6 +41,18 @@ def perturb_held_out(test: Dataset, seed: int) -> Suite:
 def check_robustness(onnx_path: Path, suite: Suite, folder: Path) -> Robustness:
     """The exported model on the perturbation suite: accuracy per perturbation and the flipped digits."""
     return pipeline.check_robustness(onnx_path, suite, folder)
+
+
+@task(cache_policy=NO_CACHE)
+def describe_training_part(train: Dataset) -> Reference:
+    """What the drift monitor compares scoring batches with: the training images' features and class shares."""
+    return build_reference(train.images)
+
+
+@task(cache_policy=NO_CACHE)
+def record_monitor_reference(onnx_path: Path, base: Reference, held_out: Dataset, folder: Path) -> Path:
+    """The model's drift reference (the training part's plus the model's held-out confidence) beside its report."""
+    return pipeline.write_monitor_reference(onnx_path, base, held_out, folder)
 
 
 @task(cache_policy=NO_CACHE)

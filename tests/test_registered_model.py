@@ -1,6 +1,10 @@
-"""`digitpipe export --quantize` checks int8 on the held-out part of the split the model was trained on."""
+"""What a registered version carries beyond its ONNX file: the split it was trained on (`digitpipe export
+--quantize` checks int8 on that split's held-out part) and the drift monitor's reference (`digitpipe score`)."""
 
 from __future__ import annotations
+
+import json
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -9,6 +13,7 @@ from mlflow import MlflowClient
 from digitpipe import cli
 from digitpipe.config import PipelineConfig, TrackingConfig
 from digitpipe.data import load_dataset
+from digitpipe.monitor import image_features
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_api")]
 NAME = "digits-export"
@@ -77,3 +82,49 @@ def test_a_plain_onnx_file_needs_the_split_named(lenet_seed_7, fixture_dir, monk
     code, out, _ = _export(monkeypatch, capsys, tracking, tmp_path, "--model", onnx_path, "--data", str(fixture_dir),
                            "--protocol", "book", "--seed", "7")
     assert code == 0 and out.endswith(f"checked on the split named (book, seed 7) -> {tmp_path / 'int8.onnx'}")
+
+
+def _score(monitor_args, monkeypatch, capsys, tracking, tmp_path, data, *args: str) -> tuple[int, list[str], dict]:
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking.tracking_uri)
+    monkeypatch.setattr("sys.argv", ["digitpipe", "score", "--input", str(data), "--output", str(tmp_path / "p.csv"),
+                                     "--config", str(tmp_path / "none.yaml"), *monitor_args, *args])
+    code = cli.run_cli()
+    sidecar = json.loads((tmp_path / "p.csv.json").read_text()) if (tmp_path / "p.csv.json").exists() else {}
+    return code, capsys.readouterr().out.splitlines(), sidecar
+
+
+def test_scoring_checks_a_batch_against_the_versions_training_data(lenet_seed_7, fixture_dir, monkeypatch, capsys,
+                                                                    tmp_path):
+    tracking, version, _ = lenet_seed_7
+    code, lines, sidecar = _score(["--model", f"models:/{NAME}/{version}"], monkeypatch, capsys, tracking, tmp_path,
+                                  fixture_dir)
+    assert code == 0 and lines[1] == f"drift check: ok against the training data of v{version}"
+    drift = sidecar["drift"]
+    assert (drift["verdict"], drift["reference_version"], drift["rows"]) == ("ok", version, 1000)
+    assert set(drift["features"]) == {*image_features(load_dataset(fixture_dir).images[:1]), "predicted_class",
+                                      "confidence"}
+    assert all(f["distance"] < f["threshold"] for f in drift["features"].values())
+
+
+def test_a_drifted_batch_is_reported_and_still_scored(lenet_seed_7, fixture_dir, monkeypatch, capsys, tmp_path):
+    tracking, version, _ = lenet_seed_7
+    data = load_dataset(fixture_dir)
+    frame = pd.DataFrame(255 - data.flat(), columns=[f"pixel{i}" for i in range(784)])  # white ink on black
+    frame.to_csv(tmp_path / "inverted.csv", index=False)
+    code, lines, sidecar = _score(["--model", f"models:/{NAME}/{version}"], monkeypatch, capsys, tracking, tmp_path,
+                                  tmp_path / "inverted.csv")
+    assert code == 0 and (tmp_path / "p.csv").exists() and sidecar["scored"] == 1000
+    assert lines[1].startswith(f"drift check: drift against the training data of v{version} (")
+    assert sidecar["drift"]["verdict"] == "drift" and {"pixel_mean", "ink_fraction"} <= set(sidecar["drift"]["moved"])
+
+
+def test_a_plain_onnx_file_is_checked_only_with_its_reference(lenet_seed_7, fixture_dir, monkeypatch, capsys,
+                                                               tmp_path):
+    tracking, _, onnx_path = lenet_seed_7
+    code, lines, sidecar = _score(["--model", onnx_path], monkeypatch, capsys, tracking, tmp_path, fixture_dir)
+    assert code == 0 and lines[1].startswith("drift check: none (")
+    assert sidecar["drift"]["verdict"] == "no_reference"
+    reference = str(Path(onnx_path).with_name("monitor_reference.json"))
+    code, lines, sidecar = _score(["--model", onnx_path, "--reference", reference], monkeypatch, capsys, tracking,
+                                  tmp_path, fixture_dir)
+    assert code == 0 and lines[1].startswith("drift check: ok against the training data of ")

@@ -1,0 +1,168 @@
+"""Drift monitoring: is a scoring batch still like the digits its model was trained on? (numpy only: `score` stays
+light.)
+
+A Reference, built at registration from the training part's images and the model's outputs on the held-out part,
+holds per feature the bins of that distribution (deciles) and their shares; a batch is profiled into the same bins
+while it is scored, and each feature's population stability index (PSI) against the reference gives the verdict.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from digitpipe.config import MonitoringConfig
+from digitpipe.errors import DataError
+from digitpipe.files import write_json
+
+SPEC = "digitpipe-monitor-v1"
+INK = 32  # a pixel brighter than this is ink (as in validation)
+IMAGE_FEATURES = ("pixel_mean", "ink_fraction", "box_height", "box_width", "centre_row", "centre_col",
+                  "stroke_width", "blank")
+CLASS_EDGES = [digit + 0.5 for digit in range(9)]  # one bin per digit
+CONFIDENCE_EDGES = [0.5, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995, 0.999]  # top-1 probability: most are near 1
+
+
+def image_features(images: np.ndarray) -> dict[str, np.ndarray]:
+    """Per image (uint8 N x 28 x 28): what moves when digits change: brightness, ink, bounding box, centre of
+    mass, stroke width, blankness."""
+    ink = images > INK
+    count = ink.sum((1, 2))
+    rows, cols = ink.any(2), ink.any(1)
+    weights = images.astype(np.float32)
+    total = np.maximum(weights.sum((1, 2)), 1)
+    index = np.arange(28, dtype=np.float32)
+    padded = np.pad(ink, ((0, 0), (1, 1), (1, 1)))
+    inside = (padded[:, :-2, 1:-1] & padded[:, 2:, 1:-1] & padded[:, 1:-1, :-2] & padded[:, 1:-1, 2:])
+    edge = (ink & ~inside).sum((1, 2))
+    return {
+        "pixel_mean": weights.mean((1, 2)) / 255,
+        "ink_fraction": count / 784,
+        "box_height": _extent(rows), "box_width": _extent(cols),
+        "centre_row": (weights.sum(2) * index).sum(1) / total,
+        "centre_col": (weights.sum(1) * index).sum(1) / total,
+        "stroke_width": 2 * count / np.maximum(edge, 1),  # area over half the outline: a stroke's width
+        "blank": (count == 0).astype(np.float32),
+    }
+
+
+def _extent(any_ink: np.ndarray) -> np.ndarray:
+    """Rows (or columns) from the first to the last with ink; 0 for a blank image."""
+    first = np.argmax(any_ink, axis=1)
+    last = any_ink.shape[1] - 1 - np.argmax(any_ink[:, ::-1], axis=1)
+    return np.where(any_ink.any(1), last - first + 1, 0).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class Reference:
+    """The training distribution a model's batches are compared with: per feature, inner bin edges and shares."""
+
+    edges: dict[str, list[float]]
+    shares: dict[str, list[float]]
+    rows: int
+    spec: str = SPEC
+
+    def save(self, path: Path) -> Path:
+        return write_json(path, asdict(self))
+
+    @classmethod
+    def load(cls, path: Path) -> Reference:
+        """A reference written by `save`; a DataError for anything else."""
+        try:
+            return cls(**json.loads(Path(path).read_text()))
+        except (OSError, ValueError, TypeError):
+            raise DataError(path, "not a digitpipe monitor reference (monitor_reference.json)") from None
+
+
+def build_reference(train_images: np.ndarray) -> Reference:
+    """What every model of a training part is compared with: its images' features (decile bins). Each model adds
+    what its own outputs look like on held-out digits (with_model)."""
+    features = image_features(train_images)
+    edges = {name: _edges(values) for name, values in features.items()}
+    return Reference(edges, {name: _shares(features[name], edges[name]).tolist() for name in edges},
+                     len(train_images))
+
+
+def _edges(values: np.ndarray) -> list[float]:
+    """Inner bin edges at the deciles; a value that many images share (every MNIST digit is 20 pixels tall, most
+    are never blank) gets a bin of its own, so a batch that moves below it is seen too."""
+    deciles = np.unique(np.quantile(values, np.linspace(0.1, 0.9, 9)))
+    shared = [value - 1e-6 for value in deciles if np.mean(values == value) > 0.05]
+    return np.unique(np.concatenate([deciles, shared])).tolist()
+
+
+def with_model(reference: Reference, held_out_scores: np.ndarray) -> Reference:
+    """`reference` plus one model's outputs on the held-out part: the class shares it predicts (for a good model,
+    the training data's class shares) and its confidence (top-1 probability)."""
+    edges = {"predicted_class": CLASS_EDGES, "confidence": CONFIDENCE_EDGES}
+    values = {"predicted_class": held_out_scores.argmax(1), "confidence": _top1(held_out_scores)}
+    return Reference({**reference.edges, **edges},
+                     {**reference.shares, **{name: _shares(values[name], edges[name]).tolist() for name in edges}},
+                     reference.rows, reference.spec)
+
+
+def _top1(scores: np.ndarray) -> np.ndarray:
+    from digitpipe.scorer import probabilities
+
+    return probabilities(scores).max(1)
+
+
+def _counts(values: np.ndarray, edges: list[float]) -> np.ndarray:
+    return np.bincount(np.searchsorted(edges, values, side="left"), minlength=len(edges) + 1)
+
+
+def _shares(values: np.ndarray, edges: list[float]) -> np.ndarray:
+    counts = _counts(values, edges)
+    return counts / max(counts.sum(), 1)
+
+
+@dataclass
+class BatchProfile:
+    """The features of a batch, counted into the reference's bins chunk by chunk while it is scored."""
+
+    reference: Reference
+    counts: dict[str, np.ndarray] = field(default_factory=dict)
+    rows: int = 0
+
+    def add(self, images: np.ndarray, scores: np.ndarray) -> None:
+        """Count one chunk: its images and the model's scores for them."""
+        values = {**image_features(images), "predicted_class": scores.argmax(1), "confidence": _top1(scores)}
+        for name, edges in self.reference.edges.items():
+            self.counts[name] = self.counts.get(name, 0) + _counts(values[name], edges)
+        self.rows += len(images)
+
+    def verdict(self, thresholds: MonitoringConfig) -> dict:
+        """ok, warn or drift (or too_few_rows), with every feature's PSI and drift threshold and the ones that moved.
+
+        Two samples of one distribution still differ by chance, by about (bins - 1) x (1/rows + 1/reference rows)
+        in PSI: each feature's thresholds sit twice that noise above the configured ones, so small batches do not
+        raise false alarms and large ones are judged by the configured values."""
+        distances, warn, drift = {}, {}, {}
+        for name, edges in self.reference.edges.items():
+            distances[name] = psi(self.reference.shares[name], self.counts.get(name, 0))
+            noise = 2 * len(edges) * (1 / max(self.rows, 1) + 1 / self.reference.rows)
+            warn[name], drift[name] = thresholds.warn_psi + noise, thresholds.drift_psi + noise
+        moved = sorted((n for n in distances if distances[n] > warn[n]), key=lambda n: -distances[n])
+        if self.rows < thresholds.min_rows:
+            verdict = "too_few_rows"
+        elif any(distances[n] > drift[n] for n in moved):
+            verdict = "drift"
+        else:
+            verdict = "warn" if moved else "ok"
+        return {"verdict": verdict, "rows": self.rows, "moved": moved, "spec": self.reference.spec,
+                "features": {n: {"distance": round(distances[n], 4), "threshold": round(drift[n], 4)}
+                             for n in distances}}
+
+
+def psi(reference_shares: list[float], batch_counts: np.ndarray | int) -> float:
+    """Population stability index of a batch's bin counts against the reference's shares (half a count added to
+    every bin, so an empty bin is finite)."""
+    expected = np.asarray(reference_shares, float)
+    counts = np.zeros_like(expected) + batch_counts
+    observed = (counts + 0.5) / (counts.sum() + 0.5 * len(counts))
+    expected = np.clip(expected, 0.5 / max(counts.sum(), 1), None)
+    expected = expected / expected.sum()
+    return float(np.sum((observed - expected) * np.log(observed / expected)))
