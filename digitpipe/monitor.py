@@ -62,7 +62,7 @@ class Reference:
 
     edges: dict[str, list[float]]
     shares: dict[str, list[float]]
-    rows: int
+    rows: dict[str, int]  # images each feature's shares were counted on (training or held-out part)
     spec: str = SPEC
 
     def save(self, path: Path) -> Path:
@@ -83,7 +83,7 @@ def build_reference(train_images: np.ndarray) -> Reference:
     features = image_features(train_images)
     edges = {name: _edges(values) for name, values in features.items()}
     return Reference(edges, {name: _shares(features[name], edges[name]).tolist() for name in edges},
-                     len(train_images))
+                     dict.fromkeys(edges, len(train_images)))
 
 
 def _edges(values: np.ndarray) -> list[float]:
@@ -101,7 +101,7 @@ def with_model(reference: Reference, held_out_scores: np.ndarray) -> Reference:
     values = {"predicted_class": held_out_scores.argmax(1), "confidence": _top1(held_out_scores)}
     return Reference({**reference.edges, **edges},
                      {**reference.shares, **{name: _shares(values[name], edges[name]).tolist() for name in edges}},
-                     reference.rows, reference.spec)
+                     {**reference.rows, **dict.fromkeys(edges, len(held_out_scores))}, reference.spec)
 
 
 def _top1(scores: np.ndarray) -> np.ndarray:
@@ -143,7 +143,7 @@ class BatchProfile:
         distances, warn, drift = {}, {}, {}
         for name, edges in self.reference.edges.items():
             distances[name] = psi(self.reference.shares[name], self.counts.get(name, 0))
-            noise = 2 * len(edges) * (1 / max(self.rows, 1) + 1 / self.reference.rows)
+            noise = 2 * len(edges) * (1 / max(self.rows, 1) + 1 / self.reference.rows[name])
             warn[name], drift[name] = thresholds.warn_psi + noise, thresholds.drift_psi + noise
         moved = sorted((n for n in distances if distances[n] > warn[n]), key=lambda n: -distances[n])
         if self.rows < thresholds.min_rows:
@@ -153,8 +153,30 @@ class BatchProfile:
         else:
             verdict = "warn" if moved else "ok"
         return {"verdict": verdict, "rows": self.rows, "moved": moved, "spec": self.reference.spec,
-                "features": {n: {"distance": round(distances[n], 4), "threshold": round(drift[n], 4)}
+                "features": {n: {"distance": round(distances[n], 4), "threshold": round(drift[n], 4),
+                                 "edges": self.reference.edges[n], "reference_shares": self.reference.shares[n],
+                                 "batch_shares": _rounded_shares(self.counts.get(n, 0), self.reference.edges[n])}
                              for n in distances}}
+
+
+def _rounded_shares(counts: np.ndarray | int, edges: list[float]) -> list[float]:
+    counts = np.zeros(len(edges) + 1) + counts
+    return np.round(counts / max(counts.sum(), 1), 5).tolist()
+
+
+def report_html(drift: dict, source: str, picture: str) -> str:
+    """A drift report page: the verdict, each feature's PSI against its threshold, and the histograms picture."""
+    import html
+
+    rows = "".join(f"<tr><td>{html.escape(name)}</td><td>{f['distance']:.3f}</td><td>{f['threshold']:.3f}</td>"
+                   f"<td>{'moved' if name in drift['moved'] else ''}</td></tr>" for name, f in drift["features"].items())
+    return ("<!doctype html><html><head><meta charset='utf-8'><title>digitpipe drift report</title><style>"
+            "body{font-family:sans-serif;max-width:1100px;margin:2em auto}td,th{padding:2px 10px;text-align:left}"
+            f"img{{max-width:100%}}</style></head><body><h1>Drift: {html.escape(drift['verdict'])}</h1>"
+            f"<p>{drift['rows']:,} rows of {html.escape(source)} against the training data of "
+            f"{html.escape(str(drift.get('reference', '?')))} ({html.escape(drift['spec'])})</p>"
+            f"<table><tr><th>feature</th><th>PSI</th><th>drift above</th><th></th></tr>{rows}</table>"
+            f"<h2>Reference vs batch</h2><img src='{html.escape(picture)}' alt='histograms'></body></html>\n")
 
 
 def psi(reference_shares: list[float], batch_counts: np.ndarray | int) -> float:

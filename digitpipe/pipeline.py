@@ -149,6 +149,16 @@ def write_monitor_reference(onnx_path: Path, base: Reference, held_out: Dataset,
     return with_model(base, OnnxScorer(onnx_path).scores(held_out.images)).save(folder / MONITOR_REFERENCE)
 
 
+def write_drift_report(drift: dict, source: str, folder: Path) -> Path:
+    """A scored batch's drift check as report.html and histograms.png in `folder` (for the scoring flow's run)."""
+    from digitpipe.monitor import report_html
+    from digitpipe.plots import drift_png
+
+    drift_png(drift, folder / "histograms.png")
+    write_text(folder / "report.html", report_html(drift, source, "histograms.png"))
+    return folder
+
+
 def write_comparison(rows: list[dict], folder: Path) -> Path:
     """The run's models side by side: comparison.md and comparison.png in `folder`."""
     from digitpipe.plots import comparison_png

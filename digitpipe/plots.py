@@ -4,6 +4,7 @@ histograms and mean digits."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -82,6 +83,26 @@ def flips_png(clean: np.ndarray, labels: np.ndarray, clean_predicted: np.ndarray
         axes[1, column].imshow(copies[copy, i], cmap="gray_r")
         axes[1, column].set_title(f"{names[copy]}: {copies_predicted[copy, i]}", fontsize=8)
     fig.suptitle(f"{title}: {int(flipped.sum())} of {len(labels)} digits flip under some perturbation")
+    return _save(fig, path)
+
+
+def drift_png(drift: dict, path: Path) -> Path:
+    """The drift report's picture: per feature, the reference's and the batch's shares of each bin side by side."""
+    features = drift["features"]
+    rows, columns = math.ceil(len(features) / 4), 4
+    fig, axes = plt.subplots(rows, columns, figsize=(14, 2.6 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, (name, feature) in zip(axes.flat, features.items()):
+        ax.axis("on")
+        bins = np.arange(len(feature["reference_shares"]))
+        ax.bar(bins - 0.2, feature["reference_shares"], 0.4, label="training data")
+        ax.bar(bins + 0.2, feature["batch_shares"], 0.4, label="batch")
+        ax.set_title(f"{name}: PSI {feature['distance']:.2f}" + (" (moved)" if name in drift["moved"] else ""),
+                     fontsize=9, color="red" if name in drift["moved"] else "black")
+        ax.set_xticks([])
+    axes.flat[0].legend(fontsize=8)
+    fig.suptitle(f"drift check: {drift['verdict']} ({drift['rows']:,} rows; bins: the training data's deciles)")
     return _save(fig, path)
 
 

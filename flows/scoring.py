@@ -1,4 +1,5 @@
-"""Batch scoring: fetch the champion once, score every input file beside itself, log counts to MLflow."""
+"""Batch scoring: fetch the champion once, score every input file beside itself, check each for drift against the
+champion's training data, log counts and the drift check to MLflow."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from prefect import flow, unmapped
 
 from digitpipe.config import load_tracking_config
 from digitpipe.errors import TooManyRejected
+from digitpipe.pipeline import write_drift_report
+from digitpipe.scoring import ScoreReport
 from digitpipe.tracking import RunLog, tracker_for
 from flows import dask_runner
 from tasks.scoring import fetch_model, score_one
@@ -19,15 +22,17 @@ def scoring_flow(inputs: list[Path], model: str = "models:/digits@champion", suf
                  probabilities: bool = False, max_reject_fraction: float = 0.01,
                  config: Path = Path("mlflow.yaml")) -> list[dict]:
     """Score each file in `inputs` with `model`; fail if a file rejects more than `max_reject_fraction` of its rows."""
-    tracker = tracker_for(load_tracking_config(config))
+    tracking = load_tracking_config(config)
+    tracker = tracker_for(tracking)
     with tempfile.TemporaryDirectory(prefix="digitpipe-model-") as tmp:
-        model_path, identity = fetch_model(tracker.registry, model, Path(tmp))
+        model_path, identity, reference = fetch_model(tracker.registry, model, Path(tmp))
         futures = score_one.map(unmapped(model_path), unmapped(identity), inputs, unmapped(suffix),
-                                unmapped(probabilities))
+                                unmapped(probabilities), unmapped(reference), unmapped(tracking.monitoring))
         reports = [future.result() for future in futures]
     for report in reports:
         log_report(tracker.runs, report)
         print(report.line())
+        print(report.drift_line())
     too_many = [r.input for r in reports if r.reject_fraction > max_reject_fraction]
     if too_many:
         raise TooManyRejected(f"more than {max_reject_fraction:.2%} of rows rejected in: {', '.join(too_many)}")
@@ -42,10 +47,16 @@ def score_files(inputs: list[Path], dask_address: str | None = None, dask_worker
     return scoring_flow.with_options(task_runner=dask_runner(dask_address, dask_workers))(inputs, **options)
 
 
-def log_report(runs: RunLog, report) -> None:
-    """One MLflow run per scored file: model identity, counts and throughput."""
-    with runs.run(f"score {Path(report.input).name}", tags={"digitpipe.kind": "scoring"}) as run_id:
+def log_report(runs: RunLog, report: ScoreReport) -> None:
+    """One MLflow run per scored file: model identity, counts, throughput, and the drift check (each feature's PSI
+    as a metric, the verdict as a tag, the report with its histograms as artifacts)."""
+    drift = report.drift or {}
+    with runs.run(f"score {Path(report.input).name}", tags={"digitpipe.kind": "scoring",
+                                                             "drift_verdict": drift.get("verdict", "none")}) as run_id:
         runs.log_params(run_id, {"input": report.input, "output": report.output, **report.model})
         runs.log_metrics(run_id, {"rows_scored": report.scored, "rows_rejected": report.rejected,
-                                  "reject_fraction": report.reject_fraction,
-                                  "rows_per_second": report.rows_per_second})
+                                  "reject_fraction": report.reject_fraction, "rows_per_second": report.rows_per_second,
+                                  **{f"drift_psi_{name}": f["distance"] for name, f in drift.get("features", {}).items()}})
+        if "features" in drift:
+            with tempfile.TemporaryDirectory(prefix="digitpipe-drift-") as tmp:
+                runs.log_artifacts(run_id, write_drift_report(drift, report.input, Path(tmp)), "drift")

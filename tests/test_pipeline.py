@@ -186,48 +186,39 @@ def test_scoring_flow_scores_each_file_with_the_champion_and_logs_to_mlflow(firs
     runs = client.search_runs([client.get_experiment_by_name(tracking.experiment).experiment_id],
                               "tags.`digitpipe.kind` = 'scoring'")
     assert sorted(r.data.metrics["rows_scored"] for r in runs) == [200, 300]
+    for run in runs:  # digits like the training data: no drift, and the check is on the run
+        assert run.data.tags["drift_verdict"] == "ok" and "drift_psi_pixel_mean" in run.data.metrics
+        assert sorted(a.path for a in client.list_artifacts(run.info.run_id, "drift")) == [
+            "drift/histograms.png", "drift/report.html"]
 
 
-def test_unknown_alias_is_a_clear_error(first_run, tracking, fixture_dir, tmp_path, monkeypatch, capsys):
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking.tracking_uri)
-    monkeypatch.setattr("sys.argv", ["digitpipe", "score", "--model", f"models:/{tracking.registered_model}@nobody",
-                                     "--input", str(fixture_dir), "--output", str(tmp_path / "o.csv")])
-    assert cli.run_cli() == 2
-    assert capsys.readouterr().err.splitlines()[-1].startswith(
-        f"digitpipe: error: models:/{tracking.registered_model}@nobody: not in the registry at {tracking.tracking_uri}")
+def test_unknown_alias_is_a_clear_error(first_run, tracking, fixture_dir, tmp_path, digitpipe_cli):
+    result = digitpipe_cli("score", "--model", f"models:/{tracking.registered_model}@nobody", "--input", fixture_dir,
+                           "--output", tmp_path / "o.csv", tracking_uri=tracking.tracking_uri)
+    assert_one_line_error(result.code, result.err, 2,
+                          f"models:/{tracking.registered_model}@nobody: not in the registry at {tracking.tracking_uri}")
     assert not (tmp_path / "o.csv").exists()
 
 
-def _fixture_csv(fixture_dir, tmp_path):
-    data = load_dataset(fixture_dir)
-    frame = pd.DataFrame(data.flat(), columns=[f"pixel{i}" for i in range(784)])
-    frame.insert(0, "label", data.labels)
-    frame.to_csv(tmp_path / "fixture.csv", index=False)
-    return tmp_path / "fixture.csv"
-
-
-def test_accepted_int8_is_recorded_and_then_used_for_scoring(first_run, fixture_dir, tracking, tmp_path, monkeypatch):
+def test_accepted_int8_is_recorded_and_then_used_for_scoring(first_run, fixture_dir, tracking, tmp_path, digitpipe_cli):
     _, summary = first_run
     name, version = tracking.registered_model, summary["models"]["lenet"]["model_version"]
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking.tracking_uri)
-    monkeypatch.setattr("sys.argv", ["digitpipe", "export", "--model", f"models:/{name}/{version}", "--quantize",
-                                     "--max-drop", "1.0", "--data", str(fixture_dir), "--output",
-                                     str(tmp_path / "int8.onnx"), "--config", str(tmp_path / "none.yaml")])
-    assert cli.run_cli() == 0
+    exported = digitpipe_cli("export", "--model", f"models:/{name}/{version}", "--quantize", "--max-drop", "1.0",
+                             "--data", fixture_dir, "--output", tmp_path / "int8.onnx",
+                             "--config", tmp_path / "none.yaml", tracking_uri=tracking.tracking_uri)
+    assert exported.code == 0
     client = MlflowClient(tracking.tracking_uri)
     tags = client.get_model_version(name, version).tags
     assert tags["int8_status"] == "accepted" and "int8 accepted" in tags["int8_reason"]
-    monkeypatch.setattr("sys.argv", ["digitpipe", "score", "--model", f"models:/{name}/{version}", "--input",
-                                     str(fixture_dir), "--output", str(tmp_path / "p.csv"),
-                                     "--config", str(tmp_path / "none.yaml")])
-    assert cli.run_cli() == 0
+    scored = digitpipe_cli("score", "--model", f"models:/{name}/{version}", "--input", fixture_dir,
+                           "--output", tmp_path / "p.csv", "--config", tmp_path / "none.yaml")
+    assert scored.code == 0
     sidecar = json.loads((tmp_path / "p.csv.json").read_text())
     assert sidecar["model"]["precision"] == "int8" and sidecar["scored"] == 1000
 
 
 @pytest.mark.parametrize("damage", ["corrupt", "delete"])
-def test_scoring_refuses_a_damaged_registry_artifact(damage, first_run, tracking, fixture_dir, tmp_path, monkeypatch,
-                                                      capsys):
+def test_scoring_refuses_a_damaged_registry_artifact(damage, first_run, tracking, fixture_dir, tmp_path, digitpipe_cli):
     from flows.training import training_flow
 
     out = tmp_path / "run"
