@@ -115,15 +115,17 @@ def _train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, scheduler, 
 @dataclasses.dataclass(frozen=True)
 class Augmentation:
     """How far training copies of a digit may stray: the geometric limits, and for each pen-and-sensor change the
-    share of a batch that gets it and its largest strength (the families of digitpipe.robustness)."""
+    share of a batch that gets it and its largest strength. The defaults cover the strength-2 perturbations of
+    digitpipe.robustness: on the book split they cut fastcnn's robust-accuracy gap from 2.49 to 0.78 points for
+    -0.07 points of clean accuracy (bench/README.md)."""
 
-    degrees: float = 10.0
-    shift_px: float = 2.0
-    scale: float = 0.1
-    pen_share: float = 0.0  # thicker or thinner strokes, up to one pixel
-    noise_share: float = 0.0
+    degrees: float = 12.0
+    shift_px: float = 3.0
+    scale: float = 0.15
+    pen_share: float = 0.5  # thicker or thinner strokes, up to one pixel
+    noise_share: float = 0.5
     noise_sigma: float = 16.0  # on 0-255 pixels
-    blur_share: float = 0.0
+    blur_share: float = 0.5
     blur_sigma: float = 1.0
 
 

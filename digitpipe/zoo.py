@@ -39,7 +39,7 @@ class NetSpec:
     optimizer: str = "sgd"  # "sgd" (with momentum) or "adamw"
     schedule: str = "constant"  # "constant" or "onecycle" (per batch; lr is the peak)
     label_smoothing: float = 0.0
-    augment: bool = False  # random small rotations, shifts and scaling, on the device
+    augment: bool = False  # shifted, rotated, rescaled, re-inked, noisy and blurred copies (train.Augmentation)
     stop_at_val_accuracy: float | None = None  # the book's rule: stop once validation accuracy reaches this
     patience: int | None = None  # stop after this many epochs without a better validation loss
 

@@ -10,7 +10,7 @@ from digitpipe.data import split_dataset
 from digitpipe.models import build_net
 from digitpipe.zoo import SPECS
 from digitpipe.runtime import seed_everything
-from digitpipe.train import augment, fit, stop_reason
+from digitpipe.train import Augmentation, augment, fit, stop_reason
 from digitpipe.zoo import EpochResult
 
 CPU = torch.device("cpu")
@@ -85,11 +85,21 @@ def test_resumed_training_ends_exactly_like_an_uninterrupted_one(split, tmp_path
         assert torch.equal(a, b)
 
 
-def test_augment_moves_ink_but_keeps_shape_and_range(digits):
+def test_geometric_augmentation_moves_ink_but_keeps_shape_and_range(digits):
     x = torch.tensor(digits.images[:64], dtype=torch.float32).unsqueeze(1)
     torch.manual_seed(0)
-    y = augment(x)
+    y = augment(x, Augmentation(pen_share=0, noise_share=0, blur_share=0))
     assert y.shape == x.shape and y.min() >= 0 and y.max() <= 255 + 1e-3  # bilinear: no new extremes
     assert not torch.equal(x, y)
     ratio = (y.sum((1, 2, 3)) / x.sum((1, 2, 3))).numpy()
-    assert np.all((ratio > 0.6) & (ratio < 1.5))  # small transforms: the digit stays in the frame
+    assert np.all((ratio > 0.6) & (ratio < 1.5))  # shifts, turns and rescaling: the digit stays in the frame
+
+
+@pytest.mark.parametrize("family", ["pen_share", "noise_share", "blur_share"])
+def test_pen_noise_and_blur_change_their_share_of_a_batch(digits, family):
+    x = torch.tensor(digits.images[:400], dtype=torch.float32).unsqueeze(1)
+    torch.manual_seed(0)
+    only = Augmentation(degrees=0, shift_px=0, scale=0, pen_share=0, noise_share=0, blur_share=0)
+    y = augment(x, dataclasses.replace(only, **{family: 0.5}))
+    changed = ((y - x).abs() > 1).flatten(1).any(1).float().mean().item()
+    assert 0.35 < changed < 0.65 and y.min() >= 0 and y.max() <= 255
