@@ -18,7 +18,7 @@ import click
 import typer
 
 from digitpipe.config import PipelineConfig, build, load_tracking_config
-from digitpipe.errors import TooManyRejected, UserError
+from digitpipe.errors import DataError, TooManyRejected, UserError
 from digitpipe.runtime import available_cores
 from digitpipe.zoo import MODEL_NAMES
 
@@ -30,6 +30,8 @@ ConfigOption = Annotated[Path, typer.Option("--config", help="Tracking and promo
 
 data_app = typer.Typer(help="Get data.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
+monitor_app = typer.Typer(help="The drift monitor of scored batches.", no_args_is_help=True)
+app.add_typer(monitor_app, name="monitor")
 
 
 @data_app.command("fetch")
@@ -96,7 +98,7 @@ def run(
             "stop_at_accuracy": stop_at_accuracy, "patience": patience, "resume": resume, "seed": seed,
             "val_fraction": val_fraction, "protocol": protocol, "summary": summary, "out_dir": out_dir,
             "progress": not quiet and task_runner == "local" and sys.stderr.isatty(),  # no bars from Dask workers
-            "threads": max(1, available_cores() // dask_workers) if dask_workers else None,
+            "threads": (int(os.environ.get("DP_EXP_THREADS", 0)) or max(1, available_cores() // dask_workers)) if dask_workers else None,  # EXPERIMENT
             "tracking": load_tracking_config(config),
         }
         cfg = build(PipelineConfig, {k: v for k, v in values.items() if v is not None}, source="command line")
@@ -281,7 +283,8 @@ def export(
             return
         from digitpipe.export import quantize_checked
 
-        split, checked_on = _split_to_check_on(registry, identity, data, protocol, seed)
+        split, made_from = _training_split(registry, identity, data, protocol, seed)
+        checked_on = f"checked on the held-out part of {made_from}"
         result = quantize_checked(path, split.train.images[:1024], split.test, output, max_drop)
     if registry is not None:
         registry.record_quantization(identity, result, checked_on)
@@ -290,24 +293,57 @@ def export(
         raise typer.Exit(1)
 
 
-def _split_to_check_on(registry, identity: dict, data: Path | None, protocol: str | None, seed: int | None):
-    """The split whose training part calibrates int8 and whose held-out part checks it, and a phrase saying which:
-    a registry version's own (its run's recipe, checked against the recorded digests), else the one the user names."""
+@monitor_app.command("reference")
+def monitor_reference(
+    model: Annotated[str, typer.Option(help="models:/NAME@ALIAS, models:/NAME/VERSION or a .onnx file.")],
+    data: Annotated[Path | None, typer.Option(
+        help="Its training data: a registry version's run names its own (--data only where it moved).")] = None,
+    protocol: Annotated[str | None, typer.Option(help="With a .onnx file: book or standard.")] = None,
+    seed: Annotated[int | None, typer.Option(help="With a .onnx file: the split's seed.")] = None,
+    output: Annotated[Path | None, typer.Option(help="With a .onnx file: where to write the reference.")] = None,
+    config: ConfigOption = Path("mlflow.yaml"),
+) -> None:
+    """Build a model's drift reference from the split it was trained on: for versions registered before digitpipe
+    recorded references (logged on the version's run), or a .onnx file (written to --output)."""
+    import tempfile
+
+    from digitpipe.monitor import build_reference, with_model
+    from digitpipe.scorer import OnnxScorer
+
+    with tempfile.TemporaryDirectory(prefix="digitpipe-model-") as tmp:
+        registry, path, identity = _resolve_model(model, Path(tmp), config, prefer_int8=False)
+        if registry is None and output is None:
+            raise UserError("a .onnx file has no run to record its reference on: give --output")
+        try:
+            split, made_from = _training_split(registry, identity, data, protocol, seed)
+        except DataError as exc:
+            raise UserError(f"no reference for {model}: its training data cannot be read again ({exc})") from None
+        reference = with_model(build_reference(split.train.images), OnnxScorer(path).scores(split.test.images))
+        if registry is None:
+            typer.echo(f"wrote {reference.save(output)} (from {made_from})")
+            return
+        registry.record_monitor_reference(identity, reference.save(Path(tmp) / "monitor_reference.json"))
+    typer.echo(f"recorded the drift reference of {model} on its run (from {made_from})")
+
+
+def _training_split(registry, identity: dict, data: Path | None, protocol: str | None, seed: int | None):
+    """The split a model was trained on, rebuilt, and a phrase saying which: a registry version's own (its run's
+    recipe, checked against the recorded digests), else the one the user names for a .onnx file."""
     from digitpipe.data import SplitRecipe
 
     if registry is None:
         if data is None or protocol is None or seed is None:
-            raise UserError("a .onnx file has no training run to rebuild its split from: --quantize needs --data, "
-                            "--protocol and --seed")
+            raise UserError("a .onnx file has no training run to rebuild its split from: give --data, --protocol "
+                            "and --seed")
         if protocol not in ("book", "standard"):
             raise UserError(f"--protocol {protocol!r}: expected book or standard")
-        return SplitRecipe(data, protocol, seed).rebuild(), f"checked on the split named ({protocol}, seed {seed})"
+        return SplitRecipe(data, protocol, seed).rebuild(), f"the split named ({protocol}, seed {seed})"
     if protocol is not None or seed is not None:
         raise UserError(f"{identity['uri']} is checked on its training run's split: leave out --protocol and --seed")
     recipe = registry.training_split(identity["registered_model"], identity["version"])
     if data is not None:
         recipe = dataclasses.replace(recipe, data=data)
-    return recipe.rebuild(), f"checked on its training run's held-out part ({recipe.protocol}, seed {recipe.seed})"
+    return recipe.rebuild(), f"its training run's split ({recipe.protocol}, seed {recipe.seed})"
 
 
 def _resolve_model(model: str, tmp: Path, config: Path, prefer_int8: bool = True):

@@ -330,6 +330,10 @@ class Registry:
         except (MlflowException, OSError):
             return None
 
+    def record_monitor_reference(self, identity: dict, path: Path) -> None:
+        """Log a drift reference built after registration where registration would have put it."""
+        self.client.log_artifact(identity["run_id"], str(path), str(Path(MONITOR_ARTIFACT).parent))
+
     def record_quantization(self, identity: dict, result: Quantization, checked_on: str) -> None:
         """Log the int8 file (if accepted) on the version's run and the decision (and the split it was checked on)
         as version tags."""

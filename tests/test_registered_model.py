@@ -45,9 +45,10 @@ def test_a_registry_version_is_checked_on_its_own_runs_split(lenet_seed_7, monke
     tracking, version, _ = lenet_seed_7
     code, out, err = _export(monkeypatch, capsys, tracking, tmp_path, "--model", f"models:/{NAME}/{version}")
     assert code == 0 and out.startswith("int8 accepted: held-out accuracy ")
-    assert out.endswith(f"checked on its training run's held-out part (book, seed 7) -> {tmp_path / 'int8.onnx'}")
+    assert out.endswith(f"checked on the held-out part of its training run's split (book, seed 7) -> "
+                        f"{tmp_path / 'int8.onnx'}")
     tags = MlflowClient(tracking.tracking_uri).get_model_version(NAME, version).tags
-    assert tags["int8_reason"].endswith("checked on its training run's held-out part (book, seed 7)")
+    assert tags["int8_reason"].endswith("checked on the held-out part of its training run's split (book, seed 7)")
 
 
 def test_data_that_does_not_reproduce_the_split_is_refused(lenet_seed_7, fixture_dir, monkeypatch, capsys, tmp_path):
@@ -77,11 +78,12 @@ def test_a_plain_onnx_file_needs_the_split_named(lenet_seed_7, fixture_dir, monk
     tracking, _, onnx_path = lenet_seed_7
     code, _, err = _export(monkeypatch, capsys, tracking, tmp_path, "--model", onnx_path, "--data", str(fixture_dir))
     assert code == 2
-    assert err == ("digitpipe: error: a .onnx file has no training run to rebuild its split from: --quantize needs "
-                   "--data, --protocol and --seed")
+    assert err == ("digitpipe: error: a .onnx file has no training run to rebuild its split from: give --data, "
+                   "--protocol and --seed")
     code, out, _ = _export(monkeypatch, capsys, tracking, tmp_path, "--model", onnx_path, "--data", str(fixture_dir),
                            "--protocol", "book", "--seed", "7")
-    assert code == 0 and out.endswith(f"checked on the split named (book, seed 7) -> {tmp_path / 'int8.onnx'}")
+    assert code == 0 and out.endswith(f"checked on the held-out part of the split named (book, seed 7) -> "
+                                      f"{tmp_path / 'int8.onnx'}")
 
 
 def _score(monitor_args, monkeypatch, capsys, tracking, tmp_path, data, *args: str) -> tuple[int, list[str], dict]:
@@ -128,3 +130,33 @@ def test_a_plain_onnx_file_is_checked_only_with_its_reference(lenet_seed_7, fixt
     code, lines, sidecar = _score(["--model", onnx_path, "--reference", reference], monkeypatch, capsys, tracking,
                                   tmp_path, fixture_dir)
     assert code == 0 and lines[1].startswith("drift check: ok against the training data of ")
+
+
+def _monitor_reference(monkeypatch, capsys, tracking, tmp_path, *args: str) -> tuple[int, str, str]:
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking.tracking_uri)
+    monkeypatch.setattr("sys.argv", ["digitpipe", "monitor", "reference", "--config", str(tmp_path / "none.yaml"),
+                                     *args])
+    code = cli.run_cli()
+    out, err = capsys.readouterr()
+    return code, out.strip(), err.strip()
+
+
+def test_a_reference_is_built_again_from_the_training_split(lenet_seed_7, fixture_dir, monkeypatch, capsys, tmp_path):
+    tracking, version, onnx_path = lenet_seed_7
+    code, out, _ = _monitor_reference(monkeypatch, capsys, tracking, tmp_path, "--model", f"models:/{NAME}/{version}")
+    assert code == 0 and out == (f"recorded the drift reference of models:/{NAME}/{version} on its run "
+                                 "(from its training run's split (book, seed 7))")
+    code, out, _ = _monitor_reference(monkeypatch, capsys, tracking, tmp_path, "--model", onnx_path, "--data",
+                                      str(fixture_dir), "--protocol", "book", "--seed", "7", "--output",
+                                      str(tmp_path / "ref.json"))
+    assert code == 0 and out == f"wrote {tmp_path / 'ref.json'} (from the split named (book, seed 7))"
+    rebuilt = json.loads((tmp_path / "ref.json").read_text())
+    assert rebuilt == json.loads(Path(onnx_path).with_name("monitor_reference.json").read_text())  # as registered
+
+
+def test_without_its_training_data_there_is_plainly_no_reference(lenet_seed_7, monkeypatch, capsys, tmp_path):
+    tracking, version, _ = lenet_seed_7
+    code, _, err = _monitor_reference(monkeypatch, capsys, tracking, tmp_path, "--model", f"models:/{NAME}/{version}",
+                                      "--data", str(tmp_path / "gone"))
+    assert code == 2 and err == (f"digitpipe: error: no reference for models:/{NAME}/{version}: its training data "
+                                 f"cannot be read again ({tmp_path / 'gone'}: no such file or directory)")
