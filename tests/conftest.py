@@ -1,8 +1,10 @@
-"""Shared fixtures: the committed MNIST sample, a session-wide Prefect test API and MLflow store."""
+"""Shared fixtures: the committed MNIST sample, a session-wide Prefect test API and MLflow store, and the CLI run
+in this process (`digitpipe_cli`). Helpers that are plain functions live in tests/helpers.py."""
 
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,6 +14,8 @@ from digitpipe.data import load_dataset
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURE = ROOT / "tests/fixtures/mnist-1000"
 SHARED_MNIST = ROOT.parent / "shared/mnist"
+if str(ROOT) not in sys.path:  # `from tests.helpers import ...` under a plain `pytest` too, not only `python -m pytest`
+    sys.path.insert(0, str(ROOT))
 
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
@@ -33,10 +37,14 @@ def digits():
 
 @pytest.fixture(scope="session")
 def prefect_api():
-    """One temporary Prefect API for the whole session (its sqlite migrations cost seconds)."""
+    """One temporary Prefect API for the whole session (its sqlite migrations cost seconds), also exported as
+    PREFECT_API_URL: the harness sets it in Prefect's settings only, and `digitpipe run` in this process (cli.run_cli)
+    or in a subprocess reuses an API only when the environment or profile names one (else it starts its own)."""
+    from prefect.settings import PREFECT_API_URL
     from prefect.testing.utilities import prefect_test_harness
 
-    with prefect_test_harness(server_startup_timeout=120):
+    with prefect_test_harness(server_startup_timeout=120), pytest.MonkeyPatch.context() as session_env:
+        session_env.setenv("PREFECT_API_URL", PREFECT_API_URL.value())  # put back as it was after the session
         yield
 
 
@@ -45,3 +53,24 @@ def mlflow_store(tmp_path_factory) -> str:
     """A sqlite-backed MLflow tracking URI shared by the session (MLflow migrates a fresh store for seconds)."""
     folder = tmp_path_factory.mktemp("mlflow")
     return f"sqlite:///{folder}/mlflow.db"
+
+
+@pytest.fixture
+def digitpipe_cli(monkeypatch, capsys):
+    """Runs `digitpipe ARGS...` in this process (`cli.run_cli`, the console script without its exit) and returns a
+    CliResult: the exit code and what the command printed on stdout and stderr (not what the test printed before).
+    `tracking_uri=URI` points the command's MLflow at a store through MLFLOW_TRACKING_URI, for the rest of the test,
+    as a user's environment would."""
+    from digitpipe import cli
+    from tests.helpers import CliResult
+
+    def run(*args, tracking_uri: str | None = None) -> CliResult:
+        if tracking_uri is not None:
+            monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking_uri)
+        monkeypatch.setattr("sys.argv", ["digitpipe", *map(str, args)])
+        capsys.readouterr()  # what came before the command is not its output
+        code = cli.run_cli()
+        out, err = capsys.readouterr()
+        return CliResult(code, out, err)
+
+    return run

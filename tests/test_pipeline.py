@@ -8,17 +8,16 @@ import tempfile
 import time
 from pathlib import Path
 
-import mlflow
 import numpy as np
 import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
-from digitpipe import cli
 from digitpipe.config import PipelineConfig, TrackingConfig
 from digitpipe.data import load_dataset, split_dataset
 from digitpipe.scoring import OnnxScorer
 from tests.gitcheckout import checkout_head
+from tests.helpers import assert_one_line_error, fluent_tracking_uri, kaggle_frame
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_api")]
 
@@ -100,11 +99,10 @@ def test_lineage_is_on_every_run_and_version(first_run, tracking):
 
 def test_champion_loads_as_an_mlflow_pyfunc_with_signature_and_example(first_run, fixture_dir, tracking):
     _, summary = first_run
-    mlflow.set_tracking_uri(tracking.tracking_uri)  # pyfunc takes no URI argument; reset below (it exports MLFLOW_TRACKING_URI)
-    try:
+    import mlflow
+
+    with fluent_tracking_uri(tracking.tracking_uri):  # pyfunc takes no URI argument
         model = mlflow.pyfunc.load_model(f"models:/{tracking.registered_model}@champion")
-    finally:
-        mlflow.set_tracking_uri(None)
     assert model.metadata.signature is not None and model.metadata.saved_input_example_info is not None
     images = load_dataset(fixture_dir).images[:7]
     expected = OnnxScorer(summary["champion"]["onnx_path"])
@@ -145,19 +143,15 @@ def test_weaker_challenger_does_not_move_the_champion(first_run, fixture_dir, tr
     (b"label,pixel0\n1,2\n", "header must be"),
     (b"\x00\x01\x02 not digits", "neither an MNIST IDX file nor a Kaggle CSV"),
 ])
-def test_cli_bad_input_is_one_line_and_registers_nothing(
-        content, message, tmp_path, tracking, monkeypatch, capsys, first_run):
+def test_cli_bad_input_is_one_line_and_registers_nothing(content, message, tmp_path, tracking, digitpipe_cli,
+                                                         first_run):
     bad = tmp_path / "bad.bin"
     bad.write_bytes(content)
     client = MlflowClient(tracking.tracking_uri)
     before = len(client.search_model_versions(f"name='{tracking.registered_model}'"))
     champion = str(client.get_model_version_by_alias(tracking.registered_model, "champion").version)
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking.tracking_uri)
-    monkeypatch.setattr("sys.argv", ["digitpipe", "run", "--data", str(bad), "--out", str(tmp_path)])
-    assert cli.run_cli() == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert err[-1].startswith("digitpipe: error: ") and message in err[-1] and str(bad) in err[-1]
-    assert "Traceback" not in "\n".join(err)
+    result = digitpipe_cli("run", "--data", bad, "--out", tmp_path, tracking_uri=tracking.tracking_uri)
+    assert_one_line_error(result.code, result.err, 2, f"{bad}: {message}")
     assert len(client.search_model_versions(f"name='{tracking.registered_model}'")) == before
     assert str(client.get_model_version_by_alias(tracking.registered_model, "champion").version) == champion
 
@@ -170,9 +164,8 @@ def test_scoring_flow_scores_each_file_with_the_champion_and_logs_to_mlflow(firs
     config.write_text(tracking.model_dump_json())  # JSON is YAML
     inputs = []
     for i, rows in enumerate((300, 200)):
-        frame = pd.read_csv(_fixture_csv(fixture_dir, tmp_path)).iloc[:rows]
         inputs.append(tmp_path / f"batch{i}.csv")
-        frame.drop(columns="label").to_csv(inputs[-1], index=False)
+        kaggle_frame(load_dataset(fixture_dir), labelled=False).iloc[:rows].to_csv(inputs[-1], index=False)
     reports = scoring_flow(inputs, model=f"models:/{tracking.registered_model}@champion", config=config)
     assert [r["scored"] for r in reports] == [300, 200]
     champion_onnx = OnnxScorer(summary["champion"]["onnx_path"])
@@ -233,15 +226,12 @@ def test_scoring_refuses_a_damaged_registry_artifact(damage, first_run, tracking
         stored.write_bytes(stored.read_bytes()[:-10] + b"0123456789")
     else:
         stored.unlink()
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking.tracking_uri)
-    monkeypatch.setattr("sys.argv", ["digitpipe", "score", "--model", f"models:/damaged-{damage}/{version}",
-                                     "--input", str(fixture_dir), "--output", str(tmp_path / "o.csv"),
-                                     "--config", str(tmp_path / "none.yaml")])
-    with pytest.raises(SystemExit) as exit_info:
-        raise SystemExit(cli.run_cli())
-    assert exit_info.value.code == 2
-    err = capsys.readouterr().err
-    assert ("does not match the checksum" if damage == "corrupt" else "holds no .onnx file") in err
+    result = digitpipe_cli("score", "--model", f"models:/damaged-{damage}/{version}", "--input", fixture_dir,
+                           "--output", tmp_path / "o.csv", "--config", tmp_path / "none.yaml",
+                           tracking_uri=tracking.tracking_uri)
+    assert_one_line_error(result.code, result.err, 2, f"models:/damaged-{damage}/{version}: " + (
+        "the stored ONNX file does not match the checksum" if damage == "corrupt" else
+        "the registered model holds no .onnx file"))
     assert not list(tmp_path.glob("o.csv*"))
 
 
@@ -264,11 +254,8 @@ def test_concurrent_promotions_leave_the_better_model_champion(first_run, fixtur
     ranked = sorted(summary["models"].values(), key=lambda m: m["accuracy"])
     weak, strong = ranked[0], ranked[-1]
     context = multiprocessing.get_context("spawn")
-    mlflow.set_tracking_uri(tracking.tracking_uri)  # a models:/ source is looked up in the fluent (global) store
-    try:
+    with fluent_tracking_uri(tracking.tracking_uri):  # a models:/ source is looked up in the fluent (global) store
         rounds(client, tracking, fixture_dir, weak, strong, context)
-    finally:
-        mlflow.set_tracking_uri(None)
 
 
 def rounds(client, tracking, fixture_dir, weak, strong, context) -> None:
@@ -295,7 +282,7 @@ def test_scoring_scales_out_on_a_local_dask_cluster(first_run, fixture_dir, trac
 
     config = tmp_path / "mlflow.yaml"
     config.write_text(tracking.model_dump_json())
-    frame = pd.read_csv(_fixture_csv(fixture_dir, tmp_path)).drop(columns="label")
+    frame = kaggle_frame(load_dataset(fixture_dir), labelled=False)
     inputs = []
     for i in range(3):
         inputs.append(tmp_path / f"part{i}.csv")

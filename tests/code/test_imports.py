@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -69,8 +70,9 @@ def test_validate_loads_great_expectations_but_not_torch_or_mlflow(tmp_path, fix
 def test_a_logreg_run_loads_no_torch_and_prints_one_line_per_stage(tmp_path, fixture_dir):
     (tmp_path / "mlflow.yaml").write_text(f"tracking_uri: sqlite:///{tmp_path}/m.db\n")
     args = ["run", "--data", str(fixture_dir), "--models", "logreg", "--quiet", "--out", str(tmp_path / "out")]
+    alone = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}  # a user's run: its own temporary API
     done = subprocess.run([sys.executable, "-c", PROBE, json.dumps(args), json.dumps(HEAVY)], capture_output=True,
-                          text=True, cwd=tmp_path, timeout=300)
+                          text=True, cwd=tmp_path, env=alone, timeout=300)
     assert "torch" not in json.loads(done.stdout.splitlines()[-1].removeprefix("LOADED "))
     lines = done.stderr.splitlines()
     assert [line.split()[0] for line in lines] == ["validated", "split", "trained", "v1"], done.stderr
@@ -78,7 +80,8 @@ def test_a_logreg_run_loads_no_torch_and_prints_one_line_per_stage(tmp_path, fix
 
 
 @pytest.mark.slow
-def test_verbose_restores_prefects_own_log_lines(tmp_path, fixture_dir):
+def test_verbose_restores_prefects_own_log_lines(tmp_path, fixture_dir, prefect_api):
+    """On the session's Prefect API (PREFECT_API_URL, inherited): the temporary one is the test above's."""
     (tmp_path / "mlflow.yaml").write_text(f"tracking_uri: sqlite:///{tmp_path}/m.db\n")
     done = subprocess.run([sys.executable, "-m", "digitpipe", "run", "--data", str(fixture_dir), "--models", "logreg",
                            "--quiet", "--verbose", "--out", str(tmp_path / "out")], capture_output=True, text=True,

@@ -5,12 +5,12 @@ import shutil
 import struct
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from digitpipe.data import load_dataset
 from digitpipe.data.readers import write_idx
 from digitpipe.errors import DataError
+from tests.helpers import kaggle_frame, write_kaggle_csv
 
 
 def write_file(path, content):
@@ -18,12 +18,10 @@ def write_file(path, content):
     return path
 
 
-def write_csv(path, data, labelled=True):
-    frame = pd.DataFrame(data.flat(), columns=[f"pixel{i}" for i in range(784)])
-    if labelled:
-        frame.insert(0, "label", data.labels)
-    frame.to_csv(path, index=False)
-    return path
+def assert_refused(path, message):
+    """Reading `path` fails with a DataError whose message matches `message`."""
+    with pytest.raises(DataError, match=message):
+        load_dataset(path)
 
 
 def test_idx_folder_reads_images_and_labels(digits):
@@ -44,26 +42,24 @@ def test_images_file_finds_its_labels(tmp_path, fixture_dir, digits):
 
 
 def test_kaggle_csv_matches_idx_digest(tmp_path, digits):
-    data = load_dataset(write_csv(tmp_path / "train.csv", digits))
+    data = load_dataset(write_kaggle_csv(tmp_path / "train.csv", digits))
     assert data.digest == digits.digest
     np.testing.assert_array_equal(data.images, digits.images)
 
 
 def test_kaggle_test_csv_has_no_labels(tmp_path, digits):
-    data = load_dataset(write_csv(tmp_path / "test.csv", digits, labelled=False))
+    data = load_dataset(write_kaggle_csv(tmp_path / "test.csv", digits, labelled=False))
     assert data.labels is None and len(data) == 1000
 
 
 def test_gzipped_csv(tmp_path, digits):
-    path = write_csv(tmp_path / "train.csv", digits)
+    path = write_kaggle_csv(tmp_path / "train.csv", digits)
     (tmp_path / "train.csv.gz").write_bytes(gzip.compress(path.read_bytes()))
     assert load_dataset(tmp_path / "train.csv.gz").digest == digits.digest
 
 
 def _bad_csv(tmp_path, digits, edit):
-    frame = pd.DataFrame(digits.flat()[:20], columns=[f"pixel{i}" for i in range(784)])
-    frame.insert(0, "label", digits.labels[:20])
-    frame = edit(frame)
+    frame = edit(kaggle_frame(digits.subset(np.arange(20))))
     path = tmp_path / "bad.csv"
     frame.to_csv(path, index=False)
     return path
@@ -81,8 +77,7 @@ def _bad_csv(tmp_path, digits, edit):
     (lambda f: f.iloc[:0], "no rows"),
 ])
 def test_bad_csv_is_refused_with_reason(tmp_path, digits, edit, message):
-    with pytest.raises(DataError, match=message):
-        load_dataset(_bad_csv(tmp_path, digits, edit))
+    assert_refused(_bad_csv(tmp_path, digits, edit), message)
 
 
 @pytest.mark.parametrize("make, message", [
@@ -93,36 +88,30 @@ def test_bad_csv_is_refused_with_reason(tmp_path, digits, edit, message):
     (lambda p, d: write_idx(p / "x-images-idx3-ubyte.gz", np.zeros((4, 27, 28)), 0x803), "27x28"),
 ])
 def test_bad_file_is_refused_with_reason(tmp_path, digits, make, message):
-    with pytest.raises(DataError, match=message):
-        load_dataset(make(tmp_path, digits))
+    assert_refused(make(tmp_path, digits), message)
 
 
 def test_truncated_gzip_is_refused(tmp_path, fixture_dir):
     raw = (fixture_dir / "train-images-idx3-ubyte.gz").read_bytes()
     (tmp_path / "train-images-idx3-ubyte.gz").write_bytes(raw[: len(raw) // 2])
     shutil.copy(fixture_dir / "train-labels-idx1-ubyte.gz", tmp_path)
-    with pytest.raises(DataError, match="truncated"):
-        load_dataset(tmp_path)
+    assert_refused(tmp_path, "truncated")
 
 
 def test_image_and_label_counts_must_agree(tmp_path, digits):
     write_idx(tmp_path / "train-images-idx3-ubyte.gz", digits.images, 0x803)
     write_idx(tmp_path / "train-labels-idx1-ubyte.gz", digits.labels[:999], 0x801)
-    with pytest.raises(DataError, match="999 labels for 1000 images"):
-        load_dataset(tmp_path)
+    assert_refused(tmp_path, "999 labels for 1000 images")
 
 
 def test_short_idx_payload_is_refused(tmp_path, digits):
     path = write_idx(tmp_path / "train-images-idx3-ubyte", digits.images[:3], 0x803, compress=False)
     path.write_bytes(path.read_bytes()[:-5])
-    with pytest.raises(DataError, match="header promises"):
-        load_dataset(path)
+    assert_refused(path, "header promises")
 
 
 def test_parquet_matches_idx_digest(tmp_path, digits):
-    frame = pd.DataFrame(digits.flat(), columns=[f"pixel{i}" for i in range(784)])
-    frame.insert(0, "label", digits.labels)
-    frame.to_parquet(tmp_path / "digits.parquet")
+    kaggle_frame(digits).to_parquet(tmp_path / "digits.parquet")
     assert load_dataset(tmp_path / "digits.parquet").digest == digits.digest
 
 
@@ -146,15 +135,12 @@ def test_png_of_the_wrong_size_or_colour_is_refused(tmp_path):
 
     (tmp_path / "3").mkdir()
     Image.new("RGB", (32, 32)).save(tmp_path / "3" / "big.png")
-    with pytest.raises(DataError, match="32x32 RGB image refused .* 28x28 grayscale"):
-        load_dataset(tmp_path)
+    assert_refused(tmp_path, "32x32 RGB image refused .* 28x28 grayscale")
 
 
 def test_idx_header_claiming_two_billion_images_is_refused_at_once(tmp_path):
-    path = tmp_path / "train-images-idx3-ubyte"
-    path.write_bytes(struct.pack(">IIII", 0x803, 2**31, 28, 28) + bytes(784))
-    with pytest.raises(DataError, match="above the 2 GiB limit"):
-        load_dataset(path)
+    path = write_file(tmp_path / "train-images-idx3-ubyte", struct.pack(">IIII", 0x803, 2**31, 28, 28) + bytes(784))
+    assert_refused(path, "above the 2 GiB limit")
 
 
 def test_gzip_bomb_is_not_inflated_past_what_the_header_promises(tmp_path):
@@ -163,11 +149,8 @@ def test_gzip_bomb_is_not_inflated_past_what_the_header_promises(tmp_path):
     header = struct.pack(">IIII", 0x803, 10, 28, 28)
     packer = zlib.compressobj(9, zlib.DEFLATED, 31)  # gzip container
     bomb = packer.compress(header) + b"".join(packer.compress(bytes(1 << 20)) for _ in range(512)) + packer.flush()
-    path = tmp_path / "train-images-idx3-ubyte.gz"
-    path.write_bytes(bomb)  # ~0.5 MB on disk, 512 MB inflated
-    assert len(bomb) < 1 << 20
-    with pytest.raises(DataError, match="file holds more"):
-        load_dataset(path)
+    assert len(bomb) < 1 << 20  # ~0.5 MB on disk, 512 MB inflated
+    assert_refused(write_file(tmp_path / "train-images-idx3-ubyte.gz", bomb), "file holds more")
 
 
 def test_a_gigabyte_of_random_bytes_is_refused_at_its_first_line(tmp_path):
@@ -177,12 +160,11 @@ def test_a_gigabyte_of_random_bytes_is_refused_at_its_first_line(tmp_path):
         for _ in range(1024):
             f.write(chunk)
     # the header check reads at most 64 KB; the parser (which would hold the whole file) never starts
-    with pytest.raises(DataError, match="header must be|not a Kaggle CSV header"):
-        load_dataset(path)
+    assert_refused(path, "header must be|not a Kaggle CSV header")
 
 
 def test_a_ten_megabyte_line_is_refused(tmp_path, digits):
-    path = write_csv(tmp_path / "train.csv", digits.subset(np.arange(20)))
+    path = write_kaggle_csv(tmp_path / "train.csv", digits.subset(np.arange(20)))
     with path.open("ab") as f:
         f.write(b"1," + b"7" * (10 << 20) + b"\n")
     with pytest.raises(DataError):
@@ -198,13 +180,11 @@ def test_a_symlink_out_of_the_data_folder_is_refused(tmp_path, digits, fixture_d
     (tmp_path / "data" / "5").mkdir(parents=True)
     Image.fromarray(digits.images[1]).save(tmp_path / "data" / "5" / "ok.png")
     (tmp_path / "data" / "5" / "link.png").symlink_to(outside / "secret.png")
-    with pytest.raises(DataError, match="outside the data folder"):
-        load_dataset(tmp_path / "data")
+    assert_refused(tmp_path / "data", "outside the data folder")
     idx = tmp_path / "idx"
     idx.mkdir()
     (idx / "train-images-idx3-ubyte.gz").symlink_to(fixture_dir / "train-images-idx3-ubyte.gz")
-    with pytest.raises(DataError, match="outside the data folder"):
-        load_dataset(idx)
+    assert_refused(idx, "outside the data folder")
 
 
 def test_a_csv_gzip_bomb_stops_at_the_limit(tmp_path, digits, monkeypatch):
@@ -213,13 +193,12 @@ def test_a_csv_gzip_bomb_stops_at_the_limit(tmp_path, digits, monkeypatch):
     from digitpipe.data import readers
 
     monkeypatch.setattr(readers, "MAX_CSV_BYTES", 8 << 20)  # a small limit: the bomb need not be huge
-    header = write_csv(tmp_path / "t.csv", digits.subset(np.arange(2))).read_bytes()
+    header = write_kaggle_csv(tmp_path / "t.csv", digits.subset(np.arange(2))).read_bytes()
     packer = zlib.compressobj(9, zlib.DEFLATED, 31)
     row = b"1," + b",".join([b"0"] * 784) + b"\n"
     bomb = packer.compress(header) + b"".join(packer.compress(row * 1000) for _ in range(20)) + packer.flush()
     (tmp_path / "bomb.csv.gz").write_bytes(bomb)
-    with pytest.raises(DataError, match="inflates past"):
-        load_dataset(tmp_path / "bomb.csv.gz")
+    assert_refused(tmp_path / "bomb.csv.gz", "inflates past")
 
 
 def t10k_only_folder(tmp_path, fixture_dir):
@@ -235,17 +214,14 @@ def test_a_folder_with_only_the_t10k_pair_is_a_labelled_set(tmp_path, fixture_di
     assert data.digest == digits.digest and data.source.endswith("t10k-images-idx3-ubyte.gz")
 
 
-def test_validate_reads_both_pairs_and_says_which(tmp_path, fixture_dir, monkeypatch, capsys):
-    from digitpipe import cli
-
+def test_validate_reads_both_pairs_and_says_which(tmp_path, fixture_dir, digitpipe_cli):
     folder = t10k_only_folder(tmp_path, fixture_dir)
-    monkeypatch.setattr("sys.argv", ["digitpipe", "validate", "--data", str(folder)])
-    assert cli.run_cli() == 0
-    assert capsys.readouterr().out.splitlines()[:2] == [f"{folder}/t10k-images-idx3-ubyte.gz: 1,000 images",
-                                                         "data validation PASSED"]
+    code, out, _ = digitpipe_cli("validate", "--data", folder)
+    assert code == 0
+    assert out.splitlines()[:2] == [f"{folder}/t10k-images-idx3-ubyte.gz: 1,000 images", "data validation PASSED"]
     for name in ("images-idx3-ubyte.gz", "labels-idx1-ubyte.gz"):
         (folder / f"train-{name}").write_bytes((fixture_dir / f"train-{name}").read_bytes())
-    assert cli.run_cli() == 0
-    out = capsys.readouterr().out
+    code, out, _ = digitpipe_cli("validate", "--data", folder)
+    assert code == 0
     assert out.index(f"{folder}/train-images-idx3-ubyte.gz: 1,000 images") < out.index(
         f"{folder}/t10k-images-idx3-ubyte.gz: 1,000 images")

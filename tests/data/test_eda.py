@@ -2,13 +2,13 @@
 
 import json
 
-from digitpipe import cli
+from tests.helpers import assert_one_line_error
 
 
-def test_eda_cli_writes_report_with_the_books_pictures(fixture_dir, tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr("sys.argv", ["digitpipe", "eda", "--data", str(fixture_dir), "--out", str(tmp_path)])
-    assert cli.run_cli() == 0
-    assert "report.html" in capsys.readouterr().out
+def test_eda_cli_writes_report_with_the_books_pictures(fixture_dir, tmp_path, digitpipe_cli):
+    code, out, _ = digitpipe_cli("eda", "--data", fixture_dir, "--out", tmp_path)
+    assert code == 0
+    assert "report.html" in out
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["images"] == 1000 and summary["pixel_min"] == 0 and summary["pixel_max"] == 255
     assert sum(summary["label_counts"].values()) == 1000
@@ -18,16 +18,11 @@ def test_eda_cli_writes_report_with_the_books_pictures(fixture_dir, tmp_path, mo
         assert (tmp_path / picture).stat().st_size > 5000 and picture in page
 
 
-def test_validate_cli_exit_codes(fixture_dir, tmp_path, monkeypatch, capsys):
-    import pytest
-
-    def run(path, *extra):
-        monkeypatch.setattr("sys.argv", ["digitpipe", "validate", "--data", str(path), *extra])
-        with pytest.raises(SystemExit) as exit_info:
-            raise SystemExit(cli.run_cli())
-        return exit_info.value.code
-
-    assert run(fixture_dir) == 0 and "PASSED" in capsys.readouterr().out
-    assert run(fixture_dir, "--min-rows", "5000") == 1 and "FAILED" in capsys.readouterr().out
+def test_validate_cli_exit_codes(fixture_dir, tmp_path, digitpipe_cli):
+    passed = digitpipe_cli("validate", "--data", fixture_dir)
+    assert passed.code == 0 and "PASSED" in passed.out
+    failed = digitpipe_cli("validate", "--data", fixture_dir, "--min-rows", "5000")
+    assert failed.code == 1 and "FAILED" in failed.out
     (tmp_path / "x.csv").write_text("label,pixel0\n")
-    assert run(tmp_path / "x.csv") == 2
+    unreadable = digitpipe_cli("validate", "--data", tmp_path / "x.csv")
+    assert_one_line_error(unreadable.code, unreadable.err, 2, f"{tmp_path / 'x.csv'}: header must be ")

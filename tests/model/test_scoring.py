@@ -7,7 +7,6 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from digitpipe import cli
 from digitpipe.data import split_dataset
 from digitpipe.errors import DataError
 from digitpipe.export import export_onnx
@@ -15,8 +14,7 @@ from digitpipe.zoo import SPECS
 from digitpipe.scorer import OnnxScorer
 from digitpipe.scoring import score_file
 from digitpipe.baseline import fit_logreg
-
-PIXELS = [f"pixel{i}" for i in range(784)]
+from tests.helpers import assert_one_line_error, kaggle_frame, write_kaggle_csv
 
 
 @pytest.fixture(scope="module")
@@ -26,18 +24,10 @@ def model(digits, tmp_path_factory):
     return clf, export_onnx(clf, tmp_path_factory.mktemp("model") / "logreg.onnx")
 
 
-def kaggle_csv(path, images, labels=None):
-    frame = pd.DataFrame(images.reshape(len(images), -1), columns=PIXELS)
-    if labels is not None:
-        frame.insert(0, "label", labels)
-    frame.to_csv(path, index=False)
-    return path
-
-
 def test_ten_thousand_rows_match_the_models_own_predictions(tmp_path, digits, model):
     clf, onnx_path = model
     images = np.concatenate([digits.images] * 10)  # 10,000 real digits
-    source = kaggle_csv(tmp_path / "test.csv", images)
+    source = write_kaggle_csv(tmp_path / "test.csv", images)
     report = score_file(OnnxScorer(onnx_path), source, tmp_path / "submission.csv", {"uri": "test"})
     submission = pd.read_csv(tmp_path / "submission.csv")
     assert list(submission.columns) == ["ImageId", "Label"]
@@ -48,7 +38,7 @@ def test_ten_thousand_rows_match_the_models_own_predictions(tmp_path, digits, mo
 
 def test_malformed_rows_are_rejected_with_reasons_and_the_rest_scored(tmp_path, digits, model):
     _, onnx_path = model
-    path = kaggle_csv(tmp_path / "test.csv", digits.images[:20])
+    path = write_kaggle_csv(tmp_path / "test.csv", digits.images[:20])
     lines = path.read_text().splitlines()
     lines[3] = lines[3] + ",7"  # data row 3: an extra field
     lines[5] = lines[5].replace(",0,", ",x,", 1)  # row 5: text
@@ -69,9 +59,7 @@ def test_malformed_rows_are_rejected_with_reasons_and_the_rest_scored(tmp_path, 
 
 def test_labelled_idx_and_parquet_inputs_give_the_same_predictions(tmp_path, fixture_dir, digits, model):
     _, onnx_path = model
-    frame = pd.DataFrame(digits.flat(), columns=PIXELS)
-    frame.insert(0, "label", digits.labels)
-    frame.to_parquet(tmp_path / "digits.parquet")
+    kaggle_frame(digits).to_parquet(tmp_path / "digits.parquet")
     scorer = OnnxScorer(onnx_path)
     idx = score_file(scorer, fixture_dir, tmp_path / "idx.csv", {}, probabilities=True)
     parquet = score_file(scorer, tmp_path / "digits.parquet", tmp_path / "pq.parquet", {})
@@ -82,58 +70,55 @@ def test_labelled_idx_and_parquet_inputs_give_the_same_predictions(tmp_path, fix
 
 
 def truncated_csv_gz(tmp_path, images):
-    raw = gzip.compress(kaggle_csv(tmp_path / "t.csv", images).read_bytes())
+    raw = gzip.compress(write_kaggle_csv(tmp_path / "t.csv", images).read_bytes())
     (tmp_path / "t.csv.gz").write_bytes(raw[: len(raw) // 2])
     return tmp_path / "t.csv.gz"
 
 
 def test_truncated_input_leaves_no_output(tmp_path, digits, model):
     _, onnx_path = model
-    with pytest.raises(DataError, match="truncated gzip stream"):
-        score_file(OnnxScorer(onnx_path), truncated_csv_gz(tmp_path, digits.images[:300]), tmp_path / "out.csv", {})
+    source = truncated_csv_gz(tmp_path, digits.images[:300])
+    with pytest.raises(DataError) as refused:
+        score_file(OnnxScorer(onnx_path), source, tmp_path / "out.csv", {})
+    assert str(refused.value) == f"{source}: truncated gzip stream (the file ends before its compressed data does)"
     assert not list(tmp_path.glob("out.csv*"))
 
 
 @pytest.mark.parametrize("command", ["score", "validate"])
-def test_a_truncated_csv_gz_is_one_line_exit_2_and_no_output(command, tmp_path, digits, model, monkeypatch, capsys):
+def test_a_truncated_csv_gz_is_one_line_exit_2_and_no_output(command, tmp_path, digits, model, digitpipe_cli):
     _, onnx_path = model
     source = truncated_csv_gz(tmp_path, digits.images[:300])
     args = {"score": ["--model", str(onnx_path), "--input", str(source), "--output", str(tmp_path / "out.csv")],
             "validate": ["--data", str(source)]}[command]
-    monkeypatch.setattr("sys.argv", ["digitpipe", command, *args])
-    assert cli.run_cli() == 2
-    assert capsys.readouterr().err == (
+    result = digitpipe_cli(command, *args)
+    assert result.code == 2
+    assert result.err == (
         f"digitpipe: error: {source}: truncated gzip stream (the file ends before its compressed data does)\n")
     assert not list(tmp_path.glob("out.csv*"))
 
 
-def test_cli_exits_1_when_too_many_rows_are_rejected_and_still_writes_the_scores(tmp_path, digits, model, monkeypatch, capsys):
+def test_cli_exits_1_when_too_many_rows_are_rejected_and_still_writes_the_scores(tmp_path, digits, model,
+                                                                                 digitpipe_cli):
     _, onnx_path = model
-    path = kaggle_csv(tmp_path / "test.csv", digits.images[:50])
+    path = write_kaggle_csv(tmp_path / "test.csv", digits.images[:50])
     lines = path.read_text().splitlines()
     lines[1] = "oops"
     path.write_text("\n".join(lines) + "\n")
     out = tmp_path / "out.csv"
-    monkeypatch.setattr("sys.argv", ["digitpipe", "score", "--model", str(onnx_path), "--input", str(path),
-                                     "--output", str(out)])
-    with pytest.raises(SystemExit) as exit_info:
-        raise SystemExit(cli.run_cli())
-    assert exit_info.value.code == 1
-    assert capsys.readouterr().err.splitlines()[-1] == (
+    result = digitpipe_cli("score", "--model", onnx_path, "--input", path, "--output", out)
+    assert result.code == 1
+    assert result.err.splitlines()[-1] == (
         f"digitpipe: error: {path}: 2.00% of rows rejected, above the allowed 1.00% (see {out}.rejects.csv)")
     assert len(pd.read_csv(out)) == 49  # the good rows are still scored and counted
 
 
-def test_cli_refuses_a_corrupt_model_file(tmp_path, digits, monkeypatch, capsys):
+def test_cli_refuses_a_corrupt_model_file(tmp_path, digits, digitpipe_cli):
     bad = tmp_path / "model.onnx"
     bad.write_bytes(b"not a model")
-    source = kaggle_csv(tmp_path / "test.csv", digits.images[:5])
-    monkeypatch.setattr("sys.argv", ["digitpipe", "score", "--model", str(bad), "--input", str(source),
-                                     "--output", str(tmp_path / "out.csv")])
-    with pytest.raises(SystemExit) as exit_info:
-        raise SystemExit(cli.run_cli())
-    assert exit_info.value.code == 2
-    assert "cannot load as an ONNX model" in capsys.readouterr().err
+    source = write_kaggle_csv(tmp_path / "test.csv", digits.images[:5])
+    result = digitpipe_cli("score", "--model", bad, "--input", source, "--output", tmp_path / "out.csv")
+    assert_one_line_error(result.code, result.err, 2, f"{bad}: cannot load as an ONNX model (")
+    assert len(result.err.splitlines()) == 1
     assert not (tmp_path / "out.csv").exists()
 
 

@@ -1,0 +1,69 @@
+"""Helpers the tests share: Kaggle-layout files from a Dataset, MLflow's global tracking URI for a block, and the
+check that a command failed with one clear line."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+
+from digitpipe.data import Dataset
+
+PIXELS = [f"pixel{i}" for i in range(784)]
+
+
+def kaggle_frame(data: Dataset | np.ndarray, labelled: bool | None = None):
+    """Kaggle's Digit Recognizer layout as a DataFrame: `label` (when labelled), then pixel0..pixel783.
+    `data` is a Dataset, or an N x 28 x 28 image array (unlabelled); `labelled` defaults to whether it has labels."""
+    import pandas as pd
+
+    if isinstance(data, np.ndarray):
+        data = Dataset(data, None)
+    frame = pd.DataFrame(data.flat(), columns=PIXELS)
+    if data.labels is not None if labelled is None else labelled:
+        frame.insert(0, "label", data.labels)
+    return frame
+
+
+def write_kaggle_csv(path: Path, data: Dataset | np.ndarray, labelled: bool | None = None) -> Path:
+    """`data` written to `path` as a Kaggle CSV (see `kaggle_frame`); returns `path`."""
+    kaggle_frame(data, labelled).to_csv(path, index=False)
+    return path
+
+
+class CliResult(NamedTuple):
+    """What an in-process `digitpipe` command gave: its exit code and what it printed."""
+
+    code: int
+    out: str
+    err: str
+
+
+def error_line(stderr: str) -> str:
+    """The last line a command wrote on stderr: where the CLI's one-line error stands."""
+    lines = stderr.strip().splitlines()
+    return lines[-1] if lines else ""
+
+
+def assert_one_line_error(code: int, stderr: str, expected_code: int, start: str) -> None:
+    """The command exited with `expected_code`, its last line on stderr is `digitpipe: error: START...`, and it
+    printed no traceback."""
+    assert code == expected_code, stderr
+    assert error_line(stderr).startswith(f"digitpipe: error: {start}"), stderr
+    assert "Traceback" not in stderr, stderr
+
+
+@contextlib.contextmanager
+def fluent_tracking_uri(uri: str) -> Iterator[None]:
+    """MLflow's global tracking URI (what `mlflow.pyfunc` and `models:/` sources use) set to `uri` for a block,
+    and reset after it: mlflow.set_tracking_uri also exports MLFLOW_TRACKING_URI, which must not leak."""
+    import mlflow
+
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(None)
