@@ -98,7 +98,7 @@ def run(
             "stop_at_accuracy": stop_at_accuracy, "patience": patience, "resume": resume, "seed": seed,
             "val_fraction": val_fraction, "protocol": protocol, "summary": summary, "out_dir": out_dir,
             "progress": not quiet and task_runner == "local" and sys.stderr.isatty(),  # no bars from Dask workers
-            "threads": (int(os.environ.get("DP_EXP_THREADS", 0)) or max(1, available_cores() // dask_workers)) if dask_workers else None,  # EXPERIMENT
+            "threads": max(1, available_cores() // dask_workers) if dask_workers else None,
             "tracking": load_tracking_config(config),
         }
         cfg = build(PipelineConfig, {k: v for k, v in values.items() if v is not None}, source="command line")
@@ -133,11 +133,24 @@ def _dask_workers(models: int, task_runner: str, dask_address: str | None) -> in
     return max(1, min(models, available_cores()))
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever sys.stderr is when a line is logged, not when the handler was made: a process that runs
+    several commands (the tests, through run_cli) may swap stderr in between."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _ignored) -> None:
+        pass
+
+
 def _quiet_orchestration_logs(verbose: bool) -> None:
     """The CLI's own stage lines on stderr; Prefect's per-task lines and MLflow's chatter only with --verbose."""
     stage_log = logging.getLogger("digitpipe")
     if not stage_log.handlers:  # once per process (tests run several commands in one)
-        handler = logging.StreamHandler(sys.stderr)
+        handler = _StderrHandler()
         handler.setFormatter(logging.Formatter("%(message)s"))
         stage_log.addHandler(handler)
     stage_log.setLevel(logging.INFO)

@@ -4,7 +4,6 @@ in this process (`digitpipe_cli`). Helpers that are plain functions live in test
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,8 +13,6 @@ from digitpipe.data import load_dataset
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURE = ROOT / "tests/fixtures/mnist-1000"
 SHARED_MNIST = ROOT.parent / "shared/mnist"
-if str(ROOT) not in sys.path:  # `from tests.helpers import ...` under a plain `pytest` too, not only `python -m pytest`
-    sys.path.insert(0, str(ROOT))
 
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
