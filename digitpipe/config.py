@@ -10,6 +10,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from digitpipe.errors import UserError
+from digitpipe.files import first_line
 from digitpipe.zoo import MODEL_NAMES
 
 
@@ -104,7 +105,7 @@ def load_tracking_config(path: Path | None = None) -> TrackingConfig:
         try:
             values = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as exc:
-            raise UserError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+            raise UserError(f"{path}: not valid YAML ({first_line(exc)})") from None
     if os.environ.get("MLFLOW_TRACKING_URI"):
         values["tracking_uri"] = os.environ["MLFLOW_TRACKING_URI"]
     return build(TrackingConfig, values, source=str(path or "defaults"))

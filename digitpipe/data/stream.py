@@ -35,6 +35,7 @@ from digitpipe.data.readers import (
     read_image_folder,
 )
 from digitpipe.errors import DataError
+from digitpipe.files import first_line
 
 
 @dataclass
@@ -155,7 +156,7 @@ def _parquet_chunks(path: Path, chunk_rows: int) -> Iterator[Chunk]:
     try:
         source = pq.ParquetFile(path)
     except (pa.ArrowInvalid, OSError) as exc:
-        raise DataError(path, f"cannot read as Parquet ({str(exc).splitlines()[0]})") from None
+        raise DataError(path, f"cannot read as Parquet ({first_line(exc)})") from None
     names = source.schema_arrow.names
     check_columns(path, names)
     labelled = names[0] == "label"
@@ -170,6 +171,6 @@ def _parquet_chunks(path: Path, chunk_rows: int) -> Iterator[Chunk]:
         try:
             values = np.stack([c.fill_null(0).cast(pa.int64()).to_numpy() for c in batch.columns], 1)
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
-            raise DataError(path, f"pixel columns must be integers ({str(exc).splitlines()[0]})") from None
+            raise DataError(path, f"pixel columns must be integers ({first_line(exc)})") from None
         rejects = [(int(r), "missing value") for r in rows[missing]]
         yield _checked_chunk(rows[~missing], values[~missing], labelled, rejects)
