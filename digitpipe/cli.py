@@ -242,7 +242,7 @@ def score(
     import tempfile
 
     from digitpipe.data.readers import find_idx_pair, idx_parts
-    from digitpipe.monitor import Reference
+    from digitpipe.monitor import Reference, registered_reference
     from digitpipe.scorer import OnnxScorer
     from digitpipe.scoring import score_file
 
@@ -255,11 +255,12 @@ def score(
     with tempfile.TemporaryDirectory(prefix="digitpipe-model-") as tmp:
         registry, path, identity = _resolve_model(model, Path(tmp), config)
         scorer = OnnxScorer(path, batch_size)
-        if registry is not None and reference is None:
-            reference = registry.monitor_reference(identity, Path(tmp) / "reference")
+        if reference is not None:
+            baseline = Reference.load(reference)  # named by the user: a bad file is their error
+        else:
+            baseline = registered_reference(registry and registry.monitor_reference(identity, Path(tmp) / "ref"))
         with _progress(input) as advance:
-            report = score_file(scorer, input, output, identity, probabilities, advance,
-                                reference=reference and Reference.load(reference),
+            report = score_file(scorer, input, output, identity, probabilities, advance, reference=baseline,
                                 thresholds=load_tracking_config(config).monitoring)
     typer.echo(report.line())
     typer.echo(report.drift_line())
@@ -320,8 +321,10 @@ def monitor_reference(
     recorded references (logged on the version's run), or a .onnx file (written to --output)."""
     import tempfile
 
-    from digitpipe.monitor import build_reference, with_model
-    from digitpipe.scorer import OnnxScorer
+    import shutil
+
+    from digitpipe.monitor import build_reference
+    from digitpipe.pipeline import write_monitor_reference
 
     with tempfile.TemporaryDirectory(prefix="digitpipe-model-") as tmp:
         registry, path, identity = _resolve_model(model, Path(tmp), config, prefer_int8=False)
@@ -330,12 +333,12 @@ def monitor_reference(
         try:
             split, made_from = _training_split(registry, identity, data, protocol, seed)
         except DataError as exc:
-            raise UserError(f"no reference for {model}: its training data cannot be read again ({exc})") from None
-        reference = with_model(build_reference(split.train.images), OnnxScorer(path).scores(split.test.images))
+            raise UserError(f"no reference for {model}: {exc}") from None
+        written = write_monitor_reference(path, build_reference(split.train.images), split.test, Path(tmp))
         if registry is None:
-            typer.echo(f"wrote {reference.save(output)} (from {made_from})")
+            typer.echo(f"wrote {shutil.copyfile(written, output)} (from {made_from})")
             return
-        registry.record_monitor_reference(identity, reference.save(Path(tmp) / "monitor_reference.json"))
+        registry.record_monitor_reference(identity, written)
     typer.echo(f"recorded the drift reference of {model} on its run (from {made_from})")
 
 

@@ -29,7 +29,7 @@ class PromotionConfig(_Frozen):
     # (another --seed, --val-fraction or --data than the champion's), the verdict is not_comparable.
     min_comparable_images: int = Field(200, ge=1)
     # (c) Robustness on the perturbation suite (digitpipe.robustness): the challenger may be less robust than the
-    # champion by at most this (a fraction; 0.005 = 0.5 points), judged by the one-sided 95% lower bound of a
+    # champion by at most this (a fraction; 0.005 = 0.5 points), judged by the one-sided 95% upper bound of a
     # bootstrap over digits; and, if set, its robust accuracy must reach the floor.
     robust_margin: float = Field(0.005, ge=0, le=1)
     min_robust_accuracy: float | None = Field(None, ge=0, le=1)

@@ -21,6 +21,7 @@ def atomic_path(path: Path) -> Iterator[Path]:
     tmp = Path(name)
     try:
         yield tmp
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's 0600 would hide shared outputs from the rest of a team
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -42,3 +43,9 @@ def first_line(exc: BaseException) -> str:
     """The first line of an exception's message (or its type's name): enough for a one-line error."""
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

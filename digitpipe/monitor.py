@@ -11,14 +11,18 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from digitpipe.config import MonitoringConfig
 from digitpipe.errors import DataError
 from digitpipe.files import write_json
 
+if TYPE_CHECKING:
+    from digitpipe.config import MonitoringConfig
+
 SPEC = "digitpipe-monitor-v1"
+REFERENCE_FILE = "monitor_reference.json"  # beside each model's report; logged as report/monitor_reference.json
 INK = 32  # a pixel brighter than this is ink (as in validation)
 IMAGE_FEATURES = ("pixel_mean", "ink_fraction", "box_height", "box_width", "centre_row", "centre_col",
                   "stroke_width", "blank")
@@ -72,9 +76,21 @@ class Reference:
     def load(cls, path: Path) -> Reference:
         """A reference written by `save`; a DataError for anything else."""
         try:
-            return cls(**json.loads(Path(path).read_text()))
+            reference = cls(**json.loads(Path(path).read_text()))
         except (OSError, ValueError, TypeError):
-            raise DataError(path, "not a digitpipe monitor reference (monitor_reference.json)") from None
+            reference = None
+        if reference is None or reference.spec != SPEC or set(reference.edges) != set(reference.shares):
+            raise DataError(path, f"not a {SPEC} monitor reference (monitor_reference.json)")
+        return reference
+
+
+def registered_reference(path: Path | None) -> Reference | None:
+    """A reference that came with a registered model, or None where there is none or it is unreadable: the drift
+    check is a signal, and a missing one must not stop the scoring."""
+    try:
+        return Reference.load(path) if path else None
+    except DataError:
+        return None
 
 
 def build_reference(train_images: np.ndarray) -> Reference:
@@ -147,7 +163,7 @@ class BatchProfile:
             warn[name], drift[name] = thresholds.warn_psi + noise, thresholds.drift_psi + noise
         moved = sorted((n for n in distances if distances[n] > warn[n]), key=lambda n: -distances[n])
         if self.rows < thresholds.min_rows:
-            verdict = "too_few_rows"
+            verdict, moved = "too_few_rows", []
         elif any(distances[n] > drift[n] for n in moved):
             verdict = "drift"
         else:

@@ -143,10 +143,10 @@ def check_robustness(onnx_path: Path, suite: Suite, folder: Path) -> Robustness:
 def write_monitor_reference(onnx_path: Path, base: Reference, held_out: Dataset, folder: Path) -> Path:
     """The drift monitor's reference for this model (the training part's `base` plus the model's confidence on the
     held-out part), written as monitor_reference.json beside the model's report."""
-    from digitpipe.monitor import with_model
+    from digitpipe.monitor import REFERENCE_FILE, with_model
     from digitpipe.scorer import OnnxScorer
 
-    return with_model(base, OnnxScorer(onnx_path).scores(held_out.images)).save(folder / MONITOR_REFERENCE)
+    return with_model(base, OnnxScorer(onnx_path).scores(held_out.images)).save(folder / REFERENCE_FILE)
 
 
 def write_drift_report(drift: dict, source: str, folder: Path) -> Path:
@@ -189,7 +189,6 @@ def trained_line(result: dict) -> str:
             f"registered v{result['model_version']}")
 
 
-MONITOR_REFERENCE = "monitor_reference.json"  # in each model's report folder, logged as report/monitor_reference.json
 SUMMARY_KEYS = ("accuracy", "robust_accuracy", "run_id", "model_version", "onnx_path", "train_seconds")
 
 

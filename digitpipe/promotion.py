@@ -24,6 +24,9 @@ from digitpipe.scorer import OnnxScorer
 from digitpipe.tracking import Champion, Registry
 
 
+MIN_ROBUST_DIGITS = 50  # fewer perturbed digits new to the champion say too little to judge robustness by
+
+
 @dataclass(frozen=True)
 class Evidence:
     """What the gate weighs about a challenger: its own held-out numbers and, against a champion, the comparisons
@@ -66,7 +69,8 @@ class Verdict:
                      "comparison_excluded": self.evidence.excluded}
         robust = self.evidence and self.evidence.robust
         if robust:
-            tags |= {"champion_robust_accuracy": robust.champion, "robust_difference_lower_bound": robust.lower_bound}
+            tags |= {"challenger_robust_accuracy": robust.challenger, "champion_robust_accuracy": robust.champion,
+                     "robust_digits": robust.digits, "robust_difference_upper_bound": robust.upper_bound}
         return {k: v for k, v in tags.items() if v is not None}
 
 
@@ -106,11 +110,14 @@ def gate(cfg: PromotionConfig, version: str, evidence: Evidence, champion: Champ
         return decided("rejected", f"not significant: McNemar p={comparison.p_value:.3g} >= {cfg.max_p_value} ({versus})")
     robust = evidence.robust
     robustly = ""
-    if robust is not None:
+    if robust is not None and robust.digits < MIN_ROBUST_DIGITS:
+        robustly = (f"; robustness not compared: only {robust.digits} perturbed digits are new to the champion "
+                    f"(fewer than {MIN_ROBUST_DIGITS})")
+    elif robust is not None:
         robustly = (f"; robust accuracy {robust.challenger:.4f} vs {robust.champion:.4f} on the same {robust.digits} "
-                    f"perturbed digits (difference {100 * robust.difference:+.2f} points, 95% lower bound "
-                    f"{100 * robust.lower_bound:+.2f})")
-        if robust.lower_bound < -cfg.robust_margin:
+                    f"perturbed digits (difference {100 * robust.difference:+.2f} points, 95% upper bound "
+                    f"{100 * robust.upper_bound:+.2f})")
+        if robust.upper_bound < -cfg.robust_margin:
             return decided("rejected", f"less robust than the champion by more than the robust margin "
                            f"{100 * cfg.robust_margin:.2f} points{robustly}, though clean {versus}")
     return decided("promoted", f"beats the champion: {versus}, McNemar p={comparison.p_value:.3g}{robustly}")

@@ -7,14 +7,17 @@ machine, so every model of a run and the champion it is compared with see exactl
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from digitpipe.data import Dataset
+if TYPE_CHECKING:
+    from digitpipe.data import Dataset
 
 SPEC = "digitpipe-perturb-v1"  # change when FAMILIES or STRENGTHS change: robust accuracies then stop comparing
 FAMILIES = ("shift", "rotate", "scale", "thickness", "noise", "blur")
@@ -34,7 +37,7 @@ class Suite:
     seed: int
     spec: str = SPEC
 
-    @property
+    @functools.cached_property
     def digest(self) -> str:
         """SHA-256 of every perturbed image: equal digests, equal benchmarks."""
         return hashlib.sha256(np.ascontiguousarray(self.images).tobytes()).hexdigest()
@@ -135,7 +138,7 @@ class RobustComparison:
     digits: int
     challenger: float
     champion: float
-    lower_bound: float  # one-sided 95% lower bound of (challenger - champion)
+    upper_bound: float  # one-sided 95% upper bound of (challenger - champion)
 
     @property
     def difference(self) -> float:
@@ -145,11 +148,12 @@ class RobustComparison:
 def compare_robustness(challenger: np.ndarray, champion: np.ndarray, seed: int = 0,
                        resamples: int = 2000) -> RobustComparison:
     """Paired bootstrap over digits of two models' strength-2 correctness (digits x families, bool): the copies
-    of one digit move together, since they are not independent evidence."""
+    of one digit move together, since they are not independent evidence. The upper bound is how much better the
+    challenger could be: when even that is below -margin, it is less robust beyond doubt."""
     per_digit = challenger.mean(axis=1) - champion.mean(axis=1)
     n = len(per_digit)
     if n == 0:
         return RobustComparison(0, float("nan"), float("nan"), float("nan"))
     rng = np.random.default_rng(seed)
     means = np.array([per_digit[rng.integers(0, n, n)].mean() for _ in range(resamples)])
-    return RobustComparison(n, float(challenger.mean()), float(champion.mean()), float(np.quantile(means, 0.05)))
+    return RobustComparison(n, float(challenger.mean()), float(champion.mean()), float(np.quantile(means, 0.95)))

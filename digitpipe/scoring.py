@@ -103,8 +103,9 @@ def score_file(scorer: OnnxScorer, input_path: Path, output: Path, model: dict, 
 def _drift(profile: BatchProfile | None, thresholds: MonitoringConfig, model: dict) -> dict:
     named = f"v{model['version']}" if "version" in model else model.get("uri", "the model")
     if profile is None:
-        return {"verdict": "no_reference", "reason": f"{named} has no monitor reference (registered before "
-                "digitpipe recorded them, or a plain .onnx file without --reference)"}
+        reason = (f"{named} has no usable monitor reference: `digitpipe monitor reference` builds one"
+                  if "version" in model else f"{named} is a .onnx file: give --reference to check for drift")
+        return {"verdict": "no_reference", "reason": reason}
     return {**profile.verdict(thresholds), "reference": named, "reference_version": model.get("version")}
 
 

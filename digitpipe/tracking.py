@@ -46,7 +46,7 @@ PARENT_TAG = "mlflow.parentRunId"  # MLflow's own tag: the UI nests child runs u
 MAX_BATCH = 900  # log_batch accepts at most 1000 metrics and 100 params per call
 MAX_PARAMS = 100
 INT8_ARTIFACT = "model_int8/model.int8.onnx"
-MONITOR_ARTIFACT = "report/monitor_reference.json"  # digitpipe.pipeline.MONITOR_REFERENCE, logged with the report
+MONITOR_ARTIFACT = "report/monitor_reference.json"  # monitor.REFERENCE_FILE in the model's report folder
 TRAINED_ON_ARTIFACT = "lineage/trained_on.npy"  # on the pipeline run: hashes of every image its models trained on
 
 
@@ -236,13 +236,14 @@ class Registry:
                          "aliases": ", ".join(sorted(a for a, v in aliases.items() if str(v) == version))})
         return sorted(rows, key=lambda row: -int(row["version"]))
 
-    def version_tags(self, version: str) -> dict[str, str]:
-        """The tags of one version; a clear error if the model or version does not exist."""
+    def version_tags(self, version: str, name: str | None = None) -> dict[str, str]:
+        """The tags of one version (of the configured registered model, or `name`); a clear error if the model or
+        version does not exist."""
+        name = name or self.cfg.registered_model
         try:
-            return dict(self.client.get_model_version(self.cfg.registered_model, version).tags)
+            return dict(self.client.get_model_version(name, version).tags)
         except MlflowException:
-            raise UserError(f"{self.cfg.registered_model} has no version {version!r} in the registry at "
-                            f"{self.cfg.tracking_uri}") from None
+            raise UserError(f"{name} has no version {version!r} in the registry at {self.cfg.tracking_uri}") from None
 
     def set_version_tags(self, version: str, tags: Mapping[str, object]) -> None:
         """Write tags on one version (verdicts, checksums, quantization results)."""
@@ -355,7 +356,7 @@ class Registry:
         with tempfile.TemporaryDirectory() as tmp:
             try:
                 return np.load(self.client.download_artifacts(run_id, TRAINED_ON_ARTIFACT, tmp))
-            except (MlflowException, OSError):
+            except (MlflowException, OSError, ValueError):  # missing, or not a .npy file: nothing known
                 return None
 
     def training_split(self, name: str, version: str) -> SplitRecipe:
@@ -363,12 +364,15 @@ class Registry:
         again on the same held-out images; fractions it did not record are the defaults it then had."""
         from digitpipe.data import SplitRecipe
 
+        run_id = self.version_tags(version, name).get("pipeline_run_id")
         try:
-            run = self.client.get_run(self.client.get_model_version(name, version).tags.get("pipeline_run_id", ""))
+            run = self.client.get_run(run_id) if run_id else None
         except MlflowException:
-            raise UserError(f"models:/{name}/{version}: its training run is not in the store at "
-                            f"{self.cfg.tracking_uri}, so its split is unknown") from None
-        params = run.data.params
+            run = None
+        params = run.data.params if run else {}
+        if "data" not in params:
+            raise UserError(f"models:/{name}/{version}: its training run (pipeline_run_id {run_id or 'not recorded'}) "
+                            f"is not in the store at {self.cfg.tracking_uri} with its data, so its split is unknown")
         digests = {tag.value: d.dataset.digest for d in run.inputs.dataset_inputs for tag in d.tags
                    if tag.key == MLFLOW_DATASET_CONTEXT}
         return SplitRecipe(Path(params["data"]), params.get("protocol", "book"), int(params.get("seed", 42)),

@@ -50,9 +50,9 @@ def score_files(inputs: list[Path], dask_address: str | None = None, dask_worker
 def log_report(runs: RunLog, report: ScoreReport) -> None:
     """One MLflow run per scored file: model identity, counts, throughput, and the drift check (each feature's PSI
     as a metric, the verdict as a tag, the report with its histograms as artifacts)."""
-    drift = report.drift or {}
+    drift = report.drift
     with runs.run(f"score {Path(report.input).name}", tags={"digitpipe.kind": "scoring",
-                                                             "drift_verdict": drift.get("verdict", "none")}) as run_id:
+                                                             "drift_verdict": drift["verdict"]}) as run_id:
         runs.log_params(run_id, {"input": report.input, "output": report.output, **report.model})
         runs.log_metrics(run_id, {"rows_scored": report.scored, "rows_rejected": report.rejected,
                                   "reject_fraction": report.reject_fraction, "rows_per_second": report.rows_per_second,

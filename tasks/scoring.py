@@ -6,7 +6,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from digitpipe.config import MonitoringConfig
-from digitpipe.monitor import Reference
+from digitpipe.monitor import Reference, registered_reference
 from digitpipe.scorer import OnnxScorer
 from digitpipe.scoring import ScoreReport, score_file
 from digitpipe.tracking import Registry
@@ -17,8 +17,7 @@ from tasks import IO_RETRIES
 def fetch_model(registry: Registry, uri: str, dest: Path) -> tuple[Path, dict, Reference | None]:
     """Download the registered ONNX model named by `uri`, and its drift reference where it has one."""
     path, identity = registry.resolve(uri, dest)
-    reference = registry.monitor_reference(identity, dest / "reference")
-    return path, identity, reference and Reference.load(reference)
+    return path, identity, registered_reference(registry.monitor_reference(identity, dest / "reference"))
 
 
 @task(cache_policy=NO_CACHE, task_run_name="score-{input_path.name}")

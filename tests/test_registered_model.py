@@ -145,5 +145,5 @@ def test_without_its_training_data_there_is_plainly_no_reference(lenet_seed_7, d
     tracking, version, _ = lenet_seed_7
     code, _, err = _monitor_reference(digitpipe_cli, tracking, tmp_path, "--model", f"models:/{NAME}/{version}",
                                       "--data", str(tmp_path / "gone"))
-    assert code == 2 and err == (f"digitpipe: error: no reference for models:/{NAME}/{version}: its training data "
-                                 f"cannot be read again ({tmp_path / 'gone'}: no such file or directory)")
+    assert code == 2 and err == (f"digitpipe: error: no reference for models:/{NAME}/{version}: "
+                                 f"{tmp_path / 'gone'}: no such file or directory")

@@ -53,7 +53,8 @@ def data_format(path: Path) -> str:
         return "idx"
     if head.startswith((b"label", b"pixel0")) or ".csv" in path.suffixes:
         return "csv"
-    raise DataError(path, "neither an MNIST IDX file nor a Kaggle CSV (label,pixel0..pixel783)")
+    raise DataError(path, "neither an MNIST IDX file nor a Kaggle CSV (label,pixel0..pixel783) nor Parquet "
+                    "(PNG digits go in a folder)")
 
 
 def idx_parts(folder: Path) -> list[str]:

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from digitpipe.data.dataset import N_CLASSES, Dataset
-from digitpipe.data.readers import load_dataset
+from digitpipe.data.readers import idx_parts, load_dataset
 from digitpipe.errors import DataError
 
 
@@ -64,6 +64,8 @@ def split_by_protocol(data: Dataset, protocol: str, folder: Path, test_fraction:
                       val_fraction: float = 0.1, seed: int = 42) -> Split:
     """The book's protocol (stratified 75/25 of `data`) or the standard one (test on `folder`'s t10k files)."""
     if protocol == "standard":
+        if not (Path(folder).is_dir() and "t10k" in idx_parts(Path(folder))):
+            raise DataError(folder, "--protocol standard needs an MNIST IDX folder with the t10k files (the test set)")
         return split_standard(data, load_dataset(folder, part="t10k"), val_fraction, seed)
     return split_dataset(data, test_fraction, val_fraction, seed)
 

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from digitpipe.data import Dataset, split_dataset
+from digitpipe.data import Dataset, split_by_protocol, split_dataset
 from digitpipe.errors import DataError
 
 
@@ -54,3 +54,10 @@ def test_standard_protocol_tests_on_t10k(tmp_path, fixture_dir, digits):
     split = split_data.fn(digits, cfg)
     assert len(split.test) == 1000 and split.test.source.endswith("t10k-images-idx3-ubyte.gz")
     assert len(split.train) + len(split.val) == 1000 and len(split.val) == 100
+
+
+@pytest.mark.parametrize("where", ["train-images-idx3-ubyte.gz", "."])
+def test_the_standard_protocol_needs_a_folder_with_the_t10k_files(fixture_dir, digits, where):
+    """A file, or a folder without t10k, has no test set of its own: splitting would test on training digits."""
+    with pytest.raises(DataError, match="--protocol standard needs an MNIST IDX folder with the t10k files"):
+        split_by_protocol(digits, "standard", fixture_dir / where)

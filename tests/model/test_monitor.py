@@ -15,6 +15,7 @@ from digitpipe.monitor import (
     build_reference,
     image_features,
     psi,
+    registered_reference,
     with_model,
 )
 
@@ -84,5 +85,7 @@ def test_a_reference_survives_a_round_trip_and_a_bad_file_is_refused(model_and_r
     reference = model_and_reference[2]
     assert Reference.load(reference.save(tmp_path / "r.json")) == reference
     (tmp_path / "bad.json").write_text("{\"rows\": 3}")
-    with pytest.raises(DataError, match="bad.json: not a digitpipe monitor reference"):
+    with pytest.raises(DataError, match="bad.json: not a digitpipe-monitor-v1 monitor reference"):
         Reference.load(tmp_path / "bad.json")
+    assert registered_reference(tmp_path / "bad.json") is None  # a registry's bad copy: no check, scores still made
+    assert registered_reference(None) is None
