@@ -9,10 +9,9 @@ files too (`digitpipe data fetch`, or bench/standard_mnist.py where the MNIST mi
 
 from __future__ import annotations
 
-import argparse
 
 import numpy as np
-from _common import mnist_path
+from _common import data_parser, data_path
 
 from digitpipe.data import load_dataset, split_by_protocol
 from digitpipe.zoo import MODEL_NAMES, SPECS
@@ -23,13 +22,12 @@ BOOK = {"logreg": 89.4, "mlp": 91.4, "dnn": 97.0, "lenet": 98.9, "fastcnn": None
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("data", nargs="?")
+    parser = data_parser()
     parser.add_argument("--models", default=",".join(MODEL_NAMES))
     parser.add_argument("--protocol", choices=("book", "standard"), default="book")
     args = parser.parse_args()
     cores, device = use_cores(), pick_device()
-    folder = mnist_path([__file__] + ([args.data] if args.data else []))
+    folder = data_path(args)
     split = split_by_protocol(load_dataset(folder), args.protocol, folder)
     print(f"{args.protocol} protocol: train {len(split.train)}, validation {len(split.val)}, test {len(split.test)}; "
           f"{device}, {cores} threads")

@@ -8,14 +8,13 @@ Clean batches come from the held-out part (digits the model never saw), standing
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
-from _common import mnist_path
+from _common import data_parser, data_path
 
 from digitpipe.data import load_dataset, split_dataset
 from digitpipe.export import export_onnx
@@ -45,12 +44,11 @@ DRIFTS = {"inverted": inverted, "half size": half_size, "noise 0-120": noisy}
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("data", nargs="?")
-    parser.add_argument("--batches", type=int, default=100)
-    parser.add_argument("--epochs", type=int, default=2)
+    parser = data_parser()
+    parser.add_argument("--batches", type=int, default=100, help="random batches per size and kind")
+    parser.add_argument("--epochs", type=int, default=2, help="LeNet's training epochs (the monitored model)")
     args = parser.parse_args()
-    split = split_dataset(load_dataset(mnist_path([__file__] + ([args.data] if args.data else []))))
+    split = split_dataset(load_dataset(data_path(args)))
     trained = train_zoo_model("lenet", dataclasses.replace(SPECS["lenet"], epochs=args.epochs), split)
     with tempfile.TemporaryDirectory() as tmp:
         scorer = OnnxScorer(export_onnx(trained.model, Path(tmp) / "lenet.onnx"))

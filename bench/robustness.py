@@ -10,13 +10,12 @@ changes the training augmentation of the nets that use it (digitpipe.train.Augme
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import tempfile
 from pathlib import Path
 
 import numpy as np
-from _common import mnist_path
+from _common import data_parser, data_path
 
 from digitpipe import train
 from digitpipe.data import load_dataset, split_by_protocol
@@ -29,8 +28,7 @@ from digitpipe.zoo import MODEL_NAMES, SPECS, NetSpec
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("data", nargs="?")
+    parser = data_parser()
     parser.add_argument("--models", default=",".join(MODEL_NAMES))
     parser.add_argument("--epochs", type=int, help="override every net's epochs (a quick look)")
     parser.add_argument("--seeds", default="42", help="comma-separated training seeds (the split stays seed 42)")
@@ -43,7 +41,7 @@ def main() -> None:
         train.AUGMENTATION = dataclasses.replace(train.AUGMENTATION, **changes)
         print(f"augmentation: {train.AUGMENTATION}")
     cores, device = use_cores(), pick_device()
-    folder = mnist_path([__file__] + ([args.data] if args.data else []))
+    folder = data_path(args)
     split = split_by_protocol(load_dataset(folder), args.protocol, folder)
     suite = build_suite(split.test, seed=0, max_digits=args.digits)
     print(f"{args.protocol} protocol, {len(suite.digits):,} held-out digits x {len(suite.images)} perturbed copies "
