@@ -1,7 +1,9 @@
-"""Shared bench helpers: locate ../shared/mnist (skip cleanly when absent), time a callable."""
+"""Shared bench helpers: locate ../shared/mnist (skip cleanly when absent), the arguments of the one-model benches,
+time a callable."""
 
 from __future__ import annotations
 
+import argparse
 import sys
 import time
 from collections.abc import Callable
@@ -18,6 +20,25 @@ def mnist_path(argv: list[str]) -> Path:
         print(f"skipped: no MNIST data at {path} (pass a folder with train-images-idx3-ubyte.gz)")
         sys.exit(0)
     return path
+
+
+def data_parser() -> argparse.ArgumentParser:
+    """What every bench takes: an optional MNIST folder (default ../shared/mnist; see `data_path`)."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("data", nargs="?", help="MNIST folder (default ../shared/mnist)")
+    return parser
+
+
+def model_bench_parser() -> argparse.ArgumentParser:
+    """The arguments the one-model benches share: an optional MNIST folder and `--model` (default lenet)."""
+    parser = data_parser()
+    parser.add_argument("--model", default="lenet")
+    return parser
+
+
+def data_path(args: argparse.Namespace) -> Path:
+    """The MNIST folder of a `data_parser` command line (exits 0 with a note when there is none)."""
+    return mnist_path([sys.argv[0]] + ([args.data] if args.data else []))
 
 
 def timed(fn: Callable[..., object], *args: object) -> float:
