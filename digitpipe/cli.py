@@ -1,4 +1,5 @@
-"""The `digitpipe` command line (Typer): run, validate, eda, score, export, models, promote, data fetch.
+"""The `digitpipe` command line (Typer): run, validate, eda, score, export, models, promote, data fetch,
+monitor reference.
 
 Each command imports only what its work needs (heavy libraries are imported inside the commands), so `--help`
 answers at once and `score` with an ONNX file never loads torch, MLflow or Prefect (tests/code/test_imports.py)."""
