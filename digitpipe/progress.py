@@ -49,11 +49,12 @@ class EpochBar:
 def print_comparison(summary: dict) -> None:
     """The run's models side by side, best first, and which version holds the champion alias."""
     table = Table(title="models of this run (held-out test part)")
-    for column in ("model", "accuracy", "train s", "ONNX KB", "registry version"):
+    for column in ("model", "accuracy", "perturbed", "train s", "ONNX KB", "registry version"):
         table.add_column(column, justify="left" if column == "model" else "right")
     for name, m in sorted(summary["models"].items(), key=lambda item: -item[1]["accuracy"]):
         size = Path(m["onnx_path"]).stat().st_size / 1024
-        table.add_row(name, f"{m['accuracy']:.2%}", f"{m['train_seconds']:.1f}", f"{size:.0f}", m["model_version"])
+        table.add_row(name, f"{m['accuracy']:.2%}", f"{m['robust_accuracy']:.2%}", f"{m['train_seconds']:.1f}",
+                      f"{size:.0f}", m["model_version"])
     console = Console()
     console.print(table)
     champion = summary["champion"]
