@@ -1,0 +1,15 @@
+"""What a CLI run prints at the end: the models of the run side by side, best first, and the champion."""
+
+from digitpipe.progress import print_comparison
+
+
+def test_the_run_table_shows_clean_and_perturbed_accuracy_best_first(tmp_path, capsys):
+    (tmp_path / "a.onnx").write_bytes(b"x" * 2048)
+    models = {"lenet": {"accuracy": 0.978, "robust_accuracy": 0.9307, "train_seconds": 21.5, "model_version": "4",
+                        "onnx_path": str(tmp_path / "a.onnx")},
+              "fastcnn": {"accuracy": 0.9853, "robust_accuracy": 0.9653, "train_seconds": 6.1, "model_version": "5",
+                          "onnx_path": str(tmp_path / "a.onnx")}}
+    print_comparison({"models": models, "champion": {"name": "fastcnn", "model_version": "5", "accuracy": 0.9853}})
+    out = capsys.readouterr().out
+    assert "perturbed" in out and out.index("fastcnn") < out.index("lenet")
+    assert "96.53%" in out and "93.07%" in out and out.rstrip().endswith("champion: fastcnn v5 (98.53%)")
