@@ -71,3 +71,55 @@ def digitpipe_cli(monkeypatch, capsys):
         return CliResult(code, out, err)
 
     return run
+
+
+@pytest.fixture(scope="session")
+def pg_cluster():
+    """A throwaway PostgreSQL cluster on a loopback port for the session (tests/pg.py), removed after."""
+    from flows.api import free_port
+    from tests.pg import pg_bin, start_cluster, stop_cluster
+
+    if pg_bin() is None:
+        if os.environ.get("CI"):
+            pytest.fail("CI must install Debian's postgresql (see .ci/run)")
+        pytest.skip("PostgreSQL is not installed (apt-get install postgresql)")
+    cluster = start_cluster(free_port())
+    yield cluster
+    stop_cluster(cluster)
+
+
+@pytest.fixture(scope="session")
+def team_mlflow(pg_cluster, tmp_path_factory) -> dict:
+    """A basic-auth MLflow server on PostgreSQL (runs and users in two databases) with the team's three accounts:
+    admin, pipeline (logs runs, registers models, moves aliases) and reader (default_permission READ only).
+    Yields its URL and the accounts' passwords."""
+    import secrets
+
+    from flows.api import free_port
+    from tests.servers import add_mlflow_account, start_team_mlflow_server, stop
+
+    backend, auth = (pg_cluster.url(name, name, pg_cluster.create_database(name)) for name in ("mlflow", "mlflow_auth"))
+    passwords = {user: secrets.token_urlsafe(16) for user in ("admin", "pipeline", "reader")}
+    port = free_port()
+    server = start_team_mlflow_server(tmp_path_factory.mktemp("team-mlflow"), port, backend, auth, passwords["admin"])
+    url = f"http://127.0.0.1:{port}"
+    add_mlflow_account(url, passwords["admin"], "pipeline", passwords["pipeline"],
+                       {"experiment": "EDIT", "registered_model": "MANAGE"})
+    add_mlflow_account(url, passwords["admin"], "reader", passwords["reader"], {})
+    yield {"url": url, "passwords": passwords}
+    stop(server)
+
+
+@pytest.fixture(scope="session")
+def team_prefect(pg_cluster, tmp_path_factory) -> dict:
+    """A Prefect server on PostgreSQL (asyncpg) that requires an auth string; yields a client's environment."""
+    import secrets
+
+    from flows.api import free_port
+    from tests.servers import start_team_prefect_server, stop
+
+    url = pg_cluster.url("prefect", "prefect", pg_cluster.create_database("prefect"), driver="asyncpg")
+    server, env = start_team_prefect_server(tmp_path_factory.mktemp("team-prefect"), free_port(), url,
+                                            f"digitpipe:{secrets.token_urlsafe(16)}")
+    yield env
+    stop(server)
