@@ -1,5 +1,5 @@
 """The `digitpipe` command line (Typer): run, validate, eda, score, export, models, promote, data fetch,
-monitor reference.
+monitor reference, feedback.
 
 Each command imports only what its work needs (heavy libraries are imported inside the commands), so `--help`
 answers at once and `score` with an ONNX file never loads torch, MLflow or Prefect (tests/code/test_imports.py)."""
@@ -70,6 +70,8 @@ def run(
     stop_at_accuracy: Annotated[float | None, typer.Option(help="Stop a net at this validation accuracy.")] = None,
     patience: Annotated[int | None, typer.Option(help="Stop a net after N epochs of no better val loss.")] = None,
     resume: Annotated[bool, typer.Option(help="Continue nets from an interrupted identical run.")] = False,
+    feedback: Annotated[bool, typer.Option(help="Also train on the labelled feedback in the store (a share of it "
+                                                "is held out to judge the gate).")] = False,
     quiet: Annotated[bool, typer.Option(help="No progress bars or comparison table.")] = False,
     seed: Annotated[int, typer.Option(help="Seed for the split and training.")] = 42,
     protocol: Annotated[str, typer.Option(help="book: 75/25 of --data; standard: test on t10k.")] = "book",
@@ -97,6 +99,7 @@ def run(
         values = {
             "data": data, "models": names, "epochs": epochs,
             "stop_at_accuracy": stop_at_accuracy, "patience": patience, "resume": resume, "seed": seed,
+            "feedback": feedback,
             "val_fraction": val_fraction, "protocol": protocol, "summary": summary, "out_dir": out_dir,
             "progress": not quiet and task_runner == "local" and sys.stderr.isatty(),  # no bars from Dask workers
             "threads": max(1, available_cores() // dask_workers) if dask_workers else None,
@@ -270,6 +273,48 @@ def score(
     if report.reject_fraction > max_reject_fraction:
         raise TooManyRejected(f"{input}: {report.reject_fraction:.2%} of rows rejected, above the allowed "
                         f"{max_reject_fraction:.2%} (see {report.rejects_file})")
+
+
+@app.command()
+def feedback(
+    input: Annotated[Path, typer.Option("--input", help="The scored file: Kaggle CSV, IDX or Parquet (its pixels).")],
+    labels: Annotated[Path, typer.Option(help="CSV ImageId,Label: the true digit of scored rows (ImageId: the "
+                                              "row's number in the scored file, as in its predictions).")],
+    model: Annotated[str, typer.Option(help="The model that scored it: models:/NAME@ALIAS or models:/NAME/VERSION."
+                                            )] = "models:/digits@champion",
+    config: ConfigOption = Path("mlflow.yaml"),
+) -> None:
+    """Record labels that arrived for a scored file: the model's live accuracy on them, and the labelled digits
+    kept in the store for retraining (`run --feedback`). Below the accuracy floor of mlflow.yaml's monitoring
+    section, an alarm is recorded on the version, and sent as a Prefect event when PREFECT_API_URL names a server."""
+    import tempfile
+
+    from digitpipe.feedback import join_labels
+    from digitpipe.loop import record_feedback
+    from digitpipe.tracking import tracker_for
+
+    if not model.startswith("models:/"):
+        raise UserError(f"--model {model}: expected models:/NAME@ALIAS or models:/NAME/VERSION (feedback is kept "
+                        "in the registry's store)")
+    labelled = join_labels(input, labels)
+    tracking = load_tracking_config(config)
+    tracker = tracker_for(tracking)
+    with tempfile.TemporaryDirectory(prefix="digitpipe-model-") as tmp:
+        path, identity = tracker.registry.resolve(model, Path(tmp), prefer_int8=False)
+        result = record_feedback(tracker, labelled, path, identity, tracking.monitoring)
+    typer.echo(result.line())
+    if result.alarm:
+        typer.echo(result.alarm.line())
+        _announce(result.alarm)
+
+
+def _announce(alarm) -> None:
+    """Send an alarm as a Prefect event where a Prefect server is configured (its automations react to it)."""
+    if os.environ.get("PREFECT_API_URL"):
+        from flows.events import announce
+
+        announce(alarm, flush=True)
+        typer.echo(f"sent Prefect event {alarm.event} to {os.environ['PREFECT_API_URL']}")
 
 
 @app.command()

@@ -33,6 +33,11 @@ class PromotionConfig(_Frozen):
     # bootstrap over digits; and, if set, its robust accuracy must reach the floor.
     robust_margin: float = Field(0.005, ge=0, le=1)
     min_robust_accuracy: float | None = Field(None, ge=0, le=1)
+    # (d) Labelled feedback (digitpipe.feedback): a challenger significantly better than the champion on the held-out
+    # feedback digits neither trained on (at least `min_feedback_images` of them) is promoted if it is not worse on
+    # the base held-out images by more than `feedback_base_margin` (a fraction).
+    min_feedback_images: int = Field(50, ge=1)
+    feedback_base_margin: float = Field(0.005, ge=0, le=1)
 
 
 class MonitoringConfig(_Frozen):
@@ -44,6 +49,8 @@ class MonitoringConfig(_Frozen):
     warn_psi: float = Field(0.1, gt=0)
     drift_psi: float = Field(0.25, gt=0)
     min_rows: int = Field(100, ge=1)  # fewer rows say too little: the verdict is then too_few_rows
+    # Labelled feedback on which the champion scores below this raises digitpipe.accuracy.low (None: never).
+    min_live_accuracy: float | None = Field(0.95, ge=0, le=1)
 
 
 class TrackingConfig(_Frozen):
@@ -78,6 +85,7 @@ class PipelineConfig(_Frozen):
     stop_at_accuracy: float | None = Field(None, gt=0, le=1)  # the book's early-stopping rule, for every net
     patience: int | None = Field(None, ge=1)  # early stopping on validation loss, for every net
     resume: bool = False  # continue each net from its last checkpoint of an identical run
+    feedback: bool = False  # also train on the labelled feedback in the store (its held-out share judges the gate)
     progress: bool = False  # a progress bar per model (the CLI turns it on for terminals)
     threads: int | None = Field(None, ge=1)  # torch threads per model; None: every core this process may use
     seed: int = 42

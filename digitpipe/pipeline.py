@@ -171,7 +171,7 @@ def write_comparison(rows: list[dict], folder: Path) -> Path:
 def run_params(cfg: PipelineConfig, split: Split, device: str) -> dict[str, object]:
     """What a pipeline run was given, as MLflow parameters: data, seed, protocol, split sizes, per-digit test counts."""
     return {"data": cfg.data.resolve(), "data_digest": split.train.digest, "seed": cfg.seed, "protocol": cfg.protocol,
-            "test_fraction": cfg.test_fraction, "val_fraction": cfg.val_fraction,
+            "test_fraction": cfg.test_fraction, "val_fraction": cfg.val_fraction, "feedback": cfg.feedback,
             "device": device, "models": ",".join(cfg.models), **{f"split_{part}": n for part, n in split.sizes().items()},
             **{f"split_test_count_{digit}": count for digit, count in enumerate(split.test.class_counts())}}
 

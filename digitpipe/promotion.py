@@ -38,6 +38,7 @@ class Evidence:
     comparison: PairedComparison | None = None
     excluded: int = 0  # held-out images left out of `comparison`: the champion trained on them
     robust: RobustComparison | None = None
+    feedback: PairedComparison | None = None  # on held-out labelled feedback neither model trained on
 
 
 @dataclass(frozen=True)
@@ -71,13 +72,19 @@ class Verdict:
         if robust:
             tags |= {"challenger_robust_accuracy": robust.challenger, "champion_robust_accuracy": robust.champion,
                      "robust_digits": robust.digits, "robust_difference_upper_bound": robust.upper_bound}
+        feedback = self.evidence and self.evidence.feedback
+        if feedback:
+            tags |= {"feedback_images": feedback.images, "challenger_feedback_accuracy": feedback.challenger_accuracy,
+                     "champion_feedback_accuracy": feedback.champion_accuracy,
+                     "feedback_p_value": f"{feedback.p_value:.3g}"}
         return {k: v for k, v in tags.items() if v is not None}
 
 
 def gate(cfg: PromotionConfig, version: str, evidence: Evidence, champion: Champion | None) -> Verdict:
     """The promotion gate, clause by clause; the reason names the clause that decided. Alone: parity passed,
     (a) the accuracy floor, the robust-accuracy floor if set. Against a champion, on held-out digits neither
-    trained on: enough of them, (b) the margin and McNemar's significance, (c) not less robust by the margin."""
+    trained on: enough of them, (d) significantly better on held-out labelled feedback and within a margin on the
+    base held-out images, or else (b) the margin and McNemar's significance; and (c) not less robust by the margin."""
     def decided(verdict: str, reason: str) -> Verdict:
         return Verdict(version, verdict, reason, evidence.accuracy, champion and champion.version, evidence)
 
@@ -99,35 +106,62 @@ def gate(cfg: PromotionConfig, version: str, evidence: Evidence, champion: Champ
     if comparison.images < cfg.min_comparable_images:
         return decided("not_comparable", f"only {unseen}, fewer than min_comparable_images "
                        f"{cfg.min_comparable_images}: trained on another split than the champion")
-    gain = comparison.challenger_accuracy - comparison.champion_accuracy
     versus = (f"{comparison.challenger_accuracy:.4f} vs champion v{champion.version} "
               f"{comparison.champion_accuracy:.4f} on the same {unseen} "
               f"({comparison.only_challenger_right} right only by the challenger, "
               f"{comparison.only_champion_right} only by the champion)")
+    robustly, less_robust = _robustness(cfg, evidence.robust)
+    if (on_feedback := _better_on_feedback(cfg, evidence.feedback)) is not None:
+        drop = comparison.champion_accuracy - comparison.challenger_accuracy
+        if drop > cfg.feedback_base_margin:
+            return decided("rejected", f"better on labelled feedback ({on_feedback}) but worse on the base held-out "
+                           f"images by more than feedback_base_margin {cfg.feedback_base_margin:.4f}: {versus}")
+        if less_robust:
+            return decided("rejected", f"{less_robust}{robustly}, though better on labelled feedback ({on_feedback})")
+        return decided("promoted", f"better on labelled feedback: {on_feedback}; on the base held-out images "
+                       f"{versus}, within feedback_base_margin {cfg.feedback_base_margin:.4f}{robustly}")
+    gain = comparison.challenger_accuracy - comparison.champion_accuracy
     if gain <= 0 or gain < cfg.min_margin:
         return decided("rejected", f"does not beat the champion by the margin {cfg.min_margin:.4f}: {versus}")
     if comparison.p_value >= cfg.max_p_value:
         return decided("rejected", f"not significant: McNemar p={comparison.p_value:.3g} >= {cfg.max_p_value} ({versus})")
-    robust = evidence.robust
-    robustly = ""
-    if robust is not None and robust.digits < MIN_ROBUST_DIGITS:
-        robustly = (f"; robustness not compared: only {robust.digits} perturbed digits are new to the champion "
-                    f"(fewer than {MIN_ROBUST_DIGITS})")
-    elif robust is not None:
-        robustly = (f"; robust accuracy {robust.challenger:.4f} vs {robust.champion:.4f} on the same {robust.digits} "
-                    f"perturbed digits (difference {100 * robust.difference:+.2f} points, 95% upper bound "
-                    f"{100 * robust.upper_bound:+.2f})")
-        if robust.upper_bound < -cfg.robust_margin:
-            return decided("rejected", f"less robust than the champion by more than the robust margin "
-                           f"{100 * cfg.robust_margin:.2f} points{robustly}, though clean {versus}")
+    if less_robust:
+        return decided("rejected", f"{less_robust}{robustly}, though clean {versus}")
     return decided("promoted", f"beats the champion: {versus}, McNemar p={comparison.p_value:.3g}{robustly}")
 
 
+def _robustness(cfg: PromotionConfig, robust: RobustComparison | None) -> tuple[str, str]:
+    """(what the robustness comparison says, for a reason; why it rejects the challenger, or "")."""
+    if robust is None:
+        return "", ""
+    if robust.digits < MIN_ROBUST_DIGITS:
+        return (f"; robustness not compared: only {robust.digits} perturbed digits are new to the champion "
+                f"(fewer than {MIN_ROBUST_DIGITS})"), ""
+    said = (f"; robust accuracy {robust.challenger:.4f} vs {robust.champion:.4f} on the same {robust.digits} "
+            f"perturbed digits (difference {100 * robust.difference:+.2f} points, 95% upper bound "
+            f"{100 * robust.upper_bound:+.2f})")
+    if robust.upper_bound < -cfg.robust_margin:
+        return said, f"less robust than the champion by more than the robust margin {100 * cfg.robust_margin:.2f} points"
+    return said, ""
+
+
+def _better_on_feedback(cfg: PromotionConfig, feedback: PairedComparison | None) -> str | None:
+    """How the challenger beat the champion on held-out labelled feedback, or None where it did not (significantly,
+    on enough digits): then the base held-out images alone decide."""
+    if (feedback is None or feedback.images < cfg.min_feedback_images
+            or feedback.challenger_accuracy <= feedback.champion_accuracy or feedback.p_value >= cfg.max_p_value):
+        return None
+    return (f"{feedback.challenger_accuracy:.4f} vs {feedback.champion_accuracy:.4f} on {feedback.images} held-out "
+            f"feedback digits neither trained on, McNemar p={feedback.p_value:.3g}")
+
+
 def promote_if_earned(registry: Registry, version: str, test: Dataset, predicted: np.ndarray,
-                      suite: Suite | None = None, robustness: Robustness | None = None) -> Verdict:
+                      suite: Suite | None = None, robustness: Robustness | None = None,
+                      feedback: Dataset | None = None) -> Verdict:
     """Put `version` (whose predictions on `test` are `predicted`, and whose `robustness` on the perturbation
-    `suite` was measured) through the gate against the current champion, on the same images; move the aliases if
-    it wins. Read, compare and move happen under the registry's promotion lock."""
+    `suite` was measured) through the gate against the current champion, on the same images (and on the held-out
+    labelled `feedback`, if any); move the aliases if it wins. Read, compare and move happen under the registry's
+    promotion lock."""
     parity = registry.version_tags(version).get("onnx_parity", "")
     evidence = Evidence(float(np.mean(predicted == test.labels)), parity,
                         robustness.robust_accuracy if robustness else None)
@@ -136,7 +170,7 @@ def promote_if_earned(registry: Registry, version: str, test: Dataset, predicted
         if champion is not None and champion.version == version:
             return Verdict(version, "promoted", "already the champion", evidence.accuracy)
         if champion is not None:
-            evidence = _against(registry, champion, evidence, test, predicted, suite, robustness)
+            evidence = _against(registry, version, champion, evidence, test, predicted, suite, robustness, feedback)
         verdict = gate(registry.cfg.promotion, version, evidence, champion)
         if verdict.promoted:
             _move_champion(registry, version, champion)
@@ -187,10 +221,12 @@ def _move_champion(registry: Registry, version: str, champion: Champion | None) 
     registry.set_alias(registry.cfg.champion_alias, version)
 
 
-def _against(registry: Registry, champion: Champion, evidence: Evidence, test: Dataset, predicted: np.ndarray,
-             suite: Suite | None, robustness: Robustness | None) -> Evidence:
+def _against(registry: Registry, version: str, champion: Champion, evidence: Evidence, test: Dataset,
+             predicted: np.ndarray, suite: Suite | None, robustness: Robustness | None,
+             feedback: Dataset | None) -> Evidence:
     """`evidence` completed with the comparisons against `champion` on the held-out digits it never trained on
-    (unchanged when it recorded no training images): McNemar on `test`, the bootstrap on the suite."""
+    (unchanged when it recorded no training images): McNemar on `test` and on `feedback`, the bootstrap on the
+    suite."""
     seen = registry.trained_on(champion.version)
     if seen is None:
         return evidence
@@ -204,7 +240,13 @@ def _against(registry: Registry, champion: Champion, evidence: Evidence, test: D
             fresh = ~np.isin(suite.digits.image_hashes(), seen)
             champion_robustness, _ = measure(champion_predict, suite.subset(fresh))
             robust = compare_robustness(robustness.strong_correct[fresh], champion_robustness.strong_correct)
-    return dataclasses.replace(evidence, comparison=comparison, excluded=len(test) - len(kept), robust=robust)
+        on_feedback = None
+        if feedback is not None and len(fresh_feedback := feedback.subset(~np.isin(feedback.image_hashes(), seen))):
+            challenger_predict = OnnxScorer(registry.version_onnx(version, Path(tmp) / "challenger")).predict
+            on_feedback = mcnemar(fresh_feedback.labels, challenger_predict(fresh_feedback.images),
+                                  champion_predict(fresh_feedback.images))
+    return dataclasses.replace(evidence, comparison=comparison, excluded=len(test) - len(kept), robust=robust,
+                               feedback=on_feedback)
 
 
 def _user() -> str:

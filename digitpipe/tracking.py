@@ -40,6 +40,7 @@ from digitpipe.scorer import OnnxScorer
 if TYPE_CHECKING:
     from digitpipe.data import Dataset, SplitRecipe
     from digitpipe.export import Quantization
+    from digitpipe.feedback import Feedback
     from digitpipe.zoo import Callback, EpochResult
 
 PARENT_TAG = "mlflow.parentRunId"  # MLflow's own tag: the UI nests child runs under the parent
@@ -48,6 +49,8 @@ MAX_PARAMS = 100
 INT8_ARTIFACT = "model_int8/model.int8.onnx"
 MONITOR_ARTIFACT = "report/monitor_reference.json"  # monitor.REFERENCE_FILE in the model's report folder
 TRAINED_ON_ARTIFACT = "lineage/trained_on.npy"  # on the pipeline run: hashes of every image its models trained on
+FEEDBACK_ARTIFACT = "feedback/feedback.npz"  # on a feedback run: the labelled digits (digitpipe.feedback.Feedback)
+FEEDBACK_TAGS = {"digitpipe.kind": "feedback"}
 
 
 @dataclass(frozen=True)
@@ -58,6 +61,7 @@ class Champion:
     model_name: str
     accuracy: float
     onnx_path: str
+    created_ms: int = 0  # when the version was registered (epoch milliseconds)
 
 
 @functools.cache
@@ -184,6 +188,36 @@ class RunLog:
             np.save(path, hashes)
             self.client.log_artifact(run_id, str(path), str(Path(TRAINED_ON_ARTIFACT).parent))
 
+    def log_feedback(self, feedback: Feedback, identity: Mapping[str, str], live_accuracy: float) -> str:
+        """One run per batch of labelled feedback: the digits as an artifact any machine can read back (not a file on
+        this worker), the live accuracy of the model that scored them, and which model that was."""
+        with self.run(f"feedback {Path(feedback.source).name}", tags=FEEDBACK_TAGS) as run_id:
+            self.log_params(run_id, {"input": feedback.source, **identity})
+            self.log_metrics(run_id, {"live_accuracy": live_accuracy, "labelled_rows": len(feedback.labels)})
+            with tempfile.TemporaryDirectory() as tmp:
+                path = feedback.save(Path(tmp) / Path(FEEDBACK_ARTIFACT).name)
+                self.client.log_artifact(run_id, str(path), str(Path(FEEDBACK_ARTIFACT).parent))
+        return run_id
+
+    def feedback_runs(self, since_ms: int = 0) -> list[str]:
+        """Feedback runs that finished and started after `since_ms` (epoch milliseconds), oldest first."""
+        query = (f"tags.`digitpipe.kind` = 'feedback' and attributes.status = 'FINISHED' "
+                 f"and attributes.start_time > {since_ms}")
+        runs = self.client.search_runs([self.experiment_id], query, max_results=50_000,
+                                       order_by=["attributes.start_time ASC"])
+        return [r.info.run_id for r in runs]
+
+    def load_feedback(self, run_ids: list[str]) -> list[Feedback]:
+        """The labelled digits of each feedback run."""
+        from digitpipe.feedback import Feedback
+
+        loaded = []
+        with tempfile.TemporaryDirectory() as tmp:
+            for run_id in run_ids:
+                path = self.client.download_artifacts(run_id, FEEDBACK_ARTIFACT, tmp)
+                loaded.append(Feedback.load(Path(path), source=f"runs:/{run_id}/{FEEDBACK_ARTIFACT}"))
+        return loaded
+
 
 class Registry:
     """The registered model of `cfg`: versions with their tags and files, the aliases that name them, and the lock
@@ -256,11 +290,9 @@ class Registry:
             mv = self.client.get_model_version_by_alias(self.cfg.registered_model, self.cfg.champion_alias)
         except MlflowException:
             return None
-        return self._describe(mv.version, mv.tags)
-
-    def _describe(self, version: str, tags: Mapping[str, str]) -> Champion:
-        return Champion(str(version), tags.get("model_name", "?"), float(tags.get("test_accuracy", "nan")),
-                        tags.get("onnx_path", ""))
+        tags = mv.tags
+        return Champion(str(mv.version), tags.get("model_name", "?"), float(tags.get("test_accuracy", "nan")),
+                        tags.get("onnx_path", ""), int(mv.creation_timestamp or 0))
 
     def alias_version(self, alias: str) -> str | None:
         """The version `alias` points at in the configured registered model, or None."""
@@ -373,6 +405,9 @@ class Registry:
         if "data" not in params:
             raise UserError(f"models:/{name}/{version}: its training run (pipeline_run_id {run_id or 'not recorded'}) "
                             f"is not in the store at {self.cfg.tracking_uri} with its data, so its split is unknown")
+        if params.get("feedback") == "True":
+            raise UserError(f"models:/{name}/{version}: trained with labelled feedback from the store, so its split "
+                            "cannot be rebuilt from data files; export its .onnx file and give --data to check on")
         digests = {tag.value: d.dataset.digest for d in run.inputs.dataset_inputs for tag in d.tags
                    if tag.key == MLFLOW_DATASET_CONTEXT}
         return SplitRecipe(Path(params["data"]), params.get("protocol", "book"), int(params.get("seed", 42)),

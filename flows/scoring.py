@@ -1,5 +1,6 @@
 """Batch scoring: fetch the champion once, score every input file beside itself, check each for drift against the
-champion's training data, log counts and the drift check to MLflow."""
+champion's training data, log counts and the drift check to MLflow; labelled inputs become feedback, and drift or
+a low live accuracy is sent as a Prefect event (flows.events), which may start a retraining run."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ from digitpipe.pipeline import write_drift_report
 from digitpipe.scoring import ScoreReport
 from digitpipe.tracking import RunLog, tracker_for
 from flows import dask_runner
-from tasks.scoring import fetch_model, score_one
+from flows.events import announce
+from tasks.scoring import check_batch, fetch_model, keep_feedback, score_one
 
 
 @flow(name="score-digits", log_prints=True)
@@ -29,10 +31,17 @@ def scoring_flow(inputs: list[Path], model: str = "models:/digits@champion", suf
         futures = score_one.map(unmapped(model_path), unmapped(identity), inputs, unmapped(suffix),
                                 unmapped(probabilities), unmapped(reference), unmapped(tracking.monitoring))
         reports = [future.result() for future in futures]
-    for report in reports:
-        log_report(tracker.runs, report)
-        print(report.line())
-        print(report.drift_line())
+        for report in reports:
+            log_report(tracker.runs, report)
+            print(report.line())
+            print(report.drift_line())
+            feedback = keep_feedback(tracker, model_path, report, tracking.monitoring)
+            if feedback:
+                print(feedback.line())
+            for alarm in (feedback and feedback.alarm, check_batch(tracker, report, tracking.monitoring)):
+                if alarm:
+                    announce(alarm)
+                    print(alarm.line())
     too_many = [r.input for r in reports if r.reject_fraction > max_reject_fraction]
     if too_many:
         raise TooManyRejected(f"more than {max_reject_fraction:.2%} of rows rejected in: {', '.join(too_many)}")

@@ -13,14 +13,15 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from digitpipe import pipeline, promotion, runtime
 from digitpipe.config import PipelineConfig, load_tracking_config
-from digitpipe.data import Split
+from digitpipe.data import Dataset, Split
+from digitpipe.feedback import train_on_feedback
 from digitpipe.monitor import Reference
 from digitpipe.robustness import Suite
 from digitpipe.files import write_json
 from digitpipe.progress import epoch_bars
 from digitpipe.tracking import Registry, tracker_for
 from flows import dask_runner
-from tasks.data import explore_data, load_data, split_data, validate_data
+from tasks.data import explore_data, gather_feedback, load_data, split_data, validate_data
 from tasks.modeling import (
     check_robustness,
     describe_training_part,
@@ -51,6 +52,12 @@ def training_flow(cfg: PipelineConfig) -> dict:
     log.info(f"validated {len(data):,} images from {data.source}: {validation.summary()}")
     split = split_data(data, cfg)
     log.info("split ({}): {}".format(cfg.protocol, ", ".join(f"{k} {v:,}" for k, v in split.sizes().items())))
+    feedback = None  # labelled feedback held out from training, for the gate
+    if cfg.feedback:
+        before = len(split.train)
+        split, feedback = train_on_feedback(split, gather_feedback(runs))
+        log.info(f"labelled feedback: {len(split.train) - before:,} digits added to training, "
+                 f"{0 if feedback is None else len(feedback):,} held out for the gate")
     for run_id in runs.fail_orphaned_runs():
         log.info(f"marked run {run_id} FAILED: the process that ran it is gone")
     lineage = {**runtime.lineage(), "prefect.flow_run_id": str(flow_run.get_id()), "data_digest": data.digest}
@@ -71,7 +78,7 @@ def training_flow(cfg: PipelineConfig) -> dict:
             results.append(future.result())
             log.info(pipeline.trained_line(results[-1]))
         runs.log_artifacts(parent_id, pipeline.write_comparison(results, cfg.out_dir / parent_id / "comparison"))
-        verdict = promote_best(registry, results, split, suite)
+        verdict = promote_best(registry, results, split, suite, feedback)
         runs.log_metrics(parent_id, {f"{r['name']}_test_accuracy": r["accuracy"] for r in results})
         runs.set_tags(parent_id, {"verdict": verdict.verdict, "verdict_reason": verdict.reason})
     log.info(f"v{verdict.version} {verdict.verdict}: {verdict.reason}")
@@ -122,9 +129,11 @@ def train_one(name: str, cfg: PipelineConfig, split: Split, suite: Suite, refere
             "robustness": robustness}
 
 
-def promote_best(registry: Registry, results: list[dict], split: Split, suite: Suite) -> promotion.Verdict:
+def promote_best(registry: Registry, results: list[dict], split: Split, suite: Suite,
+                 feedback: Dataset | None = None) -> promotion.Verdict:
     """The run's best model goes through the promotion gate; the others are recorded as not candidates."""
     best, others = pipeline.best_of(results)
     for other in others:
         record_verdict(registry, promotion.not_candidate(other, best))
-    return promote_champion(registry, best["model_version"], split.test, best["predicted"], suite, best["robustness"])
+    return promote_champion(registry, best["model_version"], split.test, best["predicted"], suite, best["robustness"],
+                            feedback)

@@ -8,7 +8,10 @@ from prefect.cache_policies import NO_CACHE
 from digitpipe import pipeline
 from digitpipe.config import PipelineConfig
 from digitpipe.data import Dataset, Split, load_dataset, split_by_protocol
+from digitpipe.feedback import combine
+from digitpipe.tracking import RunLog
 from digitpipe.validation import ValidationReport
+from tasks import IO_RETRIES
 
 
 # NO_CACHE everywhere images travel: hashing 47 MB of pixels for a cache key costs more than the work.
@@ -34,3 +37,9 @@ def explore_data(data: Dataset, cache: Path) -> Path:
 def split_data(data: Dataset, cfg: PipelineConfig) -> Split:
     """The book's protocol (stratified 75/25 of `data`) or the standard one (test on the folder's t10k files)."""
     return split_by_protocol(data, cfg.protocol, cfg.data, cfg.test_fraction, cfg.val_fraction, cfg.seed)
+
+
+@task(cache_policy=NO_CACHE, **IO_RETRIES)
+def gather_feedback(runs: RunLog) -> Dataset | None:
+    """Every labelled feedback digit in the store, each distinct image once (None when there is none)."""
+    return combine(runs.load_feedback(runs.feedback_runs()))

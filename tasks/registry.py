@@ -21,9 +21,9 @@ def register_model(registry: Registry, run_id: str, onnx_path: Path, images: np.
 
 @task(cache_policy=NO_CACHE, **IO_RETRIES)
 def promote_champion(registry: Registry, version: str, test: Dataset, predicted: np.ndarray, suite: Suite,
-                     robustness: Robustness) -> Verdict:
+                     robustness: Robustness, feedback: Dataset | None = None) -> Verdict:
     """Move the champion alias to `version` only if it passes the promotion gate against the current champion."""
-    return promote_if_earned(registry, version, test, predicted, suite, robustness)
+    return promote_if_earned(registry, version, test, predicted, suite, robustness, feedback)
 
 
 @task(cache_policy=NO_CACHE, **IO_RETRIES)

@@ -161,3 +161,47 @@ def test_too_few_perturbed_digits_skip_the_robustness_clause_and_say_so():
     assert verdict.verdict == "promoted"
     assert verdict.reason.endswith("; robustness not compared: only 40 perturbed digits are new to the champion "
                                    "(fewer than 50)")
+
+
+FEEDBACK_GATE = GATE.model_copy(update={"min_accuracy": 0.8})  # the floor is not what these tests are about
+
+
+def _with_feedback(base_challenger_wrong: int, feedback_challenger_wrong: int, feedback_champion_wrong: int,
+                   feedback_images: int = 200) -> Evidence:
+    base = compare(challenger_wrong=base_challenger_wrong, champion_wrong=200)
+    feedback = compare(feedback_challenger_wrong, feedback_champion_wrong, n=feedback_images)
+    return Evidence(base.challenger_accuracy, "passed", comparison=base, feedback=feedback)
+
+
+def test_a_challenger_better_on_feedback_and_within_the_base_margin_is_promoted_by_the_feedback_clause():
+    # 0.3 points worse on the base images (a loss the base clauses reject), far better on feedback
+    evidence = _with_feedback(base_challenger_wrong=206, feedback_challenger_wrong=20, feedback_champion_wrong=150)
+    verdict = gate(FEEDBACK_GATE, "4", evidence, CHAMPION)
+    assert verdict.verdict == "promoted"
+    assert verdict.reason.startswith("better on labelled feedback: 0.9000 vs 0.2500 on 200 held-out feedback digits "
+                                     "neither trained on, McNemar p=")
+    assert "within feedback_base_margin 0.0050" in verdict.reason
+    tags = verdict.tags()
+    assert (tags["feedback_images"], tags["challenger_feedback_accuracy"], tags["champion_feedback_accuracy"]) == \
+        (200, 0.9, 0.25)
+
+
+def test_a_challenger_better_on_feedback_but_too_much_worse_on_the_base_images_is_rejected():
+    evidence = _with_feedback(base_challenger_wrong=220, feedback_challenger_wrong=20, feedback_champion_wrong=150)
+    verdict = gate(FEEDBACK_GATE, "4", evidence, CHAMPION)
+    assert verdict.verdict == "rejected"
+    assert verdict.reason.startswith("better on labelled feedback (0.9000 vs 0.2500 on 200 held-out feedback digits")
+    assert "worse on the base held-out images by more than feedback_base_margin 0.0050: 0.8900 vs champion v3" in \
+        verdict.reason
+
+
+@pytest.mark.parametrize("feedback_challenger_wrong, feedback_images, why", [
+    (148, 200, "not significantly better on feedback"),
+    (0, 40, "fewer feedback digits than min_feedback_images (50)"),
+])
+def test_without_a_clear_feedback_win_the_base_clauses_decide(feedback_challenger_wrong, feedback_images, why):
+    evidence = _with_feedback(base_challenger_wrong=206, feedback_challenger_wrong=feedback_challenger_wrong,
+                              feedback_champion_wrong=min(150, feedback_images), feedback_images=feedback_images)
+    verdict = gate(FEEDBACK_GATE, "4", evidence, CHAMPION)
+    assert verdict.verdict == "rejected", why
+    assert verdict.reason.startswith("does not beat the champion by the margin 0.0010")

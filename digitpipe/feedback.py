@@ -1,0 +1,155 @@
+"""Labelled feedback: digits that were scored in production and later labelled, kept for retraining and for judging
+the models that retrain on them; and the monitor's reaction (an alarm) to drift or to a champion that is wrong too
+often on them. numpy and pyarrow only: the `feedback` command stays light."""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from digitpipe.data import Dataset, Split
+from digitpipe.data.dataset import N_CLASSES
+from digitpipe.data.stream import stream_chunks
+from digitpipe.errors import DataError
+from digitpipe.files import atomic_path, first_line
+
+FEEDBACK_FILE = "feedback.npz"  # the artifact of a feedback run: images, labels, ImageIds
+# The share of feedback digits no retraining may fit on, chosen by each image's hash: the same digit is held out in
+# every run, so challenger and champion can be compared on feedback neither trained on.
+HELD_OUT_SHARE = 0.3
+DRIFT_EVENT, LOW_ACCURACY_EVENT = "digitpipe.drift.detected", "digitpipe.accuracy.low"
+
+
+@dataclass(frozen=True)
+class Feedback:
+    """Labelled digits from one scored file: images, their true labels and their ImageIds in that file."""
+
+    images: np.ndarray  # uint8 n x 28 x 28
+    labels: np.ndarray  # int64
+    image_ids: np.ndarray  # int64, 1-based rows of the scored file
+    source: str
+
+    def save(self, path: Path) -> Path:
+        with atomic_path(path) as tmp, tmp.open("wb") as f:
+            np.savez_compressed(f, images=self.images, labels=self.labels, image_ids=self.image_ids)
+        return path
+
+    @classmethod
+    def load(cls, path: Path, source: str = "") -> Feedback:
+        with np.load(path) as saved:
+            return cls(saved["images"], saved["labels"], saved["image_ids"], source or str(path))
+
+    def dataset(self) -> Dataset:
+        return Dataset(self.images, self.labels, self.source)
+
+
+def read_scored(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """(ImageIds, images, labels or None) of every good row of a scored file, ImageId being its 1-based row, as in
+    the predictions that `score` wrote for it."""
+    chunks = list(stream_chunks(path, 65_536))
+    ids = np.concatenate([c.rows for c in chunks]) if chunks else np.zeros(0, np.int64)
+    images = np.concatenate([c.images for c in chunks]) if chunks else np.zeros((0, 28, 28), np.uint8)
+    labelled = bool(chunks) and all(c.labels is not None for c in chunks)
+    return ids, images, np.concatenate([c.labels for c in chunks]) if labelled else None
+
+
+def read_labels(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(ImageIds, labels) of a labels file: CSV with the columns ImageId,Label (the predictions' own format)."""
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    if not Path(path).is_file():
+        raise DataError(path, "no such labels file")
+    try:
+        table = pacsv.read_csv(io.BytesIO(Path(path).read_bytes()), convert_options=pacsv.ConvertOptions(
+            column_types={"ImageId": pa.int64(), "Label": pa.int64()}, include_columns=["ImageId", "Label"]))
+    except (pa.ArrowInvalid, KeyError) as exc:
+        raise DataError(path, f"expected a CSV with columns ImageId,Label of integers ({first_line(exc)})") from None
+    ids, labels = table["ImageId"].to_numpy(), table["Label"].to_numpy()
+    if len(ids) == 0:
+        raise DataError(path, "no labelled rows")
+    if (bad := np.flatnonzero((labels < 0) | (labels >= N_CLASSES))).size:
+        raise DataError(path, f"ImageId {ids[bad[0]]}: label {labels[bad[0]]} is not a digit 0-9")
+    if (repeated := np.unique(ids, return_counts=True)[1] > 1).any():
+        raise DataError(path, f"ImageId {np.unique(ids)[repeated][0]} is labelled more than once")
+    return ids, labels
+
+
+def join_labels(scored: Path, labels_file: Path) -> Feedback:
+    """The scored file's digits that `labels_file` labels, joined on ImageId; every labelled id must be a good row."""
+    ids, labels = read_labels(labels_file)
+    scored_ids, images, _ = read_scored(scored)
+    position = {int(i): n for n, i in enumerate(scored_ids)}
+    unknown = [int(i) for i in ids if int(i) not in position]
+    if unknown:
+        raise DataError(labels_file, f"{len(unknown)} ImageId(s) are not scored rows of {scored} (first: "
+                        f"{unknown[0]}; {len(scored_ids):,} rows were scored)")
+    rows = np.array([position[int(i)] for i in ids], dtype=np.int64)
+    return Feedback(images[rows], labels, ids, str(scored))
+
+
+def labelled_in_file(scored: Path) -> Feedback | None:
+    """The digits of a scored file that carried its own labels (Kaggle's train format), else None."""
+    ids, images, labels = read_scored(scored)
+    return None if labels is None or len(ids) == 0 else Feedback(images, labels, ids, str(scored))
+
+
+def combine(feedback: list[Feedback]) -> Dataset | None:
+    """All feedback as one dataset, each distinct image once (the same digit may be labelled in several batches)."""
+    if not feedback:
+        return None
+    data = Dataset(np.concatenate([f.images for f in feedback]), np.concatenate([f.labels for f in feedback]),
+                   "feedback")
+    _, first = np.unique(data.image_hashes(), return_index=True)
+    return data.subset(np.sort(first))
+
+
+def held_out(data: Dataset) -> np.ndarray:
+    """Which feedback digits no model may train on: a fixed function of each image, the same in every run."""
+    return (data.image_hashes() % 1000) < HELD_OUT_SHARE * 1000
+
+
+def train_on_feedback(split: Split, feedback: Dataset | None) -> tuple[Split, Dataset | None]:
+    """`split` whose training part also holds the feedback digits that are not held out, and the held-out ones
+    (the gate's feedback clause compares challenger and champion on them)."""
+    if feedback is None or len(feedback) == 0:
+        return split, None
+    mask = held_out(feedback)
+    fit = feedback.subset(np.flatnonzero(~mask))
+    train = Dataset(np.concatenate([split.train.images, fit.images]),
+                    np.concatenate([split.train.labels, fit.labels]), f"{split.train.source} + feedback")
+    return Split(train, split.val, split.test), feedback.subset(np.flatnonzero(mask))
+
+
+@dataclass(frozen=True)
+class Alarm:
+    """What the monitor raises about a batch: an event for Prefect's automations, and whether retraining can help
+    (only with labelled feedback newer than the champion; otherwise it is an alert for a person)."""
+
+    event: str
+    model: str  # the registered model's name
+    version: str
+    batch: str
+    reason: str
+    retrain: bool
+
+    def line(self) -> str:
+        action = ("retraining requested: labelled feedback newer than the champion exists" if self.retrain else
+                  "alert for a person: no labelled feedback newer than the champion to retrain on")
+        return f"{self.event} for v{self.version} ({self.reason}); {action}"
+
+
+def alarm_for(model: str, version: str | None, batch: str, drift_verdict: str | None,
+              live_accuracy: float | None, min_live_accuracy: float | None, new_feedback: bool) -> Alarm | None:
+    """The alarm a batch raises, if any: drift, or a live accuracy below the floor (a registered model only)."""
+    if version is None:
+        return None
+    if live_accuracy is not None and min_live_accuracy is not None and live_accuracy < min_live_accuracy:
+        reason = f"live accuracy {live_accuracy:.2%} is below the floor {min_live_accuracy:.2%}"
+        return Alarm(LOW_ACCURACY_EVENT, model, version, batch, reason, new_feedback)
+    if drift_verdict == "drift":
+        return Alarm(DRIFT_EVENT, model, version, batch, "the batch drifted from the training data", new_feedback)
+    return None
