@@ -237,3 +237,97 @@ def test_an_invalid_schedule_fails_the_deploy_with_the_reason(prefect_server, tm
     lines = [line.strip() for line in done.stdout.splitlines()]
     reason = lines.index("1 validation error for CronSchedule")
     assert lines[reason + 1:reason + 3] == ["cron", 'Value error, Invalid cron string: "0 3 * * monday-ish"'], output
+
+
+def _api(env: dict, path: str, body: dict | None = None) -> dict:
+    """A call to the Prefect server's REST API (POST with `body`, else GET)."""
+    import urllib.request
+
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(env["PREFECT_API_URL"] + path, data=data,
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.loads(response.read())
+
+
+def _retrain_runs(env: dict) -> list[dict]:
+    deployment = _api(env, "/deployments/name/train-digits/retrain-on-feedback")
+    return _api(env, "/flow_runs/filter", {"flow_runs": {"deployment_id": {"any_": [deployment["id"]]}}})
+
+
+def _wait_for_events(env: dict, name: str, count: int, timeout: float = 60) -> list[dict]:
+    """The server's events called `name` once it has `count` of them (events travel over a websocket)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        events = _api(env, "/events/filter", {"filter": {"event": {"name": [name]}}, "limit": 50})["events"]
+        if len(events) >= count or time.monotonic() > deadline:
+            return events
+        time.sleep(1)
+
+
+def test_drift_starts_one_retraining_only_when_labelled_feedback_can_fix_it(prefect_server, mlflow_server, digits,
+                                                                            tmp_path):
+    """The loop's reaction on a real Prefect server: the retraining deployment's trigger from prefect.yaml starts a
+    run for drift only when feedback newer than the champion exists, and one run for a night of drifted files."""
+    import time
+
+    import numpy as np
+
+    from digitpipe.data import Dataset
+    from tests.helpers import write_kaggle_csv
+
+    model = "digits-loop-server"
+    env = {**prefect_server, "DIGITPIPE_HOME": str(ROOT)}
+    config = tmp_path / "mlflow.yaml"  # a floor on live accuracy that logreg's feedback on clean digits passes
+    config.write_text(yaml.safe_dump({"tracking_uri": mlflow_server, "registered_model": model, "min_accuracy": 0.5,
+                                      "experiment": "loop-server", "monitoring": {"min_live_accuracy": 0.5}}))
+    prefect("work-pool", "create", "digitpipe-process", "--type", "process", "--overwrite", env=env)
+    deployed = prefect("deploy", "--name", "retrain-on-feedback", env=env)
+    assert deployed.returncode == 0, deployed.stdout + deployed.stderr
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "digitpipe", *args, "--config", str(config)], cwd=ROOT,
+                              env={k: v for k, v in env.items() if k != "MLFLOW_TRACKING_URI"}, capture_output=True,
+                              text=True, timeout=300)
+
+    def score(*files: Path) -> subprocess.CompletedProcess:  # the scoring flow, a flow run on the server
+        code = (f"from pathlib import Path; from flows.scoring import scoring_flow; "
+                f"scoring_flow({[str(f) for f in files]!r}, model='models:/{model}@champion', config=Path('{config}'))")
+        return subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
+                              timeout=300)
+
+    trained = cli("run", "--data", str(ROOT / "tests/fixtures/mnist-1000"), "--models", "logreg", "--quiet",
+                  "--out", str(tmp_path / "out"))
+    assert trained.returncode == 0, trained.stderr
+    clean = write_kaggle_csv(tmp_path / "clean.csv", digits.images[:300])
+    drifted = [write_kaggle_csv(tmp_path / f"shifted{i}.csv", np.roll(digits.images[300 * i:300 * i + 300], 4, axis=2))
+               for i in (1, 2)]
+
+    for files in ([clean], [drifted[0]]):  # clean: no event; drifted without feedback: an alert, no retraining
+        done = score(*files)
+        assert done.returncode == 0, done.stdout + done.stderr
+    alert = _wait_for_events(env, "digitpipe.drift.detected", 1)
+    assert [e["resource"]["digitpipe.retrain"] for e in alert] == ["false"]
+    assert "alert for a person: no labelled feedback newer than the champion" in done.stderr  # log_prints
+    time.sleep(5)  # the trigger has seen the alert by now: it must not have fired
+    assert _retrain_runs(env) == []
+
+    labels = tmp_path / "labels.csv"  # labels arrive for the clean batch: above the floor, no alarm
+    labels.write_text("ImageId,Label\n" + "".join(f"{i + 1},{y}\n" for i, y in enumerate(digits.labels[:300])))
+    told = cli("feedback", "--input", str(clean), "--labels", str(labels), "--model", f"models:/{model}@champion")
+    assert told.returncode == 0 and len(told.stdout.splitlines()) == 1, told.stdout + told.stderr
+
+    done = score(*drifted)  # a night of drifted files, now with feedback to learn from: two events, one retraining
+    assert done.returncode == 0, done.stdout + done.stderr
+    events = _wait_for_events(env, "digitpipe.drift.detected", 3)
+    assert sorted(e["resource"]["digitpipe.retrain"] for e in events) == ["false", "true", "true"]
+    deadline = time.monotonic() + 60
+    while not (runs := _retrain_runs(env)) and time.monotonic() < deadline:
+        time.sleep(1)
+    time.sleep(5)  # room for a second run, which the trigger's window must absorb
+    runs = _retrain_runs(env)
+    assert len(runs) == 1 and runs[0]["parameters"]["cfg"]["feedback"] is True
+    tags = MlflowClient(mlflow_server).get_model_version_by_alias(model, "champion").tags
+    assert tags["monitor_alarm"].endswith("retraining requested: labelled feedback newer than the champion exists")
