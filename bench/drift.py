@@ -2,8 +2,10 @@
 detection of drifted batches, for batch sizes 500, 2,000 and 10,000 (100 random batches each), with a LeNet trained
 on the book split's training part; and the time the monitor adds to scoring 10,000 rows.
 
-Usage: python bench/drift.py [MNIST_DIR] [--batches 100] [--epochs 2]
-Clean batches come from the held-out part (digits the model never saw), standing in for MNIST's t10k set.
+Usage: python bench/drift.py [MNIST_DIR] [--batches 100] [--epochs 2] [--protocol book|standard]
+Clean batches come from the held-out part (digits the model never saw): with `--protocol standard` (a folder with
+the t10k files, e.g. outputs/mnist-standard from bench/standard_mnist.py), the model trains on the 60,000-image
+training set and the batches are drawn from MNIST's t10k test set; the book protocol holds out 25% instead.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from _common import data_parser, data_path
 
-from digitpipe.data import load_dataset, split_dataset
+from digitpipe.data import load_dataset, split_by_protocol
 from digitpipe.export import export_onnx
 from digitpipe.config import MonitoringConfig
 from digitpipe.monitor import BatchProfile, build_reference, with_model
@@ -47,8 +49,13 @@ def main() -> None:
     parser = data_parser()
     parser.add_argument("--batches", type=int, default=100, help="random batches per size and kind")
     parser.add_argument("--epochs", type=int, default=2, help="LeNet's training epochs (the monitored model)")
+    parser.add_argument("--protocol", choices=("book", "standard"), default="book")
     args = parser.parse_args()
-    split = split_dataset(load_dataset(data_path(args)))
+    folder = data_path(args)
+    split = split_by_protocol(load_dataset(folder, part="train" if args.protocol == "standard" else None),
+                              args.protocol, folder)
+    print(f"{args.protocol} protocol: LeNet trained on {len(split.train):,} images, batches from {len(split.test):,} "
+          "held-out digits")
     trained = train_zoo_model("lenet", dataclasses.replace(SPECS["lenet"], epochs=args.epochs), split)
     with tempfile.TemporaryDirectory() as tmp:
         scorer = OnnxScorer(export_onnx(trained.model, Path(tmp) / "lenet.onnx"))

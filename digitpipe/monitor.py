@@ -53,6 +53,14 @@ def image_features(images: np.ndarray) -> dict[str, np.ndarray]:
     }
 
 
+def file_features(path: Path) -> dict[str, np.ndarray]:
+    """`image_features` of every good row of a data file, read chunk by chunk."""
+    from digitpipe.data.stream import stream_chunks
+
+    chunks = [image_features(chunk.images) for chunk in stream_chunks(path, 65_536)]
+    return {name: np.concatenate([c[name] for c in chunks]) for name in IMAGE_FEATURES} if chunks else {}
+
+
 def _extent(any_ink: np.ndarray) -> np.ndarray:
     """Rows (or columns) from the first to the last with ink; 0 for a blank image."""
     first = np.argmax(any_ink, axis=1)
@@ -68,6 +76,9 @@ class Reference:
     shares: dict[str, list[float]]
     rows: dict[str, int]  # images each feature's shares were counted on (training or held-out part)
     spec: str = SPEC
+    # Per image feature, the 1st and 99th percentile on the training part: the ranges of the great-expectations
+    # suite derived from the reference (digitpipe.validation.reference_expectations). Empty in older references.
+    bounds: dict[str, list[float]] = field(default_factory=dict)
 
     def save(self, path: Path) -> Path:
         return write_json(path, asdict(self))
@@ -99,7 +110,8 @@ def build_reference(train_images: np.ndarray) -> Reference:
     features = image_features(train_images)
     edges = {name: _edges(values) for name, values in features.items()}
     return Reference(edges, {name: _shares(features[name], edges[name]).tolist() for name in edges},
-                     dict.fromkeys(edges, len(train_images)))
+                     dict.fromkeys(edges, len(train_images)),
+                     bounds={name: np.quantile(values, [0.01, 0.99]).tolist() for name, values in features.items()})
 
 
 def _edges(values: np.ndarray) -> list[float]:
@@ -117,7 +129,7 @@ def with_model(reference: Reference, held_out_scores: np.ndarray) -> Reference:
     values = {"predicted_class": held_out_scores.argmax(1), "confidence": _top1(held_out_scores)}
     return Reference({**reference.edges, **edges},
                      {**reference.shares, **{name: _shares(values[name], edges[name]).tolist() for name in edges}},
-                     {**reference.rows, **dict.fromkeys(edges, len(held_out_scores))}, reference.spec)
+                     {**reference.rows, **dict.fromkeys(edges, len(held_out_scores))}, reference.spec, reference.bounds)
 
 
 def _top1(scores: np.ndarray) -> np.ndarray:

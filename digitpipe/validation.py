@@ -13,11 +13,16 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from digitpipe.data.dataset import N_CLASSES, Dataset
+from digitpipe.files import write_json
+
+if TYPE_CHECKING:
+    from digitpipe.monitor import Reference
 
 INK_THRESHOLD = 32  # a pixel brighter than this counts as ink; scanner noise stays below it
 
@@ -89,28 +94,51 @@ def expectations(labelled: bool, min_rows: int, max_blank: float = 0.01, max_dup
 def validate(data: Dataset, min_rows: int = 100, docs_dir: Path | None = None, **limits: float) -> ValidationReport:
     """Run the suite on `data`'s profile with an ephemeral great-expectations context; with `docs_dir`, also
     build GX's data docs (HTML) there."""
+    return run_suite("digits", profile(data), expectations(data.labels is not None, min_rows, **limits), docs_dir)
+
+
+def reference_expectations(reference: Reference, mostly: float = 0.9) -> list:
+    """The suite a model's monitor reference implies for a scoring batch's per-image features: most digits (share
+    `mostly`) inside the range that held 98% of the training digits (its 1st to 99th percentile)."""
+    import great_expectations.expectations as gxe
+
+    return [gxe.ExpectColumnValuesToBeBetween(column=name, min_value=low, max_value=high, mostly=mostly)
+            for name, (low, high) in reference.bounds.items()]
+
+
+def validate_batch(features: dict[str, np.ndarray], reference: Reference,
+                docs_dir: Path | None = None) -> ValidationReport:
+    """A scoring batch's per-image features (monitor.image_features) against the suite its model's reference
+    implies; GX's data docs and the suite in `docs_dir`."""
+    table = pd.DataFrame({name: values.astype(np.float64) for name, values in features.items()})
+    return run_suite("batch-vs-training", table, reference_expectations(reference), docs_dir)
+
+
+def run_suite(name: str, table: pd.DataFrame, suite_expectations: list, docs_dir: Path | None) -> ValidationReport:
+    """`suite_expectations` run on `table` in an ephemeral great-expectations context; with `docs_dir`, GX's data
+    docs (HTML) and the suite itself (suite.json) are written there."""
     start = time.perf_counter()
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
     import great_expectations as gx
     from great_expectations.checkpoint import UpdateDataDocsAction
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
-    for name in ("great_expectations", "great_expectations.data_context.types.base"):  # the latter pins INFO itself
-        logging.getLogger(name).setLevel(logging.ERROR)
+    for logger in ("great_expectations", "great_expectations.data_context.types.base"):  # the latter pins INFO
+        logging.getLogger(logger).setLevel(logging.ERROR)
     context = gx.get_context(mode="ephemeral")
     context.variables.progress_bars = ProgressBarsConfig(globally=False)
-    batch = (context.data_sources.add_pandas("digits").add_dataframe_asset("profile")
+    batch = (context.data_sources.add_pandas(name).add_dataframe_asset("profile")
              .add_batch_definition_whole_dataframe("all"))
-    suite = context.suites.add(
-        gx.ExpectationSuite(name="digits", expectations=expectations(data.labels is not None, min_rows, **limits)))
-    definition = context.validation_definitions.add(gx.ValidationDefinition(data=batch, suite=suite, name="digits"))
+    suite = context.suites.add(gx.ExpectationSuite(name=name, expectations=suite_expectations))
+    definition = context.validation_definitions.add(gx.ValidationDefinition(data=batch, suite=suite, name=name))
     actions = [UpdateDataDocsAction(name="data_docs")] if docs_dir else []
-    checkpoint = context.checkpoints.add(gx.Checkpoint(name="digits", validation_definitions=[definition],
+    checkpoint = context.checkpoints.add(gx.Checkpoint(name=name, validation_definitions=[definition],
                                                        actions=actions, result_format="SUMMARY"))
-    result = next(iter(checkpoint.run(batch_parameters={"dataframe": profile(data)}).run_results.values()))
+    result = next(iter(checkpoint.run(batch_parameters={"dataframe": table}).run_results.values()))
     if docs_dir:
         site = Path(context.get_docs_sites_urls()[0]["site_url"].removeprefix("file://")).parent
         shutil.copytree(site, docs_dir, dirs_exist_ok=True)
+        write_json(docs_dir / "suite.json", suite.to_json_dict())
     lines = [_describe(r) for r in result.results]
     return ValidationReport(bool(result.success), lines, dict(result.statistics), time.perf_counter() - start)
 

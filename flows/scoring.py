@@ -11,12 +11,13 @@ from prefect import flow, unmapped
 
 from digitpipe.config import load_tracking_config
 from digitpipe.errors import TooManyRejected
+from digitpipe.monitor import Reference
 from digitpipe.pipeline import write_drift_report
 from digitpipe.scoring import ScoreReport
 from digitpipe.tracking import RunLog, tracker_for
 from flows import dask_runner
 from flows.events import announce
-from tasks.scoring import check_batch, fetch_model, keep_feedback, score_one
+from tasks.scoring import check_batch, document_batch, fetch_model, keep_feedback, score_one
 
 
 @flow(name="score-digits", log_prints=True)
@@ -32,7 +33,7 @@ def scoring_flow(inputs: list[Path], model: str = "models:/digits@champion", suf
                                 unmapped(probabilities), unmapped(reference), unmapped(tracking.monitoring))
         reports = [future.result() for future in futures]
         for report in reports:
-            log_report(tracker.runs, report)
+            log_report(tracker.runs, report, reference)
             print(report.line())
             print(report.drift_line())
             feedback = keep_feedback(tracker, model_path, report, tracking.monitoring)
@@ -56,9 +57,10 @@ def score_files(inputs: list[Path], dask_address: str | None = None, dask_worker
     return scoring_flow.with_options(task_runner=dask_runner(dask_address, dask_workers))(inputs, **options)
 
 
-def log_report(runs: RunLog, report: ScoreReport) -> None:
+def log_report(runs: RunLog, report: ScoreReport, reference: Reference | None) -> None:
     """One MLflow run per scored file: model identity, counts, throughput, and the drift check (each feature's PSI
-    as a metric, the verdict as a tag, the report with its histograms as artifacts)."""
+    as a metric, the verdict as a tag, the report with its histograms and GX's data docs of the batch against the
+    suite the model's reference implies as artifacts)."""
     drift = report.drift
     with runs.run(f"score {Path(report.input).name}", tags={"digitpipe.kind": "scoring",
                                                              "drift_verdict": drift["verdict"]}) as run_id:
@@ -68,4 +70,8 @@ def log_report(runs: RunLog, report: ScoreReport) -> None:
                                   **{f"drift_psi_{name}": f["distance"] for name, f in drift.get("features", {}).items()}})
         if "features" in drift:
             with tempfile.TemporaryDirectory(prefix="digitpipe-drift-") as tmp:
-                runs.log_artifacts(run_id, write_drift_report(drift, report.input, Path(tmp)), "drift")
+                folder = write_drift_report(drift, report.input, Path(tmp))
+                if reference is not None and reference.bounds:
+                    checked = document_batch(Path(report.input), reference, folder / "data_docs")
+                    runs.set_tags(run_id, {"batch_suite": "passed" if checked.success else "failed"})
+                runs.log_artifacts(run_id, folder, "drift")

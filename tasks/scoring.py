@@ -9,10 +9,11 @@ from prefect.cache_policies import NO_CACHE
 from digitpipe.config import MonitoringConfig
 from digitpipe.feedback import Alarm, labelled_in_file
 from digitpipe.loop import FeedbackResult, batch_alarm, record_feedback
-from digitpipe.monitor import Reference, registered_reference
+from digitpipe.monitor import Reference, file_features, registered_reference
 from digitpipe.scorer import OnnxScorer
 from digitpipe.scoring import ScoreReport, score_file
 from digitpipe.tracking import Registry, Tracker
+from digitpipe.validation import ValidationReport, validate_batch
 from tasks import IO_RETRIES
 
 
@@ -44,3 +45,9 @@ def keep_feedback(tracker: Tracker, model_path: Path, report: ScoreReport,
 def check_batch(tracker: Tracker, report: ScoreReport, monitoring: MonitoringConfig) -> Alarm | None:
     """The alarm a batch raises for drift (recorded on the version), or None."""
     return batch_alarm(tracker, report.model, report.input, report.drift or {}, None, monitoring)
+
+
+@task(cache_policy=NO_CACHE)
+def document_batch(input_path: Path, reference: Reference, docs_dir: Path) -> ValidationReport:
+    """GX data docs of a scored batch: its digits against the suite its model's reference implies."""
+    return validate_batch(file_features(input_path), reference, docs_dir)

@@ -182,7 +182,10 @@ def test_scoring_flow_scores_each_file_with_the_champion_and_logs_to_mlflow(firs
     for run in runs:  # digits like the training data: no drift, and the check is on the run
         assert run.data.tags["drift_verdict"] == "ok" and "drift_psi_pixel_mean" in run.data.metrics
         assert sorted(a.path for a in client.list_artifacts(run.info.run_id, "drift")) == [
-            "drift/histograms.png", "drift/report.html"]
+            "drift/data_docs", "drift/histograms.png", "drift/report.html"]
+        assert run.data.tags["batch_suite"] == "passed"  # the GX suite the champion's reference implies
+        docs = [a.path for a in client.list_artifacts(run.info.run_id, "drift/data_docs")]
+        assert "drift/data_docs/index.html" in docs and "drift/data_docs/suite.json" in docs
 
 
 def test_unknown_alias_is_a_clear_error(first_run, tracking, fixture_dir, tmp_path, digitpipe_cli):

@@ -89,3 +89,16 @@ def test_a_reference_survives_a_round_trip_and_a_bad_file_is_refused(model_and_r
         Reference.load(tmp_path / "bad.json")
     assert registered_reference(tmp_path / "bad.json") is None  # a registry's bad copy: no check, scores still made
     assert registered_reference(None) is None
+
+
+def test_the_great_expectations_suite_of_a_reference_passes_clean_digits_and_names_what_left_its_range(
+        model_and_reference, tmp_path):
+    from digitpipe.validation import validate_batch
+
+    split, _, reference = model_and_reference
+    clean = validate_batch(image_features(split.test.images), reference, tmp_path / "clean")
+    assert clean.success and len(clean.lines) == len(reference.bounds) == 8
+    assert (tmp_path / "clean/index.html").is_file() and (tmp_path / "clean/suite.json").is_file()
+    inverted = validate_batch(image_features(255 - split.test.images), reference)
+    failed = {line.split("'column': '")[1].split("'")[0] for line in inverted.lines if line.startswith("  FAIL")}
+    assert not inverted.success and {"pixel_mean", "ink_fraction"} <= failed
