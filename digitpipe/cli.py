@@ -84,13 +84,18 @@ def run(
     dask_address: Annotated[str | None, typer.Option(help="With --task-runner dask: a running Dask scheduler "
                                                            "(default: a local cluster).")] = None,
     verbose: Annotated[bool, typer.Option(help="Prefect's and MLflow's own log lines too.")] = False,
+    unlocked_promotion: Annotated[bool, typer.Option(help="With a remote MLflow store and no Prefect server to "
+                                                          "lock it: promote anyway, accepting that promotions from "
+                                                          "several workers may interleave.")] = False,
     config: ConfigOption = Path("mlflow.yaml"),
 ) -> None:
     """Validate, split, train, evaluate, export, register and promote: the whole training pipeline."""
     from flows.api import prefect_api, wait_until_ready
+    from flows.locks import lock_mode
 
     if task_runner not in ("local", "dask"):
         raise UserError(f"--task-runner {task_runner!r}: expected local or dask")
+    promotion_lock = lock_mode(unlocked_promotion)  # before a temporary Prefect API, which would lock nothing
     with prefect_api() as api_url:  # a temporary API starts now, beside the imports below
         _quiet_orchestration_logs(verbose)
         data = data or _fetch(None, None)
@@ -103,7 +108,7 @@ def run(
             "val_fraction": val_fraction, "protocol": protocol, "summary": summary, "out_dir": out_dir,
             "progress": not quiet and task_runner == "local" and sys.stderr.isatty(),  # no bars from Dask workers
             "threads": max(1, available_cores() // dask_workers) if dask_workers else None,
-            "tracking": load_tracking_config(config),
+            "tracking": load_tracking_config(config), "promotion_lock": promotion_lock,
         }
         cfg = build(PipelineConfig, {k: v for k, v in values.items() if v is not None}, source="command line")
         if not cfg.data.exists():  # fail before Prefect and MLflow start up
@@ -168,15 +173,20 @@ def _quiet_orchestration_logs(verbose: bool) -> None:
 def promote(
     version: Annotated[str | None, typer.Option(help="Make this version the champion by hand (recorded).")] = None,
     rollback: Annotated[bool, typer.Option(help="Swap champion and previous_champion back.")] = False,
+    unlocked_promotion: Annotated[bool, typer.Option(help="With a remote MLflow store and no Prefect server to "
+                                                          "lock it: promote anyway, accepting that promotions from "
+                                                          "several workers may interleave.")] = False,
     config: ConfigOption = Path("mlflow.yaml"),
 ) -> None:
     """Move the champion alias by hand: to --version N, or back to the previous champion with --rollback."""
     from digitpipe import promotion
     from digitpipe.tracking import tracker_for
+    from flows.locks import lock_mode, promotion_lock_for
 
     if (version is None) == (not rollback):
         raise UserError("give exactly one of --version N or --rollback")
-    registry = tracker_for(load_tracking_config(config)).registry
+    tracking = load_tracking_config(config)
+    registry = tracker_for(tracking, promotion_lock_for(tracking, lock_mode(unlocked_promotion))).registry
     cfg = registry.cfg
     if rollback:
         restored, demoted = promotion.rollback(registry)

@@ -96,6 +96,10 @@ class PipelineConfig(_Frozen):
     out_dir: Path = Path("outputs")
     summary: Path | None = None
     tracking: TrackingConfig | None = None  # None: read mlflow.yaml in the working directory (a deployment's case)
+    # What locks promotion where the MLflow store is remote (a local sqlite store always takes its file lock):
+    # "prefect", the concurrency limit on the run's Prefect server (a deployment's case); "refuse", no server every
+    # worker sees (the CLI's temporary Prefect API), so promotion refuses; "unlocked", the user accepted the risk.
+    promotion_lock: Literal["prefect", "refuse", "unlocked"] = "prefect"
 
     @field_validator("models")
     @classmethod

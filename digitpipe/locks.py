@@ -11,8 +11,8 @@ from filelock import FileLock
 @contextlib.contextmanager
 def local_promotion_lock(tracking_uri: str) -> Iterator[None]:
     """An exclusive file lock beside a local sqlite store, seen by every process on this machine. MLflow's REST API
-    has no lock, so against a remote server this is no lock at all: the compare-and-move window is a few calls
-    wide; run promotions from one worker there, or give Tracker a lock every worker sees."""
+    has no lock, so against a remote server this is no lock at all: flows/locks.py gives Tracker one every worker
+    sees there (a Prefect global concurrency limit)."""
     database = tracking_uri.removeprefix("sqlite:///")
     if database == tracking_uri:
         yield

@@ -65,9 +65,9 @@ class Champion:
 
 
 @functools.cache
-def tracker_for(cfg: TrackingConfig) -> Tracker:
-    """One Tracker (one MLflow client, one store check) per configuration and process."""
-    return Tracker(cfg)
+def tracker_for(cfg: TrackingConfig, promotion_lock: Callable[[], AbstractContextManager] | None = None) -> Tracker:
+    """One Tracker (one MLflow client, one store check) per configuration, promotion lock and process."""
+    return Tracker(cfg, promotion_lock)
 
 
 class Tracker:
@@ -88,6 +88,14 @@ class Tracker:
         self.runs = RunLog(client, cfg)
         self.registry = Registry(client, cfg, promotion_lock or functools.partial(locks.local_promotion_lock,
                                                                                  cfg.tracking_uri))
+        if check := getattr(promotion_lock, "check", None):  # a lease-held lock can lapse: prove it before each move
+            move = self.registry.set_alias
+
+            def checked_move(alias: str, version: str) -> None:
+                check()
+                move(alias, version)
+
+            self.registry.set_alias = checked_move
 
 
 class RunLog:
