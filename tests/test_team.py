@@ -3,9 +3,13 @@ throwaway PostgreSQL cluster; who may do what, and a real `digitpipe run` throug
 
 from __future__ import annotations
 
+import getpass
 import json
+import os
+import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import requests
@@ -99,3 +103,165 @@ def _b64(text: str) -> str:
     import base64
 
     return base64.b64encode(text.encode()).decode()
+
+
+# --- Promotion serialized across processes (issue 14): the team servers' lock --------------------------------------
+
+RACE = [("logreg", None), ("mlp", 3), ("dnn", 3), ("lenet", 2)]  # one split, four accuracies: the order matters
+# Holds the promotion lock of the registered model argv[2] on the MLflow server argv[1]; when a line arrives on
+# stdin, moves that model's champion alias to version argv[3] (an alias move by a holder, as promotion makes).
+HOLDER = """
+import sys
+from digitpipe.config import TrackingConfig
+from digitpipe.tracking import tracker_for
+from flows.locks import promotion_lock_for
+tracking = TrackingConfig(tracking_uri=sys.argv[1], registered_model=sys.argv[2])
+lock = promotion_lock_for(tracking, "prefect")
+registry = tracker_for(tracking, lock).registry
+with lock():
+    print("held", flush=True)
+    sys.stdin.readline()
+    registry.set_alias("champion", sys.argv[3])
+"""
+
+
+def _team_config(folder, team_mlflow, model: str, **gate) -> Path:
+    """An mlflow.yaml for the team's MLflow server, the registered model `model` and these gate settings."""
+    settings = yaml.safe_load((ROOT / "mlflow.yaml").read_text())
+    settings["promotion"] |= gate
+    config = folder / "mlflow.yaml"
+    config.write_text(yaml.safe_dump({**settings, "tracking_uri": team_mlflow["url"], "registered_model": model}))
+    return config
+
+
+def _team_env(team_mlflow, team_prefect: dict | None, folder) -> dict:
+    """A worker's environment: the pipeline account, and the Prefect server when given (else none configured)."""
+    if team_prefect is None:
+        base = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API")}
+    else:
+        base = team_prefect
+    return {**base, "MLFLOW_TRACKING_URI": team_mlflow["url"], "MLFLOW_TRACKING_USERNAME": "pipeline",
+            "MLFLOW_TRACKING_PASSWORD": team_mlflow["passwords"]["pipeline"], "PREFECT_HOME": str(folder / "prefect")}
+
+
+def _digitpipe(*args, env: dict, core: int | None = None, wait: bool = True):
+    """`digitpipe ARGS` in a subprocess (pinned to one core when `core` is given, so runs share the machine)."""
+    pin = (lambda: os.sched_setaffinity(0, {core})) if core is not None else None
+    started = subprocess.Popen([sys.executable, "-m", "digitpipe", *map(str, args)], cwd=ROOT, env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=pin)
+    if not wait:
+        return started
+    out, err = started.communicate(timeout=540)
+    return started.returncode, out, err
+
+
+def _admin(monkeypatch, team_mlflow) -> MlflowClient:
+    as_user(monkeypatch, team_mlflow, "admin")
+    return MlflowClient(team_mlflow["url"])
+
+
+def _no_run_left_running(client: MlflowClient) -> None:
+    experiment = client.get_experiment_by_name("digitpipe").experiment_id
+    assert client.search_runs([experiment], "attributes.status = 'RUNNING'") == []
+
+
+def _limit(team_prefect: dict, name: str) -> dict:
+    response = requests.get(f"{team_prefect['PREFECT_API_URL']}/v2/concurrency_limits/{name}", timeout=30,
+                            headers={"Authorization": "Basic " + _b64(team_prefect["PREFECT_API_AUTH_STRING"])})
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def test_concurrent_runs_promote_one_at_a_time_in_the_recorded_lock_order(team_mlflow, team_prefect, tmp_path,
+                                                                         monkeypatch):
+    model = "digits-race"
+    # any gain on the shared held-out images promotes (p < 1): with four different accuracies, the order matters
+    config = _team_config(tmp_path, team_mlflow, model, min_accuracy=0.5, min_margin=0.0, max_p_value=1.0,
+                          robust_margin=1.0)
+    env = _team_env(team_mlflow, team_prefect, tmp_path)
+    runs = [_digitpipe("run", "--data", FIXTURE, "--models", name, *(["--epochs", epochs] if epochs else []),
+                       "--quiet", "--out", tmp_path / name, "--config", config, env=env, core=i % 2, wait=False)
+            for i, (name, epochs) in enumerate(RACE)]
+    for run in runs:
+        out, err = run.communicate(timeout=540)
+        assert run.returncode == 0, out + err
+    client = _admin(monkeypatch, team_mlflow)
+    versions = sorted(client.search_model_versions(f"name='{model}'"), key=lambda v: int(v.tags["promotion_order"]))
+    assert sorted(v.tags["model_name"] for v in versions) == sorted(name for name, _ in RACE)
+    assert [int(v.tags["promotion_order"]) for v in versions] == [1, 2, 3, 4]
+    # replayed in lock order, each verdict was reached against the champion the previous ones left
+    champion = previous = None
+    for v in versions:
+        assert v.tags["verdict"] in ("promoted", "rejected"), v.tags["verdict_reason"]
+        assert v.tags.get("champion_version") == champion, (v.version, v.tags["verdict_reason"])
+        if v.tags["verdict"] == "promoted":
+            previous, champion = champion, str(v.version)
+    aliases = client.get_registered_model(model).aliases
+    assert aliases.get("champion") == champion and aliases.get("previous_champion") == previous
+    assert _limit(team_prefect, f"digitpipe-promotion-{model}")["limit"] == 1  # created by the first run
+    _no_run_left_running(client)
+
+
+def test_a_dead_holder_does_not_block_promotion_beyond_its_lease_and_a_lapsed_one_moves_nothing(
+        team_mlflow, team_prefect, tmp_path, monkeypatch):
+    model = "digits-lease"
+    config = _team_config(tmp_path, team_mlflow, model, min_accuracy=0.5)
+    env = _team_env(team_mlflow, team_prefect, tmp_path)
+    code, out, err = _digitpipe("run", "--data", FIXTURE, "--models", "logreg", "--quiet", "--out", tmp_path / "o",
+                                "--config", config, env=env)
+    assert code == 0, out + err
+    client = _admin(monkeypatch, team_mlflow)
+    first = client.get_model_version_by_alias(model, "champion").version
+    second = client.copy_model_version(f"models:/{model}/{first}", model).version  # a second version to promote
+    holder_args = [sys.executable, "-c", HOLDER, team_mlflow["url"], model, str(second)]
+    lock = f"digitpipe-promotion-{model}"
+
+    # killed while holding the slot: the next promotion waits for its lease to lapse, then proceeds
+    holder = subprocess.Popen(holder_args, cwd=ROOT, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline() == "held\n"
+    assert _limit(team_prefect, lock)["active_slots"] == 1
+    holder.kill()
+    holder.wait()
+    code, out, err = _digitpipe("promote", "--version", second, "--config", config, env=env)
+    assert (code, out.splitlines()[-1]) == (0, f"{model}: champion -> v{second} (promoted by hand by "
+                                               f"{getpass.getuser()} (replacing v{first}))"), err
+    assert _limit(team_prefect, lock)["active_slots"] == 0
+
+    # frozen past its lease while holding the slot: another promotion goes ahead; woken, the holder moves nothing
+    holder = subprocess.Popen(holder_args, cwd=ROOT, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+    assert holder.stdout.readline() == "held\n"
+    holder.send_signal(signal.SIGSTOP)
+    code, out, err = _digitpipe("promote", "--rollback", "--config", config, env=env)
+    assert (code, out.splitlines()[-1]) == (0, f"{model}: champion -> v{first}, previous_champion -> v{second}"), err
+    holder.send_signal(signal.SIGCONT)
+    _, err = holder.communicate("move\n", timeout=120)
+    assert holder.returncode == 1
+    assert err.strip().splitlines()[-1] == (f"flows.locks.LeaseLost: the lease on the promotion lock {lock} lapsed "
+                                            "before an alias moved: stopped; another worker may have promoted since")
+    assert client.get_model_version_by_alias(model, "champion").version == first
+
+
+def test_a_remote_store_without_a_prefect_server_refuses_promotion_unless_the_risk_is_accepted(
+        team_mlflow, tmp_path, monkeypatch):
+    model = "digits-unlocked"
+    config = _team_config(tmp_path, team_mlflow, model, min_accuracy=0.5)
+    env = _team_env(team_mlflow, None, tmp_path)
+    refusal = (f"digitpipe: error: no promotion lock: the MLflow store at {team_mlflow['url']} is remote and no "
+               "Prefect server is configured (PREFECT_API_URL) to serialize promotions; configure one, or pass "
+               "--unlocked-promotion to accept promotions that may interleave")
+    code, out, err = _digitpipe("run", "--data", FIXTURE, "--models", "logreg", "--quiet", "--out", tmp_path / "o",
+                                "--config", config, env=env)
+    assert (code, err.strip().splitlines()[-1]) == (2, refusal), out + err
+    client = _admin(monkeypatch, team_mlflow)
+    [version] = client.search_model_versions(f"name='{model}'")  # trained and registered, not promoted
+    assert (version.tags["verdict"], version.tags["verdict_reason"]) == ("not_promoted", refusal.split(": ", 2)[2])
+    assert client.get_registered_model(model).aliases == {}
+    _no_run_left_running(client)
+
+    code, out, err = _digitpipe("promote", "--version", version.version, "--config", config, env=env)
+    assert (code, err.strip().splitlines()[-1]) == (2, refusal)
+    code, out, err = _digitpipe("promote", "--version", version.version, "--unlocked-promotion", "--config", config,
+                                env=env)
+    assert code == 0, err
+    assert client.get_model_version_by_alias(model, "champion").version == version.version
