@@ -77,13 +77,13 @@ def train_zoo_model(name: str, spec: LogRegSpec | NetSpec, split: Split, device:
 
     if checkpoint and not resume:
         checkpoint.unlink(missing_ok=True)
-    runtime.use_cores(threads)
+    threads = runtime.use_cores(threads)
     runtime.seed_everything(seed, deterministic=device == "cpu")  # per model: independent of the ones before
     net = build_net(name)
     history, reason = train.fit(net, spec, split.train, split.val, device, callbacks, checkpoint)
     if checkpoint:
         checkpoint.unlink(missing_ok=True)  # finished: the next run starts fresh
-    return TrainedModel(name, net, time.perf_counter() - start, history, reason)
+    return TrainedModel(name, net, time.perf_counter() - start, history, reason, threads)
 
 
 def checkpoint_path(name: str, cfg: PipelineConfig, split: Split) -> Path:

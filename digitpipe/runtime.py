@@ -34,11 +34,13 @@ def available_cores() -> int:
 
 
 def use_cores(threads: int | None = None) -> int:
-    """Give torch `threads` intra-op threads (default: one per available core); processes that share a machine
-    pass their share, since two processes each using every core slow each other down many times over."""
+    """Give torch `threads` intra-op threads; by default the share this process was given (OMP_NUM_THREADS: Dask's
+    nanny sets it to 1 for each worker, an operator running several workers on one host sets cores / workers),
+    else one per available core. Two processes that each take every core slow each other down many times over."""
     import torch
 
-    threads = max(1, threads or available_cores())
+    given = os.environ.get("OMP_NUM_THREADS", "")
+    threads = max(1, threads or (int(given) if given.isdigit() else 0) or available_cores())
     torch.set_num_threads(threads)
     return threads
 

@@ -90,6 +90,7 @@ class TrainedModel:
     train_seconds: float
     history: list[EpochResult] = field(default_factory=list)
     stop_reason: str = "converged or reached max_iter"
+    threads: int = 0  # torch threads a net trained with (0: not a torch net)
 
     @property
     def is_net(self) -> bool:

@@ -114,7 +114,8 @@ def train_one(name: str, cfg: PipelineConfig, split: Split, suite: Suite, refere
         robustness = check_robustness(onnx_path, suite, folder)
         record_monitor_reference(onnx_path, reference, split.test, folder)
         runs.log_metrics(run_id, {**evaluation.metrics(), **robustness.metrics(),
-                                  "train_seconds": trained.train_seconds, "epochs_run": len(trained.history)})
+                                  "train_seconds": trained.train_seconds, "epochs_run": len(trained.history),
+                                  **({"torch_threads": trained.threads} if trained.threads else {})})
         runs.set_tags(run_id, {"stop_reason": trained.stop_reason})
         runs.log_artifacts(run_id, folder, "report")
         version = register_model(tracker.registry, run_id, onnx_path, split.test.images[:5], {
