@@ -21,6 +21,7 @@ from digitpipe.files import write_json
 from digitpipe.progress import epoch_bars
 from digitpipe.tracking import Registry, tracker_for
 from flows import dask_runner
+from flows.locks import promotion_lock_for
 from tasks.data import explore_data, gather_feedback, load_data, split_data, validate_data
 from tasks.modeling import (
     check_robustness,
@@ -44,7 +45,8 @@ def training_flow(cfg: PipelineConfig) -> dict:
     if cfg.tracking is None:  # a deployment: the project's mlflow.yaml, MLFLOW_TRACKING_URI overriding its store
         cfg = cfg.model_copy(update={"tracking": load_tracking_config(Path("mlflow.yaml"))})
     device = runtime.pick_device() if pipeline.trains_nets(cfg.models) else "cpu"
-    tracker = tracker_for(cfg.tracking)  # an unreachable tracking server fails the run here, before any work
+    # an unreachable tracking server fails the run here, before any work
+    tracker = tracker_for(cfg.tracking, promotion_lock_for(cfg.tracking, cfg.promotion_lock))
     runs, registry = tracker.runs, tracker.registry
     data = load_data(cfg.data, cfg.protocol)
     checked = cfg.out_dir / "validation" / data.digest[:16]  # per dataset: the GX data docs and report
@@ -100,7 +102,8 @@ def with_runner(dask_address: str | None = None, dask_workers: int = 0):
 def train_one(name: str, cfg: PipelineConfig, split: Split, suite: Suite, reference: Reference, device: str,
               parent_id: str, lineage: dict) -> dict:
     """One model from training to a registered version, in its own MLflow run under the pipeline's."""
-    tracker = tracker_for(cfg.tracking)  # by config, not passed: a Dask worker gets the config, not a client
+    # by config, not passed: a Dask worker gets the config, not a client
+    tracker = tracker_for(cfg.tracking, promotion_lock_for(cfg.tracking, cfg.promotion_lock))
     runs = tracker.runs
     with runs.run(name, parent_id=parent_id, tags=lineage) as run_id:
         folder = cfg.out_dir / parent_id / name
