@@ -1,4 +1,5 @@
-# digitpipe worker image: installs the pinned dependencies, runs a Prefect worker as a non-root user.
+# digitpipe image: installs the pinned dependencies with the team extra (psycopg, Flask-WTF), so the same image runs
+# the MLflow and Prefect servers, the Prefect workers and the Dask cluster of compose.yaml; as a non-root user.
 # Build: docker build -t digitpipe .
 FROM python:3.11-slim AS build
 WORKDIR /src
@@ -6,13 +7,13 @@ COPY pyproject.toml requirements.lock README.md ./
 COPY digitpipe ./digitpipe
 COPY flows ./flows
 COPY tasks ./tasks
-# Same install as the README, into a venv we copy into the runtime stage; the CPU index serves torch==2.13.0+cpu.
+# The README's install plus the team extra, into a venv copied into the runtime stage; the CPU index serves torch==2.13.0+cpu.
 RUN python -m venv /opt/venv \
     && /opt/venv/bin/pip install --no-cache-dir --extra-index-url https://download.pytorch.org/whl/cpu \
-       -c requirements.lock .
+       -c requirements.lock ".[team]"
 
 FROM python:3.11-slim
-RUN useradd --create-home --uid 1000 digitpipe && mkdir /data && chown digitpipe /data  # /data: the MLflow store in compose
+RUN useradd --create-home --uid 1000 digitpipe && mkdir /data && chown digitpipe /data  # /data: MLflow's artifacts in compose
 COPY --from=build /opt/venv /opt/venv
 WORKDIR /home/digitpipe/app
 COPY --chown=digitpipe:digitpipe flows ./flows
