@@ -89,19 +89,33 @@ def pg_cluster():
 
 
 @pytest.fixture(scope="session")
-def team_mlflow(pg_cluster, tmp_path_factory) -> dict:
-    """A basic-auth MLflow server on PostgreSQL (runs and users in two databases) with the team's three accounts:
-    admin, pipeline (logs runs, registers models, moves aliases) and reader (default_permission READ only).
+def team_variables(pg_cluster) -> dict:
+    """Fresh secrets for compose.yaml's variables (an operator's env file), and its PostgreSQL init script run on the
+    test cluster: the roles and databases the servers use."""
+    from tests.servers import compose, compose_service, team_variables
+
+    variables = team_variables()
+    init = compose_service("postgres", variables, {}, {}).files["/docker-entrypoint-initdb.d/databases.sql"]
+    pg_cluster.run_script(init)
+    assert compose()["services"]["postgres"]["image"] == "postgres:15"
+    return variables
+
+
+@pytest.fixture(scope="session")
+def team_mlflow(pg_cluster, team_variables, tmp_path_factory) -> dict:
+    """compose's basic-auth MLflow server on PostgreSQL (runs and users in two databases) with the team's three
+    accounts: admin, pipeline (logs runs, registers models, moves aliases) and reader (default_permission READ only).
     Yields its URL and the accounts' passwords."""
     import secrets
 
     from flows.api import free_port
     from tests.servers import add_mlflow_account, start_team_mlflow_server, stop
 
-    backend, auth = (pg_cluster.url(name, name, pg_cluster.create_database(name)) for name in ("mlflow", "mlflow_auth"))
-    passwords = {user: secrets.token_urlsafe(16) for user in ("admin", "pipeline", "reader")}
+    passwords = {"admin": team_variables["MLFLOW_AUTH_ADMIN_PASSWORD"],
+                 "pipeline": team_variables["MLFLOW_PIPELINE_PASSWORD"], "reader": secrets.token_urlsafe(16)}
     port = free_port()
-    server = start_team_mlflow_server(tmp_path_factory.mktemp("team-mlflow"), port, backend, auth, passwords["admin"])
+    server = start_team_mlflow_server(tmp_path_factory.mktemp("team-mlflow"), port, team_variables,
+                                      f"127.0.0.1:{pg_cluster.port}")  # compose's postgres:5432
     url = f"http://127.0.0.1:{port}"
     add_mlflow_account(url, passwords["admin"], "pipeline", passwords["pipeline"],
                        {"experiment": "EDIT", "registered_model": "MANAGE"})
@@ -111,15 +125,12 @@ def team_mlflow(pg_cluster, tmp_path_factory) -> dict:
 
 
 @pytest.fixture(scope="session")
-def team_prefect(pg_cluster, tmp_path_factory) -> dict:
-    """A Prefect server on PostgreSQL (asyncpg) that requires an auth string; yields a client's environment."""
-    import secrets
-
+def team_prefect(pg_cluster, team_variables, tmp_path_factory) -> dict:
+    """compose's Prefect server on PostgreSQL (asyncpg) that requires an auth string; yields a client's environment."""
     from flows.api import free_port
     from tests.servers import start_team_prefect_server, stop
 
-    url = pg_cluster.url("prefect", "prefect", pg_cluster.create_database("prefect"), driver="asyncpg")
-    server, env = start_team_prefect_server(tmp_path_factory.mktemp("team-prefect"), free_port(), url,
-                                            f"digitpipe:{secrets.token_urlsafe(16)}")
+    server, env = start_team_prefect_server(tmp_path_factory.mktemp("team-prefect"), free_port(), team_variables,
+                                            f"127.0.0.1:{pg_cluster.port}")  # compose's postgres:5432
     yield env
     stop(server)

@@ -1,14 +1,20 @@
-"""Real servers for the tests, on loopback: `mlflow server` (sqlite + local artifacts) and `prefect server start`."""
+"""Real servers for the tests, on loopback: `mlflow server` (sqlite + local artifacts) and `prefect server start`;
+and the team's servers, started from compose.yaml's commands and settings without containers."""
 
 from __future__ import annotations
 
 import os
+import re
+import secrets
 import signal
 import subprocess
 import sys
 import time
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
+
+import yaml
 
 BIN = Path(sys.executable).parent  # the virtualenv's console scripts (prefect, mlflow)
 
@@ -56,42 +62,96 @@ def stop(server: subprocess.Popen) -> None:
     server.wait()
 
 
-def start_team_mlflow_server(folder: Path, port: int, backend_uri: str, auth_db_uri: str,
-                             admin_password: str) -> subprocess.Popen:
-    """`mlflow server --app-name basic-auth` on 127.0.0.1: runs and users in PostgreSQL (`backend_uri`,
-    `auth_db_uri`), artifacts served by the server (clients get mlflow-artifacts: URIs). Its auth ini holds no
-    secret: the admin's password and the CSRF key come from the environment, as an operator's would."""
-    ini = folder / "basic_auth.ini"
-    # a password check costs ~0.1 s (scrypt) and a pipeline run makes hundreds of calls: cache good logins for 60 s
-    ini.write_text(f"[mlflow]\ndefault_permission = READ\ndatabase_uri = {auth_db_uri}\nadmin_username = admin\n"
-                   "auth_cache_ttl_seconds = 60\n")
-    env = {**os.environ, "MLFLOW_AUTH_CONFIG_PATH": str(ini), "MLFLOW_AUTH_ADMIN_PASSWORD": admin_password,
-           "MLFLOW_FLASK_SERVER_SECRET_KEY": os.urandom(16).hex()}
+COMPOSE = Path(__file__).resolve().parents[1] / "compose.yaml"
+_VARIABLE = re.compile(r"\$\{(\w+)(?::?[-?][^}]*)?\}")
+
+
+def compose() -> dict:
+    """compose.yaml, parsed (anchors and merge keys resolved)."""
+    return yaml.safe_load(COMPOSE.read_text())
+
+
+def compose_variables(text: str) -> set[str]:
+    """The ${VAR} names that `text` takes from compose's environment."""
+    return set(_VARIABLE.findall(text))
+
+
+@dataclass
+class Service:
+    """A compose service as this machine runs it: argv, the environment compose gives it, its config files."""
+
+    argv: list[str]
+    env: dict[str, str]
+    files: dict[str, str]  # path (with `places` applied) -> content
+
+
+def compose_service(name: str, variables: dict[str, str], places: dict[str, str],
+                    options: dict[str, str]) -> Service:
+    """Service `name` of compose.yaml with its ${VAR}s taken from `variables`, container names (hosts, paths) in
+    `places` replaced by this machine's, and the values of the command's `options` (--host, --port) replaced."""
+
+    def local(text: str) -> str:
+        text = _VARIABLE.sub(lambda m: variables[m[1]], str(text))
+        for container, here in places.items():
+            text = text.replace(container, here)
+        return text
+
+    stack = compose()
+    spec, configs = stack["services"][name], stack.get("configs", {})
+    command = spec.get("command", [])  # none: the image's (postgres)
+    argv = [str(BIN / word) if i == 0 else options[command[i - 1]] if command[i - 1] in options else local(word)
+            for i, word in enumerate(command)]
+    env = {key: local(value) for key, value in spec.get("environment", {}).items()}
+    files = {local(c["target"]): local(configs[c["source"]]["content"]) for c in spec.get("configs", [])}
+    return Service(argv, env, files)
+
+
+def team_variables() -> dict[str, str]:
+    """Fresh secrets for every ${VAR} compose.yaml takes, as an operator's env file would hold (URL-safe)."""
+    return {name: secrets.token_hex(16) if name != "PREFECT_API_AUTH_STRING" else f"digitpipe:{secrets.token_hex(16)}"
+            for name in compose_variables(COMPOSE.read_text())}
+
+
+def team_mlflow_service(folder: Path, port: int, variables: dict[str, str], postgres: str) -> Service:
+    """compose's mlflow on 127.0.0.1:`port`, PostgreSQL at `postgres` (host:port), artifacts and config in `folder`."""
+    return compose_service("mlflow", variables, {"postgres:5432": postgres, "/data": str(folder),
+                                                 "/etc/digitpipe": str(folder)},
+                           {"--host": "127.0.0.1", "--port": str(port)})
+
+
+def team_prefect_service(folder: Path, port: int, variables: dict[str, str], postgres: str) -> Service:
+    """compose's prefect on 127.0.0.1:`port`, PostgreSQL at `postgres` (host:port)."""
+    return compose_service("prefect", variables, {"postgres:5432": postgres},
+                           {"--host": "127.0.0.1", "--port": str(port)})
+
+
+def start_team_mlflow_server(folder: Path, port: int, variables: dict[str, str], postgres: str) -> subprocess.Popen:
+    """compose's `mlflow` service without a container: basic-auth app, runs and users in PostgreSQL, artifacts
+    served by the server (clients get mlflow-artifacts: URIs); returns once it answers /health."""
+    service = team_mlflow_service(folder, port, variables, postgres)
+    for path, content in service.files.items():
+        Path(path).write_text(content)
     log = open(folder / "server.log", "w")  # noqa: SIM115 (kept open for the server's lifetime)
-    server = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--app-name", "basic-auth",
-                               "--host", "127.0.0.1", "--port", str(port), "--backend-store-uri", backend_uri,
-                               "--artifacts-destination", str(folder / "artifacts"), "--workers", "1"],
-                              env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    server = subprocess.Popen(service.argv, env={**os.environ, **service.env}, stdout=log, stderr=subprocess.STDOUT,
+                              start_new_session=True)
     wait_until_up(server, f"http://127.0.0.1:{port}/health", "mlflow server")
     return server
 
 
-def start_team_prefect_server(folder: Path, port: int, database_url: str, auth_string: str) -> tuple[
+def start_team_prefect_server(folder: Path, port: int, variables: dict[str, str], postgres: str) -> tuple[
         subprocess.Popen, dict]:
-    """`prefect server start` on 127.0.0.1 with its database in PostgreSQL (`database_url`, postgresql+asyncpg)
-    and every API call but the health check requiring `auth_string`; returns it and the environment of a client."""
-    env = {**os.environ, "PREFECT_HOME": str(folder), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-           "PREFECT_API_DATABASE_CONNECTION_URL": database_url, "PREFECT_SERVER_API_AUTH_STRING": auth_string,
-           "PREFECT_UI_ENABLED": "false", "PREFECT_SERVER_API_HOST": "127.0.0.1"}
-    env.pop("PREFECT_API_URL", None)
+    """compose's `prefect` service without a container: its database in PostgreSQL, every API call but the health
+    check requiring the auth string; returns it and the environment of a client."""
+    service = team_prefect_service(folder, port, variables, postgres)
+    base = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    # test-only: a home of its own, and no UI to build at start (compose serves the UI)
+    env = {**base, **service.env, "PREFECT_HOME": str(folder), "PREFECT_UI_ENABLED": "false"}
     log = open(folder / "server.log", "w")  # noqa: SIM115 (kept open for the server's lifetime)
-    server = subprocess.Popen([str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-                              env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    server = subprocess.Popen(service.argv, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     api = f"http://127.0.0.1:{port}/api"
     wait_until_up(server, f"{api}/health", "prefect server", timeout=180)
-    client = {k: v for k, v in env.items() if k not in ("PREFECT_API_DATABASE_CONNECTION_URL",
-                                                         "PREFECT_SERVER_API_AUTH_STRING")}
-    return server, {**client, "PREFECT_API_URL": api, "PREFECT_API_AUTH_STRING": auth_string}
+    return server, {**base, "PREFECT_HOME": str(folder), "PREFECT_API_URL": api,
+                    "PREFECT_API_AUTH_STRING": variables["PREFECT_API_AUTH_STRING"]}
 
 
 def add_mlflow_account(url: str, admin_password: str, username: str, password: str,
