@@ -24,3 +24,7 @@ class TooManyRejected(UserError):
     """Scoring finished and wrote its outputs, but more rows than allowed were rejected."""
 
     exit_code = 1
+
+
+class PromotionRefused(UserError):
+    """No lock that every worker sees guards the champion alias, and the user did not accept the risk."""

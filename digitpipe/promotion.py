@@ -17,7 +17,7 @@ import numpy as np
 
 from digitpipe.config import PromotionConfig
 from digitpipe.data import Dataset
-from digitpipe.errors import UserError
+from digitpipe.errors import PromotionRefused, UserError
 from digitpipe.evaluate import PairedComparison, mcnemar
 from digitpipe.robustness import RobustComparison, Robustness, Suite, compare_robustness, measure
 from digitpipe.scorer import OnnxScorer
@@ -165,16 +165,29 @@ def promote_if_earned(registry: Registry, version: str, test: Dataset, predicted
     parity = registry.version_tags(version).get("onnx_parity", "")
     evidence = Evidence(float(np.mean(predicted == test.labels)), parity,
                         robustness.robust_accuracy if robustness else None)
-    with registry.promotion_lock():
-        champion = registry.champion()
-        if champion is not None and champion.version == version:
-            return Verdict(version, "promoted", "already the champion", evidence.accuracy)
-        if champion is not None:
-            evidence = _against(registry, version, champion, evidence, test, predicted, suite, robustness, feedback)
-        verdict = gate(registry.cfg.promotion, version, evidence, champion)
-        if verdict.promoted:
-            _move_champion(registry, version, champion)
+    try:
+        with registry.promotion_lock():
+            registry.set_version_tags(version, {"promotion_order": registry.next_promotion_order(),
+                                                "promotion_lock_entered_at": _now()})
+            verdict = _judge(registry, version, evidence, test, predicted, suite, robustness, feedback)
+    except PromotionRefused as refused:  # the version stays registered, with the reason it was not judged
+        registry.set_version_tags(version, Verdict(version, "not_promoted", str(refused)).tags())
+        raise
     registry.set_version_tags(version, verdict.tags())
+    return verdict
+
+
+def _judge(registry: Registry, version: str, evidence: Evidence, test: Dataset, predicted: np.ndarray,
+           suite: Suite | None, robustness: Robustness | None, feedback: Dataset | None) -> Verdict:
+    """Under the promotion lock: the champion read again, the gate against it, the aliases moved if it wins."""
+    champion = registry.champion()
+    if champion is not None and champion.version == version:
+        return Verdict(version, "promoted", "already the champion", evidence.accuracy)
+    if champion is not None:
+        evidence = _against(registry, version, champion, evidence, test, predicted, suite, robustness, feedback)
+    verdict = gate(registry.cfg.promotion, version, evidence, champion)
+    if verdict.promoted:
+        _move_champion(registry, version, champion)
     return verdict
 
 

@@ -88,14 +88,6 @@ class Tracker:
         self.runs = RunLog(client, cfg)
         self.registry = Registry(client, cfg, promotion_lock or functools.partial(locks.local_promotion_lock,
                                                                                  cfg.tracking_uri))
-        if check := getattr(promotion_lock, "check", None):  # a lease-held lock can lapse: prove it before each move
-            move = self.registry.set_alias
-
-            def checked_move(alias: str, version: str) -> None:
-                check()
-                move(alias, version)
-
-            self.registry.set_alias = checked_move
 
 
 class RunLog:
@@ -311,8 +303,15 @@ class Registry:
             return None
 
     def set_alias(self, alias: str, version: str) -> None:
-        """Point `alias` at `version`."""
+        """Point `alias` at `version`; a lock held as a lease (flows.locks) first proves it still holds."""
+        if check := getattr(self.promotion_lock, "check", None):
+            check()
         self.client.set_registered_model_alias(self.cfg.registered_model, alias, version)
+
+    def next_promotion_order(self) -> int:
+        """One more than the highest promotion_order of any version: called under the promotion lock, it records
+        the order in which promotions entered it."""
+        return 1 + max((int(v.get("promotion_order", 0)) for v in self.versions()), default=0)
 
     def resolve(self, uri: str, dest: Path, prefer_int8: bool = True) -> tuple[Path, dict]:
         """Download the ONNX file of `models:/NAME@ALIAS` or `models:/NAME/VERSION` (its int8 variant where one

@@ -7,27 +7,23 @@
 - A remote store and no Prefect server: no lock every worker sees, so promotion refuses, unless the user accepted
   promotions that may interleave (--unlocked-promotion).
 
-Inside the lock, the order in which pipeline runs entered it is recorded on their versions (promotion_order).
-Prefect is imported only when a Prefect lock is taken or a flow run is recording: `digitpipe promote` on a sqlite
-store loads none of it.
+Prefect is imported only when a Prefect lock is taken: `digitpipe promote` on a sqlite store loads none of it.
 """
 
 from __future__ import annotations
 
 import contextlib
-import sys
 import threading
 import time
 from collections.abc import Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from typing import Literal
 from uuid import UUID
 
 from digitpipe import locks
 from digitpipe.config import TrackingConfig
-from digitpipe.errors import UserError
+from digitpipe.errors import PromotionRefused, UserError
 
 Mode = Literal["prefect", "refuse", "unlocked"]
 LEASE_SECONDS = 60.0  # Prefect's shortest lease: a dead holder's slot frees after it (and the repossessor's 15 s loop)
@@ -76,11 +72,10 @@ class PromotionLock:
         elif self.mode == "unlocked":
             held = contextlib.nullcontext()
         else:
-            self._refuse(f"no promotion lock: the MLflow store at {uri} is remote and no Prefect server is "
-                         "configured (PREFECT_API_URL) to serialize promotions; configure one, or pass "
-                         "--unlocked-promotion to accept promotions that may interleave")
+            raise PromotionRefused(f"no promotion lock: the MLflow store at {uri} is remote and no Prefect server is "
+                                   "configured (PREFECT_API_URL) to serialize promotions; configure one, or pass "
+                                   "--unlocked-promotion to accept promotions that may interleave")
         with held:
-            self._record_entry()
             yield
 
     def check(self) -> None:
@@ -102,42 +97,6 @@ class PromotionLock:
                 raise
             raise LeaseLost(f"the lease on the promotion lock {self.name} lapsed before an alias moved: "
                             "stopped; another worker may have promoted since") from None
-
-    def _refuse(self, reason: str) -> None:
-        """The refusal as the verdict of this pipeline run's unjudged versions (they stay registered), then the error."""
-        from digitpipe.promotion import Verdict
-
-        registry, versions = self._this_flow_runs_versions()
-        for version in versions:
-            registry.set_version_tags(version, Verdict(version, "not_promoted", reason).tags())
-        raise UserError(reason)
-
-    def _record_entry(self) -> None:
-        """Under the lock: this pipeline run's versions get the next promotion_order (one more than any version
-        of the registered model has), so the registry tells the order in which runs entered the lock."""
-        registry, versions = self._this_flow_runs_versions()
-        if not versions:
-            return
-        order = 1 + max((int(v.get("promotion_order", 0)) for v in registry.versions()), default=0)
-        entered = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
-        for version in versions:
-            registry.set_version_tags(version, {"promotion_order": order, "promotion_lock_entered_at": entered})
-
-    def _this_flow_runs_versions(self):
-        """(the registry, the versions the current Prefect flow run registered that have no verdict yet); none
-        outside a flow run (`digitpipe promote`)."""
-        if "prefect" not in sys.modules:  # no flow runs without Prefect loaded; keep `promote` light
-            return None, []
-        from prefect.runtime import flow_run
-
-        from digitpipe.tracking import tracker_for
-
-        run_id = flow_run.get_id()
-        if not run_id:
-            return None, []
-        registry = tracker_for(self.tracking, self).registry
-        return registry, [v["version"] for v in registry.versions()
-                          if v.get("prefect.flow_run_id") == str(run_id) and "verdict" not in v]
 
 
 @contextlib.contextmanager
