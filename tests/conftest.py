@@ -105,7 +105,7 @@ def team_variables(pg_cluster) -> dict:
 def team_mlflow(pg_cluster, team_variables, tmp_path_factory) -> dict:
     """compose's basic-auth MLflow server on PostgreSQL (runs and users in two databases) with the team's three
     accounts: admin, pipeline (logs runs, registers models, moves aliases) and reader (default_permission READ only).
-    Yields its URL and the accounts' passwords."""
+    Yields its URL, the accounts' passwords and its log."""
     import secrets
 
     from flows.api import free_port
@@ -113,14 +113,14 @@ def team_mlflow(pg_cluster, team_variables, tmp_path_factory) -> dict:
 
     passwords = {"admin": team_variables["MLFLOW_AUTH_ADMIN_PASSWORD"],
                  "pipeline": team_variables["MLFLOW_PIPELINE_PASSWORD"], "reader": secrets.token_urlsafe(16)}
-    port = free_port()
-    server = start_team_mlflow_server(tmp_path_factory.mktemp("team-mlflow"), port, team_variables,
+    port, folder = free_port(), tmp_path_factory.mktemp("team-mlflow")
+    server = start_team_mlflow_server(folder, port, team_variables,
                                       f"127.0.0.1:{pg_cluster.port}")  # compose's postgres:5432
     url = f"http://127.0.0.1:{port}"
     add_mlflow_account(url, passwords["admin"], "pipeline", passwords["pipeline"],
                        {"experiment": "EDIT", "registered_model": "MANAGE"})
     add_mlflow_account(url, passwords["admin"], "reader", passwords["reader"], {})
-    yield {"url": url, "passwords": passwords}
+    yield {"url": url, "passwords": passwords, "log": folder / "server.log"}
     stop(server)
 
 

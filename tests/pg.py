@@ -12,6 +12,7 @@ import secrets
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -89,16 +90,24 @@ def start_cluster(port: int) -> Cluster:
     _as_owner(user, bin_dir / "initdb", "-D", folder / "data", "-U", "postgres", "--pwfile", folder / "pwfile",
               "--auth-host=scram-sha-256", "--auth-local=reject", "-E", "UTF8", "--no-locale")
     (folder / "pwfile").unlink()
-    # the socket goes in the cluster's folder: Debian's /var/run/postgresql belongs to the postgres package's user
-    _as_owner(user, bin_dir / "pg_ctl", "-D", folder / "data", "-l", folder / "server.log", "-w", "-t", "60", "-o",
-              f"-c listen_addresses=127.0.0.1 -p {port} -k {folder}", "start")
+    _start(cluster)
     return cluster
 
 
-def restart_cluster(cluster: Cluster) -> None:
-    """Stop the server (fast: open sessions are cut, as a crash or an upgrade would) and start it again, same port."""
+def _start(cluster: Cluster) -> None:
+    # the socket goes in the cluster's folder: Debian's /var/run/postgresql belongs to the postgres package's user
     _as_owner(cluster.user, pg_bin() / "pg_ctl", "-D", cluster.folder / "data", "-l", cluster.folder / "server.log",
-              "-m", "fast", "-w", "-t", "60", "restart")
+              "-w", "-t", "60", "-o", f"-c listen_addresses=127.0.0.1 -p {cluster.port} -k {cluster.folder}", "start")
+
+
+def restart_cluster(cluster: Cluster, while_down: Callable[[], None] = lambda: None) -> None:
+    """Stop the server (fast: open sessions are cut, as a crash or an upgrade would), call `while_down`, and start it
+    again on the same port."""
+    _as_owner(cluster.user, pg_bin() / "pg_ctl", "-D", cluster.folder / "data", "-m", "fast", "-w", "stop")
+    try:
+        while_down()
+    finally:
+        _start(cluster)
 
 
 def stop_cluster(cluster: Cluster) -> None:

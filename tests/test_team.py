@@ -4,11 +4,13 @@ throwaway PostgreSQL cluster; who may do what, and a real `digitpipe run` throug
 from __future__ import annotations
 
 import getpass
+import hashlib
 import json
 import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -112,6 +114,7 @@ RACE = [("logreg", None), ("mlp", 10), ("dnn", 10), ("lenet", 10)]  # one split;
 # stdin, moves that model's champion alias to version argv[3] (an alias move by a holder, as promotion makes).
 HOLDER = """
 import sys
+import time
 from digitpipe.config import TrackingConfig
 from digitpipe.tracking import tracker_for
 from flows.locks import promotion_lock_for
@@ -265,3 +268,78 @@ def test_a_remote_store_without_a_prefect_server_refuses_promotion_unless_the_ri
                                 env=env)
     assert code == 0, err
     assert client.get_model_version_by_alias(model, "champion").version == version.version
+
+
+# --- Faults on the shared parts (issue 14) ---------------------------------------------------------------------------
+
+def test_a_postgresql_restart_while_a_run_trains_is_carried_over_by_the_clients_retries(
+        team_mlflow, team_prefect, pg_cluster, tmp_path, monkeypatch):
+    from tests.pg import restart_cluster
+
+    model = "digits-pg-restart"
+    config = _team_config(tmp_path, team_mlflow, model, min_accuracy=0.5)
+    client = _admin(monkeypatch, team_mlflow)
+    started_ms = int(time.time() * 1000)
+    run = _digitpipe("run", "--data", FIXTURE, "--models", "lenet", "--epochs", 6, "--quiet", "--out", tmp_path / "o",
+                     "--config", config, env=_team_env(team_mlflow, team_prefect, tmp_path), wait=False)
+    lenet = _first_epoch_logged(client, started_ms, run)
+    log_size = team_mlflow["log"].stat().st_size
+    refused = '"POST /api/2.0/mlflow/runs/log-batch HTTP/1.1" 503 Service Unavailable'
+
+    def database_down():
+        # the run trains on with the database down until the MLflow server has refused it an epoch's metrics
+        run.send_signal(signal.SIGCONT)
+        _wait_for(lambda: refused in _read_from(team_mlflow["log"], log_size), 120)
+
+    run.send_signal(signal.SIGSTOP)  # held between two epochs' metrics, so the outage falls while it trains
+    restart_cluster(pg_cluster, database_down)
+    out, err = run.communicate(timeout=540)
+    # the client retried the refused call with backoff: the run went on once PostgreSQL was back
+    assert (run.returncode, err.strip().splitlines()[-1]) == (0, "v1 promoted: first champion"), out + err
+    assert [m.step for m in client.get_metric_history(lenet, "val_accuracy")] == [1, 2, 3, 4, 5, 6]
+    champion = client.get_model_version_by_alias(model, "champion")
+    assert (champion.version, champion.run_id, champion.tags["verdict"]) == ("1", lenet, "promoted")
+    _aliases_point_at_verified_onnx_files(client, team_mlflow["url"], model, tmp_path / "check")
+    _no_run_left_running(client)
+    flow_run = requests.get(f"{team_prefect['PREFECT_API_URL']}/flow_runs/{champion.tags['prefect.flow_run_id']}",
+                            headers={"Authorization": "Basic " + _b64(team_prefect["PREFECT_API_AUTH_STRING"])},
+                            timeout=30)
+    assert flow_run.json()["state"]["type"] == "COMPLETED"  # the Prefect server, on the same cluster, carried on too
+
+
+def _first_epoch_logged(client: MlflowClient, started_ms: int, run: subprocess.Popen) -> str:
+    """The id of the lenet run this test started, once its first epoch's metrics are in MLflow."""
+    def logged():
+        assert run.poll() is None, run.communicate()
+        experiment = client.get_experiment_by_name("digitpipe")
+        runs = experiment and client.search_runs(
+            [experiment.experiment_id], f"tags.mlflow.runName = 'lenet' and attributes.start_time >= {started_ms}")
+        return runs and "val_accuracy" in runs[0].data.metrics and runs[0].info.run_id
+
+    return _wait_for(logged, 300)
+
+
+def _aliases_point_at_verified_onnx_files(client: MlflowClient, url: str, model: str, folder: Path) -> None:
+    import mlflow
+
+    for alias, version in client.get_registered_model(model).aliases.items():
+        tags = client.get_model_version(model, version).tags
+        served = client.get_model_version_download_uri(model, version)  # mlflow-artifacts:/...
+        files = Path(mlflow.artifacts.download_artifacts(served, dst_path=str(folder / alias), tracking_uri=url))
+        [onnx] = files.rglob("*.onnx")
+        assert hashlib.sha256(onnx.read_bytes()).hexdigest() == tags["onnx_sha256"], (alias, version)
+
+
+def _read_from(path: Path, offset: int) -> str:
+    with path.open() as log:
+        log.seek(offset)
+        return log.read()
+
+
+def _wait_for(condition, seconds: float):
+    """condition()'s first true value, polled twice a second for up to `seconds`."""
+    deadline = time.monotonic() + seconds
+    while not (value := condition()):
+        assert time.monotonic() < deadline, f"gave up waiting after {seconds} s"
+        time.sleep(0.5)
+    return value
