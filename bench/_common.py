@@ -36,6 +36,16 @@ def model_bench_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def model_bench_args(rounds: int, **int_options: int) -> argparse.Namespace:
+    """The command line of a one-model bench: `model_bench_parser`'s arguments, `--rounds` (alternating rounds of
+    the sides it compares) and one integer option per keyword (`images=20_000`: `--images`, default 20,000)."""
+    parser = model_bench_parser()
+    parser.add_argument("--rounds", type=int, default=rounds)
+    for name, default in int_options.items():
+        parser.add_argument(f"--{name}", type=int, default=default)
+    return parser.parse_args()
+
+
 def data_path(args: argparse.Namespace) -> Path:
     """The MNIST folder of a `data_parser` command line (exits 0 with a note when there is none)."""
     return mnist_path([sys.argv[0]] + ([args.data] if args.data else []))

@@ -8,13 +8,12 @@ what digitpipe's channels_last (NHWC) layout gains on its own.
 
 from __future__ import annotations
 
-import argparse
 import copy
 import dataclasses
 
 import torch
 import torch.nn.functional as F
-from _common import mnist_path, timed
+from _common import data_path, model_bench_args, timed
 
 from digitpipe.data import load_dataset, split_dataset
 from digitpipe.models import build_net
@@ -37,14 +36,9 @@ def plain_epoch(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tens
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("data", nargs="?")
-    parser.add_argument("--model", default="lenet")
-    parser.add_argument("--images", type=int, default=20_000)
-    parser.add_argument("--rounds", type=int, default=3)
-    args = parser.parse_args()
+    args = model_bench_args(rounds=3, images=20_000)
     cores = use_cores()
-    split = split_dataset(load_dataset(mnist_path([__file__] + ([args.data] if args.data else []))))
+    split = split_dataset(load_dataset(data_path(args)))
     train, val = split.train.subset(torch.arange(args.images).numpy()), split.val.subset(torch.arange(500).numpy())
     spec = dataclasses.replace(SPECS[args.model], epochs=1)
     seed_everything(0)
