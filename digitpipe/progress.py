@@ -67,13 +67,15 @@ def print_comparison(summary: dict) -> None:
 def print_versions(name: str, versions: list[dict[str, str]]) -> None:
     """`digitpipe models`: one row per registered version, newest first (full width: reasons are long)."""
     table = Table(title=f"registered model {name}", caption="robust: accuracy on perturbed held-out digits "
-                  "(suite named after the value where it is not the current one)")
-    for column in ("version", "model", "accuracy", "robust", "aliases", "verdict", "reason", "created"):
-        table.add_column(column, justify="right" if column in ("version", "accuracy", "robust") else "left",
-                         overflow="fold")
+                  "(suite named after the value where it is not the current one); live: on the latest labelled "
+                  "feedback (digitpipe feedback)")
+    numbers = ("version", "accuracy", "robust", "live")
+    for column in ("version", "model", *numbers[1:], "aliases", "verdict", "reason", "created"):
+        table.add_column(column, justify="right" if column in numbers else "left", overflow="fold")
     for v in versions:
         table.add_row(v["version"], v.get("model_name", "?"), _percent(v.get("test_accuracy")), _robust(v),
-                      v["aliases"], v.get("verdict", "-"), v.get("verdict_reason", ""), v["created"])
+                      _percent(v.get("live_accuracy")), v["aliases"], v.get("verdict", "-"),
+                      v.get("verdict_reason", ""), v["created"])
     Console(width=max(160, Console().width)).print(table)
 
 
