@@ -290,29 +290,31 @@ def feedback(
     input: Annotated[Path, typer.Option("--input", help="The scored file: Kaggle CSV, IDX or Parquet (its pixels).")],
     labels: Annotated[Path, typer.Option(help="CSV ImageId,Label: the true digit of scored rows (ImageId: the "
                                               "row's number in the scored file, as in its predictions).")],
-    model: Annotated[str, typer.Option(help="The model that scored it: models:/NAME@ALIAS or models:/NAME/VERSION."
-                                            )] = "models:/digits@champion",
+    model: Annotated[str | None, typer.Option(help="The model that scored it, as `score` was given it: "
+                                                   "models:/NAME@ALIAS or models:/NAME/VERSION (default: the "
+                                                   "configured model's champion).")] = None,
     config: ConfigOption = Path("mlflow.yaml"),
 ) -> None:
     """Record labels that arrived for a scored file: the model's live accuracy on them, and the labelled digits
     kept in the store for retraining (`run --feedback`). Below the accuracy floor of mlflow.yaml's monitoring
-    section, an alarm is recorded on the version, and sent as a Prefect event when PREFECT_API_URL names a server."""
+    section, an alarm is recorded on the version, and sent as a Prefect event where a Prefect server is configured."""
     import tempfile
 
     from digitpipe.feedback import join_labels
     from digitpipe.loop import record_feedback
     from digitpipe.tracking import tracker_for
 
-    if not model.startswith("models:/"):
-        raise UserError(f"--model {model}: expected models:/NAME@ALIAS or models:/NAME/VERSION (feedback is kept "
-                        "in the registry's store)")
-    labelled = join_labels(input, labels)
     tracking = load_tracking_config(config)
+    model = model or f"models:/{tracking.registered_model}@{tracking.champion_alias}"
+    if not model.startswith(f"models:/{tracking.registered_model}"):
+        raise UserError(f"--model {model}: expected a version of {tracking.registered_model} (the registered model of "
+                        f"{config}), as models:/{tracking.registered_model}@ALIAS or .../VERSION")
+    labelled, skipped = join_labels(input, labels)
     tracker = tracker_for(tracking)
     with tempfile.TemporaryDirectory(prefix="digitpipe-model-") as tmp:
-        path, identity = tracker.registry.resolve(model, Path(tmp), prefer_int8=False)
+        path, identity = tracker.registry.resolve(model, Path(tmp))  # int8 where accepted, as `score` uses it
         result = record_feedback(tracker, labelled, path, identity, tracking.monitoring)
-    typer.echo(result.line())
+    typer.echo(result.line() + (f"; {skipped:,} labels name rows the file rejected (skipped)" if skipped else ""))
     if result.alarm:
         typer.echo(result.alarm.line())
         _announce(result.alarm)
@@ -320,11 +322,15 @@ def feedback(
 
 def _announce(alarm) -> None:
     """Send an alarm as a Prefect event where a Prefect server is configured (its automations react to it)."""
-    if os.environ.get("PREFECT_API_URL"):
-        from flows.events import announce
+    from flows.api import configured_api_url
 
-        announce(alarm, flush=True)
-        typer.echo(f"sent Prefect event {alarm.event} to {os.environ['PREFECT_API_URL']}")
+    if not (api := configured_api_url()):
+        typer.echo("no Prefect server configured (PREFECT_API_URL): the event was not sent")
+        return
+    from flows.events import announce
+
+    announce(alarm, flush=True)
+    typer.echo(f"sent Prefect event {alarm.event} to {api}")
 
 
 @app.command()

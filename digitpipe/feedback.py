@@ -1,6 +1,6 @@
 """Labelled feedback: digits that were scored in production and later labelled, kept for retraining and for judging
 the models that retrain on them; and the monitor's reaction (an alarm) to drift or to a champion that is wrong too
-often on them. numpy and pyarrow only: the `feedback` command stays light."""
+often on them. numpy and pyarrow only (no torch, Prefect or MLflow here)."""
 
 from __future__ import annotations
 
@@ -46,14 +46,15 @@ class Feedback:
         return Dataset(self.images, self.labels, self.source)
 
 
-def read_scored(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """(ImageIds, images, labels or None) of every good row of a scored file, ImageId being its 1-based row, as in
-    the predictions that `score` wrote for it."""
+def read_scored(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, int]:
+    """(ImageIds, images, labels or None) of every good row of a scored file, ImageId being its 1-based row as in
+    the predictions that `score` wrote for it, and the file's row count (rejected rows too)."""
     chunks = list(stream_chunks(path, 65_536))
     ids = np.concatenate([c.rows for c in chunks]) if chunks else np.zeros(0, np.int64)
     images = np.concatenate([c.images for c in chunks]) if chunks else np.zeros((0, 28, 28), np.uint8)
     labelled = bool(chunks) and all(c.labels is not None for c in chunks)
-    return ids, images, np.concatenate([c.labels for c in chunks]) if labelled else None
+    rows = max([int(ids.max(initial=0))] + [row for c in chunks for row, _ in c.rejects])
+    return ids, images, np.concatenate([c.labels for c in chunks]) if labelled else None, rows
 
 
 def read_labels(path: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -68,9 +69,13 @@ def read_labels(path: Path) -> tuple[np.ndarray, np.ndarray]:
             column_types={"ImageId": pa.int64(), "Label": pa.int64()}, include_columns=["ImageId", "Label"]))
     except (pa.ArrowInvalid, KeyError) as exc:
         raise DataError(path, f"expected a CSV with columns ImageId,Label of integers ({first_line(exc)})") from None
-    ids, labels = table["ImageId"].to_numpy(), table["Label"].to_numpy()
-    if len(ids) == 0:
+    if len(table) == 0:
         raise DataError(path, "no labelled rows")
+    for column in ("ImageId", "Label"):
+        if table[column].null_count:
+            row = int(np.flatnonzero(table[column].is_null().to_numpy(zero_copy_only=False))[0]) + 2  # 1: header
+            raise DataError(path, f"line {row}: no {column}")
+    ids, labels = table["ImageId"].to_numpy(), table["Label"].to_numpy()
     if (bad := np.flatnonzero((labels < 0) | (labels >= N_CLASSES))).size:
         raise DataError(path, f"ImageId {ids[bad[0]]}: label {labels[bad[0]]} is not a digit 0-9")
     if (repeated := np.unique(ids, return_counts=True)[1] > 1).any():
@@ -78,33 +83,36 @@ def read_labels(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return ids, labels
 
 
-def join_labels(scored: Path, labels_file: Path) -> Feedback:
-    """The scored file's digits that `labels_file` labels, joined on ImageId; every labelled id must be a good row."""
+def join_labels(scored: Path, labels_file: Path) -> tuple[Feedback, int]:
+    """The scored file's digits that `labels_file` labels, joined on ImageId, and how many labels named rows the
+    file rejected (no pixels to learn from: skipped). An ImageId past the file's last row is an error."""
     ids, labels = read_labels(labels_file)
-    scored_ids, images, _ = read_scored(scored)
-    position = {int(i): n for n, i in enumerate(scored_ids)}
-    unknown = [int(i) for i in ids if int(i) not in position]
-    if unknown:
-        raise DataError(labels_file, f"{len(unknown)} ImageId(s) are not scored rows of {scored} (first: "
-                        f"{unknown[0]}; {len(scored_ids):,} rows were scored)")
-    rows = np.array([position[int(i)] for i in ids], dtype=np.int64)
-    return Feedback(images[rows], labels, ids, str(scored))
+    scored_ids, images, _, rows = read_scored(scored)
+    outside = ids[(ids < 1) | (ids > rows)]
+    if len(outside):
+        raise DataError(labels_file, f"{len(outside)} ImageId(s) are not rows of {scored} (first: {outside[0]}; "
+                        f"ImageIds run from 1 to its last row)")
+    found = np.isin(ids, scored_ids)
+    position = np.searchsorted(scored_ids, ids[found])  # read_scored keeps the file's order: ids ascend
+    return Feedback(images[position], labels[found], ids[found], str(scored)), int((~found).sum())
+
 
 
 def labelled_in_file(scored: Path) -> Feedback | None:
     """The digits of a scored file that carried its own labels (Kaggle's train format), else None."""
-    ids, images, labels = read_scored(scored)
+    ids, images, labels, _ = read_scored(scored)
     return None if labels is None or len(ids) == 0 else Feedback(images, labels, ids, str(scored))
 
 
 def combine(feedback: list[Feedback]) -> Dataset | None:
-    """All feedback as one dataset, each distinct image once (the same digit may be labelled in several batches)."""
+    """All feedback (oldest first) as one dataset, each distinct image once with its latest label: the same digit
+    may be labelled in several batches, and a later label corrects an earlier one."""
     if not feedback:
         return None
     data = Dataset(np.concatenate([f.images for f in feedback]), np.concatenate([f.labels for f in feedback]),
                    "feedback")
-    _, first = np.unique(data.image_hashes(), return_index=True)
-    return data.subset(np.sort(first))
+    _, last = np.unique(data.image_hashes()[::-1], return_index=True)
+    return data.subset(np.sort(len(data) - 1 - last))
 
 
 def held_out(data: Dataset) -> np.ndarray:
@@ -115,6 +123,9 @@ def held_out(data: Dataset) -> np.ndarray:
 def train_on_feedback(split: Split, feedback: Dataset | None) -> tuple[Split, Dataset | None]:
     """`split` whose training part also holds the feedback digits that are not held out, and the held-out ones
     (the gate's feedback clause compares challenger and champion on them)."""
+    if feedback is not None:  # a labelled copy of the base data (its test file, say) must not leak into training
+        in_split = np.concatenate([part.image_hashes() for part in (split.train, split.val, split.test)])
+        feedback = feedback.subset(np.flatnonzero(~np.isin(feedback.image_hashes(), in_split)))
     if feedback is None or len(feedback) == 0:
         return split, None
     mask = held_out(feedback)

@@ -5,7 +5,6 @@ event, whose deployment trigger starts a retraining run (prefect.yaml)."""
 from __future__ import annotations
 
 import dataclasses
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,6 +12,7 @@ import numpy as np
 
 from digitpipe.config import MonitoringConfig
 from digitpipe.feedback import Alarm, Feedback, alarm_for
+from digitpipe.runtime import utc_now
 from digitpipe.scorer import OnnxScorer
 from digitpipe.tracking import Registry, Tracker
 
@@ -37,26 +37,27 @@ class FeedbackResult:
 def record_feedback(tracker: Tracker, feedback: Feedback, model_path: Path, identity: dict,
                     monitoring: MonitoringConfig) -> FeedbackResult:
     """Score the labelled digits with the model that served them, log the live accuracy and keep the digits in the
-    store (a feedback run), tag the version with it; below the floor, raise an alarm that asks for retraining (this
-    very feedback is newer than the champion)."""
+    store (a feedback run), tag the version with it; below the floor, raise an alarm, which asks for retraining when
+    the version is the champion (this very feedback is newer than it)."""
     accuracy = float(np.mean(OnnxScorer(model_path).predict(feedback.images) == feedback.labels))
     run_id = tracker.runs.log_feedback(feedback, identity, accuracy)
     version = identity.get("version")
     if version:
-        tracker.registry.set_version_tags(version, {"live_accuracy": f"{accuracy:.4f}", "live_accuracy_at": _now(),
+        tracker.registry.set_version_tags(version, {"live_accuracy": f"{accuracy:.4f}", "live_accuracy_at": utc_now(),
                                                     "live_accuracy_rows": len(feedback.labels)})
+    champion = tracker.registry.champion()
     alarm = alarm_for(tracker.registry.cfg.registered_model, version, feedback.source, None, accuracy,
-                      monitoring.min_live_accuracy, new_feedback=True)
+                      monitoring.min_live_accuracy, new_feedback=champion is not None and champion.version == version)
     if alarm:
         record_alarm(tracker.registry, alarm)
     return FeedbackResult(feedback.source, len(feedback.labels), accuracy, run_id, version, alarm)
 
 
-def batch_alarm(tracker: Tracker, identity: dict, batch: str, drift: dict, live_accuracy: float | None,
-                monitoring: MonitoringConfig) -> Alarm | None:
-    """The alarm a scored batch raises (drift, or live accuracy below the floor), recorded on the version."""
+def batch_alarm(tracker: Tracker, identity: dict, batch: str, drift: dict) -> Alarm | None:
+    """The alarm a scored batch raises for drift, recorded on the version (a low live accuracy is raised where the
+    labels are recorded: record_feedback)."""
     alarm = alarm_for(tracker.registry.cfg.registered_model, identity.get("version"), batch, drift.get("verdict"),
-                      live_accuracy, monitoring.min_live_accuracy, new_feedback=False)
+                      None, None, new_feedback=False)
     if alarm is None:
         return None
     if has_new_feedback(tracker):
@@ -66,15 +67,15 @@ def batch_alarm(tracker: Tracker, identity: dict, batch: str, drift: dict, live_
 
 
 def has_new_feedback(tracker: Tracker) -> bool:
-    """Whether labelled feedback arrived after the champion was registered (what a retraining could learn from)."""
+    """Whether labelled feedback arrived after the champion was registered and after the feedback the last
+    retraining run trained on (what a new retraining could learn from)."""
     champion = tracker.registry.champion()
-    return bool(tracker.runs.feedback_runs(champion.created_ms if champion else 0))
+    seen = max(champion.created_ms if champion else 0, tracker.runs.feedback_consumed_ms())
+    return tracker.runs.newest_feedback_ms() > seen
 
 
 def record_alarm(registry: Registry, alarm: Alarm) -> None:
     """The alarm as tags on the version, for whoever looks at the registry next."""
-    registry.set_version_tags(alarm.version, {"monitor_alarm": alarm.line(), "monitor_alarm_at": _now()})
+    registry.set_version_tags(alarm.version, {"monitor_alarm": alarm.line(), "monitor_alarm_at": utc_now()})
 
 
-def _now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())

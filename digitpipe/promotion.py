@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 import getpass
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from digitpipe.data import Dataset
 from digitpipe.errors import PromotionRefused, UserError
 from digitpipe.evaluate import PairedComparison, mcnemar
 from digitpipe.robustness import RobustComparison, Robustness, Suite, compare_robustness, measure
+from digitpipe.runtime import utc_now
 from digitpipe.scorer import OnnxScorer
 from digitpipe.tracking import Champion, Registry
 
@@ -58,7 +58,7 @@ class Verdict:
 
     def tags(self) -> dict[str, object]:
         """The decision as model-version tags."""
-        tags = {"verdict": self.verdict, "verdict_reason": self.reason, "verdict_at": _now(),
+        tags = {"verdict": self.verdict, "verdict_reason": self.reason, "verdict_at": utc_now(),
                 "challenger_accuracy": self.challenger_accuracy, "champion_version": self.champion_version}
         comparison = self.evidence and self.evidence.comparison
         if comparison:
@@ -111,15 +111,8 @@ def gate(cfg: PromotionConfig, version: str, evidence: Evidence, champion: Champ
               f"({comparison.only_challenger_right} right only by the challenger, "
               f"{comparison.only_champion_right} only by the champion)")
     robustly, less_robust = _robustness(cfg, evidence.robust)
-    if (on_feedback := _better_on_feedback(cfg, evidence.feedback)) is not None:
-        drop = comparison.champion_accuracy - comparison.challenger_accuracy
-        if drop > cfg.feedback_base_margin:
-            return decided("rejected", f"better on labelled feedback ({on_feedback}) but worse on the base held-out "
-                           f"images by more than feedback_base_margin {cfg.feedback_base_margin:.4f}: {versus}")
-        if less_robust:
-            return decided("rejected", f"{less_robust}{robustly}, though better on labelled feedback ({on_feedback})")
-        return decided("promoted", f"better on labelled feedback: {on_feedback}; on the base held-out images "
-                       f"{versus}, within feedback_base_margin {cfg.feedback_base_margin:.4f}{robustly}")
+    if by_feedback := _feedback_clause(cfg, evidence.feedback, comparison, versus, robustly, less_robust):
+        return decided(*by_feedback)
     gain = comparison.challenger_accuracy - comparison.champion_accuracy
     if gain <= 0 or gain < cfg.min_margin:
         return decided("rejected", f"does not beat the champion by the margin {cfg.min_margin:.4f}: {versus}")
@@ -145,12 +138,34 @@ def _robustness(cfg: PromotionConfig, robust: RobustComparison | None) -> tuple[
     return said, ""
 
 
-def _better_on_feedback(cfg: PromotionConfig, feedback: PairedComparison | None) -> str | None:
-    """How the challenger beat the champion on held-out labelled feedback, or None where it did not (significantly,
-    on enough digits): then the base held-out images alone decide."""
-    if (feedback is None or feedback.images < cfg.min_feedback_images
-            or feedback.challenger_accuracy <= feedback.champion_accuracy or feedback.p_value >= cfg.max_p_value):
+def _feedback_clause(cfg: PromotionConfig, feedback: PairedComparison | None, comparison: PairedComparison,
+                     versus: str, robustly: str, less_robust: str) -> tuple[str, str] | None:
+    """Clause (d): (verdict, reason) where held-out labelled feedback tells the two models apart, else None."""
+    if not (feedback := _on_feedback(cfg, feedback)):
         return None
+    on_feedback = _feedback_line(feedback)
+    if feedback.champion_accuracy > feedback.challenger_accuracy:
+        return "rejected", (f"worse than the champion on labelled feedback ({on_feedback}), the digits it is now "
+                            f"asked to read; on the base held-out images {versus}")
+    if comparison.champion_accuracy - comparison.challenger_accuracy > cfg.feedback_base_margin:
+        return "rejected", (f"better on labelled feedback ({on_feedback}) but worse on the base held-out images by "
+                            f"more than feedback_base_margin {cfg.feedback_base_margin:.4f}: {versus}")
+    if less_robust:
+        return "rejected", f"{less_robust}{robustly}, though better on labelled feedback ({on_feedback})"
+    return "promoted", (f"better on labelled feedback: {on_feedback}; on the base held-out images {versus}, "
+                        f"within feedback_base_margin {cfg.feedback_base_margin:.4f}{robustly}")
+
+
+def _on_feedback(cfg: PromotionConfig, feedback: PairedComparison | None) -> PairedComparison | None:
+    """The comparison on held-out labelled feedback where it tells the two models apart (significantly, on enough
+    digits), else None: then the base held-out images alone decide."""
+    if (feedback is None or feedback.images < cfg.min_feedback_images or feedback.p_value >= cfg.max_p_value
+            or feedback.challenger_accuracy == feedback.champion_accuracy):
+        return None
+    return feedback
+
+
+def _feedback_line(feedback: PairedComparison) -> str:
     return (f"{feedback.challenger_accuracy:.4f} vs {feedback.champion_accuracy:.4f} on {feedback.images} held-out "
             f"feedback digits neither trained on, McNemar p={feedback.p_value:.3g}")
 
@@ -168,7 +183,7 @@ def promote_if_earned(registry: Registry, version: str, test: Dataset, predicted
     try:
         with registry.promotion_lock():
             registry.set_version_tags(version, {"promotion_order": registry.next_promotion_order(),
-                                                "promotion_lock_entered_at": _now()})
+                                                "promotion_lock_entered_at": utc_now()})
             verdict = _judge(registry, version, evidence, test, predicted, suite, robustness, feedback)
     except PromotionRefused as refused:  # the version stays registered, with the reason it was not judged
         registry.set_version_tags(version, Verdict(version, "not_promoted", str(refused)).tags())
@@ -222,7 +237,7 @@ def rollback(registry: Registry) -> tuple[str, str]:
                             f"'{cfg.previous_alias if previous is None else cfg.champion_alias}' alias")
         registry.set_alias(cfg.champion_alias, previous)
         registry.set_alias(cfg.previous_alias, current)
-    stamp = f"{_now()} by {_user()}"
+    stamp = f"{utc_now()} by {_user()}"
     registry.set_version_tags(previous, {"rollback": f"restored as champion from v{current} at {stamp}"})
     registry.set_version_tags(current, {"rollback": f"demoted by rollback to v{previous} at {stamp}"})
     return previous, current
@@ -269,5 +284,3 @@ def _user() -> str:
         return "unknown"
 
 
-def _now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())

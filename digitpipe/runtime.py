@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+import time
 
 import numpy as np
 
@@ -40,7 +41,8 @@ def use_cores(threads: int | None = None) -> int:
     import torch
 
     given = os.environ.get("OMP_NUM_THREADS", "")
-    threads = max(1, threads or (int(given) if given.isdigit() else 0) or available_cores())
+    share = min(int(given), available_cores()) if given.isdigit() else 0  # never more threads than cores
+    threads = max(1, threads or share or available_cores())
     torch.set_num_threads(threads)
     return threads
 
@@ -75,3 +77,8 @@ def git_commit(checkout: str) -> str:
     except (OSError, subprocess.TimeoutExpired):
         return "unknown"
     return done.stdout.strip() if done.returncode == 0 else "unknown"
+
+
+def utc_now() -> str:
+    """The time now, UTC, to the second (ISO 8601): the stamp on decisions recorded in the registry."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())

@@ -191,8 +191,15 @@ class RunLog:
 
     def log_feedback(self, feedback: Feedback, identity: Mapping[str, str], live_accuracy: float) -> str:
         """One run per batch of labelled feedback: the digits as an artifact any machine can read back (not a file on
-        this worker), the live accuracy of the model that scored them, and which model that was."""
-        with self.run(f"feedback {Path(feedback.source).name}", tags=FEEDBACK_TAGS) as run_id:
+        this worker), the live accuracy of the model that scored them, and which model that was. The same digits
+        and labels recorded before (a file scored again) keep their first run: they are not new feedback."""
+        digest = feedback.dataset().digest
+        known = self._search(f"tags.`digitpipe.kind` = 'feedback' and tags.feedback_digest = '{digest}' "
+                             "and attributes.status = 'FINISHED'", limit=1)
+        if known:
+            return known[0].info.run_id
+        with self.run(f"feedback {Path(feedback.source).name}", tags={**FEEDBACK_TAGS,
+                                                                       "feedback_digest": digest}) as run_id:
             self.log_params(run_id, {"input": feedback.source, **identity})
             self.log_metrics(run_id, {"live_accuracy": live_accuracy, "labelled_rows": len(feedback.labels)})
             with tempfile.TemporaryDirectory() as tmp:
@@ -200,13 +207,35 @@ class RunLog:
                 self.client.log_artifact(run_id, str(path), str(Path(FEEDBACK_ARTIFACT).parent))
         return run_id
 
-    def feedback_runs(self, since_ms: int = 0) -> list[str]:
-        """Feedback runs that finished and started after `since_ms` (epoch milliseconds), oldest first."""
-        query = (f"tags.`digitpipe.kind` = 'feedback' and attributes.status = 'FINISHED' "
-                 f"and attributes.start_time > {since_ms}")
-        runs = self.client.search_runs([self.experiment_id], query, max_results=50_000,
-                                       order_by=["attributes.start_time ASC"])
-        return [r.info.run_id for r in runs]
+    def feedback_runs(self) -> list[tuple[str, int]]:
+        """Every finished feedback run as (run id, start time in epoch ms), oldest first, page by page."""
+        runs = self._search("tags.`digitpipe.kind` = 'feedback' and attributes.status = 'FINISHED'",
+                            order_by=["attributes.start_time ASC"])
+        return [(r.info.run_id, r.info.start_time) for r in runs]
+
+    def newest_feedback_ms(self) -> int:
+        """When the newest finished feedback run started (epoch ms; 0 when there is none)."""
+        runs = self._search("tags.`digitpipe.kind` = 'feedback' and attributes.status = 'FINISHED'", limit=1,
+                            order_by=["attributes.start_time DESC"])
+        return runs[0].info.start_time if runs else 0
+
+    def feedback_consumed_ms(self) -> int:
+        """The newest feedback a finished retraining run trained on (its `feedback_through_ms`; 0 when none did),
+        promoted or not: retraining again on the same feedback would give the same verdict."""
+        runs = self._search("metrics.feedback_through_ms > 0 and attributes.status = 'FINISHED'", limit=1,
+                            order_by=["metrics.feedback_through_ms DESC"])
+        return int(runs[0].data.metrics["feedback_through_ms"]) if runs else 0
+
+    def _search(self, query: str, limit: int | None = None, order_by: list[str] | None = None) -> list:
+        """Runs of the experiment matching `query`: the first `limit`, or all of them, page by page."""
+        found, token = [], None
+        while True:
+            page = self.client.search_runs([self.experiment_id], query, max_results=limit or 1000,
+                                           order_by=order_by, page_token=token)
+            found += page
+            token = page.token
+            if limit or not token:
+                return found
 
     def load_feedback(self, run_ids: list[str]) -> list[Feedback]:
         """The labelled digits of each feedback run."""
@@ -413,7 +442,7 @@ class Registry:
         if "data" not in params:
             raise UserError(f"models:/{name}/{version}: its training run (pipeline_run_id {run_id or 'not recorded'}) "
                             f"is not in the store at {self.cfg.tracking_uri} with its data, so its split is unknown")
-        if params.get("feedback") == "True":
+        if run.data.metrics.get("feedback_train_rows", 0) > 0:
             raise UserError(f"models:/{name}/{version}: trained with labelled feedback from the store, so its split "
                             "cannot be rebuilt from data files; export its .onnx file and give --data to check on")
         digests = {tag.value: d.dataset.digest for d in run.inputs.dataset_inputs for tag in d.tags

@@ -31,7 +31,7 @@ WAIT_SECONDS = 900.0  # a promotion waits this long for the lock before it gives
 _lease: ContextVar[UUID | None] = ContextVar("digitpipe_promotion_lease", default=None)
 
 
-class LeaseLost(RuntimeError):
+class LeaseLost(PromotionRefused):
     """The Prefect server no longer counts this holder's slot: another worker may hold the lock now."""
 
 

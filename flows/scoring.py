@@ -32,17 +32,19 @@ def scoring_flow(inputs: list[Path], model: str = "models:/digits@champion", suf
         futures = score_one.map(unmapped(model_path), unmapped(identity), inputs, unmapped(suffix),
                                 unmapped(probabilities), unmapped(reference), unmapped(tracking.monitoring))
         reports = [future.result() for future in futures]
+        alarms = []
         for report in reports:
             log_report(tracker.runs, report, reference)
             print(report.line())
             print(report.drift_line())
-            feedback = keep_feedback(tracker, model_path, report, tracking.monitoring)
-            if feedback:
+            if feedback := keep_feedback(tracker, model_path, report, tracking.monitoring):
                 print(feedback.line())
-            for alarm in (feedback and feedback.alarm, check_batch(tracker, report, tracking.monitoring)):
-                if alarm:
-                    announce(alarm)
-                    print(alarm.line())
+                alarms.append(feedback.alarm)
+    # after every file's feedback is recorded: a retraining the events start trains on all of it
+    alarms += [check_batch(tracker, report) for report in reports]
+    for alarm in filter(None, alarms):
+        announce(alarm)
+        print(alarm.line())
     too_many = [r.input for r in reports if r.reject_fraction > max_reject_fraction]
     if too_many:
         raise TooManyRejected(f"more than {max_reject_fraction:.2%} of rows rejected in: {', '.join(too_many)}")

@@ -54,11 +54,13 @@ def training_flow(cfg: PipelineConfig) -> dict:
     log.info(f"validated {len(data):,} images from {data.source}: {validation.summary()}")
     split = split_data(data, cfg)
     log.info("split ({}): {}".format(cfg.protocol, ", ".join(f"{k} {v:,}" for k, v in split.sizes().items())))
-    feedback = None  # labelled feedback held out from training, for the gate
+    feedback, used = None, {}  # labelled feedback held out from training (for the gate), and what was used
     if cfg.feedback:
         before = len(split.train)
-        split, feedback = train_on_feedback(split, gather_feedback(runs))
-        log.info(f"labelled feedback: {len(split.train) - before:,} digits added to training, "
+        found, through_ms = gather_feedback(runs)
+        split, feedback = train_on_feedback(split, found)
+        used = {"feedback_train_rows": len(split.train) - before, "feedback_through_ms": through_ms}
+        log.info(f"labelled feedback: {used['feedback_train_rows']:,} digits added to training, "
                  f"{0 if feedback is None else len(feedback):,} held out for the gate")
     for run_id in runs.fail_orphaned_runs():
         log.info(f"marked run {run_id} FAILED: the process that ran it is gone")
@@ -66,7 +68,7 @@ def training_flow(cfg: PipelineConfig) -> dict:
     with runs.run("pipeline", tags=lineage) as parent_id:
         runs.log_inputs(parent_id, pipeline.run_params(cfg, split, device), split.parts(), cfg.data)
         write_json(checked / "validation.json", validation.as_dict())
-        runs.log_metrics(parent_id, {"validation_seconds": validation.seconds})
+        runs.log_metrics(parent_id, {"validation_seconds": validation.seconds, **used})
         runs.log_artifacts(parent_id, checked, "validation")
         runs.log_artifacts(parent_id, explore_data(data, cfg.out_dir / "eda"), "eda")
         runs.log_trained_on(parent_id, split.seen_in_training())

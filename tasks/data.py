@@ -40,6 +40,8 @@ def split_data(data: Dataset, cfg: PipelineConfig) -> Split:
 
 
 @task(cache_policy=NO_CACHE, **IO_RETRIES)
-def gather_feedback(runs: RunLog) -> Dataset | None:
-    """Every labelled feedback digit in the store, each distinct image once (None when there is none)."""
-    return combine(runs.load_feedback(runs.feedback_runs()))
+def gather_feedback(runs: RunLog) -> tuple[Dataset | None, int]:
+    """Every labelled feedback digit in the store, each distinct image once with its latest label (None when there
+    is none), and when the newest of those feedback runs started (epoch ms)."""
+    found = runs.feedback_runs()
+    return combine(runs.load_feedback([run_id for run_id, _ in found])), max((ms for _, ms in found), default=0)

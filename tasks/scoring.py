@@ -42,9 +42,9 @@ def keep_feedback(tracker: Tracker, model_path: Path, report: ScoreReport,
 
 
 @task(cache_policy=NO_CACHE, **IO_RETRIES)
-def check_batch(tracker: Tracker, report: ScoreReport, monitoring: MonitoringConfig) -> Alarm | None:
+def check_batch(tracker: Tracker, report: ScoreReport) -> Alarm | None:
     """The alarm a batch raises for drift (recorded on the version), or None."""
-    return batch_alarm(tracker, report.model, report.input, report.drift or {}, None, monitoring)
+    return batch_alarm(tracker, report.model, report.input, report.drift or {})
 
 
 @task(cache_policy=NO_CACHE)

@@ -89,5 +89,10 @@ def test_labels_for_rows_that_were_not_scored_are_one_line_and_record_nothing(
     labels = tmp_path / "labels.csv"
     labels.write_text("ImageId,Label\n3,1\n11,2\n")
     result = digitpipe_cli("feedback", "--input", batch, "--labels", labels, "--config", config)
-    assert_one_line_error(result.code, result.err, 2, f"{labels}: 1 ImageId(s) are not scored rows of {batch} "
-                                                      "(first: 11; 10 rows were scored)")
+    assert_one_line_error(result.code, result.err, 2, f"{labels}: 1 ImageId(s) are not rows of {batch} "
+                                                      "(first: 11; ImageIds run from 1 to its last row)")
+    client = MlflowClient(yaml.safe_load(config.read_text())["tracking_uri"])
+    experiment = client.get_experiment_by_name("loop-test")
+    assert experiment is None or not client.search_runs([experiment.experiment_id],
+                                                        "tags.`digitpipe.kind` = 'feedback' and params.input = "
+                                                        f"'{batch}'")

@@ -30,14 +30,16 @@ def labels_csv(path, rows: list[tuple[object, object]]):
 def test_labels_join_the_scored_rows_by_image_id(digits, tmp_path):
     scored = write_kaggle_csv(tmp_path / "batch.csv", digits.images[:20])
     labels = labels_csv(tmp_path / "labels.csv", [(5, digits.labels[4]), (1, digits.labels[0]), (20, digits.labels[19])])
-    feedback = join_labels(scored, labels)
-    assert feedback.image_ids.tolist() == [5, 1, 20]
+    feedback, skipped = join_labels(scored, labels)
+    assert skipped == 0 and feedback.image_ids.tolist() == [5, 1, 20]
     assert np.array_equal(feedback.images, digits.images[[4, 0, 19]])
     assert feedback.labels.tolist() == digits.labels[[4, 0, 19]].tolist()
 
 
 @pytest.mark.parametrize("rows, message", [
-    ([(1, 3), (21, 4)], "1 ImageId(s) are not scored rows of {scored} (first: 21; 20 rows were scored)"),
+    ([(1, 3), (21, 4)], "1 ImageId(s) are not rows of {scored} (first: 21; ImageIds run from 1 to its last row)"),
+    ([(1, 3), (2, "")], "line 3: no Label"),
+    ([(1, 3), ("", 4)], "line 3: no ImageId"),
     ([(1, 3), (1, 4)], "ImageId 1 is labelled more than once"),
     ([(2, 10)], "ImageId 2: label 10 is not a digit 0-9"),
     ([(1, "seven")], "expected a CSV with columns ImageId,Label of integers"),
@@ -48,6 +50,22 @@ def test_bad_labels_are_one_clear_error_naming_the_file(digits, tmp_path, rows, 
     with pytest.raises(DataError) as error:
         join_labels(scored, labels)
     assert str(error.value).startswith(f"{labels}: {message.format(scored=scored)}")
+
+
+def test_labels_of_rows_the_file_rejected_are_skipped_and_counted(digits, tmp_path):
+    scored = write_kaggle_csv(tmp_path / "batch.csv", digits.images[:5])
+    lines = scored.read_text().splitlines()
+    lines[2] = lines[2].replace(",0,", ",300,", 1)  # row 2: a pixel out of range, rejected when scored
+    scored.write_text("\n".join(lines) + "\n")
+    feedback, skipped = join_labels(scored, labels_csv(tmp_path / "labels.csv", [(1, 5), (2, 0), (3, 4)]))
+    assert (feedback.image_ids.tolist(), feedback.labels.tolist(), skipped) == ([1, 3], [5, 4], 1)
+
+
+def test_a_later_label_of_the_same_digit_corrects_the_earlier_one(digits):
+    first = Feedback(digits.images[:3], np.array([1, 2, 3]), np.arange(1, 4), "monday")
+    again = Feedback(digits.images[1:2], np.array([7]), np.array([1]), "tuesday")
+    combined = combine([first, again])
+    assert len(combined) == 3 and combined.labels.tolist() == [1, 3, 7]
 
 
 def test_a_file_with_its_own_labels_is_feedback_and_one_without_is_not(digits, tmp_path):
@@ -75,6 +93,8 @@ def test_training_gets_the_feedback_that_is_not_held_out(digits):
     with_feedback, kept = train_on_feedback(split, combine([Feedback(shifted.images, shifted.labels,
                                                                      np.arange(1, 301), "b")] * 2))  # twice: once
     assert len(with_feedback.train) + len(kept) == len(split.train) + 300
+    leaked, _ = train_on_feedback(split, Dataset(split.test.images, split.test.labels, "the test file, labelled"))
+    assert leaked == split  # a labelled copy of the base data adds nothing
     assert not np.isin(kept.image_hashes(), with_feedback.train.image_hashes()).any()
     assert with_feedback.test is split.test and with_feedback.val is split.val
     assert train_on_feedback(split, None) == (split, None)

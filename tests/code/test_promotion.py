@@ -205,3 +205,13 @@ def test_without_a_clear_feedback_win_the_base_clauses_decide(feedback_challenge
     verdict = gate(FEEDBACK_GATE, "4", evidence, CHAMPION)
     assert verdict.verdict == "rejected", why
     assert verdict.reason.startswith("does not beat the champion by the margin 0.0010")
+
+
+def test_a_challenger_significantly_worse_on_feedback_is_rejected_even_if_it_beats_the_champion_on_the_base():
+    base = compare(challenger_wrong=20, champion_wrong=200)
+    feedback = compare(challenger_wrong=150, champion_wrong=20, n=200)
+    verdict = gate(FEEDBACK_GATE, "4", Evidence(base.challenger_accuracy, "passed", comparison=base,
+                                                feedback=feedback), CHAMPION)
+    assert verdict.verdict == "rejected"
+    assert verdict.reason.startswith("worse than the champion on labelled feedback (0.2500 vs 0.9000 on 200 held-out "
+                                     "feedback digits neither trained on, McNemar p=")
