@@ -7,13 +7,13 @@ COPY pyproject.toml requirements.lock README.md ./
 COPY digitpipe ./digitpipe
 COPY flows ./flows
 COPY tasks ./tasks
-# The README's install plus the team extra, into a venv copied into the runtime stage; the CPU index serves torch==2.13.0+cpu.
+# The README's install plus the team extra, into a venv copied into the runtime stage (CPU index: torch==2.13.0+cpu).
 RUN python -m venv /opt/venv \
     && /opt/venv/bin/pip install --no-cache-dir --extra-index-url https://download.pytorch.org/whl/cpu \
        -c requirements.lock ".[team]"
 
 FROM python:3.11-slim
-RUN useradd --create-home --uid 1000 digitpipe && mkdir /data && chown digitpipe /data  # /data: MLflow's artifacts in compose
+RUN useradd --create-home --uid 1000 digitpipe && mkdir /data && chown digitpipe /data  # /data: MLflow's artifacts
 COPY --from=build /opt/venv /opt/venv
 WORKDIR /home/digitpipe/app
 COPY --chown=digitpipe:digitpipe flows ./flows

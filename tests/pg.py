@@ -1,4 +1,4 @@
-"""A throwaway PostgreSQL cluster for the tests, on a loopback port, with one database (and its own role) per server.
+"""A throwaway PostgreSQL cluster for the tests, on a loopback port (compose.yaml's init script makes the databases).
 
 PostgreSQL refuses to run as root and pytest's temporary folders are private to root, so a test run as root keeps the
 cluster in a folder of its own under the system's temporary folder, owned by an unprivileged system user."""
@@ -36,16 +36,6 @@ class Cluster:
             driver: str = "psycopg") -> str:
         """A SQLAlchemy URL (postgresql+DRIVER://...) for `database` as `role`."""
         return (f"postgresql+{driver}://{role}:{password or self.password}@127.0.0.1:{self.port}/{database}")
-
-    def create_database(self, name: str) -> str:
-        """A database owned by a new role of the same name, as a team gives each server its own; returns its password."""
-        import psycopg
-
-        password = secrets.token_urlsafe(16)
-        with psycopg.connect(self.url().replace("+psycopg", ""), autocommit=True) as connection:
-            connection.execute(f'CREATE ROLE "{name}" LOGIN PASSWORD \'{password}\'')
-            connection.execute(f'CREATE DATABASE "{name}" OWNER "{name}"')
-        return password
 
     def run_script(self, sql: str) -> None:
         """An SQL script run by psql as the superuser, as the postgres image runs its init scripts (statement by

@@ -27,8 +27,9 @@ def test_the_tests_run_mlflow_as_compose_says_apart_from_host_port_and_folders(t
         "--host": ("0.0.0.0", "127.0.0.1"), "--port": ("5000", "5999"),
         "--artifacts-destination": ("/data/artifacts", f"{tmp_path}/artifacts")}
     assert "--app-name" in service.argv and service.argv[service.argv.index("--app-name") + 1] == "basic-auth"
+    password = VARIABLES["MLFLOW_DB_PASSWORD"]
     assert service.env == {
-        "MLFLOW_BACKEND_STORE_URI": f"postgresql+psycopg://mlflow:{VARIABLES['MLFLOW_DB_PASSWORD']}@127.0.0.1:6543/mlflow",
+        "MLFLOW_BACKEND_STORE_URI": f"postgresql+psycopg://mlflow:{password}@127.0.0.1:6543/mlflow",
         "MLFLOW_AUTH_CONFIG_PATH": f"{tmp_path}/basic_auth.ini",
         "MLFLOW_AUTH_ADMIN_PASSWORD": VARIABLES["MLFLOW_AUTH_ADMIN_PASSWORD"],
         "MLFLOW_FLASK_SERVER_SECRET_KEY": VARIABLES["MLFLOW_FLASK_SERVER_SECRET_KEY"]}
