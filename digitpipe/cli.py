@@ -27,6 +27,9 @@ app = typer.Typer(help="Handwritten-digit pipeline: MNIST to a registered ONNX c
                   pretty_exceptions_enable=False, add_completion=False)
 
 ConfigOption = Annotated[Path, typer.Option("--config", help="Tracking and promotion settings (YAML).")]
+UnlockedOption = Annotated[bool, typer.Option(help="With a remote MLflow store and no Prefect server to lock it: "
+                                                   "promote anyway, accepting that promotions from several workers "
+                                                   "may interleave.")]
 
 
 data_app = typer.Typer(help="Get data.", no_args_is_help=True)
@@ -84,9 +87,7 @@ def run(
     dask_address: Annotated[str | None, typer.Option(help="With --task-runner dask: a running Dask scheduler "
                                                            "(default: a local cluster).")] = None,
     verbose: Annotated[bool, typer.Option(help="Prefect's and MLflow's own log lines too.")] = False,
-    unlocked_promotion: Annotated[bool, typer.Option(help="With a remote MLflow store and no Prefect server to "
-                                                          "lock it: promote anyway, accepting that promotions from "
-                                                          "several workers may interleave.")] = False,
+    unlocked_promotion: UnlockedOption = False,
     config: ConfigOption = Path("mlflow.yaml"),
 ) -> None:
     """Validate, split, train, evaluate, export, register and promote: the whole training pipeline."""
@@ -173,9 +174,7 @@ def _quiet_orchestration_logs(verbose: bool) -> None:
 def promote(
     version: Annotated[str | None, typer.Option(help="Make this version the champion by hand (recorded).")] = None,
     rollback: Annotated[bool, typer.Option(help="Swap champion and previous_champion back.")] = False,
-    unlocked_promotion: Annotated[bool, typer.Option(help="With a remote MLflow store and no Prefect server to "
-                                                          "lock it: promote anyway, accepting that promotions from "
-                                                          "several workers may interleave.")] = False,
+    unlocked_promotion: UnlockedOption = False,
     config: ConfigOption = Path("mlflow.yaml"),
 ) -> None:
     """Move the champion alias by hand: to --version N, or back to the previous champion with --rollback."""
