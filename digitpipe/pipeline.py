@@ -8,6 +8,8 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import shutil
+import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -45,8 +47,19 @@ def explore(data: Dataset, cache: Path) -> Path:
     from digitpipe.eda import write_report
 
     folder = cache / data.digest[:16]
-    if not (folder / "report.html").is_file():  # report.html is written last: its presence means complete
-        write_report(data, folder)
+    if (folder / "report.html").is_file():  # report.html is written last: its presence means complete
+        return folder
+    cache.mkdir(parents=True, exist_ok=True)
+    fresh = Path(tempfile.mkdtemp(dir=cache, prefix=f".{folder.name}-"))  # runs at once never share a half-made one
+    write_report(data, fresh)
+    try:
+        fresh.rename(folder)
+    except OSError:  # there already: another run's complete copy, or a crashed one's leftover (no report.html)
+        if (folder / "report.html").is_file():
+            shutil.rmtree(fresh)
+        else:
+            shutil.rmtree(folder)
+            fresh.rename(folder)
     return folder
 
 

@@ -49,7 +49,8 @@ def training_flow(cfg: PipelineConfig) -> dict:
     tracker = tracker_for(cfg.tracking, promotion_lock_for(cfg.tracking, cfg.promotion_lock))
     runs, registry = tracker.runs, tracker.registry
     data = load_data(cfg.data, cfg.protocol)
-    checked = cfg.out_dir / "validation" / data.digest[:16]  # per dataset: the GX data docs and report
+    # per run: two runs of the same data on one machine (two workers) must not write the same files
+    checked = cfg.out_dir / "validation" / f"{data.digest[:16]}-{flow_run.get_id() or 'local'}"
     validation = validate_data(data, cfg.min_rows, checked / "data_docs")
     log.info(f"validated {len(data):,} images from {data.source}: {validation.summary()}")
     split = split_data(data, cfg)

@@ -26,3 +26,16 @@ def test_validate_cli_exit_codes(fixture_dir, tmp_path, digitpipe_cli):
     (tmp_path / "x.csv").write_text("label,pixel0\n")
     unreadable = digitpipe_cli("validate", "--data", tmp_path / "x.csv")
     assert_one_line_error(unreadable.code, unreadable.err, 2, f"{tmp_path / 'x.csv'}: header must be ")
+
+
+def test_runs_exploring_the_same_data_at_once_leave_one_complete_report(digits, fixture_dir, tmp_path):
+    import subprocess
+    import sys
+
+    code = (f"from pathlib import Path; from digitpipe.data import load_dataset; from digitpipe.pipeline import "
+            f"explore; explore(load_dataset(Path({str(fixture_dir)!r})), Path({str(tmp_path)!r}))")
+    runs = [subprocess.Popen([sys.executable, "-c", code]) for _ in range(2)]  # two workers' runs, one machine
+    assert [run.wait(timeout=120) for run in runs] == [0, 0]
+    assert [p.name for p in tmp_path.iterdir()] == [digits.digest[:16]]  # no half-made copy left beside it
+    folder = tmp_path / digits.digest[:16]
+    assert (folder / "report.html").is_file() and (folder / "summary.json").is_file()
