@@ -310,7 +310,10 @@ def test_drift_starts_one_retraining_only_when_labelled_feedback_can_fix_it(pref
         assert done.returncode == 0, done.stdout + done.stderr
     alert = _wait_for_events(env, "digitpipe.drift.detected", 1)
     assert [e["resource"]["digitpipe.retrain"] for e in alert] == ["false"]
-    assert "alert for a person: no labelled feedback newer than the champion" in done.stderr  # log_prints
+    champion = MlflowClient(mlflow_server).get_model_version_by_alias(model, "champion")
+    assert champion.tags["monitor_alarm"] == (f"digitpipe.drift.detected for v{champion.version} (the batch drifted "
+                                              "from the training data); alert for a person: no labelled feedback "
+                                              "newer than the champion to retrain on")
     time.sleep(5)  # the trigger has seen the alert by now: it must not have fired
     assert _retrain_runs(env) == []
 
