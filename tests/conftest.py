@@ -138,3 +138,16 @@ def team_prefect(pg_cluster, team_variables, tmp_path_factory) -> dict:
                                             f"127.0.0.1:{pg_cluster.port}")  # compose's postgres:5432
     yield env
     stop(server)
+
+
+SLOWEST_FILES = ("test_team.py", "test_servers.py", "test_pipeline.py")  # minutes each, mostly waiting on servers
+
+
+def pytest_collection_modifyitems(items) -> None:
+    """The slowest files first, so that pytest-xdist's workers (one file each at a time) start them at once instead
+    of ending the run with one of them alone."""
+    def rank(item) -> int:
+        name = item.path.name
+        return SLOWEST_FILES.index(name) if name in SLOWEST_FILES else len(SLOWEST_FILES)
+
+    items.sort(key=rank)
