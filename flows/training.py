@@ -19,7 +19,7 @@ from digitpipe.monitor import Reference
 from digitpipe.robustness import Suite
 from digitpipe.files import write_json
 from digitpipe.progress import epoch_bars
-from digitpipe.tracking import Registry, tracker_for
+from digitpipe.tracking import Registry, RunLog, tracker_for
 from flows import dask_runner
 from flows.locks import promotion_lock_for
 from tasks.data import explore_data, gather_feedback, load_data, split_data, validate_data
@@ -55,14 +55,7 @@ def training_flow(cfg: PipelineConfig) -> dict:
     log.info(f"validated {len(data):,} images from {data.source}: {validation.summary()}")
     split = split_data(data, cfg)
     log.info("split ({}): {}".format(cfg.protocol, ", ".join(f"{k} {v:,}" for k, v in split.sizes().items())))
-    feedback, used = None, {}  # labelled feedback held out from training (for the gate), and what was used
-    if cfg.feedback:
-        before = len(split.train)
-        found, through_ms = gather_feedback(runs)
-        split, feedback = train_on_feedback(split, found)
-        used = {"feedback_train_rows": len(split.train) - before, "feedback_through_ms": through_ms}
-        log.info(f"labelled feedback: {used['feedback_train_rows']:,} digits added to training, "
-                 f"{0 if feedback is None else len(feedback):,} held out for the gate")
+    split, feedback, used = add_feedback(runs, split) if cfg.feedback else (split, None, {})
     for run_id in runs.fail_orphaned_runs():
         log.info(f"marked run {run_id} FAILED: the process that ran it is gone")
     lineage = {**runtime.lineage(), "prefect.flow_run_id": str(flow_run.get_id()), "data_digest": data.digest}
@@ -91,6 +84,18 @@ def training_flow(cfg: PipelineConfig) -> dict:
     if cfg.summary:
         write_json(cfg.summary, summary)
     return summary
+
+
+def add_feedback(runs: RunLog, split: Split) -> tuple[Split, Dataset | None, dict[str, int]]:
+    """`split` with the store's labelled feedback in its training part (`run --feedback`), the feedback held out for
+    the gate, and what was used (metrics of the pipeline run: the next retraining starts past it)."""
+    before = len(split.train)
+    found, through_ms = gather_feedback(runs)
+    split, held_out = train_on_feedback(split, found)
+    used = {"feedback_train_rows": len(split.train) - before, "feedback_through_ms": through_ms}
+    log.info(f"labelled feedback: {used['feedback_train_rows']:,} digits added to training, "
+             f"{0 if held_out is None else len(held_out):,} held out for the gate")
+    return split, held_out, used
 
 
 def with_runner(dask_address: str | None = None, dask_workers: int = 0):
