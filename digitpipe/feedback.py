@@ -97,7 +97,6 @@ def join_labels(scored: Path, labels_file: Path) -> tuple[Feedback, int]:
     return Feedback(images[position], labels[found], ids[found], str(scored)), int((~found).sum())
 
 
-
 def labelled_in_file(scored: Path) -> Feedback | None:
     """The digits of a scored file that carried its own labels (Kaggle's train format), else None."""
     ids, images, labels, _ = read_scored(scored)

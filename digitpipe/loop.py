@@ -38,7 +38,7 @@ def record_feedback(tracker: Tracker, feedback: Feedback, model_path: Path, iden
                     monitoring: MonitoringConfig) -> FeedbackResult:
     """Score the labelled digits with the model that served them, log the live accuracy and keep the digits in the
     store (a feedback run), tag the version with it; below the floor, raise an alarm, which asks for retraining when
-    the version is the champion (this very feedback is newer than it)."""
+    the version is the champion and feedback it has not seen exists (this batch, unless recorded before)."""
     accuracy = float(np.mean(OnnxScorer(model_path).predict(feedback.images) == feedback.labels))
     run_id = tracker.runs.log_feedback(feedback, identity, accuracy)
     version = identity.get("version")
@@ -46,8 +46,9 @@ def record_feedback(tracker: Tracker, feedback: Feedback, model_path: Path, iden
         tracker.registry.set_version_tags(version, {"live_accuracy": f"{accuracy:.4f}", "live_accuracy_at": utc_now(),
                                                     "live_accuracy_rows": len(feedback.labels)})
     champion = tracker.registry.champion()
+    retrainable = champion is not None and champion.version == version and has_new_feedback(tracker)
     alarm = alarm_for(tracker.registry.cfg.registered_model, version, feedback.source, None, accuracy,
-                      monitoring.min_live_accuracy, new_feedback=champion is not None and champion.version == version)
+                      monitoring.min_live_accuracy, new_feedback=retrainable)
     if alarm:
         record_alarm(tracker.registry, alarm)
     return FeedbackResult(feedback.source, len(feedback.labels), accuracy, run_id, version, alarm)
