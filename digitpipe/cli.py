@@ -380,9 +380,8 @@ def monitor_reference(
 ) -> None:
     """Build a model's drift reference from the split it was trained on: for versions registered before digitpipe
     recorded references (logged on the version's run), or a .onnx file (written to --output)."""
-    import tempfile
-
     import shutil
+    import tempfile
 
     from digitpipe.monitor import build_reference
     from digitpipe.pipeline import write_monitor_reference

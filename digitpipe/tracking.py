@@ -51,6 +51,7 @@ MONITOR_ARTIFACT = "report/monitor_reference.json"  # monitor.REFERENCE_FILE in 
 TRAINED_ON_ARTIFACT = "lineage/trained_on.npy"  # on the pipeline run: hashes of every image its models trained on
 FEEDBACK_ARTIFACT = "feedback/feedback.npz"  # on a feedback run: the labelled digits (digitpipe.feedback.Feedback)
 FEEDBACK_TAGS = {"digitpipe.kind": "feedback"}
+FEEDBACK_RUNS = "tags.`digitpipe.kind` = 'feedback' and attributes.status = 'FINISHED'"
 
 
 @dataclass(frozen=True)
@@ -194,8 +195,7 @@ class RunLog:
         this worker), the live accuracy of the model that scored them, and which model that was. The same digits
         and labels recorded before (a file scored again) keep their first run: they are not new feedback."""
         digest = feedback.dataset().digest
-        known = self._search(f"tags.`digitpipe.kind` = 'feedback' and tags.feedback_digest = '{digest}' "
-                             "and attributes.status = 'FINISHED'", limit=1)
+        known = self._search(f"{FEEDBACK_RUNS} and tags.feedback_digest = '{digest}'", limit=1)
         if known:
             return known[0].info.run_id
         with self.run(f"feedback {Path(feedback.source).name}", tags={**FEEDBACK_TAGS,
@@ -209,14 +209,12 @@ class RunLog:
 
     def feedback_runs(self) -> list[tuple[str, int]]:
         """Every finished feedback run as (run id, start time in epoch ms), oldest first, page by page."""
-        runs = self._search("tags.`digitpipe.kind` = 'feedback' and attributes.status = 'FINISHED'",
-                            order_by=["attributes.start_time ASC"])
+        runs = self._search(FEEDBACK_RUNS, order_by=["attributes.start_time ASC"])
         return [(r.info.run_id, r.info.start_time) for r in runs]
 
     def newest_feedback_ms(self) -> int:
         """When the newest finished feedback run started (epoch ms; 0 when there is none)."""
-        runs = self._search("tags.`digitpipe.kind` = 'feedback' and attributes.status = 'FINISHED'", limit=1,
-                            order_by=["attributes.start_time DESC"])
+        runs = self._search(FEEDBACK_RUNS, limit=1, order_by=["attributes.start_time DESC"])
         return runs[0].info.start_time if runs else 0
 
     def feedback_consumed_ms(self) -> int:

@@ -1,10 +1,11 @@
-"""Helpers the tests share: Kaggle-layout files from a Dataset, MLflow's global tracking URI for a block, and the
-check that a command failed with one clear line."""
+"""Helpers the tests share: Kaggle-layout files from a Dataset, MLflow's global tracking URI for a block, the
+check that a command failed with one clear line, and waiting for something a server does in the background."""
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import NamedTuple
 
@@ -13,6 +14,17 @@ import numpy as np
 from digitpipe.data import Dataset
 
 PIXELS = [f"pixel{i}" for i in range(784)]
+
+
+def wait_for(condition: Callable[[], object], seconds: float, what: str, poll: float = 0.5):
+    """condition()'s first true value, polled every `poll` s; a TimeoutError naming `what` after `seconds` (a guard
+    against a hung test, not a timing check)."""
+    deadline = time.monotonic() + seconds
+    while not (value := condition()):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what}: still waiting after {seconds} s")
+        time.sleep(poll)
+    return value
 
 
 def kaggle_frame(data: Dataset | np.ndarray, labelled: bool | None = None):

@@ -16,7 +16,7 @@ from mlflow import MlflowClient
 
 from flows.api import free_port
 from tests.conftest import FIXTURE, ROOT
-from tests.helpers import assert_one_line_error
+from tests.helpers import assert_one_line_error, wait_for
 from tests.servers import start_mlflow_server, stop
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_api")]
@@ -59,11 +59,12 @@ def test_kill_9_then_resume_ends_like_an_uninterrupted_run(tmp_path, env):
     args = ["run", "--data", str(FIXTURE), "--models", "lenet", "--epochs", "8", "--seed", "3", "--quiet",
             "--config", str(tmp_path / "mlflow.yaml")]
     victim = _digitpipe([*args, "--out", str(tmp_path / "out")], env)
-    deadline = time.monotonic() + 300
-    while _epochs_in(tmp_path / "out" / "checkpoints") < 2:
+
+    def two_epochs_checkpointed() -> bool:
         assert victim.poll() is None, f"finished before it could be killed:\n{victim.stdout.read()}"
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+        return _epochs_in(tmp_path / "out" / "checkpoints") >= 2
+
+    wait_for(two_epochs_checkpointed, 300, "two checkpointed epochs", poll=0.05)
     victim.send_signal(signal.SIGKILL)
     victim.wait()
     done_before_kill = _epochs_in(tmp_path / "out" / "checkpoints")

@@ -17,7 +17,7 @@ from mlflow import MlflowClient
 from digitpipe.config import PipelineConfig, TrackingConfig
 from flows.api import free_port
 from tests.conftest import ROOT
-from tests.helpers import assert_one_line_error, fluent_tracking_uri
+from tests.helpers import assert_one_line_error, fluent_tracking_uri, wait_for
 from tests.servers import BIN, start_mlflow_server, start_prefect_server, stop
 
 pytestmark = [pytest.mark.slow, pytest.mark.servers]
@@ -255,16 +255,13 @@ def _retrain_runs(env: dict) -> list[dict]:
     return _api(env, "/flow_runs/filter", {"flow_runs": {"deployment_id": {"any_": [deployment["id"]]}}})
 
 
-def _wait_for_events(env: dict, name: str, count: int, timeout: float = 60) -> list[dict]:
+def _wait_for_events(env: dict, name: str, count: int) -> list[dict]:
     """The server's events called `name` once it has `count` of them (events travel over a websocket)."""
-    import time
+    def events() -> list[dict]:
+        found = _api(env, "/events/filter", {"filter": {"event": {"name": [name]}}, "limit": 50})["events"]
+        return found if len(found) >= count else []
 
-    deadline = time.monotonic() + timeout
-    while True:
-        events = _api(env, "/events/filter", {"filter": {"event": {"name": [name]}}, "limit": 50})["events"]
-        if len(events) >= count or time.monotonic() > deadline:
-            return events
-        time.sleep(1)
+    return wait_for(events, 60, f"{count} {name} event(s)", poll=1)
 
 
 def test_drift_starts_one_retraining_only_when_labelled_feedback_can_fix_it(prefect_server, mlflow_server, digits,
@@ -275,7 +272,6 @@ def test_drift_starts_one_retraining_only_when_labelled_feedback_can_fix_it(pref
 
     import numpy as np
 
-    from digitpipe.data import Dataset
     from tests.helpers import write_kaggle_csv
 
     model = "digits-loop-server"
@@ -326,9 +322,7 @@ def test_drift_starts_one_retraining_only_when_labelled_feedback_can_fix_it(pref
     assert done.returncode == 0, done.stdout + done.stderr
     events = _wait_for_events(env, "digitpipe.drift.detected", 3)
     assert sorted(e["resource"]["digitpipe.retrain"] for e in events) == ["false", "true", "true"]
-    deadline = time.monotonic() + 60
-    while not (runs := _retrain_runs(env)) and time.monotonic() < deadline:
-        time.sleep(1)
+    wait_for(lambda: _retrain_runs(env), 60, "a retrain-on-feedback flow run", poll=1)
     time.sleep(5)  # room for a second run, which the trigger's window must absorb
     runs = _retrain_runs(env)
     assert len(runs) == 1 and runs[0]["parameters"]["cfg"]["feedback"] is True

@@ -20,6 +20,7 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 from tests.conftest import FIXTURE, ROOT
+from tests.helpers import wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.servers]
 MODEL = "digits-team"
@@ -289,7 +290,7 @@ def test_a_postgresql_restart_while_a_run_trains_is_carried_over_by_the_clients_
     def database_down():
         # the run trains on with the database down until the MLflow server has refused it an epoch's metrics
         run.send_signal(signal.SIGCONT)
-        _wait_for(lambda: refused in _read_from(team_mlflow["log"], log_size), 120)
+        wait_for(lambda: refused in _read_from(team_mlflow["log"], log_size), 120, "the MLflow server's 503")
 
     run.send_signal(signal.SIGSTOP)  # held between two epochs' metrics, so the outage falls while it trains
     restart_cluster(pg_cluster, database_down)
@@ -316,7 +317,7 @@ def _first_epoch_logged(client: MlflowClient, started_ms: int, run: subprocess.P
             [experiment.experiment_id], f"tags.mlflow.runName = 'lenet' and attributes.start_time >= {started_ms}")
         return runs and "val_accuracy" in runs[0].data.metrics and runs[0].info.run_id
 
-    return _wait_for(logged, 300)
+    return wait_for(logged, 300, "the run's first epoch in MLflow")
 
 
 def _aliases_point_at_verified_onnx_files(client: MlflowClient, url: str, model: str, folder: Path) -> None:
@@ -335,11 +336,3 @@ def _read_from(path: Path, offset: int) -> str:
         log.seek(offset)
         return log.read()
 
-
-def _wait_for(condition, seconds: float):
-    """condition()'s first true value, polled twice a second for up to `seconds`."""
-    deadline = time.monotonic() + seconds
-    while not (value := condition()):
-        assert time.monotonic() < deadline, f"gave up waiting after {seconds} s"
-        time.sleep(0.5)
-    return value
