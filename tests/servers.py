@@ -154,6 +154,23 @@ def start_team_prefect_server(folder: Path, port: int, variables: dict[str, str]
                     "PREFECT_API_AUTH_STRING": variables["PREFECT_API_AUTH_STRING"]}
 
 
+def team_places(mlflow_url: str, prefect_api: str) -> dict[str, str]:
+    """Where compose's services reach the two servers -> where the tests run them."""
+    return {"http://prefect:4200/api": prefect_api, "http://mlflow:5000": mlflow_url}
+
+
+def start_replicas(service: Service, count: int, folder: Path, env: dict[str, str]) -> list[subprocess.Popen]:
+    """`count` processes of a compose service (its replicas) without containers: `env` with the service's own settings
+    over it, a PREFECT_HOME each, output in folder/<i>.log."""
+    base = {k: v for k, v in env.items() if not k.startswith("PREFECT_API")}  # only what the service sets
+    replicas = []
+    for i in range(count):
+        home, log = folder / f"home-{i}", open(folder / f"{i}.log", "w")  # noqa: SIM115 (open while it runs)
+        replicas.append(subprocess.Popen(service.argv, env={**base, **service.env, "PREFECT_HOME": str(home)},
+                                         stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
+    return replicas
+
+
 def add_mlflow_account(url: str, admin_password: str, username: str, password: str,
                        grants: dict[str, str]) -> None:
     """A user of a basic-auth MLflow server, created by its admin through the auth REST API, with a permission on

@@ -21,6 +21,7 @@ from mlflow.exceptions import MlflowException
 
 from tests.conftest import FIXTURE, ROOT
 from tests.helpers import wait_for
+from tests.servers import BIN, compose_service, start_replicas, stop, team_places
 
 pytestmark = [pytest.mark.slow, pytest.mark.servers]
 MODEL = "digits-team"
@@ -73,10 +74,8 @@ def test_pipeline_account_registers_and_promotes_with_served_artifacts(pipeline_
     assert client.get_model_version_download_uri(MODEL, version).startswith("mlflow-artifacts:/")
     assert client.get_run(champion.run_id).info.artifact_uri.startswith("mlflow-artifacts:/")
     # the flow ran on the PostgreSQL Prefect server: its run id is on the version
-    flow_run = requests.get(f"{team_prefect['PREFECT_API_URL']}/flow_runs/{champion.tags['prefect.flow_run_id']}",
-                            headers={"Authorization": "Basic " + _b64(team_prefect["PREFECT_API_AUTH_STRING"])},
-                            timeout=30)
-    assert flow_run.status_code == 200 and flow_run.json()["state"]["type"] == "COMPLETED"
+    flow_run = _prefect(team_prefect, "get", f"/flow_runs/{champion.tags['prefect.flow_run_id']}")
+    assert flow_run["state"]["type"] == "COMPLETED"
 
 
 def test_reader_reads_runs_but_cannot_move_the_champion(pipeline_run, team_mlflow, monkeypatch):
@@ -110,7 +109,6 @@ def _b64(text: str) -> str:
 
 # --- Promotion serialized across processes (issue 14): the team servers' lock --------------------------------------
 
-RACE = [("logreg", None), ("mlp", 10), ("dnn", 10), ("lenet", 10)]  # one split; nets finish later, some better
 # Holds the promotion lock of the registered model argv[2] on the MLflow server argv[1]; when a line arrives on
 # stdin, moves that model's champion alias to version argv[3] (an alias move by a holder, as promotion makes).
 HOLDER = """
@@ -170,29 +168,64 @@ def _no_run_left_running(client: MlflowClient) -> None:
 
 
 def _limit(team_prefect: dict, name: str) -> dict:
-    response = requests.get(f"{team_prefect['PREFECT_API_URL']}/v2/concurrency_limits/{name}", timeout=30,
-                            headers={"Authorization": "Basic " + _b64(team_prefect["PREFECT_API_AUTH_STRING"])})
-    assert response.status_code == 200, response.text
-    return response.json()
+    return _prefect(team_prefect, "get", f"/v2/concurrency_limits/{name}")
 
 
-def test_concurrent_runs_promote_one_at_a_time_in_the_recorded_lock_order(team_mlflow, team_prefect, tmp_path,
-                                                                         monkeypatch):
+# --- Several workers on one pool, promotion serialized across them (issue 14) ---------------------------------------
+
+POOL, DEPLOYMENT = "digitpipe-process", "train-digits/weekly-retrain"
+RACE = [("logreg", None), ("mlp", 10), ("dnn", 10), ("lenet", 10)]  # one split; nets finish later, some better
+
+
+@pytest.fixture(scope="module")
+def team_workers(team_variables, team_mlflow, team_prefect, tmp_path_factory) -> list[Path]:
+    """compose's `worker` service, both replicas, without containers: process workers on the pool that reach the
+    servers with compose's client settings (the pipeline account) and run flows in this checkout (DIGITPIPE_HOME,
+    as the image sets it); the pool and prefect.yaml's weekly-retrain deployment created as docs/team.md says.
+    Yields the workers' logs."""
+    folder = tmp_path_factory.mktemp("workers")
+    env = {**team_prefect, "DIGITPIPE_HOME": str(ROOT)}
+    for command in (["work-pool", "create", POOL, "--type", "process"],
+                    ["--no-prompt", "deploy", "--name", DEPLOYMENT.split("/")[1]]):
+        done = subprocess.run([str(BIN / "prefect"), *command], cwd=ROOT, env=env, capture_output=True, text=True,
+                              timeout=300)
+        assert done.returncode == 0, done.stdout + done.stderr
+    service = compose_service("worker", team_variables, team_places(team_mlflow["url"], team_prefect["PREFECT_API_URL"]),
+                              {})
+    workers = start_replicas(service, 2, folder, env)
+    try:
+        wait_for(lambda: len(_prefect(team_prefect, "post", f"/work_pools/{POOL}/workers/filter", {})) == 2, 120,
+                 "both workers polling the pool")
+        yield [folder / f"{i}.log" for i in range(len(workers))]
+    finally:
+        for worker in workers:
+            stop(worker)
+
+
+def test_four_deployment_runs_on_two_workers_promote_one_at_a_time_in_the_recorded_lock_order(
+        team_workers, team_mlflow, team_prefect, tmp_path, monkeypatch):
     model = "digits-race"
     # any gain on the shared held-out images promotes (p < 1): with four different accuracies, the order matters
-    config = _team_config(tmp_path, team_mlflow, model, min_accuracy=0.5, min_margin=0.0, max_p_value=1.0,
-                          robust_margin=1.0)
-    env = _team_env(team_mlflow, team_prefect, tmp_path)
-    runs = [_digitpipe("run", "--data", FIXTURE, "--models", name, *(["--epochs", epochs] if epochs else []),
-                       "--quiet", "--out", tmp_path / name, "--config", config, env=env, core=i % 2, wait=False)
-            for i, (name, epochs) in enumerate(RACE)]
-    for run in runs:
-        out, err = run.communicate(timeout=540)
-        assert run.returncode == 0, out + err
+    tracking = {"tracking_uri": team_mlflow["url"], "registered_model": model,
+                "promotion": {"min_accuracy": 0.5, "min_margin": 0.0, "max_p_value": 1.0, "robust_margin": 1.0}}
+    deployment = _prefect(team_prefect, "get", f"/deployments/name/{DEPLOYMENT}")["id"]
+    out = tmp_path / "outputs"  # one output folder for all four runs, as a host's workers share one checkout
+    flow_runs = [_prefect(team_prefect, "post", f"/deployments/{deployment}/create_flow_run", {"parameters": {"cfg": {
+        "data": str(FIXTURE), "models": [name], "epochs": epochs, "out_dir": str(out), "tracking": tracking}}})["id"]
+        for name, epochs in RACE]
+    states = wait_for(lambda: _finished(team_prefect, flow_runs), 540, "the four flow runs")
+    logs = [log.read_text() for log in team_workers]
+    assert states == ["COMPLETED"] * 4, "\n".join(logs)
+    # each flow run went to exactly one worker, and both workers ran some (at most two at once each: --limit 2)
+    took = [{run for run in flow_runs if f"submitting flow run '{run}'" in log} for log in logs]
+    assert sorted(map(len, took)) == [2, 2] and took[0] | took[1] == set(flow_runs), "\n".join(logs)
+    assert len(list((out / "validation").iterdir())) == 4  # no run wrote over another's files
+
     client = _admin(monkeypatch, team_mlflow)
     versions = sorted(client.search_model_versions(f"name='{model}'"), key=lambda v: int(v.tags["promotion_order"]))
     assert sorted(v.tags["model_name"] for v in versions) == sorted(name for name, _ in RACE)
     assert [int(v.tags["promotion_order"]) for v in versions] == [1, 2, 3, 4]
+    assert {v.tags["prefect.flow_run_id"] for v in versions} == set(flow_runs)
     # replayed in lock order, each verdict was reached against the champion the previous ones left
     champion = previous = None
     for v in versions:
@@ -200,10 +233,25 @@ def test_concurrent_runs_promote_one_at_a_time_in_the_recorded_lock_order(team_m
         assert v.tags.get("champion_version") == champion, (v.version, v.tags["verdict_reason"])
         if v.tags["verdict"] == "promoted":
             previous, champion = champion, str(v.version)
+    assert previous is not None  # more than one passed the gate: the lock order decided the champion
     aliases = client.get_registered_model(model).aliases
     assert aliases.get("champion") == champion and aliases.get("previous_champion") == previous
     assert _limit(team_prefect, f"digitpipe-promotion-{model}")["limit"] == 1  # created by the first run
     _no_run_left_running(client)
+
+
+def _prefect(team_prefect: dict, method: str, path: str, body: dict | None = None) -> dict | list:
+    """One call to the team's Prefect API with its auth string; the decoded answer."""
+    response = requests.request(method, f"{team_prefect['PREFECT_API_URL']}{path}", json=body, timeout=30,
+                                headers={"Authorization": "Basic " + _b64(team_prefect["PREFECT_API_AUTH_STRING"])})
+    assert response.status_code in (200, 201), response.text
+    return response.json()
+
+
+def _finished(team_prefect: dict, flow_runs: list[str]) -> list[str] | None:
+    """The flow runs' final state types once none is still scheduled, pending or running."""
+    states = [_prefect(team_prefect, "get", f"/flow_runs/{run}")["state"]["type"] for run in flow_runs]
+    return None if {"SCHEDULED", "PENDING", "RUNNING"} & set(states) else states
 
 
 def test_a_dead_holder_does_not_block_promotion_beyond_its_lease_and_a_lapsed_one_moves_nothing(
@@ -302,10 +350,8 @@ def test_a_postgresql_restart_while_a_run_trains_is_carried_over_by_the_clients_
     assert (champion.version, champion.run_id, champion.tags["verdict"]) == ("1", lenet, "promoted")
     _aliases_point_at_verified_onnx_files(client, team_mlflow["url"], model, tmp_path / "check")
     _no_run_left_running(client)
-    flow_run = requests.get(f"{team_prefect['PREFECT_API_URL']}/flow_runs/{champion.tags['prefect.flow_run_id']}",
-                            headers={"Authorization": "Basic " + _b64(team_prefect["PREFECT_API_AUTH_STRING"])},
-                            timeout=30)
-    assert flow_run.json()["state"]["type"] == "COMPLETED"  # the Prefect server, on the same cluster, carried on too
+    flow_run = _prefect(team_prefect, "get", f"/flow_runs/{champion.tags['prefect.flow_run_id']}")
+    assert flow_run["state"]["type"] == "COMPLETED"  # the Prefect server, on the same cluster, carried on too
 
 
 def _first_epoch_logged(client: MlflowClient, started_ms: int, run: subprocess.Popen) -> str:

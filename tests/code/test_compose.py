@@ -73,7 +73,8 @@ def test_two_workers_on_the_deployments_pool_and_a_dask_cluster_of_one_thread_wo
     pools = {d["work_pool"]["name"] for d in yaml.safe_load((ROOT / "prefect.yaml").read_text())["deployments"]}
     worker = SERVICES["worker"]
     assert worker["deploy"]["replicas"] == 2 and pools == {"digitpipe-process"}
-    assert worker["command"] == ["prefect", "worker", "start", "--pool", "digitpipe-process", "--type", "process"]
+    assert worker["command"] == ["prefect", "worker", "start", "--pool", "digitpipe-process", "--type", "process",
+                                 "--limit", "2"]
     assert worker["environment"]["PREFECT_API_URL"] == "http://prefect:4200/api"
     assert worker["environment"]["MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
     assert SERVICES["scheduler"]["command"][:6] == ["dask", "scheduler", "--host", "0.0.0.0", "--port", "8786"]
