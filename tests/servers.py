@@ -163,6 +163,7 @@ def start_replicas(service: Service, count: int, folder: Path, env: dict[str, st
     """`count` processes of a compose service (its replicas) without containers: `env` with the service's own settings
     over it, a PREFECT_HOME each, output in folder/<i>.log."""
     base = {k: v for k, v in env.items() if not k.startswith("PREFECT_API")}  # only what the service sets
+    folder.mkdir(parents=True, exist_ok=True)
     replicas = []
     for i in range(count):
         home, log = folder / f"home-{i}", open(folder / f"{i}.log", "w")  # noqa: SIM115 (open while it runs)

@@ -17,7 +17,7 @@ from digitpipe.config import PipelineConfig, TrackingConfig
 from digitpipe.data import load_dataset, split_dataset
 from digitpipe.scoring import OnnxScorer
 from tests.gitcheckout import checkout_head
-from tests.helpers import assert_one_line_error, fluent_tracking_uri, kaggle_frame, write_kaggle_csv
+from tests.helpers import assert_one_line_error, fluent_tracking_uri, kaggle_frame
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_api")]
 
@@ -370,59 +370,3 @@ def test_a_run_logs_exactly_the_recorded_mlflow_names(first_run, tracking):
         assert sorted(t for t in tags if not _added_by_export(t)) == expected["version_tags"][name], name
     parent = client.get_run(run.data.tags["mlflow.parentRunId"])
     assert _names(client, parent) == expected["pipeline_run"]
-
-
-@pytest.fixture(scope="module")
-def dask_cluster(prefect_api, tmp_path_factory):
-    """A Dask cluster started as a team's would be: `dask scheduler` and two `dask worker` processes of one thread
-    each, apart from the run (their environment names the Prefect API, the project on PYTHONPATH)."""
-    import os
-    import signal
-    import subprocess
-    import sys
-
-    from distributed import Client
-
-    from flows.api import free_port
-
-    port, folder = free_port(), tmp_path_factory.mktemp("dask")
-    address, dask = f"tcp://127.0.0.1:{port}", str(Path(sys.executable).parent / "dask")
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    commands = [[dask, "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"]] + [
-        [dask, "worker", address, "--nthreads", "1", "--no-dashboard", "--local-directory", str(folder)]] * 2
-    processes = [subprocess.Popen(c, env=env, stdout=subprocess.DEVNULL, stderr=(folder / f"{i}.log").open("w"),
-                                  start_new_session=True) for i, c in enumerate(commands)]
-    try:
-        with Client(address, timeout=60) as client:
-            client.wait_for_workers(2, timeout=120)
-            pids = set(client.run(os.getpid).values())
-        yield address, pids
-    finally:
-        for process in processes:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-
-
-def test_a_separately_started_dask_cluster_trains_the_models_and_scores_the_files(dask_cluster, fixture_dir,
-                                                                                 tracking, tmp_path):
-    from flows.scoring import score_files
-    from flows.training import with_runner
-
-    address, worker_pids = dask_cluster
-    cluster_tracking = tracking.model_copy(update={"registered_model": "digits-cluster"})
-    cfg = PipelineConfig(data=fixture_dir, models=("logreg", "mlp"), epochs=1, out_dir=tmp_path,
-                         tracking=cluster_tracking)
-    summary = with_runner(dask_address=address)(cfg)
-    client = MlflowClient(tracking.tracking_uri)
-    runs = {name: client.get_run(m["run_id"]) for name, m in summary["models"].items()}
-    assert {run.data.tags["digitpipe.pid"] for run in runs.values()} <= {str(pid) for pid in worker_pids}
-    assert runs["mlp"].data.metrics["torch_threads"] == 1  # the worker's share (Dask sets OMP_NUM_THREADS=1)
-    assert summary["verdict"]["verdict"] == "promoted"
-
-    config = tmp_path / "mlflow.yaml"
-    config.write_text(cluster_tracking.model_dump_json())
-    inputs = [write_kaggle_csv(tmp_path / f"part{i}.csv", load_dataset(fixture_dir).images[i * 100:(i + 1) * 100])
-              for i in range(3)]
-    reports = score_files(inputs, dask_address=address, model="models:/digits-cluster@champion", config=config)
-    assert [r["scored"] for r in reports] == [100, 100, 100]
-    assert all(path.with_name(path.name + ".predictions.csv").is_file() for path in inputs)

@@ -319,6 +319,75 @@ def test_a_remote_store_without_a_prefect_server_refuses_promotion_unless_the_ri
     assert client.get_model_version_by_alias(model, "champion").version == version.version
 
 
+# --- The team's Dask cluster (issue 14) --------------------------------------------------------------------------
+
+# Scores the files argv[3:] with the champion of the model named in the mlflow.yaml argv[2], one task per file on
+# the Dask scheduler argv[1] (flows.scoring); prints the rows each file scored.
+SCORE_ON_DASK = """
+import sys
+from pathlib import Path
+from digitpipe.config import load_tracking_config
+from flows.scoring import score_files
+config = Path(sys.argv[2])
+model = f"models:/{load_tracking_config(config).registered_model}@champion"
+reports = score_files([Path(p) for p in sys.argv[3:]], dask_address=sys.argv[1], model=model, config=config)
+print(*[r["scored"] for r in reports])
+"""
+
+
+@pytest.fixture(scope="module")
+def team_dask(team_variables, team_mlflow, team_prefect, tmp_path_factory) -> tuple[str, set[int]]:
+    """compose's Dask `scheduler` and both `dask-worker` replicas, started apart from any run, without containers:
+    the workers reach the servers with compose's client settings and import this checkout (compose's PYTHONPATH).
+    Yields the scheduler's address and the workers' pids."""
+    from distributed import Client
+
+    from flows.api import free_port
+
+    port, folder = free_port(), tmp_path_factory.mktemp("dask")
+    address = f"tcp://127.0.0.1:{port}"
+    places = team_places(team_mlflow["url"], team_prefect["PREFECT_API_URL"]) | {
+        "tcp://scheduler:8786": address, "/home/digitpipe/app": str(ROOT)}
+    scheduler = compose_service("scheduler", team_variables, {}, {"--host": "127.0.0.1", "--port": str(port)})
+    workers = compose_service("dask-worker", team_variables, places, {})
+    processes = start_replicas(scheduler, 1, folder / "scheduler", dict(os.environ))
+    processes += start_replicas(workers, 2, folder / "workers", dict(os.environ))
+    try:
+        with Client(address, timeout=60) as client:
+            client.wait_for_workers(2, timeout=120)
+            yield address, set(client.run(os.getpid).values())
+    finally:
+        for process in processes:
+            stop(process)
+
+
+def test_the_team_dask_cluster_trains_the_models_and_scores_the_files(team_dask, team_mlflow, team_prefect, tmp_path,
+                                                                     monkeypatch):
+    from digitpipe.data import load_dataset
+    from tests.helpers import write_kaggle_csv
+
+    address, worker_pids = team_dask
+    config = _team_config(tmp_path, team_mlflow, "digits-cluster", min_accuracy=0.5)
+    env = _team_env(team_mlflow, team_prefect, tmp_path)
+    code, out, err = _digitpipe("run", "--data", FIXTURE, "--models", "logreg,mlp", "--epochs", 1, "--task-runner",
+                                "dask", "--dask-address", address, "--quiet", "--out", tmp_path / "o", "--summary",
+                                tmp_path / "summary.json", "--config", config, env=env)
+    assert code == 0, out + err
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    client = _admin(monkeypatch, team_mlflow)
+    runs = {name: client.get_run(m["run_id"]) for name, m in summary["models"].items()}
+    assert {run.data.tags["digitpipe.pid"] for run in runs.values()} <= {str(pid) for pid in worker_pids}
+    assert runs["mlp"].data.metrics["torch_threads"] == 1  # the worker's share (one thread, OMP_NUM_THREADS=1)
+    assert summary["verdict"]["verdict"] == "promoted"
+
+    images = load_dataset(FIXTURE).images
+    inputs = [write_kaggle_csv(tmp_path / f"part{i}.csv", images[i * 100:(i + 1) * 100]) for i in range(3)]
+    done = subprocess.run([sys.executable, "-c", SCORE_ON_DASK, address, config, *inputs], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert (done.returncode, done.stdout.splitlines()[-1:]) == (0, ["100 100 100"]), done.stdout + done.stderr
+    assert all(path.with_name(path.name + ".predictions.csv").is_file() for path in inputs)
+
+
 # --- Faults on the shared parts (issue 14) ---------------------------------------------------------------------------
 
 def test_a_postgresql_restart_while_a_run_trains_is_carried_over_by_the_clients_retries(
