@@ -122,7 +122,8 @@ class Augmentation:
     degrees: float = 12.0
     shift_px: float = 3.0
     scale: float = 0.15
-    pen_share: float = 0.5  # thicker or thinner strokes, up to one pixel
+    pen_share: float = 0.8  # thicker or thinner strokes, up to one pixel
+    pen_full_share: float = 0.5  # of those, the share changed by the whole pixel (the rest by a random fraction)
     noise_share: float = 0.5
     noise_sigma: float = 16.0  # on 0-255 pixels
     blur_share: float = 0.5
@@ -145,7 +146,7 @@ def augment(x: torch.Tensor, how: Augmentation | None = None) -> torch.Tensor:
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     x = F.grid_sample(x, grid, align_corners=False, padding_mode="zeros")
     if how.pen_share:
-        x = _some(x, how.pen_share, _pen)
+        x = _some(x, how.pen_share, lambda v: _pen(v, how.pen_full_share))
     if how.noise_share:
         x = _some(x, how.noise_share, lambda v: v + torch.randn_like(v) * how.noise_sigma
                   * torch.rand(len(v), 1, 1, 1, device=device))
@@ -160,9 +161,9 @@ def _some(x: torch.Tensor, share: float, change) -> torch.Tensor:
     return torch.where(chosen, change(x), x)
 
 
-def _pen(x: torch.Tensor) -> torch.Tensor:
+def _pen(x: torch.Tensor, full_share: float) -> torch.Tensor:
     """Strokes up to one pixel thicker (half the images) or thinner (the other half): a cross-shaped dilation or
-    erosion, blended in by a random amount."""
+    erosion, blended in whole for `full_share` of the images and by a random amount for the rest."""
     def dilate(v: torch.Tensor) -> torch.Tensor:
         padded = F.pad(v, (1, 1, 1, 1))
         return torch.stack([v, padded[..., :-2, 1:-1], padded[..., 2:, 1:-1], padded[..., 1:-1, :-2],
@@ -170,7 +171,9 @@ def _pen(x: torch.Tensor) -> torch.Tensor:
 
     thicker = torch.rand(len(x), 1, 1, 1, device=x.device) < 0.5
     changed = torch.where(thicker, dilate(x), -dilate(-x))
-    return x + torch.rand(len(x), 1, 1, 1, device=x.device) * (changed - x)
+    amount = torch.rand(len(x), 1, 1, 1, device=x.device)
+    amount = torch.where(torch.rand_like(amount) < full_share, 1.0, amount)
+    return x + amount * (changed - x)
 
 
 def _blur(x: torch.Tensor, max_sigma: float) -> torch.Tensor:

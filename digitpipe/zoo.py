@@ -50,7 +50,7 @@ SPECS: dict[str, LogRegSpec | NetSpec] = {
     "mlp": NetSpec(epochs=30, batch_size=100, lr=0.1, momentum=0.9, weight_decay=1e-4),
     "dnn": NetSpec(epochs=30, batch_size=100, lr=0.01, momentum=0.9, weight_decay=0.0),
     "lenet": NetSpec(epochs=30, batch_size=100, lr=0.05, momentum=0.9, weight_decay=1e-5),
-    "fastcnn": NetSpec(epochs=7, batch_size=128, lr=4e-3, weight_decay=5e-4, optimizer="adamw",
+    "fastcnn": NetSpec(epochs=12, batch_size=128, lr=4e-3, weight_decay=5e-4, optimizer="adamw",
                        schedule="onecycle", label_smoothing=0.1, augment=True),
 }
 MODEL_NAMES = tuple(SPECS)

@@ -103,3 +103,17 @@ def test_pen_noise_and_blur_change_their_share_of_a_batch(digits, family):
     y = augment(x, dataclasses.replace(only, **{family: 0.5}))
     changed = ((y - x).abs() > 1).flatten(1).any(1).float().mean().item()
     assert 0.35 < changed < 0.65 and y.min() >= 0 and y.max() <= 255
+
+
+def test_a_whole_pixel_pen_change_is_a_full_cross_dilation_or_erosion(digits):
+    from scipy import ndimage
+
+    x = torch.tensor(digits.images[:200], dtype=torch.float32).unsqueeze(1)
+    whole = Augmentation(degrees=0, shift_px=0, scale=0, pen_share=1, pen_full_share=1, noise_share=0, blur_share=0)
+    y = augment(x, whole).squeeze(1).numpy()
+    cross = ndimage.generate_binary_structure(2, 1)
+    thicker = np.stack([ndimage.grey_dilation(d, footprint=cross, mode="constant") for d in digits.images[:200]])
+    thinner = np.stack([ndimage.grey_erosion(d, footprint=cross, mode="constant") for d in digits.images[:200]])
+    is_thicker = np.abs(y - thicker).max((1, 2)) < 1e-3
+    is_thinner = np.abs(y - thinner).max((1, 2)) < 1e-3
+    assert (is_thicker | is_thinner).all() and 0.3 < is_thicker.mean() < 0.7
