@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -213,9 +214,12 @@ def test_four_deployment_runs_on_two_workers_promote_one_at_a_time_in_the_record
     flow_runs = [_prefect(team_prefect, "post", f"/deployments/{deployment}/create_flow_run", {"parameters": {"cfg": {
         "data": str(FIXTURE), "models": [name], "epochs": epochs, "out_dir": str(out), "tracking": tracking}}})["id"]
         for name, epochs in RACE]
-    states = wait_for(lambda: _finished(team_prefect, flow_runs), 540, "the four flow runs")
+    finished = wait_for(lambda: _finished(team_prefect, flow_runs), 540, "the four flow runs")
     logs = [log.read_text() for log in team_workers]
-    assert states == ["COMPLETED"] * 4, "\n".join(logs)
+    assert [run["state"]["type"] for run in finished] == ["COMPLETED"] * 4, "\n".join(logs)
+    # all four were running at one moment
+    started, ended = ([datetime.fromisoformat(run[key]) for run in finished] for key in ("start_time", "end_time"))
+    assert max(started) < min(ended)
     # each flow run went to exactly one worker, and both workers ran some (at most two at once each: --limit 2)
     took = [{run for run in flow_runs if f"submitting flow run '{run}'" in log} for log in logs]
     assert sorted(map(len, took)) == [2, 2] and took[0] | took[1] == set(flow_runs), "\n".join(logs)
@@ -248,10 +252,10 @@ def _prefect(team_prefect: dict, method: str, path: str, body: dict | None = Non
     return response.json()
 
 
-def _finished(team_prefect: dict, flow_runs: list[str]) -> list[str] | None:
-    """The flow runs' final state types once none is still scheduled, pending or running."""
-    states = [_prefect(team_prefect, "get", f"/flow_runs/{run}")["state"]["type"] for run in flow_runs]
-    return None if {"SCHEDULED", "PENDING", "RUNNING"} & set(states) else states
+def _finished(team_prefect: dict, flow_runs: list[str]) -> list[dict] | None:
+    """The flow runs, once none is still scheduled, pending or running."""
+    runs = [_prefect(team_prefect, "get", f"/flow_runs/{run}") for run in flow_runs]
+    return None if {"SCHEDULED", "PENDING", "RUNNING"} & {run["state"]["type"] for run in runs} else runs
 
 
 def test_a_dead_holder_does_not_block_promotion_beyond_its_lease_and_a_lapsed_one_moves_nothing(
