@@ -147,11 +147,10 @@ def _team_env(team_mlflow, team_prefect: dict | None, folder) -> dict:
             "MLFLOW_TRACKING_PASSWORD": team_mlflow["passwords"]["pipeline"], "PREFECT_HOME": str(folder / "prefect")}
 
 
-def _digitpipe(*args, env: dict, core: int | None = None, wait: bool = True):
-    """`digitpipe ARGS` in a subprocess (pinned to one core when `core` is given, so runs share the machine)."""
-    pin = (lambda: os.sched_setaffinity(0, {core})) if core is not None else None
+def _digitpipe(*args, env: dict, wait: bool = True):
+    """`digitpipe ARGS` in a subprocess: (exit code, stdout, stderr), or the process itself when not `wait`."""
     started = subprocess.Popen([sys.executable, "-m", "digitpipe", *map(str, args)], cwd=ROOT, env=env,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=pin)
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     if not wait:
         return started
     out, err = started.communicate(timeout=540)
