@@ -60,8 +60,10 @@ def _unprivileged_user() -> str | None:
     try:
         pwd.getpwnam(PG_USER)
     except KeyError:
+        # another pytest-xdist worker may create it at the same moment: then useradd fails and the user exists
         subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", PG_USER],
-                       check=True, capture_output=True)
+                       capture_output=True)
+        pwd.getpwnam(PG_USER)  # KeyError if neither of us could create it
     return PG_USER
 
 
