@@ -140,8 +140,7 @@ def team_prefect(pg_cluster, team_variables, tmp_path_factory) -> dict:
     stop(server)
 
 
-# minutes each, mostly waiting on servers (the team files start a PostgreSQL cluster and two servers each)
-SLOWEST_FILES = ("test_team.py", "test_team_faults.py", "test_servers.py", "test_pipeline.py")
+SLOWEST_FILES = ("test_team.py", "test_servers.py", "test_pipeline.py")  # minutes each, mostly waiting on servers
 
 
 def pytest_collection_modifyitems(items) -> None:

@@ -60,10 +60,8 @@ def _unprivileged_user() -> str | None:
     try:
         pwd.getpwnam(PG_USER)
     except KeyError:
-        # another pytest-xdist worker may create it at the same moment: then useradd fails and the user exists
         subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", PG_USER],
-                       capture_output=True)
-        pwd.getpwnam(PG_USER)  # KeyError if neither of us could create it
+                       check=True, capture_output=True)
     return PG_USER
 
 

@@ -1,13 +1,16 @@
 """The team's servers, as docs/team.md starts them: MLflow (basic-auth app) and Prefect (API auth string), both on a
-throwaway PostgreSQL cluster; who may do what, a real `digitpipe run` through them with the pipeline account,
-deployment runs on compose's two workers, training and scoring on its Dask cluster (faults: test_team_faults.py)."""
+throwaway PostgreSQL cluster; who may do what, and a real `digitpipe run` through them with the pipeline account."""
 
 from __future__ import annotations
 
+import getpass
+import hashlib
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from datetime import datetime
 from pathlib import Path
 
@@ -20,8 +23,6 @@ from mlflow.exceptions import MlflowException
 from tests.conftest import FIXTURE, ROOT
 from tests.helpers import wait_for
 from tests.servers import BIN, compose_service, start_replicas, stop, team_places
-from tests.team import (admin_client, as_user, b64, concurrency_limit, run_digitpipe, no_run_left_running, prefect_call,
-                        team_config, team_env)
 
 pytestmark = [pytest.mark.slow, pytest.mark.servers]
 MODEL = "digits-team"
@@ -38,11 +39,11 @@ def test_mlflow_refuses_anonymous_and_wrong_passwords(team_mlflow):
 
 def test_prefect_refuses_requests_without_the_auth_string(team_prefect):
     flows = f"{team_prefect['PREFECT_API_URL']}/flows/filter"
-    for headers in ({}, {"Authorization": "Basic " + b64("digitpipe:wrong")}):
+    for headers in ({}, {"Authorization": "Basic " + _b64("digitpipe:wrong")}):
         refused = requests.post(flows, json={}, headers=headers, timeout=30)
         assert (refused.status_code, refused.json()) == (401, {"exception_message": "Unauthorized"})
     allowed = requests.post(flows, json={}, timeout=30,
-                            headers={"Authorization": "Basic " + b64(team_prefect["PREFECT_API_AUTH_STRING"])})
+                            headers={"Authorization": "Basic " + _b64(team_prefect["PREFECT_API_AUTH_STRING"])})
     assert allowed.status_code == 200
 
 
@@ -74,7 +75,7 @@ def test_pipeline_account_registers_and_promotes_with_served_artifacts(pipeline_
     assert client.get_model_version_download_uri(MODEL, version).startswith("mlflow-artifacts:/")
     assert client.get_run(champion.run_id).info.artifact_uri.startswith("mlflow-artifacts:/")
     # the flow ran on the PostgreSQL Prefect server: its run id is on the version
-    flow_run = prefect_call(team_prefect, "get", f"/flow_runs/{champion.tags['prefect.flow_run_id']}")
+    flow_run = _prefect(team_prefect, "get", f"/flow_runs/{champion.tags['prefect.flow_run_id']}")
     assert flow_run["state"]["type"] == "COMPLETED"
 
 
@@ -93,6 +94,81 @@ def test_reader_reads_runs_but_cannot_move_the_champion(pipeline_run, team_mlflo
     assert str(raised.value) == ("API request to endpoint /api/2.0/mlflow/registered-models/alias failed with error "
                                  "code 403 != 200. Response body: 'Permission denied'")
     assert client.get_model_version_by_alias(MODEL, "champion").version == champion
+
+
+def as_user(monkeypatch, team_mlflow: dict, user: str) -> None:
+    """MlflowClient in this process speaks as `user` (MLflow reads the credentials from the environment)."""
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", user)
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", team_mlflow["passwords"][user])
+
+
+def _b64(text: str) -> str:
+    import base64
+
+    return base64.b64encode(text.encode()).decode()
+
+
+# --- Promotion serialized across processes (issue 14): the team servers' lock --------------------------------------
+
+# Holds the promotion lock of the registered model argv[2] on the MLflow server argv[1]; when a line arrives on
+# stdin, moves that model's champion alias to version argv[3] (an alias move by a holder, as promotion makes).
+HOLDER = """
+import sys
+import time
+from digitpipe.config import TrackingConfig
+from digitpipe.tracking import tracker_for
+from flows.locks import promotion_lock_for
+tracking = TrackingConfig(tracking_uri=sys.argv[1], registered_model=sys.argv[2])
+lock = promotion_lock_for(tracking, "prefect")
+registry = tracker_for(tracking, lock).registry
+with lock():
+    print("held", flush=True)
+    sys.stdin.readline()
+    registry.set_alias("champion", sys.argv[3])
+"""
+
+
+def _team_config(folder, team_mlflow, model: str, **gate) -> Path:
+    """An mlflow.yaml for the team's MLflow server, the registered model `model` and these gate settings."""
+    settings = yaml.safe_load((ROOT / "mlflow.yaml").read_text())
+    settings["promotion"] |= gate
+    config = folder / "mlflow.yaml"
+    config.write_text(yaml.safe_dump({**settings, "tracking_uri": team_mlflow["url"], "registered_model": model}))
+    return config
+
+
+def _team_env(team_mlflow, team_prefect: dict | None, folder) -> dict:
+    """A worker's environment: the pipeline account, and the Prefect server when given (else none configured)."""
+    if team_prefect is None:
+        base = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API")}
+    else:
+        base = team_prefect
+    return {**base, "MLFLOW_TRACKING_URI": team_mlflow["url"], "MLFLOW_TRACKING_USERNAME": "pipeline",
+            "MLFLOW_TRACKING_PASSWORD": team_mlflow["passwords"]["pipeline"], "PREFECT_HOME": str(folder / "prefect")}
+
+
+def _digitpipe(*args, env: dict, wait: bool = True):
+    """`digitpipe ARGS` in a subprocess: (exit code, stdout, stderr), or the process itself when not `wait`."""
+    started = subprocess.Popen([sys.executable, "-m", "digitpipe", *map(str, args)], cwd=ROOT, env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    if not wait:
+        return started
+    out, err = started.communicate(timeout=540)
+    return started.returncode, out, err
+
+
+def _admin(monkeypatch, team_mlflow) -> MlflowClient:
+    as_user(monkeypatch, team_mlflow, "admin")
+    return MlflowClient(team_mlflow["url"])
+
+
+def _no_run_left_running(client: MlflowClient) -> None:
+    experiment = client.get_experiment_by_name("digitpipe").experiment_id
+    assert client.search_runs([experiment], "attributes.status = 'RUNNING'") == []
+
+
+def _limit(team_prefect: dict, name: str) -> dict:
+    return _prefect(team_prefect, "get", f"/v2/concurrency_limits/{name}")
 
 
 # --- Several workers on one pool, promotion serialized across them (issue 14) ---------------------------------------
@@ -114,11 +190,11 @@ def team_workers(team_variables, team_mlflow, team_prefect, tmp_path_factory) ->
         done = subprocess.run([str(BIN / "prefect"), *command], cwd=ROOT, env=env, capture_output=True, text=True,
                               timeout=300)
         assert done.returncode == 0, done.stdout + done.stderr
-    places = team_places(team_mlflow["url"], team_prefect["PREFECT_API_URL"])
-    service = compose_service("worker", team_variables, places, {})
+    service = compose_service("worker", team_variables, team_places(team_mlflow["url"], team_prefect["PREFECT_API_URL"]),
+                              {})
     workers = start_replicas(service, 2, folder, env)
     try:
-        wait_for(lambda: len(prefect_call(team_prefect, "post", f"/work_pools/{POOL}/workers/filter", {})) == 2, 120,
+        wait_for(lambda: len(_prefect(team_prefect, "post", f"/work_pools/{POOL}/workers/filter", {})) == 2, 120,
                  "both workers polling the pool")
         yield [folder / f"{i}.log" for i in range(len(workers))]
     finally:
@@ -132,11 +208,11 @@ def test_four_deployment_runs_on_two_workers_promote_one_at_a_time_in_the_record
     # any gain on the shared held-out images promotes (p < 1): with four different accuracies, the order matters
     tracking = {"tracking_uri": team_mlflow["url"], "registered_model": model,
                 "promotion": {"min_accuracy": 0.5, "min_margin": 0.0, "max_p_value": 1.0, "robust_margin": 1.0}}
-    deployment = prefect_call(team_prefect, "get", f"/deployments/name/{DEPLOYMENT}")["id"]
+    deployment = _prefect(team_prefect, "get", f"/deployments/name/{DEPLOYMENT}")["id"]
     out = tmp_path / "outputs"  # one output folder for all four runs, as a host's workers share one checkout
-    flow_runs = [prefect_call(team_prefect, "post", f"/deployments/{deployment}/create_flow_run", {"parameters": {
-        "cfg": {"data": str(FIXTURE), "models": [name], "epochs": epochs, "out_dir": str(out), "tracking": tracking}}})[
-        "id"] for name, epochs in RACE]
+    flow_runs = [_prefect(team_prefect, "post", f"/deployments/{deployment}/create_flow_run", {"parameters": {"cfg": {
+        "data": str(FIXTURE), "models": [name], "epochs": epochs, "out_dir": str(out), "tracking": tracking}}})["id"]
+        for name, epochs in RACE]
     finished = wait_for(lambda: _finished(team_prefect, flow_runs), 540, "the four flow runs")
     logs = [log.read_text() for log in team_workers]
     assert [run["state"]["type"] for run in finished] == ["COMPLETED"] * 4, "\n".join(logs)
@@ -148,7 +224,7 @@ def test_four_deployment_runs_on_two_workers_promote_one_at_a_time_in_the_record
     assert sorted(map(len, took)) == [2, 2] and took[0] | took[1] == set(flow_runs), "\n".join(logs)
     assert len(list((out / "validation").iterdir())) == 4  # no run wrote over another's files
 
-    client = admin_client(monkeypatch, team_mlflow)
+    client = _admin(monkeypatch, team_mlflow)
     versions = sorted(client.search_model_versions(f"name='{model}'"), key=lambda v: int(v.tags["promotion_order"]))
     assert sorted(v.tags["model_name"] for v in versions) == sorted(name for name, _ in RACE)
     assert [int(v.tags["promotion_order"]) for v in versions] == [1, 2, 3, 4]
@@ -163,15 +239,87 @@ def test_four_deployment_runs_on_two_workers_promote_one_at_a_time_in_the_record
     assert previous is not None  # more than one passed the gate: the lock order decided the champion
     aliases = client.get_registered_model(model).aliases
     assert aliases.get("champion") == champion and aliases.get("previous_champion") == previous
-    assert concurrency_limit(team_prefect, f"digitpipe-promotion-{model}")["limit"] == 1  # created by the first run
-    no_run_left_running(client)
+    assert _limit(team_prefect, f"digitpipe-promotion-{model}")["limit"] == 1  # created by the first run
+    _no_run_left_running(client)
+
+
+def _prefect(team_prefect: dict, method: str, path: str, body: dict | None = None) -> dict | list:
+    """One call to the team's Prefect API with its auth string; the decoded answer."""
+    response = requests.request(method, f"{team_prefect['PREFECT_API_URL']}{path}", json=body, timeout=30,
+                                headers={"Authorization": "Basic " + _b64(team_prefect["PREFECT_API_AUTH_STRING"])})
+    assert response.status_code in (200, 201), response.text
+    return response.json()
 
 
 def _finished(team_prefect: dict, flow_runs: list[str]) -> list[dict] | None:
     """The flow runs, once none is still scheduled, pending or running."""
-    runs = [prefect_call(team_prefect, "get", f"/flow_runs/{run}") for run in flow_runs]
+    runs = [_prefect(team_prefect, "get", f"/flow_runs/{run}") for run in flow_runs]
     return None if {"SCHEDULED", "PENDING", "RUNNING"} & {run["state"]["type"] for run in runs} else runs
 
+
+def test_a_dead_holder_does_not_block_promotion_beyond_its_lease_and_a_lapsed_one_moves_nothing(
+        team_mlflow, team_prefect, tmp_path, monkeypatch):
+    model = "digits-lease"
+    config = _team_config(tmp_path, team_mlflow, model, min_accuracy=0.5)
+    env = _team_env(team_mlflow, team_prefect, tmp_path)
+    code, out, err = _digitpipe("run", "--data", FIXTURE, "--models", "logreg", "--quiet", "--out", tmp_path / "o",
+                                "--config", config, env=env)
+    assert code == 0, out + err
+    client = _admin(monkeypatch, team_mlflow)
+    first = client.get_model_version_by_alias(model, "champion").version
+    second = client.copy_model_version(f"models:/{model}/{first}", model).version  # a second version to promote
+    holder_args = [sys.executable, "-c", HOLDER, team_mlflow["url"], model, str(second)]
+    lock = f"digitpipe-promotion-{model}"
+
+    # killed while holding the slot: the next promotion waits for its lease to lapse, then proceeds
+    holder = subprocess.Popen(holder_args, cwd=ROOT, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline() == "held\n"
+    assert _limit(team_prefect, lock)["active_slots"] == 1
+    holder.kill()
+    holder.wait()
+    code, out, err = _digitpipe("promote", "--version", second, "--config", config, env=env)
+    assert (code, out.splitlines()[-1]) == (0, f"{model}: champion -> v{second} (promoted by hand by "
+                                               f"{getpass.getuser()} (replacing v{first}))"), err
+    assert _limit(team_prefect, lock)["active_slots"] == 0
+
+    # frozen past its lease while holding the slot: another promotion goes ahead; woken, the holder moves nothing
+    holder = subprocess.Popen(holder_args, cwd=ROOT, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+    assert holder.stdout.readline() == "held\n"
+    holder.send_signal(signal.SIGSTOP)
+    code, out, err = _digitpipe("promote", "--rollback", "--config", config, env=env)
+    assert (code, out.splitlines()[-1]) == (0, f"{model}: champion -> v{first}, previous_champion -> v{second}"), err
+    holder.send_signal(signal.SIGCONT)
+    _, err = holder.communicate("move\n", timeout=120)
+    assert holder.returncode == 1
+    assert err.strip().splitlines()[-1] == (f"flows.locks.LeaseLost: the lease on the promotion lock {lock} lapsed "
+                                            "before an alias moved: stopped; another worker may have promoted since")
+    assert client.get_model_version_by_alias(model, "champion").version == first
+
+
+def test_a_remote_store_without_a_prefect_server_refuses_promotion_unless_the_risk_is_accepted(
+        team_mlflow, tmp_path, monkeypatch):
+    model = "digits-unlocked"
+    config = _team_config(tmp_path, team_mlflow, model, min_accuracy=0.5)
+    env = _team_env(team_mlflow, None, tmp_path)
+    refusal = (f"digitpipe: error: no promotion lock: the MLflow store at {team_mlflow['url']} is remote and no "
+               "Prefect server is configured (PREFECT_API_URL) to serialize promotions; configure one, or pass "
+               "--unlocked-promotion to accept promotions that may interleave")
+    code, out, err = _digitpipe("run", "--data", FIXTURE, "--models", "logreg", "--quiet", "--out", tmp_path / "o",
+                                "--config", config, env=env)
+    assert (code, err.strip().splitlines()[-1]) == (2, refusal), out + err
+    client = _admin(monkeypatch, team_mlflow)
+    [version] = client.search_model_versions(f"name='{model}'")  # trained and registered, not promoted
+    assert (version.tags["verdict"], version.tags["verdict_reason"]) == ("not_promoted", refusal.split(": ", 2)[2])
+    assert client.get_registered_model(model).aliases == {}
+    _no_run_left_running(client)
+
+    code, out, err = _digitpipe("promote", "--version", version.version, "--config", config, env=env)
+    assert (code, err.strip().splitlines()[-1]) == (2, refusal)
+    code, out, err = _digitpipe("promote", "--version", version.version, "--unlocked-promotion", "--config", config,
+                                env=env)
+    assert code == 0, err
+    assert client.get_model_version_by_alias(model, "champion").version == version.version
 
 
 # --- The team's Dask cluster (issue 14) --------------------------------------------------------------------------
@@ -222,14 +370,14 @@ def test_the_team_dask_cluster_trains_the_models_and_scores_the_files(team_dask,
     from tests.helpers import write_kaggle_csv
 
     address, worker_pids = team_dask
-    config = team_config(tmp_path, team_mlflow, "digits-cluster", min_accuracy=0.5)
-    env = team_env(team_mlflow, team_prefect, tmp_path)
-    code, out, err = run_digitpipe("run", "--data", FIXTURE, "--models", "logreg,mlp", "--epochs", 1,
-                                   "--task-runner", "dask", "--dask-address", address, "--quiet", "--out",
-                                   tmp_path / "o", "--summary", tmp_path / "summary.json", "--config", config, env=env)
+    config = _team_config(tmp_path, team_mlflow, "digits-cluster", min_accuracy=0.5)
+    env = _team_env(team_mlflow, team_prefect, tmp_path)
+    code, out, err = _digitpipe("run", "--data", FIXTURE, "--models", "logreg,mlp", "--epochs", 1, "--task-runner",
+                                "dask", "--dask-address", address, "--quiet", "--out", tmp_path / "o", "--summary",
+                                tmp_path / "summary.json", "--config", config, env=env)
     assert code == 0, out + err
     summary = json.loads((tmp_path / "summary.json").read_text())
-    client = admin_client(monkeypatch, team_mlflow)
+    client = _admin(monkeypatch, team_mlflow)
     runs = {name: client.get_run(m["run_id"]) for name, m in summary["models"].items()}
     assert {run.data.tags["digitpipe.pid"] for run in runs.values()} <= {str(pid) for pid in worker_pids}
     assert runs["mlp"].data.metrics["torch_threads"] == 1  # the worker's share (one thread, OMP_NUM_THREADS=1)
@@ -241,3 +389,68 @@ def test_the_team_dask_cluster_trains_the_models_and_scores_the_files(team_dask,
                           capture_output=True, text=True, timeout=300)
     assert (done.returncode, done.stdout.splitlines()[-1:]) == (0, ["100 100 100"]), done.stdout + done.stderr
     assert all(path.with_name(path.name + ".predictions.csv").is_file() for path in inputs)
+
+
+# --- Faults on the shared parts (issue 14) ---------------------------------------------------------------------------
+
+def test_a_postgresql_restart_while_a_run_trains_is_carried_over_by_the_clients_retries(
+        team_mlflow, team_prefect, pg_cluster, tmp_path, monkeypatch):
+    from tests.pg import restart_cluster
+
+    model = "digits-pg-restart"
+    config = _team_config(tmp_path, team_mlflow, model, min_accuracy=0.5)
+    client = _admin(monkeypatch, team_mlflow)
+    started_ms = int(time.time() * 1000)
+    run = _digitpipe("run", "--data", FIXTURE, "--models", "lenet", "--epochs", 6, "--quiet", "--out", tmp_path / "o",
+                     "--config", config, env=_team_env(team_mlflow, team_prefect, tmp_path), wait=False)
+    lenet = _first_epoch_logged(client, started_ms, run)
+    log_size = team_mlflow["log"].stat().st_size
+    refused = '"POST /api/2.0/mlflow/runs/log-batch HTTP/1.1" 503 Service Unavailable'
+
+    def database_down():
+        # the run trains on with the database down until the MLflow server has refused it an epoch's metrics
+        run.send_signal(signal.SIGCONT)
+        wait_for(lambda: refused in _read_from(team_mlflow["log"], log_size), 120, "the MLflow server's 503")
+
+    run.send_signal(signal.SIGSTOP)  # held between two epochs' metrics, so the outage falls while it trains
+    restart_cluster(pg_cluster, database_down)
+    out, err = run.communicate(timeout=540)
+    # the client retried the refused call with backoff: the run went on once PostgreSQL was back
+    assert (run.returncode, err.strip().splitlines()[-1]) == (0, "v1 promoted: first champion"), out + err
+    assert [m.step for m in client.get_metric_history(lenet, "val_accuracy")] == [1, 2, 3, 4, 5, 6]
+    champion = client.get_model_version_by_alias(model, "champion")
+    assert (champion.version, champion.run_id, champion.tags["verdict"]) == ("1", lenet, "promoted")
+    _aliases_point_at_verified_onnx_files(client, team_mlflow["url"], model, tmp_path / "check")
+    _no_run_left_running(client)
+    flow_run = _prefect(team_prefect, "get", f"/flow_runs/{champion.tags['prefect.flow_run_id']}")
+    assert flow_run["state"]["type"] == "COMPLETED"  # the Prefect server, on the same cluster, carried on too
+
+
+def _first_epoch_logged(client: MlflowClient, started_ms: int, run: subprocess.Popen) -> str:
+    """The id of the lenet run this test started, once its first epoch's metrics are in MLflow."""
+    def logged():
+        assert run.poll() is None, run.communicate()
+        experiment = client.get_experiment_by_name("digitpipe")
+        runs = experiment and client.search_runs(
+            [experiment.experiment_id], f"tags.mlflow.runName = 'lenet' and attributes.start_time >= {started_ms}")
+        return runs and "val_accuracy" in runs[0].data.metrics and runs[0].info.run_id
+
+    return wait_for(logged, 300, "the run's first epoch in MLflow")
+
+
+def _aliases_point_at_verified_onnx_files(client: MlflowClient, url: str, model: str, folder: Path) -> None:
+    import mlflow
+
+    for alias, version in client.get_registered_model(model).aliases.items():
+        tags = client.get_model_version(model, version).tags
+        served = client.get_model_version_download_uri(model, version)  # mlflow-artifacts:/...
+        files = Path(mlflow.artifacts.download_artifacts(served, dst_path=str(folder / alias), tracking_uri=url))
+        [onnx] = files.rglob("*.onnx")
+        assert hashlib.sha256(onnx.read_bytes()).hexdigest() == tags["onnx_sha256"], (alias, version)
+
+
+def _read_from(path: Path, offset: int) -> str:
+    with path.open() as log:
+        log.seek(offset)
+        return log.read()
+
