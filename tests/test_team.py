@@ -241,6 +241,7 @@ def test_four_deployment_runs_on_two_workers_promote_one_at_a_time_in_the_record
         if v.tags["verdict"] == "promoted":
             previous, champion = champion, str(v.version)
     assert previous is not None  # more than one passed the gate: the lock order decided the champion
+    print("lock order:", ", ".join(f"v{v.version} {v.tags['model_name']} {v.tags['verdict']}" for v in versions))
     aliases = client.get_registered_model(model).aliases
     assert aliases.get("champion") == champion and aliases.get("previous_champion") == previous
     assert _limit(team_prefect, f"digitpipe-promotion-{model}")["limit"] == 1  # created by the first run
