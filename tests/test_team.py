@@ -211,7 +211,7 @@ def test_four_deployment_runs_on_two_workers_promote_one_at_a_time_in_the_record
         team_workers, team_mlflow, team_prefect, tmp_path, monkeypatch):
     model = "digits-race"
     # no margin, any p-value below 1: a challenger right on at least two more of the disputed held-out digits than the
-    # champion is promoted. lenet trains longest and beats the others, so more than one run passes the gate.
+    # champion is promoted. The nets beat logreg and lenet, the slowest, beats them: more than one run passes.
     tracking = {"tracking_uri": team_mlflow["url"], "registered_model": model,
                 "promotion": {"min_accuracy": 0.5, "min_margin": 0.0, "max_p_value": 1.0, "robust_margin": 1.0}}
     deployment = _prefect(team_prefect, "get", f"/deployments/name/{DEPLOYMENT}")["id"]
@@ -263,8 +263,8 @@ def _finished(team_prefect: dict, flow_runs: list[str]) -> list[dict] | None:
 
 
 def _kill_unfinished_flow_runs(team_prefect: dict) -> None:
-    """The processes of the pool's flow runs that are still going (a failed test): a process worker starts each in
-    a session of its own, which stopping the worker does not reach."""
+    """The processes of the pool's flow runs that are still going (a failed test): a process worker may start each
+    in a session of its own, which stopping the worker's session does not reach."""
     body = {"work_pools": {"name": {"any_": [POOL]}}, "flow_runs": {"state": {"type": {"not_any_": sorted(FINAL)}}}}
     for run in _prefect(team_prefect, "post", "/flow_runs/filter", body):
         if run.get("infrastructure_pid"):  # "host:pid"
