@@ -96,6 +96,9 @@ class PipelineConfig(_Frozen):
     out_dir: Path = Path("outputs")
     summary: Path | None = None
     tracking: TrackingConfig | None = None  # None: read mlflow.yaml in the working directory (a deployment's case)
+    # Train for this registered model instead of the tracking config's: a triggered retraining names the model its
+    # event was about (prefect.yaml), which need not be the one in the worker's mlflow.yaml.
+    registered_model: str | None = None
     # What locks promotion where the MLflow store is remote (a local sqlite store always takes its file lock):
     # "prefect", the concurrency limit on the run's Prefect server (a deployment's case); "refuse", no server every
     # worker sees (the CLI's temporary Prefect API), so promotion refuses; "unlocked", the user accepted the risk.

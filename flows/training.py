@@ -42,8 +42,11 @@ log = logging.getLogger("digitpipe")  # one line per stage; the CLI prints it, d
 @flow(name="train-digits", task_runner=ThreadPoolTaskRunner(max_workers=1))
 def training_flow(cfg: PipelineConfig) -> dict:
     """Train every configured model on cfg.data, register each, promote the best if it earned it; return the summary."""
-    if cfg.tracking is None:  # a deployment: the project's mlflow.yaml, MLFLOW_TRACKING_URI overriding its store
-        cfg = cfg.model_copy(update={"tracking": load_tracking_config(Path("mlflow.yaml"))})
+    # a deployment: the project's mlflow.yaml, MLFLOW_TRACKING_URI overriding its store
+    tracking = cfg.tracking or load_tracking_config(Path("mlflow.yaml"))
+    if cfg.registered_model:
+        tracking = tracking.model_copy(update={"registered_model": cfg.registered_model})
+    cfg = cfg.model_copy(update={"tracking": tracking})
     device = runtime.pick_device() if pipeline.trains_nets(cfg.models) else "cpu"
     # an unreachable tracking server fails the run here, before any work
     tracker = tracker_for(cfg.tracking, promotion_lock_for(cfg.tracking, cfg.promotion_lock))

@@ -320,6 +320,19 @@ def test_a_prefect_retry_continues_training_from_the_checkpoint(fixture_dir, tmp
     assert [h.epoch for h in trained.history] == [1, 2, 3, 4]
 
 
+def test_a_run_named_for_another_registered_model_registers_and_judges_there(fixture_dir, tracking, tmp_path):
+    """A triggered retraining names its event's model (prefect.yaml): it overrides the tracking config's."""
+    from flows.training import training_flow
+
+    cfg = PipelineConfig(data=fixture_dir, models=("logreg",), out_dir=tmp_path, tracking=tracking,
+                         registered_model="digits-from-event")
+    summary = training_flow(cfg)
+    client = MlflowClient(tracking.tracking_uri)
+    version = client.get_model_version("digits-from-event", summary["models"]["logreg"]["model_version"])
+    assert (version.tags["model_name"], version.tags["verdict"]) == ("logreg", summary["verdict"]["verdict"])
+    assert client.search_model_versions(f"name='digits-test' and run_id='{version.run_id}'") == []
+
+
 def test_dask_task_runner_trains_the_models_at_once_in_separate_processes(fixture_dir, tracking, tmp_path):
     from flows.training import with_runner
 

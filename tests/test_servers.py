@@ -326,5 +326,6 @@ def test_drift_starts_one_retraining_only_when_labelled_feedback_can_fix_it(pref
     time.sleep(5)  # room for a second run, which the trigger's window must absorb
     runs = _retrain_runs(env)
     assert len(runs) == 1 and runs[0]["parameters"]["cfg"]["feedback"] is True
+    assert runs[0]["parameters"]["cfg"]["registered_model"] == model  # the event's, not the project's mlflow.yaml's
     tags = MlflowClient(mlflow_server).get_model_version_by_alias(model, "champion").tags
     assert tags["monitor_alarm"].endswith("retraining requested: labelled feedback newer than the champion exists")
