@@ -42,7 +42,7 @@ log = logging.getLogger("digitpipe")  # one line per stage; the CLI prints it, d
 @flow(name="train-digits", task_runner=ThreadPoolTaskRunner(max_workers=1))
 def training_flow(cfg: PipelineConfig) -> dict:
     """Train every configured model on cfg.data, register each, promote the best if it earned it; return the summary."""
-    # a deployment: the project's mlflow.yaml, MLFLOW_TRACKING_URI overriding its store
+    # no tracking config (a deployment): the project's mlflow.yaml, MLFLOW_TRACKING_URI overriding its store
     tracking = cfg.tracking or load_tracking_config(Path("mlflow.yaml"))
     if cfg.registered_model:
         tracking = tracking.model_copy(update={"registered_model": cfg.registered_model})
