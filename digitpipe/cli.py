@@ -180,12 +180,12 @@ def promote(
     """Move the champion alias by hand: to --version N, or back to the previous champion with --rollback."""
     from digitpipe import promotion
     from digitpipe.tracking import tracker_for
-    from flows.locks import lock_mode, promotion_lock_for
+    from flows.locks import PromotionLock, lock_mode
 
     if (version is None) == (not rollback):
         raise UserError("give exactly one of --version N or --rollback")
     tracking = load_tracking_config(config)
-    registry = tracker_for(tracking, promotion_lock_for(tracking, lock_mode(unlocked_promotion))).registry
+    registry = tracker_for(tracking, PromotionLock(tracking, lock_mode(unlocked_promotion))).registry
     cfg = registry.cfg
     if rollback:
         restored, demoted = promotion.rollback(registry)

@@ -46,14 +46,11 @@ def lock_mode(unlocked: bool) -> Mode:
     return "unlocked" if unlocked else "refuse"
 
 
-def promotion_lock_for(tracking: TrackingConfig, mode: Mode) -> PromotionLock:
-    """The promotion lock of `tracking`'s registry, for `Tracker(cfg, promotion_lock=...)`: the file lock for a
-    local sqlite store whatever `mode`, else what `mode` says (see `lock_mode`)."""
-    return PromotionLock(tracking, mode)
-
-
 @dataclass(frozen=True)  # equal by value: tracker_for keeps one Tracker per store and lock
 class PromotionLock:
+    """The promotion lock of `tracking`'s registry, for `Tracker(cfg, promotion_lock=...)`: the file lock for a
+    local sqlite store whatever `mode`, else what `mode` says (see `lock_mode`)."""
+
     tracking: TrackingConfig
     mode: Mode
 

@@ -19,9 +19,9 @@ from digitpipe.monitor import Reference
 from digitpipe.robustness import Suite
 from digitpipe.files import write_json
 from digitpipe.progress import epoch_bars
-from digitpipe.tracking import Registry, RunLog, tracker_for
+from digitpipe.tracking import Registry, RunLog, Tracker, tracker_for
 from flows import dask_runner
-from flows.locks import promotion_lock_for
+from flows.locks import PromotionLock
 from tasks.data import explore_data, gather_feedback, load_data, split_data, validate_data
 from tasks.modeling import (
     check_robustness,
@@ -48,8 +48,7 @@ def training_flow(cfg: PipelineConfig) -> dict:
         tracking = tracking.model_copy(update={"registered_model": cfg.registered_model})
     cfg = cfg.model_copy(update={"tracking": tracking})
     device = runtime.pick_device() if pipeline.trains_nets(cfg.models) else "cpu"
-    # an unreachable tracking server fails the run here, before any work
-    tracker = tracker_for(cfg.tracking, promotion_lock_for(cfg.tracking, cfg.promotion_lock))
+    tracker = _tracker(cfg)  # an unreachable tracking server fails the run here, before any work
     runs, registry = tracker.runs, tracker.registry
     data = load_data(cfg.data, cfg.protocol)
     # per run: two runs of the same data on one machine (two workers) must not write the same files
@@ -89,6 +88,11 @@ def training_flow(cfg: PipelineConfig) -> dict:
     return summary
 
 
+def _tracker(cfg: PipelineConfig) -> Tracker:
+    """This process's Tracker for the run's store, with the promotion lock the run was given."""
+    return tracker_for(cfg.tracking, PromotionLock(cfg.tracking, cfg.promotion_lock))
+
+
 def add_feedback(runs: RunLog, split: Split) -> tuple[Split, Dataset | None, dict[str, int]]:
     """`split` with the store's labelled feedback in its training part (`run --feedback`), the feedback held out for
     the gate, and what was used (metrics of the pipeline run: the next retraining starts past it)."""
@@ -113,8 +117,7 @@ def with_runner(dask_address: str | None = None, dask_workers: int = 0):
 def train_one(name: str, cfg: PipelineConfig, split: Split, suite: Suite, reference: Reference, device: str,
               parent_id: str, lineage: dict) -> dict:
     """One model from training to a registered version, in its own MLflow run under the pipeline's."""
-    # by config, not passed: a Dask worker gets the config, not a client
-    tracker = tracker_for(cfg.tracking, promotion_lock_for(cfg.tracking, cfg.promotion_lock))
+    tracker = _tracker(cfg)  # by config, not passed: a Dask worker gets the config, not a client
     runs = tracker.runs
     with runs.run(name, parent_id=parent_id, tags=lineage) as run_id:
         folder = cfg.out_dir / parent_id / name

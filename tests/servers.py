@@ -17,6 +17,7 @@ from pathlib import Path
 import yaml
 
 BIN = Path(sys.executable).parent  # the virtualenv's console scripts (prefect, mlflow)
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def start_mlflow_server(folder: Path, port: int) -> subprocess.Popen:
@@ -44,6 +45,28 @@ def start_prefect_server(folder: Path, port: int) -> tuple[subprocess.Popen, dic
     return server, {**env, "PREFECT_API_URL": api}
 
 
+def prefect_cli(*args: str, env: dict, timeout: float = 300) -> subprocess.CompletedProcess:
+    """`prefect ARGS` (never prompting) from the project's folder, as an operator runs it."""
+    return subprocess.run([str(BIN / "prefect"), "--no-prompt", *args], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def prefect_call(env: dict, path: str, body: dict | None = None, method: str | None = None) -> dict | list | None:
+    """One call to the Prefect API at env's PREFECT_API_URL (POST with `body`, else GET, unless `method`), with the
+    server's auth string where env has one; the decoded answer (None: no content)."""
+    import base64
+
+    import requests
+
+    headers = {}
+    if auth := env.get("PREFECT_API_AUTH_STRING"):
+        headers["Authorization"] = "Basic " + base64.b64encode(auth.encode()).decode()
+    response = requests.request(method or ("POST" if body is not None else "GET"), env["PREFECT_API_URL"] + path,
+                                json=body, headers=headers, timeout=30)
+    assert response.status_code in (200, 201, 204), response.text
+    return response.json() if response.content else None
+
+
 def wait_until_up(server: subprocess.Popen, url: str, what: str, timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -62,7 +85,7 @@ def stop(server: subprocess.Popen) -> None:
     server.wait()
 
 
-COMPOSE = Path(__file__).resolve().parents[1] / "compose.yaml"
+COMPOSE = ROOT / "compose.yaml"
 _VARIABLE = re.compile(r"\$\{(\w+)(?::?[-?][^}]*)?\}")
 
 

@@ -18,7 +18,7 @@ from digitpipe.config import PipelineConfig, TrackingConfig
 from flows.api import free_port
 from tests.conftest import ROOT
 from tests.helpers import assert_one_line_error, fluent_tracking_uri, wait_for
-from tests.servers import BIN, start_mlflow_server, start_prefect_server, stop
+from tests.servers import BIN, prefect_call, prefect_cli, start_mlflow_server, start_prefect_server, stop
 
 pytestmark = [pytest.mark.slow, pytest.mark.servers]
 DEMO = ROOT / "data" / "demo"
@@ -188,11 +188,6 @@ def prefect_server(tmp_path_factory) -> dict:
     stop(server)
 
 
-def prefect(*args: str, env: dict, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([str(BIN / "prefect"), "--no-prompt", *args], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=timeout)
-
-
 def test_deployment_runs_on_a_process_worker_and_registers_the_model(prefect_server, mlflow_server, tmp_path):
     """prefect.yaml deployed to a Prefect server, a run triggered, a process worker runs it, the registry has it."""
     home = tmp_path / "home"  # the worker's project folder (DIGITPIPE_HOME): the code, and its own mlflow.yaml
@@ -201,9 +196,9 @@ def test_deployment_runs_on_a_process_worker_and_registers_the_model(prefect_ser
         (home / part).symlink_to(ROOT / part)
     (home / "mlflow.yaml").write_text(yaml.safe_dump({"registered_model": "digits-deployed", "min_accuracy": 0.5}))
     env = {**prefect_server, "DIGITPIPE_HOME": str(home), "MLFLOW_TRACKING_URI": mlflow_server}
-    created = prefect("work-pool", "create", "digitpipe-process", "--type", "process", env=env)
+    created = prefect_cli("work-pool", "create", "digitpipe-process", "--type", "process", env=env)
     assert created.returncode == 0, created.stdout + created.stderr
-    deployed = prefect("deploy", "--all", env=env)
+    deployed = prefect_cli("deploy", "--all", env=env)
     assert deployed.returncode == 0, deployed.stdout + deployed.stderr
     assert "weekly-retrain" in deployed.stdout and "nightly-score" in deployed.stdout
 
@@ -213,7 +208,7 @@ def test_deployment_runs_on_a_process_worker_and_registers_the_model(prefect_ser
     try:
         params = {"cfg": {"data": "data/demo", "models": ["logreg"], "out_dir": str(tmp_path / "out"),
                           "summary": str(tmp_path / "summary.json")}}
-        ran = prefect("deployment", "run", "train-digits/weekly-retrain", "--params", json.dumps(params), "--watch",
+        ran = prefect_cli("deployment", "run", "train-digits/weekly-retrain", "--params", json.dumps(params), "--watch",
                       "--watch-timeout", "500", env=env, timeout=560)
     finally:
         stop(worker)
@@ -229,8 +224,8 @@ def test_deployment_runs_on_a_process_worker_and_registers_the_model(prefect_ser
 def test_an_invalid_schedule_fails_the_deploy_with_the_reason(prefect_server, tmp_path):
     broken = tmp_path / "prefect.yaml"
     broken.write_text((ROOT / "prefect.yaml").read_text().replace('cron: "0 3 * * 1"', 'cron: "0 3 * * monday-ish"'))
-    prefect("work-pool", "create", "digitpipe-process", "--type", "process", "--overwrite", env=prefect_server)
-    done = prefect("deploy", "--all", "--prefect-file", str(broken), env={**prefect_server, "DIGITPIPE_HOME": "."})
+    prefect_cli("work-pool", "create", "digitpipe-process", "--type", "process", "--overwrite", env=prefect_server)
+    done = prefect_cli("deploy", "--all", "--prefect-file", str(broken), env={**prefect_server, "DIGITPIPE_HOME": "."})
     output = done.stdout + done.stderr
     assert done.returncode == 1, output
     # Prefect's CLI prints the validation error on stdout: pydantic's heading, the field, then the reason
@@ -239,26 +234,15 @@ def test_an_invalid_schedule_fails_the_deploy_with_the_reason(prefect_server, tm
     assert lines[reason + 1:reason + 3] == ["cron", 'Value error, Invalid cron string: "0 3 * * monday-ish"'], output
 
 
-def _api(env: dict, path: str, body: dict | None = None) -> dict:
-    """A call to the Prefect server's REST API (POST with `body`, else GET)."""
-    import urllib.request
-
-    data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(env["PREFECT_API_URL"] + path, data=data,
-                                     headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=30) as response:
-        return json.loads(response.read())
-
-
 def _retrain_runs(env: dict) -> list[dict]:
-    deployment = _api(env, "/deployments/name/train-digits/retrain-on-feedback")
-    return _api(env, "/flow_runs/filter", {"flow_runs": {"deployment_id": {"any_": [deployment["id"]]}}})
+    deployment = prefect_call(env, "/deployments/name/train-digits/retrain-on-feedback")
+    return prefect_call(env, "/flow_runs/filter", {"flow_runs": {"deployment_id": {"any_": [deployment["id"]]}}})
 
 
 def _wait_for_events(env: dict, name: str, count: int) -> list[dict]:
     """The server's events called `name` once it has `count` of them (events travel over a websocket)."""
     def events() -> list[dict]:
-        found = _api(env, "/events/filter", {"filter": {"event": {"name": [name]}}, "limit": 50})["events"]
+        found = prefect_call(env, "/events/filter", {"filter": {"event": {"name": [name]}}, "limit": 50})["events"]
         return found if len(found) >= count else []
 
     return wait_for(events, 60, f"{count} {name} event(s)", poll=1)
@@ -279,8 +263,8 @@ def test_drift_starts_one_retraining_only_when_labelled_feedback_can_fix_it(pref
     config = tmp_path / "mlflow.yaml"  # a floor on live accuracy that logreg's feedback on clean digits passes
     config.write_text(yaml.safe_dump({"tracking_uri": mlflow_server, "registered_model": model, "min_accuracy": 0.5,
                                       "experiment": "loop-server", "monitoring": {"min_live_accuracy": 0.5}}))
-    prefect("work-pool", "create", "digitpipe-process", "--type", "process", "--overwrite", env=env)
-    deployed = prefect("deploy", "--name", "retrain-on-feedback", env=env)
+    prefect_cli("work-pool", "create", "digitpipe-process", "--type", "process", "--overwrite", env=env)
+    deployed = prefect_cli("deploy", "--name", "retrain-on-feedback", env=env)
     assert deployed.returncode == 0, deployed.stdout + deployed.stderr
 
     def cli(*args: str) -> subprocess.CompletedProcess:

@@ -24,7 +24,7 @@ from mlflow.exceptions import MlflowException
 
 from tests.conftest import FIXTURE, ROOT
 from tests.helpers import wait_for
-from tests.servers import BIN, compose_service, start_replicas, stop, team_places
+from tests.servers import compose_service, prefect_call, prefect_cli, start_replicas, stop, team_places
 
 pytestmark = [pytest.mark.slow, pytest.mark.servers]
 MODEL = "digits-team"
@@ -73,7 +73,7 @@ def test_pipeline_account_registers_and_promotes_with_served_artifacts(pipeline_
     assert client.get_model_version_download_uri(MODEL, version).startswith("mlflow-artifacts:/")
     assert client.get_run(champion.run_id).info.artifact_uri.startswith("mlflow-artifacts:/")
     # the flow ran on the PostgreSQL Prefect server: its run id is on the version
-    flow_run = _prefect(team_prefect, "get", f"/flow_runs/{champion.tags['prefect.flow_run_id']}")
+    flow_run = prefect_call(team_prefect, f"/flow_runs/{champion.tags['prefect.flow_run_id']}")
     assert flow_run["state"]["type"] == "COMPLETED"
 
 
@@ -115,9 +115,9 @@ import sys
 import time
 from digitpipe.config import TrackingConfig
 from digitpipe.tracking import tracker_for
-from flows.locks import promotion_lock_for
+from flows.locks import PromotionLock
 tracking = TrackingConfig(tracking_uri=sys.argv[1], registered_model=sys.argv[2])
-lock = promotion_lock_for(tracking, "prefect")
+lock = PromotionLock(tracking, "prefect")
 registry = tracker_for(tracking, lock).registry
 with lock():
     print("held", flush=True)
@@ -166,7 +166,7 @@ def _no_run_left_running(client: MlflowClient) -> None:
 
 
 def _limit(team_prefect: dict, name: str) -> dict:
-    return _prefect(team_prefect, "get", f"/v2/concurrency_limits/{name}")
+    return prefect_call(team_prefect, f"/v2/concurrency_limits/{name}")
 
 
 # --- Several workers on one pool, promotion serialized across them (issue 14) ---------------------------------------
@@ -184,21 +184,19 @@ def team_workers(team_variables, team_mlflow, team_prefect, tmp_path_factory):
     Monday schedule switched off (so that only the test's runs reach the workers)."""
     folder = tmp_path_factory.mktemp("workers")
     env = {**team_prefect, "DIGITPIPE_HOME": str(ROOT)}
-    for command in (["work-pool", "create", POOL, "--type", "process"],
-                    ["--no-prompt", "deploy", "--name", DEPLOYMENT.split("/")[1]]):
-        done = subprocess.run([str(BIN / "prefect"), *command], cwd=ROOT, env=env, capture_output=True, text=True,
-                              timeout=300)
+    for command in (["work-pool", "create", POOL, "--type", "process"], ["deploy", "--name", DEPLOYMENT.split("/")[1]]):
+        done = prefect_cli(*command, env=env)
         assert done.returncode == 0, done.stdout + done.stderr
-    deployment = _prefect(team_prefect, "get", f"/deployments/name/{DEPLOYMENT}")
+    deployment = prefect_call(team_prefect, f"/deployments/name/{DEPLOYMENT}")
     for schedule in deployment["schedules"]:
-        _prefect(team_prefect, "patch", f"/deployments/{deployment['id']}/schedules/{schedule['id']}",
-                 {"active": False})
+        prefect_call(team_prefect, f"/deployments/{deployment['id']}/schedules/{schedule['id']}", {"active": False},
+                     "PATCH")
     places = team_places(team_mlflow["url"], team_prefect["PREFECT_API_URL"])
     service = compose_service("worker", team_variables, places, {})
     # test-only: poll every second instead of every 10 s, so that both workers find the runs while all are waiting
     workers = start_replicas(service, 2, folder, {**env, "PREFECT_WORKER_QUERY_SECONDS": "1"})
     try:
-        wait_for(lambda: len(_prefect(team_prefect, "post", f"/work_pools/{POOL}/workers/filter", {})) == 2, 120,
+        wait_for(lambda: len(prefect_call(team_prefect, f"/work_pools/{POOL}/workers/filter", {})) == 2, 120,
                  "both workers polling the pool")
         yield
     finally:
@@ -214,9 +212,9 @@ def test_four_deployment_runs_on_two_workers_promote_one_at_a_time_in_the_record
     # champion is promoted. The nets beat logreg and lenet, the slowest, beats them: more than one run passes.
     tracking = {"tracking_uri": team_mlflow["url"], "registered_model": model,
                 "promotion": {"min_accuracy": 0.5, "min_margin": 0.0, "max_p_value": 1.0, "robust_margin": 1.0}}
-    deployment = _prefect(team_prefect, "get", f"/deployments/name/{DEPLOYMENT}")["id"]
+    deployment = prefect_call(team_prefect, f"/deployments/name/{DEPLOYMENT}")["id"]
     out = tmp_path / "outputs"  # one output folder for all four runs, as a host's workers share one checkout
-    flow_runs = [_prefect(team_prefect, "post", f"/deployments/{deployment}/create_flow_run", {"parameters": {"cfg": {
+    flow_runs = [prefect_call(team_prefect, f"/deployments/{deployment}/create_flow_run", {"parameters": {"cfg": {
         "data": str(FIXTURE), "models": [name], "epochs": epochs, "out_dir": str(out), "tracking": tracking}}})["id"]
         for name, epochs in RACE]
     finished = wait_for(lambda: _finished(team_prefect, flow_runs), 480, "the four flow runs")
@@ -248,17 +246,9 @@ def test_four_deployment_runs_on_two_workers_promote_one_at_a_time_in_the_record
     _no_run_left_running(client)
 
 
-def _prefect(team_prefect: dict, method: str, path: str, body: dict | None = None) -> dict | list:
-    """One call to the team's Prefect API with its auth string; the decoded answer (None: no content)."""
-    response = requests.request(method, f"{team_prefect['PREFECT_API_URL']}{path}", json=body, timeout=30,
-                                headers={"Authorization": "Basic " + _b64(team_prefect["PREFECT_API_AUTH_STRING"])})
-    assert response.status_code in (200, 201, 204), response.text
-    return response.json() if response.content else None
-
-
 def _finished(team_prefect: dict, flow_runs: list[str]) -> list[dict] | None:
     """The flow runs, once every one has reached a final state."""
-    runs = [_prefect(team_prefect, "get", f"/flow_runs/{run}") for run in flow_runs]
+    runs = [prefect_call(team_prefect, f"/flow_runs/{run}") for run in flow_runs]
     return runs if all(run["state"]["type"] in FINAL for run in runs) else None
 
 
@@ -266,7 +256,7 @@ def _kill_unfinished_flow_runs(team_prefect: dict) -> None:
     """The processes of the pool's flow runs that are still going (a failed test): a process worker may start each
     in a session of its own, which stopping the worker's session does not reach."""
     body = {"work_pools": {"name": {"any_": [POOL]}}, "flow_runs": {"state": {"type": {"not_any_": sorted(FINAL)}}}}
-    for run in _prefect(team_prefect, "post", "/flow_runs/filter", body):
+    for run in prefect_call(team_prefect, "/flow_runs/filter", body):
         if run.get("infrastructure_pid"):  # "host:pid"
             with contextlib.suppress(ProcessLookupError, ValueError):
                 os.kill(int(run["infrastructure_pid"].rsplit(":", 1)[1]), signal.SIGKILL)
@@ -438,7 +428,7 @@ def test_a_postgresql_restart_while_a_run_trains_is_carried_over_by_the_clients_
     assert (champion.version, champion.run_id, champion.tags["verdict"]) == ("1", lenet, "promoted")
     _aliases_point_at_verified_onnx_files(client, team_mlflow["url"], model, tmp_path / "check")
     _no_run_left_running(client)
-    flow_run = _prefect(team_prefect, "get", f"/flow_runs/{champion.tags['prefect.flow_run_id']}")
+    flow_run = prefect_call(team_prefect, f"/flow_runs/{champion.tags['prefect.flow_run_id']}")
     assert flow_run["state"]["type"] == "COMPLETED"  # the Prefect server, on the same cluster, carried on too
 
 
