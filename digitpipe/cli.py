@@ -97,11 +97,16 @@ def run(
     if task_runner not in ("local", "dask"):
         raise UserError(f"--task-runner {task_runner!r}: expected local or dask")
     promotion_lock = lock_mode(unlocked_promotion)  # before a temporary Prefect API, which would lock nothing
-    with prefect_api() as api_url:  # a temporary API starts now, beside the imports below
+    names = tuple(m.strip() for m in models.split(",") if m.strip())
+    dask_workers = _dask_workers(len(names), task_runner, dask_address)
+    started = None  # with a local Dask cluster: waits for it and returns its address
+    with prefect_api() as api_url, contextlib.ExitStack() as cluster:  # a temporary API starts now, beside the imports
         _quiet_orchestration_logs(verbose)
+        if dask_workers:  # a local cluster starts now too: its workers import the tasks' libraries meanwhile
+            from flows import local_cluster
+
+            started = cluster.enter_context(local_cluster(dask_workers, _worker_preload(names)))
         data = data or _fetch(None, None)
-        names = tuple(m.strip() for m in models.split(",") if m.strip())
-        dask_workers = _dask_workers(len(names), task_runner, dask_address)
         values = {
             "data": data, "models": names, "epochs": epochs,
             "stop_at_accuracy": stop_at_accuracy, "patience": patience, "resume": resume, "seed": seed,
@@ -121,7 +126,7 @@ def run(
         wait_until_ready(api_url)
         if store is not None:
             store.wait()
-        result = with_runner(dask_address, dask_workers)(cfg)
+        result = with_runner(started() if started else dask_address)(cfg)
     if not quiet:
         from digitpipe.progress import print_comparison
 
@@ -136,11 +141,26 @@ def _prepare_store(uri: str) -> subprocess.Popen | None:
                             env={**os.environ, "MLFLOW_LOGGING_LEVEL": "WARNING"})
 
 
+NET_CORES = 2  # the fewest cores a net trains on: on 2 cores one LeNet takes 1.7x as long on 1 thread as on 2
+
+
 def _dask_workers(models: int, task_runner: str, dask_address: str | None) -> int:
-    """Processes of a local Dask cluster: one per model, no more than the cores (0: no local cluster)."""
+    """Processes of a local Dask cluster: one per model, each with at least NET_CORES cores (0: no local cluster).
+    Two one-thread nets at once on 2 cores train only ~10% more per second than one after the other on both, and
+    the net that dominates a run then takes 1.7x as long (bench/README.md): splitting too few cores loses."""
     if task_runner != "dask" or dask_address:
         return 0
-    return max(1, min(models, available_cores()))
+    return max(1, min(models, available_cores() // NET_CORES))
+
+
+def _worker_preload(names: tuple[str, ...]) -> list[str]:
+    """What a local Dask worker imports as it starts: the libraries a model's task uses (~6 s of imports that would
+    otherwise come after the data is split), scikit-learn's for the baseline and torch's for nets."""
+    from digitpipe.zoo import SPECS, NetSpec
+
+    nets = any(isinstance(SPECS.get(name), NetSpec) for name in names)
+    return (["flows.dask_worker", "flows.training", "mlflow", "digitpipe.export", "digitpipe.plots"]
+            + (["torch", "torch.onnx"] if nets else []) + (["digitpipe.baseline", "skl2onnx"] if "logreg" in names else []))
 
 
 class _StderrHandler(logging.StreamHandler):
@@ -168,6 +188,7 @@ def _quiet_orchestration_logs(verbose: bool) -> None:
     if not verbose:  # read by Prefect and MLflow when they configure their logging on import
         os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
         os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+        os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")  # a local cluster's start and stop lines
 
 
 @app.command()

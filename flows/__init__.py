@@ -1,11 +1,42 @@
 """Prefect flows: the pipeline diagrams, reading top to bottom."""
 
+from __future__ import annotations
 
-def dask_runner(address: str | None = None, workers: int = 0):
-    """A prefect-dask task runner: on the Dask scheduler at `address`, else on a local cluster of `workers`
-    single-threaded processes (each task gets a process of its own: its own RNG, its own torch threads)."""
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+
+# Dask's nanny starts every worker with MALLOC_TRIM_THRESHOLD_=65536, which also turns off glibc's adaptive mmap
+# threshold: each batch's tensors are then mapped and unmapped, page faults and all, and LeNet trains ~1.6x slower
+# (bench/README.md). None leaves glibc's default. (compose.yaml's dask-worker sets the same through its environment.)
+NANNY_ENVIRON = {"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}
+
+
+@contextlib.contextmanager
+def local_cluster(workers: int, preload: Sequence[str] = ()) -> Iterator[Callable[[], str]]:
+    """A local Dask cluster of `workers` one-task processes, started on a thread now so that the workers import
+    `preload` (the tasks' heavy modules) beside this process's own start-up; yields a function that waits for the
+    cluster and returns its scheduler's address. Workers inherit this process's environment (PREFECT_API_URL)."""
+    import dask
+    from distributed import LocalCluster
+
+    dask.config.set(NANNY_ENVIRON)  # read when the nanny spawns a worker
+    with ThreadPoolExecutor(1, thread_name_prefix="digitpipe-dask") as pool:
+        starting = pool.submit(LocalCluster, n_workers=workers, threads_per_worker=1, processes=True,
+                               dashboard_address=None, preload=list(preload))
+        try:
+            yield lambda: starting.result().scheduler_address
+        finally:
+            with contextlib.suppress(Exception):  # a cluster that failed to start has nothing to close
+                starting.result().close()
+
+
+def dask_runner(address: str):
+    """A prefect-dask task runner on the Dask scheduler at `address` (`local_cluster` starts one here)."""
+    import dask
     from prefect_dask import DaskTaskRunner
 
-    if address:
-        return DaskTaskRunner(address=address)
-    return DaskTaskRunner(cluster_kwargs={"n_workers": workers, "threads_per_worker": 1, "processes": True})
+    # Each model's task carries the split and the perturbation suite, so workers need no shared storage: 18 MB on
+    # the demo data, ~200 MB on 60,000 images. Dask's warning about large graphs would only alarm the user.
+    dask.config.set({"distributed.admin.large-graph-warning-threshold": "1GB"})
+    return DaskTaskRunner(address=address)

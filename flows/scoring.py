@@ -51,12 +51,12 @@ def scoring_flow(inputs: list[Path], model: str = "models:/digits@champion", suf
     return [vars(r) for r in reports]
 
 
-def score_files(inputs: list[Path], dask_address: str | None = None, dask_workers: int = 0, **options) -> list[dict]:
-    """Run the scoring flow on threads (default), on a local Dask cluster of `dask_workers` processes, or on the
-    Dask cluster at `dask_address` (prefect-dask): one task per file, so more workers score more files at once."""
-    if not (dask_address or dask_workers):
+def score_files(inputs: list[Path], dask_address: str | None = None, **options) -> list[dict]:
+    """Run the scoring flow on threads (default) or on the Dask cluster at `dask_address` (prefect-dask;
+    `flows.local_cluster` starts one on this machine): one task per file, so more workers score more files at once."""
+    if not dask_address:
         return scoring_flow(inputs, **options)
-    return scoring_flow.with_options(task_runner=dask_runner(dask_address, dask_workers))(inputs, **options)
+    return scoring_flow.with_options(task_runner=dask_runner(dask_address))(inputs, **options)
 
 
 def log_report(runs: RunLog, report: ScoreReport, reference: Reference | None) -> None:

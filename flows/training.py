@@ -105,12 +105,10 @@ def add_feedback(runs: RunLog, split: Split) -> tuple[Split, Dataset | None, dic
     return split, held_out, used
 
 
-def with_runner(dask_address: str | None = None, dask_workers: int = 0):
-    """The training flow on its default runner, or training the models at once on a Dask cluster (prefect-dask):
-    a local cluster of `dask_workers` processes, or the cluster at `dask_address`."""
-    if not (dask_address or dask_workers):
-        return training_flow
-    return training_flow.with_options(task_runner=dask_runner(dask_address, dask_workers))
+def with_runner(dask_address: str | None = None):
+    """The training flow on its default runner, or training the models at once on the Dask cluster at
+    `dask_address` (prefect-dask; `flows.local_cluster` starts one on this machine)."""
+    return training_flow.with_options(task_runner=dask_runner(dask_address)) if dask_address else training_flow
 
 
 @task(cache_policy=NO_CACHE, task_run_name="model-{name}")
