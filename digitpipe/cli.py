@@ -159,7 +159,7 @@ def _worker_preload(names: tuple[str, ...]) -> list[str]:
     from digitpipe.zoo import SPECS, NetSpec
 
     nets = any(isinstance(SPECS.get(name), NetSpec) for name in names)
-    return (["flows.dask_worker", "flows.training", "mlflow", "digitpipe.export", "digitpipe.plots"]
+    return (["flows.training", "mlflow", "digitpipe.export", "digitpipe.plots"]
             + (["torch", "torch.onnx"] if nets else []) + (["digitpipe.baseline", "skl2onnx"] if "logreg" in names else []))
 
 

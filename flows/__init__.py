@@ -16,14 +16,15 @@ NANNY_ENVIRON = {"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": N
 def local_cluster(workers: int, preload: Sequence[str] = ()) -> Iterator[Callable[[], str]]:
     """A local Dask cluster of `workers` one-task processes, started on a thread now so that the workers import
     `preload` (the tasks' heavy modules) beside this process's own start-up; yields a function that waits for the
-    cluster and returns its scheduler's address. Workers inherit this process's environment (PREFECT_API_URL)."""
+    cluster and returns its scheduler's address. Workers inherit this process's environment (PREFECT_API_URL) and
+    end without the interpreter's teardown (flows.dask_worker)."""
     import dask
     from distributed import LocalCluster
 
     dask.config.set(NANNY_ENVIRON)  # read when the nanny spawns a worker
     with ThreadPoolExecutor(1, thread_name_prefix="digitpipe-dask") as pool:
         starting = pool.submit(LocalCluster, n_workers=workers, threads_per_worker=1, processes=True,
-                               dashboard_address=None, preload=list(preload))
+                               dashboard_address=None, preload=["flows.dask_worker", *preload])
         try:
             yield lambda: starting.result().scheduler_address
         finally:
