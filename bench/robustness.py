@@ -2,7 +2,7 @@
 promotion gate (digitpipe.robustness) built from the whole held-out part.
 
 Usage: python bench/robustness.py [MNIST_DIR] [--models logreg,mlp,dnn,lenet,fastcnn] [--epochs N] [--seeds 42]
-       [--protocol book|standard] [--digits N] [--augment degrees=12,shift_px=3,pen_share=0.5,...]
+       [--protocol book|standard] [--digits N] [--val-fraction 0.1] [--augment degrees=12,shift_px=3,...]
 The book protocol (stratified 75/25 of the 60,000-image training set) by default; `--protocol standard` tests on
 t10k (MNIST_DIR must hold the t10k files). Several --seeds give the mean and spread per model. --augment
 changes the training augmentation of the nets that use it (digitpipe.train.Augmentation fields), for tuning.
@@ -34,6 +34,8 @@ def main() -> None:
     parser.add_argument("--seeds", default="42", help="comma-separated training seeds (the split stays seed 42)")
     parser.add_argument("--protocol", choices=("book", "standard"), default="book")
     parser.add_argument("--digits", type=int, default=100_000, help="held-out digits in the suite (default: all)")
+    parser.add_argument("--val-fraction", type=float, default=0.1,
+                        help="share of the training part kept for the validation curves (the CLI's --val-fraction)")
     parser.add_argument("--augment", default="", help="Augmentation fields to change, e.g. degrees=12,pen_share=0.5")
     args = parser.parse_args()
     if args.augment:
@@ -42,9 +44,10 @@ def main() -> None:
         print(f"augmentation: {train.AUGMENTATION}")
     cores, device = use_cores(), pick_device()
     folder = data_path(args)
-    split = split_by_protocol(load_dataset(folder), args.protocol, folder)
+    split = split_by_protocol(load_dataset(folder), args.protocol, folder, val_fraction=args.val_fraction)
     suite = build_suite(split.test, seed=0, max_digits=args.digits)
-    print(f"{args.protocol} protocol, {len(suite.digits):,} held-out digits x {len(suite.images)} perturbed copies "
+    print(f"{args.protocol} protocol, fit on {len(split.train):,} images ({len(split.val):,} for validation), "
+          f"{len(suite.digits):,} held-out digits x {len(suite.images)} perturbed copies "
           f"({suite.spec}, digest {suite.digest[:16]}); {device}, {cores} threads")
     print(f"{'model':<8} {'seed':>4} {'clean %':>8} {'robust %':>9} {'gap':>6} {'invariant %':>12} "
           + " ".join(f"{f[:6]:>6}" for f in FAMILIES) + f" {'train s':>8}")
