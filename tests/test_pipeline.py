@@ -335,62 +335,19 @@ def test_a_run_named_for_another_registered_model_registers_and_judges_there(fix
     assert client.search_model_versions(f"name='digits-test' and run_id='{version.run_id}'") == []
 
 
-def test_dask_task_runner_trains_the_models_at_once_in_separate_processes(fixture_dir, tracking, tmp_path):
+def test_a_local_dask_cluster_keeps_glibcs_malloc_settings_and_preloads_what_it_is_given():
+    import sys
+
     from distributed import Client
 
     from flows import local_cluster
-    from flows.training import with_runner
 
-    cfg = PipelineConfig(data=fixture_dir, models=("logreg", "lenet"), epochs=1, out_dir=tmp_path,
-                         tracking=tracking.model_copy(update={"registered_model": "digits-dask"}))
-    with local_cluster(2) as started:
-        with Client(started()) as client:  # glibc's own malloc settings, not Dask's (1.6x slower training)
-            assert set(client.run(os.environ.get, "MALLOC_TRIM_THRESHOLD_").values()) == {None}
-        summary = with_runner(started())(cfg)
-    client = MlflowClient(tracking.tracking_uri)
-    runs = [client.get_run(m["run_id"]) for m in summary["models"].values()]
-    parent = client.get_run(runs[0].data.tags["mlflow.parentRunId"])
-    pids = {run.data.tags["digitpipe.pid"] for run in [*runs, parent]}
-    assert len(pids) == 3  # each model's run was created by its own Dask worker process
-    assert all(run.info.status == "FINISHED" for run in runs)
-    assert summary["verdict"]["verdict"] == "promoted" and summary["champion"] is not None
+    def facts():
+        return os.environ.get("MALLOC_TRIM_THRESHOLD_"), {"flows.dask_worker", "digitpipe.export"} <= set(sys.modules)
 
-
-def _artifact_names(client, run_id, path=None):
-    names = []
-    for artifact in client.list_artifacts(run_id, path):
-        names += _artifact_names(client, run_id, artifact.path) if artifact.is_dir else [artifact.path]
-    return names
-
-
-def _names(client, run):
-    """The names a user sees on a run (MLflow's own tags aside), as recorded in tests/fixtures/mlflow_names.json."""
-    kept_mlflow_tags = ("mlflow.parentRunId", "mlflow.source.git.commit")
-    return {"params": sorted(run.data.params), "metrics": sorted(run.data.metrics),
-            "tags": sorted(t for t in run.data.tags if not t.startswith("mlflow.") or t in kept_mlflow_tags),
-            "artifacts": sorted(a for a in _artifact_names(client, run.info.run_id)
-                                if "data_docs" not in a or a.endswith("index.html"))}
-
-
-def _added_by_export(name):
-    """`digitpipe export --quantize` (another test, in any order) adds the int8 file and its verdict to the version."""
-    return name.startswith(("model_int8/", "int8_")) or name == "fp32_accuracy"
-
-
-def test_a_run_logs_exactly_the_recorded_mlflow_names(first_run, tracking):
-    """The names recorded before the house restructuring: runs, metrics, tags, artifacts and version tags."""
-    _, summary = first_run
-    expected = json.loads((Path(__file__).parent / "fixtures/mlflow_names.json").read_text())
-    client = MlflowClient(tracking.tracking_uri)
-    for name, model in summary["models"].items():
-        run = client.get_run(model["run_id"])
-        names = _names(client, run)
-        names["artifacts"] = [a for a in names["artifacts"] if not _added_by_export(a)]
-        assert names == expected["model_run"][name], name
-        tags = client.get_model_version(tracking.registered_model, model["model_version"]).tags
-        assert sorted(t for t in tags if not _added_by_export(t)) == expected["version_tags"][name], name
-    parent = client.get_run(run.data.tags["mlflow.parentRunId"])
-    assert _names(client, parent) == expected["pipeline_run"]
+    with local_cluster(2, ["digitpipe.export"]) as started, Client(started()) as client:
+        # Dask's own malloc setting made LeNet train 1.6x slower; flows.dask_worker ends a closed worker at once
+        assert list(client.run(facts).values()) == [(None, True), (None, True)]
 
 
 def test_a_dask_run_from_the_command_line_trains_on_the_workers_and_prints_only_its_stage_lines(
