@@ -83,7 +83,8 @@ def run(
     summary: Annotated[Path | None, typer.Option(help="Write a JSON summary here.")] = None,
     out_dir: Annotated[Path, typer.Option("--out", help="Where ONNX files and pictures go.")] = Path("outputs"),
     task_runner: Annotated[str, typer.Option(help="local: one model at a time, all cores each; dask: the models "
-                                                  "at once, one process each (prefect-dask).")] = "local",
+                                                  "on a Dask cluster, one process per model and at least two "
+                                                  "cores each (prefect-dask).")] = "local",
     dask_address: Annotated[str | None, typer.Option(help="With --task-runner dask: a running Dask scheduler "
                                                            "(default: a local cluster).")] = None,
     verbose: Annotated[bool, typer.Option(help="Prefect's and MLflow's own log lines too.")] = False,
@@ -102,10 +103,6 @@ def run(
     started = None  # with a local Dask cluster: waits for it and returns its address
     with prefect_api() as api_url, contextlib.ExitStack() as cluster:  # a temporary API starts now, beside the imports
         _quiet_orchestration_logs(verbose)
-        if dask_workers:  # a local cluster starts now too: its workers import the tasks' libraries meanwhile
-            from flows import local_cluster
-
-            started = cluster.enter_context(local_cluster(dask_workers, _worker_preload(names)))
         data = data or _fetch(None, None)
         values = {
             "data": data, "models": names, "epochs": epochs,
@@ -119,6 +116,10 @@ def run(
         cfg = build(PipelineConfig, {k: v for k, v in values.items() if v is not None}, source="command line")
         if not cfg.data.exists():  # fail before Prefect and MLflow start up
             raise UserError(f"{cfg.data}: no such file or directory")
+        if dask_workers:  # a local cluster starts now, its workers importing the tasks' libraries beside ours
+            from flows import local_cluster
+
+            started = cluster.enter_context(local_cluster(dask_workers, _worker_preload(names)))
         store = _prepare_store(cfg.tracking.tracking_uri)
         # The CLI is the composition root: the one place the library reaches up to the orchestration layer.
         from flows.training import with_runner

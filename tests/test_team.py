@@ -277,8 +277,12 @@ def test_a_dead_holder_does_not_block_promotion_beyond_its_lease_and_a_lapsed_on
     second = client.copy_model_version(f"models:/{dead}/{first}", dead).version  # a second version to promote
     for _ in range(3):
         client.copy_model_version(f"models:/{dead}/{first}", frozen)
-    client.set_registered_model_alias(frozen, "champion", "1")
-    promotions = {dead: (first, second), frozen: ("1", "2")}  # champion before -> the version promoted by hand
+    client.set_registered_model_alias(frozen, "champion", "2")
+    client.set_registered_model_alias(frozen, "previous_champion", "1")
+    promotions = {  # each case's promotion and what it prints
+        dead: (["--version", second], f"{dead}: champion -> v{second} (promoted by hand by {getpass.getuser()} "
+                                      f"(replacing v{first}))"),
+        frozen: (["--rollback"], f"{frozen}: champion -> v1, previous_champion -> v2")}
 
     def holder(model: str, version: str) -> subprocess.Popen:
         """A promotion of `version` that holds `model`'s lock until told to move the champion."""
@@ -294,21 +298,25 @@ def test_a_dead_holder_does_not_block_promotion_beyond_its_lease_and_a_lapsed_on
     killed.wait()
     stopped = holder(frozen, "3")  # frozen past its lease while holding the slot: a promotion goes ahead
     stopped.send_signal(signal.SIGSTOP)
-    waiting = {model: _digitpipe("promote", "--version", promoted, "--config", configs[model], env=env, wait=False)
-               for model, (_, promoted) in promotions.items()}
-    for model, (before, promoted) in promotions.items():
-        out, err = waiting[model].communicate(timeout=300)
-        assert (waiting[model].returncode, out.splitlines()[-1]) == (
-            0, f"{model}: champion -> v{promoted} (promoted by hand by {getpass.getuser()} (replacing v{before}))"), err
-    assert _limit(team_prefect, f"digitpipe-promotion-{dead}")["active_slots"] == 0
-    # woken, the frozen holder finds its lease gone and moves nothing
-    stopped.send_signal(signal.SIGCONT)
-    _, err = stopped.communicate("move\n", timeout=120)
+    waiting = {model: _digitpipe("promote", *args, "--config", configs[model], env=env, wait=False)
+               for model, (args, _) in promotions.items()}
+    try:
+        for model, (_, printed) in promotions.items():
+            out, err = waiting[model].communicate(timeout=300)
+            assert (waiting[model].returncode, out.splitlines()[-1]) == (0, printed), err
+        assert _limit(team_prefect, f"digitpipe-promotion-{dead}")["active_slots"] == 0
+        # woken, the frozen holder finds its lease gone and moves nothing
+        stopped.send_signal(signal.SIGCONT)
+        _, err = stopped.communicate("move\n", timeout=120)
+    finally:  # a failed check leaves no stopped holder or waiting promotion behind
+        for process in (stopped, *waiting.values()):
+            if process.poll() is None:
+                process.kill()
     assert stopped.returncode == 1
     assert err.strip().splitlines()[-1] == (f"flows.locks.LeaseLost: the lease on the promotion lock digitpipe-promotion-"
                                             f"{frozen} lapsed before an alias moved: stopped; another worker may have "
                                             "promoted since")
-    assert client.get_model_version_by_alias(frozen, "champion").version == "2"
+    assert client.get_model_version_by_alias(frozen, "champion").version == "1"
 
 
 def test_a_remote_store_without_a_prefect_server_refuses_promotion_unless_the_risk_is_accepted(
