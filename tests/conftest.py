@@ -65,7 +65,7 @@ def digitpipe_cli(monkeypatch, capsys):
         if tracking_uri is not None:
             monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking_uri)
         monkeypatch.setattr("sys.argv", ["digitpipe", *map(str, args)])
-        for quieted in ("PREFECT_LOGGING_LEVEL", "MLFLOW_LOGGING_LEVEL"):
+        for quieted in ("PREFECT_LOGGING_LEVEL", "MLFLOW_LOGGING_LEVEL", "DASK_LOGGING__DISTRIBUTED"):
             if quieted not in os.environ:  # the CLI sets these for itself: unset again at the test's end, so that
                 monkeypatch.setenv(quieted, "")  # later tests' subprocesses log as they would on their own
                 monkeypatch.delenv(quieted)
