@@ -157,11 +157,12 @@ def _dask_workers(models: int, task_runner: str, dask_address: str | None) -> in
 def _worker_preload(names: tuple[str, ...]) -> list[str]:
     """What a local Dask worker imports as it starts: the libraries a model's task uses (~6 s of imports that would
     otherwise come after the data is split), scikit-learn's for the baseline and torch's for nets."""
-    from digitpipe.zoo import SPECS, NetSpec
+    from digitpipe.zoo import SPECS, LogRegSpec, NetSpec
 
-    nets = any(isinstance(SPECS.get(name), NetSpec) for name in names)
+    kinds = {type(SPECS.get(name)) for name in names}
     return (["flows.training", "mlflow", "digitpipe.export", "digitpipe.plots"]
-            + (["torch", "torch.onnx"] if nets else []) + (["digitpipe.baseline", "skl2onnx"] if "logreg" in names else []))
+            + (["torch", "torch.onnx"] if NetSpec in kinds else [])
+            + (["digitpipe.baseline", "skl2onnx"] if LogRegSpec in kinds else []))
 
 
 class _StderrHandler(logging.StreamHandler):

@@ -313,9 +313,9 @@ def test_a_dead_holder_does_not_block_promotion_beyond_its_lease_and_a_lapsed_on
             if process.poll() is None:
                 process.kill()
     assert stopped.returncode == 1
-    assert err.strip().splitlines()[-1] == (f"flows.locks.LeaseLost: the lease on the promotion lock digitpipe-promotion-"
-                                            f"{frozen} lapsed before an alias moved: stopped; another worker may have "
-                                            "promoted since")
+    assert err.strip().splitlines()[-1] == (f"flows.locks.LeaseLost: the lease on the promotion lock "
+                                            f"digitpipe-promotion-{frozen} lapsed before an alias moved: stopped; "
+                                            "another worker may have promoted since")
     assert client.get_model_version_by_alias(frozen, "champion").version == "1"
 
 
