@@ -23,6 +23,8 @@ class OnnxScorer:
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.intra_op_num_threads = available_cores()
+        # idle threads sleep instead of spinning: `digitpipe score` parses the next chunk beside onnxruntime
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises its own untyped errors for missing or corrupt files
