@@ -177,7 +177,7 @@ RACE = [("logreg", None), ("mlp", 10), ("dnn", 10), ("lenet", 10)]  # one split;
 FINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture  # one test's: the workers stop polling the server as soon as it is done
 def team_workers(team_variables, team_mlflow, team_prefect, tmp_path_factory):
     """compose's `worker` service, both replicas, without containers: process workers on the pool that reach the
     servers with compose's client settings (the pipeline account) and run flows in this checkout (DIGITPIPE_HOME,
@@ -264,19 +264,18 @@ def _kill_unfinished_flow_runs(team_prefect: dict) -> None:
 
 
 def test_a_dead_holder_does_not_block_promotion_beyond_its_lease_and_a_lapsed_one_moves_nothing(
-        team_mlflow, team_prefect, tmp_path, monkeypatch):
-    # one registered model per case, so that the two waits for a lease to lapse (~75 s each) overlap
+        pipeline_run, team_mlflow, team_prefect, tmp_path, monkeypatch):
+    # one registered model per case, so that the two waits for a lease to lapse (~75 s each) overlap; their versions
+    # are copies of the pipeline run's
     dead, frozen = "digits-lease-dead", "digits-lease-frozen"
     configs = {model: _team_config(tmp_path / model, team_mlflow, model, min_accuracy=0.5) for model in (dead, frozen)}
     env = _team_env(team_mlflow, team_prefect, tmp_path)
-    code, out, err = _digitpipe("run", "--data", FIXTURE, "--models", "logreg", "--quiet", "--out", tmp_path / "o",
-                                "--config", configs[dead], env=env)
-    assert code == 0, out + err
     client = _admin(monkeypatch, team_mlflow)
-    first = client.get_model_version_by_alias(dead, "champion").version
-    second = client.copy_model_version(f"models:/{dead}/{first}", dead).version  # a second version to promote
+    trained = f"models:/{MODEL}/{pipeline_run['models']['logreg']['model_version']}"
+    first, second = (client.copy_model_version(trained, dead).version for _ in range(2))
+    client.set_registered_model_alias(dead, "champion", first)
     for _ in range(3):
-        client.copy_model_version(f"models:/{dead}/{first}", frozen)
+        client.copy_model_version(trained, frozen)
     client.set_registered_model_alias(frozen, "champion", "2")
     client.set_registered_model_alias(frozen, "previous_champion", "1")
     promotions = {  # each case's promotion and what it prints
@@ -360,7 +359,7 @@ print(*[r["scored"] for r in reports])
 """
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture  # one test's, like team_workers
 def team_dask(team_variables, team_mlflow, team_prefect, tmp_path_factory) -> tuple[str, set[int]]:
     """compose's Dask `scheduler` and both `dask-worker` replicas, started apart from any run, without containers:
     the workers reach the servers with compose's client settings and import this checkout (compose's PYTHONPATH).
