@@ -68,6 +68,13 @@ def trains_nets(models: tuple[str, ...]) -> bool:
     return any(isinstance(SPECS[name], NetSpec) for name in models)
 
 
+def device_for(models: tuple[str, ...]) -> str:
+    """The device `models` train on in this process: a GPU if there is one and any is a net, else the CPU."""
+    from digitpipe import runtime
+
+    return runtime.pick_device() if trains_nets(models) else "cpu"
+
+
 def model_spec(name: str, cfg: PipelineConfig) -> LogRegSpec | NetSpec:
     """The zoo's spec for `name` with this run's overrides (epochs, early stopping)."""
     return spec_for(name, cfg.epochs, cfg.stop_at_accuracy, cfg.patience)

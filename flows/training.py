@@ -47,7 +47,7 @@ def training_flow(cfg: PipelineConfig) -> dict:
     if cfg.registered_model:
         tracking = tracking.model_copy(update={"registered_model": cfg.registered_model})
     cfg = cfg.model_copy(update={"tracking": tracking})
-    device = runtime.pick_device() if pipeline.trains_nets(cfg.models) else "cpu"
+    device = pipeline.device_for(cfg.models) if _trains_here() else None  # None: each Dask worker picks its own
     tracker = _tracker(cfg)  # an unreachable tracking server fails the run here, before any work
     runs, registry = tracker.runs, tracker.registry
     data = load_data(cfg.data, cfg.protocol)
@@ -62,7 +62,8 @@ def training_flow(cfg: PipelineConfig) -> dict:
         log.info(f"marked run {run_id} FAILED: the process that ran it is gone")
     lineage = {**runtime.lineage(), "prefect.flow_run_id": str(flow_run.get_id()), "data_digest": data.digest}
     with runs.run("pipeline", tags=lineage) as parent_id:
-        runs.log_inputs(parent_id, pipeline.run_params(cfg, split, device), split.parts(), cfg.data)
+        runs.log_inputs(parent_id, pipeline.run_params(cfg, split, device or "each worker's"), split.parts(),
+                        cfg.data)
         write_json(checked / "validation.json", validation.as_dict())
         runs.log_metrics(parent_id, {"validation_seconds": validation.seconds, **used})
         runs.log_artifacts(parent_id, checked, "validation")
@@ -86,6 +87,14 @@ def training_flow(cfg: PipelineConfig) -> dict:
     if cfg.summary:
         write_json(cfg.summary, summary)
     return summary
+
+
+def _trains_here() -> bool:
+    """Whether the models train in this process (the default runner's threads), not on Dask workers: a worker
+    picks its own device (it may have a GPU this process lacks), and this process then needs no torch."""
+    from prefect.context import FlowRunContext
+
+    return isinstance(FlowRunContext.get().task_runner, ThreadPoolTaskRunner)
 
 
 def _tracker(cfg: PipelineConfig) -> Tracker:
@@ -112,9 +121,11 @@ def with_runner(dask_address: str | None = None):
 
 
 @task(cache_policy=NO_CACHE, task_run_name="model-{name}")
-def train_one(name: str, cfg: PipelineConfig, split: Split, suite: Suite, reference: Reference, device: str,
+def train_one(name: str, cfg: PipelineConfig, split: Split, suite: Suite, reference: Reference, device: str | None,
               parent_id: str, lineage: dict) -> dict:
-    """One model from training to a registered version, in its own MLflow run under the pipeline's."""
+    """One model from training to a registered version, in its own MLflow run under the pipeline's (on `device`,
+    else on this process's own)."""
+    device = device or pipeline.device_for((name,))
     tracker = _tracker(cfg)  # by config, not passed: a Dask worker gets the config, not a client
     runs = tracker.runs
     with runs.run(name, parent_id=parent_id, tags=lineage) as run_id:
