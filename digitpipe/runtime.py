@@ -1,4 +1,4 @@
-"""Seed, device and threads: chosen once at the entry point and passed down."""
+"""Seed, device and threads: chosen once at the entry point (a Dask worker's task, for its device) and passed down."""
 
 from __future__ import annotations
 
@@ -26,9 +26,7 @@ def seed_everything(seed: int, deterministic: bool = True) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-    # torch.use_deterministic_algorithms(...) also sets torch.compile's flag, importing torch._dynamo: 1.2 s of every
-    # training process's start (bench/README.md). digitpipe never compiles, so it sets the kernels' flag alone.
-    torch._C._set_deterministic_algorithms(deterministic, warn_only=True)
+    torch.use_deterministic_algorithms(deterministic, warn_only=True)
 
 
 def available_cores() -> int:

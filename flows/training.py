@@ -62,7 +62,7 @@ def training_flow(cfg: PipelineConfig) -> dict:
         log.info(f"marked run {run_id} FAILED: the process that ran it is gone")
     lineage = {**runtime.lineage(), "prefect.flow_run_id": str(flow_run.get_id()), "data_digest": data.digest}
     with runs.run("pipeline", tags=lineage) as parent_id:
-        runs.log_inputs(parent_id, pipeline.run_params(cfg, split, device or "each worker's"), split.parts(),
+        runs.log_inputs(parent_id, pipeline.run_params(cfg, split, device or "per worker"), split.parts(),
                         cfg.data)
         write_json(checked / "validation.json", validation.as_dict())
         runs.log_metrics(parent_id, {"validation_seconds": validation.seconds, **used})
