@@ -257,12 +257,12 @@ def test_concurrent_promotions_leave_the_better_model_champion(first_run, fixtur
     _, summary = first_run
     ranked = sorted(summary["models"].values(), key=lambda m: m["accuracy"])
     weak, strong = ranked[0], ranked[-1]
-    context = multiprocessing.get_context("spawn")
-    with fluent_tracking_uri(tracking.tracking_uri):  # a models:/ source is looked up in the fluent (global) store
-        rounds(client, tracking, fixture_dir, weak, strong, context)
+    # two processes for all four rounds (each spawned process pays its imports once)
+    with fluent_tracking_uri(tracking.tracking_uri), multiprocessing.get_context("spawn").Pool(2) as pool:
+        rounds(client, tracking, fixture_dir, weak, strong, pool)  # a models:/ source is looked up in the fluent store
 
 
-def rounds(client, tracking, fixture_dir, weak, strong, context) -> None:
+def rounds(client, tracking, fixture_dir, weak, strong, pool) -> None:
     """Four races in registries of their own, the weak version first in half of them."""
     for round_ in range(4):
         name = f"race-{round_}"
@@ -273,10 +273,9 @@ def rounds(client, tracking, fixture_dir, weak, strong, context) -> None:
             copy = client.create_model_version(name, original.source, original.run_id, tags=original.tags)
             versions[model["model_version"]] = str(copy.version)
         order = [weak, strong] if round_ % 2 else [strong, weak]
-        with context.Pool(2) as pool:
-            start = time.time() + 6
-            pool.starmap(_promote, [(tracking.tracking_uri, name, versions[m["model_version"]], fixture_dir, start)
-                                    for m in order])
+        start = time.time() + (6 if round_ == 0 else 2)  # the first round's processes start and import meanwhile
+        pool.starmap(_promote, [(tracking.tracking_uri, name, versions[m["model_version"]], fixture_dir, start)
+                                for m in order])
         champion = client.get_model_version_by_alias(name, "champion")
         assert str(champion.version) == versions[strong["model_version"]]
 

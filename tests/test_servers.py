@@ -273,9 +273,10 @@ def test_drift_starts_one_retraining_only_when_labelled_feedback_can_fix_it(pref
                               env={k: v for k, v in env.items() if k != "MLFLOW_TRACKING_URI"}, capture_output=True,
                               text=True, timeout=300)
 
-    def score(*files: Path) -> subprocess.CompletedProcess:  # the scoring flow, a flow run on the server
-        code = (f"from pathlib import Path; from flows.scoring import scoring_flow; "
-                f"scoring_flow({[str(f) for f in files]!r}, model='models:/{model}@champion', config=Path('{config}'))")
+    def score(*nights: list[Path]) -> subprocess.CompletedProcess:  # a scoring flow run on the server per night
+        code = "from pathlib import Path; from flows.scoring import scoring_flow\n" + "".join(
+            f"scoring_flow({[str(f) for f in files]!r}, model='models:/{model}@champion', config=Path('{config}'))\n"
+            for files in nights)
         return subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
                               timeout=300)
 
@@ -286,9 +287,8 @@ def test_drift_starts_one_retraining_only_when_labelled_feedback_can_fix_it(pref
     drifted = [write_kaggle_csv(tmp_path / f"shifted{i}.csv", np.roll(digits.images[300 * i:300 * i + 300], 4, axis=2))
                for i in (1, 2)]
 
-    for files in ([clean], [drifted[0]]):  # clean: no event; drifted without feedback: an alert, no retraining
-        done = score(*files)
-        assert done.returncode == 0, done.stdout + done.stderr
+    done = score([clean], [drifted[0]])  # clean: no event; drifted without feedback: an alert, no retraining
+    assert done.returncode == 0, done.stdout + done.stderr
     alert = _wait_for_events(env, "digitpipe.drift.detected", 1)
     assert [e["resource"]["digitpipe.retrain"] for e in alert] == ["false"]
     champion = MlflowClient(mlflow_server).get_model_version_by_alias(model, "champion")
@@ -303,7 +303,7 @@ def test_drift_starts_one_retraining_only_when_labelled_feedback_can_fix_it(pref
     told = cli("feedback", "--input", str(clean), "--labels", str(labels), "--model", f"models:/{model}@champion")
     assert told.returncode == 0 and len(told.stdout.splitlines()) == 1, told.stdout + told.stderr
 
-    done = score(*drifted)  # a night of drifted files, now with feedback to learn from: two events, one retraining
+    done = score(drifted)  # a night of drifted files, now with feedback to learn from: two events, one retraining
     assert done.returncode == 0, done.stdout + done.stderr
     events = _wait_for_events(env, "digitpipe.drift.detected", 3)
     assert sorted(e["resource"]["digitpipe.retrain"] for e in events) == ["false", "true", "true"]
