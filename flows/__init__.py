@@ -6,10 +6,13 @@ import contextlib
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
-# Dask's nanny starts every worker with MALLOC_TRIM_THRESHOLD_=65536, which also turns off glibc's adaptive mmap
-# threshold: each batch's tensors are then mapped and unmapped, page faults and all, and LeNet trains ~1.6x slower
-# (bench/README.md). None leaves glibc's default. (compose.yaml's dask-worker sets the same through its environment.)
-NANNY_ENVIRON = {"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}
+# Two Dask defaults that slow training down (bench/README.md; compose.yaml's dask-worker sets the same through its
+# environment). The nanny starts every worker with MALLOC_TRIM_THRESHOLD_=65536, which also turns off glibc's
+# adaptive mmap threshold: each batch's tensors are then mapped and unmapped, page faults and all, and LeNet trains
+# ~1.6x slower (None leaves glibc's default). The worker's statistical profiler walks every thread's stack each
+# 10 ms, holding the GIL: LeNet ~15% slower; its pictures are for a dashboard, which these workers do not serve.
+WORKER_CONFIG = {"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None,
+                 "distributed.worker.profile.enabled": False}
 
 
 @contextlib.contextmanager
@@ -21,7 +24,7 @@ def local_cluster(workers: int, preload: Sequence[str] = ()) -> Iterator[Callabl
     import dask
     from distributed import LocalCluster
 
-    dask.config.set(NANNY_ENVIRON)  # read when the nanny spawns a worker
+    dask.config.set(WORKER_CONFIG)  # the nanny reads it as it spawns a worker, and hands it on
     with ThreadPoolExecutor(1, thread_name_prefix="digitpipe-dask") as pool:
         starting = pool.submit(LocalCluster, n_workers=workers, threads_per_worker=1, processes=True,
                                dashboard_address=None, preload=["flows.dask_worker", *preload])
