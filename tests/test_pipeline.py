@@ -6,7 +6,6 @@ import json
 import multiprocessing
 import os
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -239,7 +238,15 @@ def test_scoring_refuses_a_damaged_registry_artifact(damage, first_run, tracking
     assert not list(tmp_path.glob("o.csv*"))
 
 
-def _promote(uri: str, name: str, version: str, data: Path, start: float) -> bool:
+_together = None  # in each race process: the barrier both wait at before promoting
+
+
+def _join_race(barrier) -> None:
+    global _together
+    _together = barrier
+
+
+def _promote(uri: str, name: str, version: str, data: Path) -> bool:
     from digitpipe.promotion import promote_if_earned
     from digitpipe.tracking import Tracker
 
@@ -247,7 +254,7 @@ def _promote(uri: str, name: str, version: str, data: Path, start: float) -> boo
     test = split_dataset(load_dataset(data)).test
     with tempfile.TemporaryDirectory() as tmp:
         predicted = OnnxScorer(registry.version_onnx(version, Path(tmp))).predict(test.images)
-    time.sleep(max(0.0, start - time.time()))  # both processes promote at the same moment
+    _together.wait(timeout=120)  # both processes promote at the same moment (one process alone would time out)
     return promote_if_earned(registry, version, test, predicted).promoted
 
 
@@ -257,9 +264,10 @@ def test_concurrent_promotions_leave_the_better_model_champion(first_run, fixtur
     _, summary = first_run
     ranked = sorted(summary["models"].values(), key=lambda m: m["accuracy"])
     weak, strong = ranked[0], ranked[-1]
-    # two processes for all four rounds (each spawned process pays its imports once)
-    with fluent_tracking_uri(tracking.tracking_uri), multiprocessing.get_context("spawn").Pool(2) as pool:
-        rounds(client, tracking, fixture_dir, weak, strong, pool)  # a models:/ source is looked up in the fluent store
+    spawn = multiprocessing.get_context("spawn")
+    # a models:/ source is looked up in the fluent store; two processes race in all four rounds (imports paid once)
+    with fluent_tracking_uri(tracking.tracking_uri), spawn.Pool(2, _join_race, (spawn.Barrier(2),)) as pool:
+        rounds(client, tracking, fixture_dir, weak, strong, pool)
 
 
 def rounds(client, tracking, fixture_dir, weak, strong, pool) -> None:
@@ -273,8 +281,7 @@ def rounds(client, tracking, fixture_dir, weak, strong, pool) -> None:
             copy = client.create_model_version(name, original.source, original.run_id, tags=original.tags)
             versions[model["model_version"]] = str(copy.version)
         order = [weak, strong] if round_ % 2 else [strong, weak]
-        start = time.time() + (6 if round_ == 0 else 2)  # the first round's processes start and import meanwhile
-        pool.starmap(_promote, [(tracking.tracking_uri, name, versions[m["model_version"]], fixture_dir, start)
+        pool.starmap(_promote, [(tracking.tracking_uri, name, versions[m["model_version"]], fixture_dir)
                                 for m in order])
         champion = client.get_model_version_by_alias(name, "champion")
         assert str(champion.version) == versions[strong["model_version"]]

@@ -377,6 +377,7 @@ def team_dask(team_variables, team_mlflow, team_prefect, tmp_path_factory) -> tu
     env = {**os.environ, "DASK_TEMPORARY_DIRECTORY": str(folder)}  # test-only: scratch space removed with the folder
     processes = start_replicas(scheduler, 1, folder / "scheduler", env)
     processes += start_replicas(workers, 2, folder / "workers", env)
+
     def profiler_enabled() -> bool:  # sent by value, run on each worker
         import dask
 
@@ -385,7 +386,7 @@ def team_dask(team_variables, team_mlflow, team_prefect, tmp_path_factory) -> tu
     try:
         with Client(address, timeout=60) as client:
             client.wait_for_workers(2, timeout=120)
-            # compose's setting reaches the workers: glibc's own malloc settings, not Dask's (1.6x slower training)
+            # compose's settings reach the workers: glibc's own malloc settings, not Dask's (1.6x slower training)
             assert set(client.run(os.environ.get, "MALLOC_TRIM_THRESHOLD_").values()) == {None}
             assert set(client.run(profiler_enabled).values()) == {False}  # and no profiler: nets ~15% slower
             yield address, set(client.run(os.getpid).values())
