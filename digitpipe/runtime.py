@@ -34,15 +34,20 @@ def available_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
-def use_cores(threads: int | None = None) -> int:
-    """Give torch `threads` intra-op threads; by default the share this process was given (OMP_NUM_THREADS: Dask's
-    nanny sets it to 1 for each worker, an operator running several workers on one host sets cores / workers),
-    else one per available core. Two processes that each take every core slow each other down many times over."""
-    import torch
-
+def core_share() -> int:
+    """The cores this process should use: its share where the environment gives one (OMP_NUM_THREADS: Dask's nanny
+    sets it to 1 for each worker, an operator running several workers on one host sets cores / workers), else every
+    available core. Two processes that each take every core slow each other down many times over."""
     given = os.environ.get("OMP_NUM_THREADS", "")
     share = min(int(given), available_cores()) if given.isdigit() else 0  # never more threads than cores
-    threads = max(1, threads or share or available_cores())
+    return max(1, share or available_cores())
+
+
+def use_cores(threads: int | None = None) -> int:
+    """Give torch `threads` intra-op threads, by default this process's share of the cores (core_share)."""
+    import torch
+
+    threads = max(1, threads or core_share())
     torch.set_num_threads(threads)
     return threads
 

@@ -10,7 +10,7 @@ import onnxruntime as ort
 
 from digitpipe.errors import DataError
 from digitpipe.files import first_line
-from digitpipe.runtime import available_cores
+from digitpipe.runtime import core_share
 
 SCORE_BATCH = 4096
 
@@ -22,7 +22,7 @@ class OnnxScorer:
         self.batch_size = batch_size
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.intra_op_num_threads = available_cores()
+        options.intra_op_num_threads = core_share()
         # idle threads sleep instead of spinning: `digitpipe score` parses the next chunk beside onnxruntime
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:

@@ -8,7 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from digitpipe.data import load_dataset
+# pytest-xdist's workers share the machine: each takes its share of the cores for torch, onnxruntime and BLAS, and so
+# do the subprocesses it starts (digitpipe.runtime.core_share reads OMP_NUM_THREADS). Every worker taking every core
+# made the in-process pipeline runs up to 5x slower. Set before numpy loads its BLAS.
+if workers := os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, len(os.sched_getaffinity(0)) // int(workers))))
+
+from digitpipe.data import load_dataset  # noqa: E402 (after the thread share)
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURE = ROOT / "tests/fixtures/mnist-1000"
@@ -140,7 +146,8 @@ def team_prefect(pg_cluster, team_variables, tmp_path_factory) -> dict:
     stop(server)
 
 
-SLOWEST_FILES = ("test_team.py", "test_servers.py", "test_pipeline.py")  # minutes each, mostly waiting on servers
+# the slowest first (minutes each, much of it waiting on servers), the longest of all at the front
+SLOWEST_FILES = ("test_team.py", "test_servers.py", "test_pipeline.py", "test_reliability.py", "test_imports.py")
 
 
 def pytest_collection_modifyitems(items) -> None:
