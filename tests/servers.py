@@ -21,10 +21,12 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def start_mlflow_server(folder: Path, port: int) -> subprocess.Popen:
-    """A real `mlflow server` on 127.0.0.1 with a sqlite backend; returns once it answers /health."""
+    """A real `mlflow server` on 127.0.0.1 with a sqlite backend, without MLflow's job runner as the README starts
+    it; returns once it answers /health."""
     server = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
                                "--backend-store-uri", f"sqlite:///{folder}/server.db",
                                "--artifacts-destination", str(folder / "artifacts"), "--workers", "1"],
+                              env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     wait_until_up(server, f"http://127.0.0.1:{port}/health", "mlflow server")
     return server

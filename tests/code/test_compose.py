@@ -32,7 +32,8 @@ def test_the_tests_run_mlflow_as_compose_says_apart_from_host_port_and_folders(t
         "MLFLOW_BACKEND_STORE_URI": f"postgresql+psycopg://mlflow:{password}@127.0.0.1:6543/mlflow",
         "MLFLOW_AUTH_CONFIG_PATH": f"{tmp_path}/basic_auth.ini",
         "MLFLOW_AUTH_ADMIN_PASSWORD": VARIABLES["MLFLOW_AUTH_ADMIN_PASSWORD"],
-        "MLFLOW_FLASK_SERVER_SECRET_KEY": VARIABLES["MLFLOW_FLASK_SERVER_SECRET_KEY"]}
+        "MLFLOW_FLASK_SERVER_SECRET_KEY": VARIABLES["MLFLOW_FLASK_SERVER_SECRET_KEY"],
+        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     ini = service.files[f"{tmp_path}/basic_auth.ini"]
     assert (f"database_uri = postgresql+psycopg://mlflow_auth:{VARIABLES['MLFLOW_AUTH_DB_PASSWORD']}"
             "@127.0.0.1:6543/mlflow_auth\n") in ini and "default_permission = READ\n" in ini
