@@ -58,6 +58,18 @@ def mlflow_store(tmp_path_factory) -> str:
     return f"sqlite:///{folder}/mlflow.db"
 
 
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory) -> str:
+    """A real `mlflow server` on loopback (sqlite, local artifacts) for the session: tests/servers.py."""
+    from flows.api import free_port
+    from tests.servers import start_mlflow_server, stop
+
+    folder, port = tmp_path_factory.mktemp("mlflow-server"), free_port()
+    server = start_mlflow_server(folder, port)
+    yield f"http://127.0.0.1:{port}"
+    stop(server)
+
+
 @pytest.fixture
 def digitpipe_cli(monkeypatch, capsys):
     """Runs `digitpipe ARGS...` in this process (`cli.run_cli`, the console script without its exit) and returns a
@@ -147,7 +159,8 @@ def team_prefect(pg_cluster, team_variables, tmp_path_factory) -> dict:
 
 
 # the slowest first (minutes each, much of it waiting on servers), the longest of all at the front
-SLOWEST_FILES = ("test_team.py", "test_servers.py", "test_pipeline.py", "test_reliability.py", "test_imports.py")
+SLOWEST_FILES = ("test_team.py", "test_servers.py", "test_pipeline.py", "test_deployments.py", "test_reliability.py",
+                 "test_imports.py")
 
 
 def pytest_collection_modifyitems(items) -> None:
