@@ -4,6 +4,8 @@ in this process (`digitpipe_cli`). Helpers that are plain functions live in test
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -19,6 +21,7 @@ from digitpipe.data import load_dataset  # noqa: E402 (after the thread share)
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURE = ROOT / "tests/fixtures/mnist-1000"
 SHARED_MNIST = ROOT.parent / "shared/mnist"
+TEST_API_FOLDER = "DIGITPIPE_TEST_PREFECT_API"  # the environment variable that names the run's Prefect API folder
 
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
@@ -38,17 +41,40 @@ def digits():
     return load_dataset(FIXTURE)
 
 
+def pytest_configure(config) -> None:
+    """The run's controller (or its only process) names the folder of the run's temporary Prefect API: the
+    pytest-xdist workers it starts inherit the name."""
+    if not hasattr(config, "workerinput"):
+        os.environ[TEST_API_FOLDER] = tempfile.mkdtemp(prefix="digitpipe-prefect-api-")
+
+
+def pytest_unconfigure(config) -> None:
+    """The run is over: its temporary Prefect API stops and its folder goes."""
+    if not hasattr(config, "workerinput") and (folder := os.environ.pop(TEST_API_FOLDER, None)):
+        from tests.servers import stop_shared_test_api
+
+        stop_shared_test_api(Path(folder))
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
 def prefect_api():
-    """One temporary Prefect API for the whole session (its sqlite migrations cost seconds), also exported as
-    PREFECT_API_URL: the harness sets it in Prefect's settings only, and `digitpipe run` in this process (cli.run_cli)
-    or in a subprocess reuses an API only when the environment or profile names one (else it starts its own)."""
-    from prefect.settings import PREFECT_API_URL
-    from prefect.testing.utilities import prefect_test_harness
+    """One temporary Prefect API for the whole run, shared by the pytest-xdist workers (each start costs ~10
+    CPU-seconds, most of it sqlite migrations): the first worker that needs it starts it, the run's end stops it.
+    Set in Prefect's settings for this process's flows, and exported as PREFECT_API_URL for the subprocesses tests
+    start (`digitpipe run` reuses an API only when the environment or profile names one, else it starts its own)."""
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+    from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    with prefect_test_harness(server_startup_timeout=120), pytest.MonkeyPatch.context() as session_env:
-        session_env.setenv("PREFECT_API_URL", PREFECT_API_URL.value())  # put back as it was after the session
-        yield
+    from tests.servers import shared_test_api
+
+    url = shared_test_api(Path(os.environ[TEST_API_FOLDER]))
+    with temporary_settings({PREFECT_API_URL: url}), pytest.MonkeyPatch.context() as session_env:
+        session_env.setenv("PREFECT_API_URL", url)  # put back as it was after the session
+        yield url
+        APILogWorker.drain_all()  # this process's last logs and events reach the API before it stops
+        EventsWorker.drain_all()
 
 
 @pytest.fixture(scope="session")
