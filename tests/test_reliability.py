@@ -100,7 +100,7 @@ def test_tracking_server_dying_mid_run_fails_cleanly_and_registers_nothing(tmp_p
     uri = f"http://127.0.0.1:{port}"
     server = start_mlflow_server(tmp_path, port)
     try:
-        run = _digitpipe(["run", "--data", str(DEMO), "--models", "lenet", "--epochs", "8", "--quiet",
+        run = _digitpipe(["run", "--data", str(FIXTURE), "--models", "lenet", "--epochs", "8", "--quiet",
                           "--out", str(tmp_path / "out"), "--config", str(tmp_path / "mlflow.yaml")],
                          {**env, "MLFLOW_TRACKING_URI": uri})
         while _epochs_in(tmp_path / "out" / "checkpoints") < 1:
