@@ -204,8 +204,10 @@ def start_team_prefect_server(folder: Path, port: int, variables: dict[str, str]
     check requiring the auth string; returns it and the environment of a client."""
     service = team_prefect_service(folder, port, variables, postgres)
     base = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
-    # test-only: a home of its own, and no UI to build at start (compose serves the UI)
-    env = {**base, **service.env, "PREFECT_HOME": str(folder), "PREFECT_UI_ENABLED": "false"}
+    # test-only: a home of its own, no UI to build at start (compose serves the UI), and lapsed leases freed within
+    # a second instead of 15 (the lease test waits for two)
+    env = {**base, **service.env, "PREFECT_HOME": str(folder), "PREFECT_UI_ENABLED": "false",
+           "PREFECT_SERVER_SERVICES_REPOSSESSOR_LOOP_SECONDS": "1"}
     log = open(folder / "server.log", "w")  # noqa: SIM115 (kept open for the server's lifetime)
     server = subprocess.Popen(service.argv, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     api = f"http://127.0.0.1:{port}/api"

@@ -265,7 +265,7 @@ def _kill_unfinished_flow_runs(team_prefect: dict) -> None:
 
 def test_a_dead_holder_does_not_block_promotion_beyond_its_lease_and_a_lapsed_one_moves_nothing(
         pipeline_run, team_mlflow, team_prefect, tmp_path, monkeypatch):
-    # one registered model per case, so that the two waits for a lease to lapse (~75 s each) overlap; their versions
+    # one registered model per case, so that the two waits for a lease to lapse (~60 s each) overlap; their versions
     # are copies of the pipeline run's
     dead, frozen = "digits-lease-dead", "digits-lease-frozen"
     configs = {model: _team_config(tmp_path / model, team_mlflow, model, min_accuracy=0.5) for model in (dead, frozen)}
