@@ -20,7 +20,7 @@ import typer
 
 from digitpipe.config import PipelineConfig, build, load_tracking_config
 from digitpipe.errors import DataError, TooManyRejected, UserError
-from digitpipe.runtime import available_cores
+from digitpipe.runtime import core_share
 from digitpipe.zoo import MODEL_NAMES
 
 app = typer.Typer(help="Handwritten-digit pipeline: MNIST to a registered ONNX champion.", no_args_is_help=True,
@@ -110,7 +110,7 @@ def run(
             "feedback": feedback,
             "val_fraction": val_fraction, "protocol": protocol, "summary": summary, "out_dir": out_dir,
             "progress": not quiet and task_runner == "local" and sys.stderr.isatty(),  # no bars from Dask workers
-            "threads": max(1, available_cores() // dask_workers) if dask_workers else None,
+            "threads": max(1, core_share() // dask_workers) if dask_workers else None,
             "tracking": load_tracking_config(config), "promotion_lock": promotion_lock,
         }
         cfg = build(PipelineConfig, {k: v for k, v in values.items() if v is not None}, source="command line")
@@ -151,7 +151,7 @@ def _dask_workers(models: int, task_runner: str, dask_address: str | None) -> in
     the net that dominates a run then takes 1.7x as long (bench/README.md): splitting too few cores loses."""
     if task_runner != "dask" or dask_address:
         return 0
-    return max(1, min(models, available_cores() // NET_CORES))
+    return max(1, min(models, core_share() // NET_CORES))
 
 
 def _worker_preload(names: tuple[str, ...]) -> list[str]:

@@ -17,6 +17,7 @@ import time
 import tomllib
 import urllib.request
 from collections.abc import Iterator
+from typing import IO
 from pathlib import Path
 
 
@@ -42,11 +43,7 @@ def prefect_api() -> Iterator[str]:
         yield url
         return
     port = free_port()
-    env = {**os.environ, "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1", "PREFECT__SERVER_FINAL": "1",
-           "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
-    server = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "--factory", "prefect.server.api.server:create_app", "--host", "127.0.0.1",
-         "--port", str(port), "--log-level", "error", "--lifespan", "on"], env=env, stdin=subprocess.DEVNULL)
+    server = start_temporary_api(port)
     url = f"http://127.0.0.1:{port}/api"
     os.environ["PREFECT_API_URL"] = url  # this process, and Dask workers it starts, use the temporary server
     try:
@@ -60,6 +57,18 @@ def prefect_api() -> Iterator[str]:
         except subprocess.TimeoutExpired:
             server.kill()
             server.wait()
+
+
+def start_temporary_api(port: int, log: IO | None = None, **settings: str) -> subprocess.Popen:
+    """Prefect's temporary server (ephemeral: its own services, a sqlite database) on 127.0.0.1:`port`, started in
+    a subprocess as Prefect starts it; its output to `log` (default: this process's), `settings` added to its
+    environment (PREFECT_SERVER_DATABASE_CONNECTION_URL: another database than PREFECT_HOME's)."""
+    env = {**os.environ, "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1", "PREFECT__SERVER_FINAL": "1",
+           "PREFECT_SERVER_ANALYTICS_ENABLED": "false", **settings}
+    return subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "--factory", "prefect.server.api.server:create_app", "--host", "127.0.0.1",
+         "--port", str(port), "--log-level", "error", "--lifespan", "on"], env=env, stdin=subprocess.DEVNULL,
+        stdout=log, stderr=subprocess.STDOUT if log else None)
 
 
 def wait_until_ready(url: str, timeout: float = 120.0) -> None:

@@ -13,6 +13,7 @@ Prefect is imported only when a Prefect lock is taken: `digitpipe promote` on a 
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import threading
 import time
 from collections.abc import Iterator
@@ -106,7 +107,9 @@ def _prefect_slot(name: str) -> Iterator[None]:
         _ensure_one_slot_limit(client, name)
         lease = _acquire(client, name)
         stop = threading.Event()
-        renewer = threading.Thread(target=_renew_until, args=(lease, stop), daemon=True, name=f"{name}-lease")
+        # in the holder's context: its Prefect settings (a caller's temporary_settings) reach the renewals too
+        renewer = threading.Thread(target=contextvars.copy_context().run, args=(_renew_until, lease, stop),
+                                   daemon=True, name=f"{name}-lease")
         renewer.start()
         token = _lease.set(lease)
         try:

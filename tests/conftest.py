@@ -1,5 +1,6 @@
-"""Shared fixtures: the committed MNIST sample, a session-wide Prefect test API and MLflow store, and the CLI run
-in this process (`digitpipe_cli`). Helpers that are plain functions live in tests/helpers.py."""
+"""Shared fixtures: the committed MNIST sample, one temporary Prefect API for the whole run (all pytest-xdist
+workers), a session's MLflow store and `mlflow server`, and the CLI run in this process (`digitpipe_cli`). Helpers
+that are plain functions live in tests/helpers.py."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ import pytest
 # do the subprocesses it starts (digitpipe.runtime.core_share reads OMP_NUM_THREADS). Every worker taking every core
 # made the in-process pipeline runs up to 5x slower. Set before numpy loads its BLAS.
 if workers := os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
-    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, len(os.sched_getaffinity(0)) // int(workers))))
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, cores // int(workers))))
 
 from digitpipe.data import load_dataset  # noqa: E402 (after the thread share)
 
@@ -61,20 +63,23 @@ def pytest_unconfigure(config) -> None:
 def prefect_api():
     """One temporary Prefect API for the whole run, shared by the pytest-xdist workers (each start costs ~10
     CPU-seconds, most of it sqlite migrations): the first worker that needs it starts it, the run's end stops it.
-    Set in Prefect's settings for this process's flows, and exported as PREFECT_API_URL for the subprocesses tests
-    start (`digitpipe run` reuses an API only when the environment or profile names one, else it starts its own)."""
+    Exported as PREFECT_API_URL, as a user's environment names a server: for the subprocesses tests start
+    (`digitpipe run` reuses an API only when the environment or profile names one, else it starts its own) and, with
+    Prefect's global settings read again, for this process's flows and every thread they start."""
+    from prefect.context import refresh_global_settings_context
     from prefect.events.worker import EventsWorker
     from prefect.logging.handlers import APILogWorker
-    from prefect.settings import PREFECT_API_URL, temporary_settings
 
     from tests.servers import shared_test_api
 
     url = shared_test_api(Path(os.environ[TEST_API_FOLDER]))
-    with temporary_settings({PREFECT_API_URL: url}), pytest.MonkeyPatch.context() as session_env:
+    with pytest.MonkeyPatch.context() as session_env:
         session_env.setenv("PREFECT_API_URL", url)  # put back as it was after the session
+        refresh_global_settings_context()
         yield url
         APILogWorker.drain_all()  # this process's last logs and events reach the API before it stops
         EventsWorker.drain_all()
+    refresh_global_settings_context()
 
 
 @pytest.fixture(scope="session")
@@ -184,9 +189,9 @@ def team_prefect(pg_cluster, team_variables, tmp_path_factory) -> dict:
     stop(server)
 
 
-# the slowest first (minutes each, much of it waiting on servers), the longest of all at the front
+# the end-to-end files, the longest first (a minute or more each, part of it waiting on servers), then the units
 SLOWEST_FILES = ("test_team.py", "test_servers.py", "test_pipeline.py", "test_deployments.py", "test_reliability.py",
-                 "test_imports.py")
+                 "test_imports.py", "test_registered_model.py", "test_gate.py", "test_loop.py")
 
 
 def pytest_collection_modifyitems(items) -> None:

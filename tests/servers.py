@@ -50,27 +50,28 @@ def start_prefect_server(folder: Path, port: int) -> tuple[subprocess.Popen, dic
 
 def shared_test_api(folder: Path) -> str:
     """The URL of the run's temporary Prefect API, whose files live in `folder`: started by the first process that
-    asks (the others wait on the lock, then read its URL), as Prefect's test harness starts one (its ephemeral
-    server, sqlite), in a session of its own so that it outlives that process; stop_shared_test_api stops it."""
+    asks (the others wait on the lock, then read its URL) as `digitpipe run` starts one (flows.api), with its
+    database in `folder`; it outlives that process, and stop_shared_test_api stops it."""
     from filelock import FileLock
 
-    from flows.api import free_port
+    from flows.api import free_port, start_temporary_api, wait_until_ready
 
-    url_file = folder / "url"
+    url_file, pid = folder / "url", folder / "pid"
     with FileLock(folder / "lock"):
         if not url_file.exists():
             port = free_port()
-            env = {**os.environ, "PREFECT__SERVER_EPHEMERAL": "1", "PREFECT_UI_ENABLED": "0",
-                   "PREFECT_SERVER_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{folder}/prefect.db"}
-            env.pop("PREFECT_API_URL", None)
-            log = open(folder / "server.log", "w")  # noqa: SIM115 (kept open for the server's lifetime)
-            server = subprocess.Popen(
-                [sys.executable, "-m", "uvicorn", "--factory", "prefect.server.api.server:create_app",
-                 "--host", "127.0.0.1", "--port", str(port), "--lifespan", "on", "--log-level", "error"],
-                env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-            (folder / "pid").write_text(str(server.pid))
-            wait_until_up(server, f"http://127.0.0.1:{port}/api/health", "the Prefect test API", timeout=180)
-            url_file.write_text(f"http://127.0.0.1:{port}/api")
+            with open(folder / "server.log", "w") as log:
+                server = start_temporary_api(port, log, PREFECT_SERVER_DATABASE_CONNECTION_URL=(
+                    f"sqlite+aiosqlite:///{folder}/prefect.db"))
+            pid.write_text(str(server.pid))
+            url = f"http://127.0.0.1:{port}/api"
+            try:
+                wait_until_ready(url, timeout=180)
+            except RuntimeError:
+                server.kill()
+                pid.unlink()
+                raise RuntimeError(f"{url} did not start: {(folder / 'server.log').read_text()[-2000:]}") from None
+            url_file.write_text(url)
         return url_file.read_text()
 
 
@@ -79,7 +80,7 @@ def stop_shared_test_api(folder: Path) -> None:
     pid = folder / "pid"
     if pid.exists():
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(int(pid.read_text()), signal.SIGKILL)
+            os.kill(int(pid.read_text()), signal.SIGKILL)
 
 
 def prefect_cli(*args: str, env: dict, timeout: float = 300) -> subprocess.CompletedProcess:

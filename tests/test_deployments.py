@@ -34,7 +34,8 @@ def test_deployment_runs_on_a_process_worker_and_registers_the_model(prefect_ser
     home.mkdir()
     for part in ("flows", "data"):
         (home / part).symlink_to(ROOT / part)
-    (home / "mlflow.yaml").write_text(yaml.safe_dump({"registered_model": "digits-deployed", "min_accuracy": 0.5}))
+    (home / "mlflow.yaml").write_text(yaml.safe_dump({"registered_model": "digits-deployed", "min_accuracy": 0.5,
+                                                      "experiment": "deployed"}))  # the server story's is its own
     env = {**prefect_server, "DIGITPIPE_HOME": str(home), "MLFLOW_TRACKING_URI": mlflow_server}
     created = prefect_cli("work-pool", "create", "digitpipe-process", "--type", "process", env=env)
     assert created.returncode == 0, created.stdout + created.stderr

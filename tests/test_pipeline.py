@@ -402,7 +402,7 @@ def test_a_dask_run_from_the_command_line_trains_on_the_workers_and_prints_only_
     import subprocess
     import sys
 
-    from digitpipe.runtime import available_cores
+    from digitpipe.runtime import core_share
     from tests.conftest import ROOT
 
     config = tmp_path / "mlflow.yaml"
@@ -422,5 +422,5 @@ def test_a_dask_run_from_the_command_line_trains_on_the_workers_and_prints_only_
     runs = {name: client.get_run(model["run_id"]) for name, model in summary["models"].items()}
     parent = client.get_run(runs["mlp"].data.tags["mlflow.parentRunId"])
     assert {run.data.tags["digitpipe.pid"] for run in runs.values()}.isdisjoint({parent.data.tags["digitpipe.pid"]})
-    workers = 2 if available_cores() >= 4 else 1  # one per model (two here), each with at least two cores
-    assert runs["mlp"].data.metrics["torch_threads"] == available_cores() // workers
+    workers = 2 if core_share() >= 4 else 1  # one per model (two here), each with at least two of the run's cores
+    assert runs["mlp"].data.metrics["torch_threads"] == max(1, core_share() // workers)

@@ -36,6 +36,11 @@ def test_ten_thousand_rows_match_the_models_own_predictions(tmp_path, digits, mo
     assert (report.scored, report.rejected) == (10_000, 0)
 
 
+def test_onnxruntime_takes_the_processs_share_of_the_cores(monkeypatch, model):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # one of several processes on the machine, as a Dask worker is
+    assert OnnxScorer(model[1]).session.get_session_options().intra_op_num_threads == 1
+
+
 def test_malformed_rows_are_rejected_with_reasons_and_the_rest_scored(tmp_path, digits, model):
     _, onnx_path = model
     path = write_kaggle_csv(tmp_path / "test.csv", digits.images[:20])
