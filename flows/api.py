@@ -17,8 +17,8 @@ import time
 import tomllib
 import urllib.request
 from collections.abc import Iterator
-from typing import IO
 from pathlib import Path
+from typing import IO
 
 
 def configured_api_url() -> str | None:
