@@ -13,7 +13,8 @@ import pytest
 
 # pytest-xdist's workers share the machine: each takes its share of the cores for torch, onnxruntime and BLAS, and so
 # do the subprocesses it starts (digitpipe.runtime.core_share reads OMP_NUM_THREADS). Every worker taking every core
-# made the in-process pipeline runs up to 5x slower. Set before numpy loads its BLAS.
+# made the in-process pipeline runs up to 5x slower. Set before numpy loads its BLAS (hence not
+# digitpipe.runtime.available_cores: that module imports numpy).
 if workers := os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, cores // int(workers))))

@@ -29,12 +29,10 @@ def _digitpipe(args: list[str], env: dict) -> subprocess.Popen:
 
 
 @pytest.fixture
-def env(tmp_path):
-    from prefect.settings import PREFECT_API_URL
-
+def env(tmp_path, prefect_api):
     (tmp_path / "mlflow.yaml").write_text(f"tracking_uri: sqlite:///{tmp_path}/mlflow.db\n"
                                           f"artifact_location: {tmp_path}/artifacts\n")
-    environment = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value()}  # the session's test API, no new server
+    environment = {**os.environ, "PREFECT_API_URL": prefect_api}  # the run's test API, no new server
     environment.pop("MLFLOW_TRACKING_URI", None)
     return environment
 
