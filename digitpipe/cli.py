@@ -15,7 +15,6 @@ import sys
 from pathlib import Path
 from typing import Annotated
 
-import click
 import typer
 
 from digitpipe.config import PipelineConfig, build, load_tracking_config
@@ -494,11 +493,11 @@ def run_cli() -> int:
     for name in ("prefect.task_runs", "prefect.flow_runs"):
         logging.getLogger(name).addFilter(_DropUserErrorRecords())
     try:
-        code = app(standalone_mode=False)  # returns the code of a typer.Exit raised by a command
+        code = app(standalone_mode=False, prog_name="digitpipe")  # the code of a typer.Exit raised by a command
     except UserError as exc:
         print(f"digitpipe: error: {exc}", file=sys.stderr)
         return exc.exit_code
-    except click.ClickException as exc:  # bad flags: click's own one-line usage error
+    except typer.TyperException as exc:  # a usage error (typer's own copy of click's): its short usage message
         exc.show()
         return exc.exit_code
     except (typer.Abort, KeyboardInterrupt):
