@@ -239,7 +239,7 @@ def validate(
     from digitpipe.validation import validate as check
 
     passed = True
-    for part in idx_parts(data) if data.is_dir() else [None]:
+    for part in (idx_parts(data) if data.is_dir() else []) or [None]:  # a PNG or empty folder: read as `run` does
         dataset = load_dataset(data, part)
         report = check(dataset, min_rows)
         typer.echo(f"{dataset.source}: {len(dataset):,} images\n{report.text()}")
