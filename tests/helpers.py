@@ -4,6 +4,9 @@ check that a command failed with one clear line, and waiting for something a ser
 from __future__ import annotations
 
 import contextlib
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -14,6 +17,8 @@ import numpy as np
 from digitpipe.data import Dataset
 
 PIXELS = [f"pixel{i}" for i in range(784)]
+ROOT = Path(__file__).resolve().parents[1]
+DIGITPIPE = Path(sys.executable).with_name("digitpipe")  # the console script a user runs, beside this interpreter
 
 
 def wait_for(condition: Callable[[], object], seconds: float, what: str, poll: float = 0.5):
@@ -52,6 +57,19 @@ class CliResult(NamedTuple):
     code: int
     out: str
     err: str
+
+
+def digitpipe(*args, env: dict | None = None, cwd: Path = ROOT, wait: bool = True, timeout: float = 540,
+              merge_stderr: bool = False):
+    """`digitpipe ARGS` in a subprocess, as a user runs it: a CliResult, or the process itself when not `wait`.
+    `env` replaces the environment (default: this process's); `merge_stderr` sends stderr into stdout."""
+    started = subprocess.Popen([str(DIGITPIPE), *map(str, args)], cwd=cwd, env=os.environ if env is None else env,
+                               stdout=subprocess.PIPE, text=True,
+                               stderr=subprocess.STDOUT if merge_stderr else subprocess.PIPE)
+    if not wait:
+        return started
+    out, err = started.communicate(timeout=timeout)
+    return CliResult(started.returncode, out, err or "")
 
 
 def error_line(stderr: str) -> str:

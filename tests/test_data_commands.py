@@ -2,6 +2,7 @@
 input form they document (IDX folder, CSV, PNG folder) and for folders that hold no digits."""
 
 import json
+import os
 
 import pytest
 from PIL import Image
@@ -65,3 +66,55 @@ def test_validate_refuses_a_folder_without_digits(tmp_path, digitpipe_cli, conte
     assert_one_line_error(result.code, result.err, 2,
                           f"{folder}: no train- or t10k-images-idx3-ubyte[.gz] file in this folder")
     assert result.out == ""
+
+
+def png_bomb(path):
+    """A real grey PNG of 20,000 x 20,000 pixels (400 megapixels, ~390 KB on disk): a decompression bomb."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    side, packer = 20_000, zlib.compressobj(9)
+    row = b"\0" * (side + 1)  # a filter byte, then the row's pixels
+    pixels = b"".join(packer.compress(row) for _ in range(side)) + packer.flush()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0))
+                     + chunk(b"IDAT", pixels) + chunk(b"IEND", b""))
+    return path
+
+
+def test_validate_refuses_a_decompression_bomb_naming_the_file(digits, tmp_path, digitpipe_cli):
+    folder = _png_folder(tmp_path / "png", digits, range(20))
+    bomb = png_bomb(folder / "3" / "bomb.png")
+    result = digitpipe_cli("validate", "--data", folder)
+    assert_one_line_error(result.code, result.err, 2, f"{bomb}: refused, not decoded: a decompression bomb")
+
+
+@pytest.mark.slow
+def test_run_and_score_give_one_line_for_bad_input(digits, tmp_path, prefect_api):
+    """As a user sees it in a terminal: a malformed CSV, an empty folder and a PNG folder holding a decompression
+    bomb each end `run` (and the bomb `score`) with exactly one line on stderr, exit 2, and no output file."""
+    from digitpipe.baseline import fit_logreg
+    from digitpipe.export import export_onnx
+    from digitpipe.zoo import SPECS
+    from tests.helpers import digitpipe
+
+    (tmp_path / "malformed.csv").write_text("label,pixel0\n1,2\n")
+    (tmp_path / "empty").mkdir()
+    bomb = png_bomb(_png_folder(tmp_path / "png", digits, range(20)) / "3" / "bomb.png")
+    env = {**os.environ, "PREFECT_API_URL": prefect_api, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db"}
+    expected = {tmp_path / "malformed.csv": "header must be ", tmp_path / "empty": "no train- or t10k-images-idx3",
+                tmp_path / "png": "refused, not decoded: a decompression bomb"}
+    for data, message in expected.items():
+        result = digitpipe("run", "--data", data, "--models", "logreg", "--quiet", "--out", tmp_path / "out", env=env)
+        shown = bomb if data.name == "png" else data
+        assert (result.code, result.err.splitlines()) == (2, [result.err.strip()]), result.err
+        assert result.err.startswith(f"digitpipe: error: {shown}: {message}"), result.err
+    model = export_onnx(fit_logreg(SPECS["logreg"], digits), tmp_path / "logreg.onnx")
+    scored = digitpipe("score", "--model", model, "--input", tmp_path / "png", "--output", tmp_path / "o.csv", env=env)
+    assert (scored.code, scored.err) == (2, f"digitpipe: error: {bomb}: refused, not decoded: a decompression bomb "
+                                            "(Image size (400000000 pixels) exceeds limit of 178956970 pixels, could be "
+                                            "decompression bomb DOS attack.)\n")
+    assert not (tmp_path / "o.csv").exists()

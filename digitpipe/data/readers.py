@@ -217,8 +217,6 @@ def read_image_folder(folder: Path) -> Dataset:
     Images must already be 28x28 grayscale, white ink on black like MNIST; others are refused, not converted,
     because a silent resize or colour conversion would change what the model sees.
     """
-    from PIL import Image, UnidentifiedImageError
-
     labelled = sorted(p for p in folder.iterdir() if p.is_dir() and p.name in {str(d) for d in range(N_CLASSES)})
     files = [(f, int(d.name)) for d in labelled for f in sorted(d.iterdir()) if f.suffix.lower() in IMAGE_SUFFIXES]
     if not labelled:
@@ -226,16 +224,33 @@ def read_image_folder(folder: Path) -> Dataset:
     images = np.empty((len(files), *IMAGE_SHAPE), np.uint8)
     for i, (file, _) in enumerate(files):
         _check_inside(folder, file)
-        try:
-            with Image.open(file) as image:
-                if image.size != IMAGE_SHAPE or image.mode != "L":
-                    raise DataError(file, f"{image.size[0]}x{image.size[1]} {image.mode} image refused "
-                                          "(not converted): digitpipe needs 28x28 grayscale (mode L)")
-                images[i] = np.asarray(image)
-        except (UnidentifiedImageError, OSError) as exc:
-            raise DataError(file, f"not a readable image ({first_line(exc)})") from None
+        images[i] = _read_digit_image(file)
     labels = np.array([label for _, label in files], np.int64) if labelled else None
     return Dataset(images, labels, source=str(folder))
+
+
+def _read_digit_image(file: Path) -> np.ndarray:
+    """One 28x28 grayscale image, its size and mode checked from the header before any pixel is decoded."""
+    import warnings
+
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with warnings.catch_warnings():  # Pillow only warns below twice MAX_IMAGE_PIXELS: refuse those too
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(file)  # reads the header only
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise DataError(file, f"refused, not decoded: a decompression bomb ({first_line(exc)})") from None
+    except (UnidentifiedImageError, OSError) as exc:
+        raise DataError(file, f"not a readable image ({first_line(exc)})") from None
+    with image:
+        if image.size != IMAGE_SHAPE or image.mode != "L":
+            raise DataError(file, f"{image.size[0]}x{image.size[1]} {image.mode} image refused "
+                                  "(not converted): digitpipe needs 28x28 grayscale (mode L)")
+        try:
+            return np.asarray(image)
+        except OSError as exc:  # a truncated or damaged file fails while decoding
+            raise DataError(file, f"not a readable image ({first_line(exc)})") from None
 
 
 def _check_inside(folder: Path, path: Path) -> None:
