@@ -469,10 +469,18 @@ def _progress(input: Path):
 
 
 class _DropUserErrorRecords(logging.Filter):
-    """Prefect logs a task's exception with its traceback; for user errors the CLI's one line says it all."""
+    """Prefect logs a task's exception with its traceback, then the task's final state; for user errors the CLI's
+    one line says it all."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not (record.exc_info and isinstance(record.exc_info[1], UserError))
+        if record.exc_info:
+            return not isinstance(record.exc_info[1], UserError)
+        message = record.getMessage()  # "Finished in state Failed('Task run encountered an exception DataError: ...')"
+        return not any(f"exception {name}: " in message for name in _subclass_names(UserError))
+
+
+def _subclass_names(cls: type) -> set[str]:
+    return {cls.__name__}.union(*(_subclass_names(sub) for sub in cls.__subclasses__()))
 
 
 def main() -> None:
