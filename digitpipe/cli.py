@@ -17,7 +17,7 @@ from typing import Annotated
 
 import typer
 
-from digitpipe.config import PipelineConfig, build, load_tracking_config
+from digitpipe.config import PipelineConfig, TrackingConfig, build, load_tracking_config
 from digitpipe.errors import DataError, TooManyRejected, UserError
 from digitpipe.runtime import core_share
 from digitpipe.zoo import MODEL_NAMES
@@ -25,7 +25,9 @@ from digitpipe.zoo import MODEL_NAMES
 app = typer.Typer(help="Handwritten-digit pipeline: MNIST to a registered ONNX champion.", no_args_is_help=True,
                   pretty_exceptions_enable=False, add_completion=False)
 
-ConfigOption = Annotated[Path, typer.Option("--config", help="Tracking and promotion settings (YAML).")]
+ConfigOption = Annotated[Path | None, typer.Option(
+    "--config", help="Tracking and promotion settings (YAML; default: ./mlflow.yaml where there is one, else the "
+                     "built-in defaults).")]
 UnlockedOption = Annotated[bool, typer.Option(help="With a remote MLflow store and no Prefect server to lock it: "
                                                    "promote anyway, accepting that promotions from several workers "
                                                    "may interleave.")]
@@ -88,7 +90,7 @@ def run(
                                                            "(default: a local cluster).")] = None,
     verbose: Annotated[bool, typer.Option(help="Prefect's and MLflow's own log lines too.")] = False,
     unlocked_promotion: UnlockedOption = False,
-    config: ConfigOption = Path("mlflow.yaml"),
+    config: ConfigOption = None,
 ) -> None:
     """Validate, split, train, evaluate, export, register and promote: the whole training pipeline."""
     from flows.api import prefect_api, wait_until_ready
@@ -197,7 +199,7 @@ def promote(
     version: Annotated[str | None, typer.Option(help="Make this version the champion by hand (recorded).")] = None,
     rollback: Annotated[bool, typer.Option(help="Swap champion and previous_champion back.")] = False,
     unlocked_promotion: UnlockedOption = False,
-    config: ConfigOption = Path("mlflow.yaml"),
+    config: ConfigOption = None,
 ) -> None:
     """Move the champion alias by hand: to --version N, or back to the previous champion with --rollback."""
     from digitpipe import promotion
@@ -207,7 +209,7 @@ def promote(
     if (version is None) == (not rollback):
         raise UserError("give exactly one of --version N or --rollback")
     tracking = load_tracking_config(config)
-    registry = tracker_for(tracking, PromotionLock(tracking, lock_mode(unlocked_promotion))).registry
+    registry = tracker_for(tracking, PromotionLock(tracking, lock_mode(unlocked_promotion)), create=False).registry
     cfg = registry.cfg
     if rollback:
         restored, demoted = promotion.rollback(registry)
@@ -218,12 +220,12 @@ def promote(
 
 
 @app.command()
-def models(config: ConfigOption = Path("mlflow.yaml")) -> None:
+def models(config: ConfigOption = None) -> None:
     """The registered model's versions: aliases, held-out accuracy, and the promotion verdict of each."""
     from digitpipe.progress import print_versions
     from digitpipe.tracking import tracker_for
 
-    registry = tracker_for(load_tracking_config(config)).registry
+    registry = tracker_for(load_tracking_config(config), create=False).registry
     print_versions(registry.cfg.registered_model, registry.versions())
 
 
@@ -270,7 +272,7 @@ def score(
     reference: Annotated[Path | None, typer.Option(
         help="With a .onnx file: its monitor_reference.json, for the drift check (a registry model has its own).")]
     = None,
-    config: ConfigOption = Path("mlflow.yaml"),
+    config: ConfigOption = None,
 ) -> None:
     """Score a file with an ONNX model on onnxruntime, streaming; bad rows go to OUTPUT.rejects.csv. The batch is
     checked for drift against the model's training data (a signal: the scores are written either way)."""
@@ -281,6 +283,7 @@ def score(
     from digitpipe.scorer import OnnxScorer
     from digitpipe.scoring import score_file
 
+    tracking = load_tracking_config(config)
     if not input.exists():
         raise UserError(f"{input}: no such file or directory")
     if input.is_dir() and idx_parts(input):
@@ -288,7 +291,7 @@ def score(
     if reference is not None and not reference.is_file():
         raise UserError(f"{reference}: no such reference file")
     with tempfile.TemporaryDirectory(prefix="digitpipe-model-") as tmp:
-        registry, path, identity = _resolve_model(model, Path(tmp), config)
+        registry, path, identity = _resolve_model(model, Path(tmp), tracking)
         scorer = OnnxScorer(path, batch_size)
         if reference is not None:
             baseline = Reference.load(reference)  # named by the user: a bad file is their error
@@ -296,7 +299,7 @@ def score(
             baseline = registered_reference(registry and registry.monitor_reference(identity, Path(tmp) / "ref"))
         with _progress(input) as advance:
             report = score_file(scorer, input, output, identity, probabilities, advance, reference=baseline,
-                                thresholds=load_tracking_config(config).monitoring)
+                                thresholds=tracking.monitoring)
     typer.echo(report.line())
     typer.echo(report.drift_line())
     if report.rejected:
@@ -314,7 +317,7 @@ def feedback(
     model: Annotated[str | None, typer.Option(help="The model that scored it, as `score` was given it: "
                                                    "models:/NAME@ALIAS or models:/NAME/VERSION (default: the "
                                                    "configured model's champion).")] = None,
-    config: ConfigOption = Path("mlflow.yaml"),
+    config: ConfigOption = None,
 ) -> None:
     """Record labels that arrived for a scored file: the model's live accuracy on them, and the labelled digits
     kept in the store for retraining (`run --feedback`). Below the accuracy floor of mlflow.yaml's monitoring
@@ -329,9 +332,9 @@ def feedback(
     model = model or f"models:/{tracking.registered_model}@{tracking.champion_alias}"
     if not model.startswith(f"models:/{tracking.registered_model}"):
         raise UserError(f"--model {model}: expected a version of {tracking.registered_model} (the registered model of "
-                        f"{config}), as models:/{tracking.registered_model}@ALIAS or .../VERSION")
+                        f"{tracking.config_file}), as models:/{tracking.registered_model}@ALIAS or .../VERSION")
     labelled, skipped = join_labels(input, labels)
-    tracker = tracker_for(tracking)
+    tracker = tracker_for(tracking, create=False)
     with tempfile.TemporaryDirectory(prefix="digitpipe-model-") as tmp:
         path, identity = tracker.registry.resolve(model, Path(tmp))  # int8 where accepted, as `score` uses it
         result = record_feedback(tracker, labelled, path, identity, tracking.monitoring)
@@ -366,14 +369,15 @@ def export(
     = None,
     seed: Annotated[int | None, typer.Option(help="With a .onnx file: the seed of the split to check on.")] = None,
     max_drop: Annotated[float, typer.Option(help="Largest accepted accuracy drop, as a fraction.")] = 0.001,
-    config: ConfigOption = Path("mlflow.yaml"),
+    config: ConfigOption = None,
 ) -> None:
     """Write a model's ONNX file; with --quantize, an int8 version, recorded in the registry with its verdict."""
     import shutil
     import tempfile
 
+    tracking = load_tracking_config(config)
     with tempfile.TemporaryDirectory(prefix="digitpipe-model-") as tmp:
-        registry, path, identity = _resolve_model(model, Path(tmp), config, prefer_int8=False)
+        registry, path, identity = _resolve_model(model, Path(tmp), tracking, prefer_int8=False)
         if not quantize:
             shutil.copyfile(path, output)
             typer.echo(f"wrote {output}")
@@ -398,7 +402,7 @@ def monitor_reference(
     protocol: Annotated[str | None, typer.Option(help="With a .onnx file: book or standard.")] = None,
     seed: Annotated[int | None, typer.Option(help="With a .onnx file: the split's seed.")] = None,
     output: Annotated[Path | None, typer.Option(help="With a .onnx file: where to write the reference.")] = None,
-    config: ConfigOption = Path("mlflow.yaml"),
+    config: ConfigOption = None,
 ) -> None:
     """Build a model's drift reference from the split it was trained on: for versions registered before digitpipe
     recorded references (logged on the version's run), or a .onnx file (written to --output)."""
@@ -408,8 +412,9 @@ def monitor_reference(
     from digitpipe.monitor import build_reference
     from digitpipe.pipeline import write_monitor_reference
 
+    tracking = load_tracking_config(config)
     with tempfile.TemporaryDirectory(prefix="digitpipe-model-") as tmp:
-        registry, path, identity = _resolve_model(model, Path(tmp), config, prefer_int8=False)
+        registry, path, identity = _resolve_model(model, Path(tmp), tracking, prefer_int8=False)
         if registry is None and output is None:
             raise UserError("a .onnx file has no run to record its reference on: give --output")
         try:
@@ -444,12 +449,12 @@ def _training_split(registry, identity: dict, data: Path | None, protocol: str |
     return recipe.rebuild(), f"its training run's split ({recipe.protocol}, seed {recipe.seed})"
 
 
-def _resolve_model(model: str, tmp: Path, config: Path, prefer_int8: bool = True):
+def _resolve_model(model: str, tmp: Path, tracking: TrackingConfig, prefer_int8: bool = True):
     """(registry or None, local ONNX path, identity) for a registry URI or a file."""
     if model.startswith("models:/"):
         from digitpipe.tracking import tracker_for
 
-        registry = tracker_for(load_tracking_config(config)).registry
+        registry = tracker_for(tracking, create=False).registry
         return (registry, *registry.resolve(model, tmp, prefer_int8))
     path = Path(model)
     if not path.is_file():

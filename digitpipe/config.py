@@ -14,6 +14,10 @@ from digitpipe.files import first_line
 from digitpipe.zoo import MODEL_NAMES
 
 
+BUILT_IN = "built-in defaults"
+CONFIG_FILE = Path("mlflow.yaml")  # read from the working directory when no --config names a file
+
+
 class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -22,8 +26,8 @@ class PromotionConfig(_Frozen):
     """The promotion gate: a challenger needs a passed ONNX parity check and all of these, against the champion on
     the held-out digits neither of them trained on (the `promotion` section of `mlflow.yaml`)."""
 
-    min_accuracy: float = Field(0.0, ge=0, le=1)  # absolute floor on held-out accuracy
-    min_margin: float = Field(0.0, ge=0, le=1)  # accuracy (as a fraction) it must beat the champion by
+    min_accuracy: float = Field(0.85, ge=0, le=1)  # absolute floor on held-out accuracy
+    min_margin: float = Field(0.001, ge=0, le=1)  # accuracy (as a fraction) it must beat the champion by
     max_p_value: float = Field(0.05, gt=0, le=1)  # McNemar's test on the two models' errors must be below this
     # Held-out images the champion trained on are left out of the comparison; with fewer than this many left
     # (another --seed, --val-fraction or --data than the champion's), the verdict is not_comparable.
@@ -64,6 +68,7 @@ class TrackingConfig(_Frozen):
     previous_alias: str = "previous_champion"  # where the champion goes when it is replaced (for --rollback)
     promotion: PromotionConfig = PromotionConfig()
     monitoring: MonitoringConfig = MonitoringConfig()
+    config_file: str = BUILT_IN  # which file these settings came from (recorded on every run), set by the loader
 
     @model_validator(mode="before")
     @classmethod
@@ -114,16 +119,23 @@ class PipelineConfig(_Frozen):
 
 
 def load_tracking_config(path: Path | None = None) -> TrackingConfig:
-    """Read `mlflow.yaml` (if present); MLFLOW_TRACKING_URI in the environment overrides its tracking_uri."""
+    """The settings of `path` (which must exist), else of ./mlflow.yaml where there is one, else the built-in
+    defaults (the shipped mlflow.yaml's values); MLFLOW_TRACKING_URI in the environment overrides tracking_uri."""
+    if path is not None and not path.is_file():
+        raise UserError(f"{path}: no such configuration file")
+    path = path or (CONFIG_FILE if CONFIG_FILE.is_file() else None)
     values: dict = {}
-    if path is not None and path.exists():
+    if path is not None:
         try:
             values = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as exc:
             raise UserError(f"{path}: not valid YAML ({first_line(exc)})") from None
+        if not isinstance(values, dict):
+            raise UserError(f"{path}: expected a mapping of settings, not {type(values).__name__}")
     if os.environ.get("MLFLOW_TRACKING_URI"):
         values["tracking_uri"] = os.environ["MLFLOW_TRACKING_URI"]
-    return build(TrackingConfig, values, source=str(path or "defaults"))
+    values["config_file"] = str(path.resolve()) if path else BUILT_IN
+    return build(TrackingConfig, values, source=str(path or BUILT_IN))
 
 
 def build(model: type[BaseModel], values: dict, source: str) -> BaseModel:

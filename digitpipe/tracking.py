@@ -66,9 +66,18 @@ class Champion:
 
 
 @functools.cache
-def tracker_for(cfg: TrackingConfig, promotion_lock: Callable[[], AbstractContextManager] | None = None) -> Tracker:
-    """One Tracker (one MLflow client, one store check) per configuration, promotion lock and process."""
+def tracker_for(cfg: TrackingConfig, promotion_lock: Callable[[], AbstractContextManager] | None = None,
+                create: bool = True) -> Tracker:
+    """One Tracker (one MLflow client, one store check) per configuration, promotion lock and process; with
+    `create` False (commands that only read or change what is registered) a missing local store is an error."""
+    if not create and (path := _sqlite_file(cfg.tracking_uri)) and not path.exists():
+        raise UserError(f"no MLflow store at {cfg.tracking_uri} (no such file): nothing has been registered there")
     return Tracker(cfg, promotion_lock)
+
+
+def _sqlite_file(uri: str) -> Path | None:
+    """The database file of a sqlite:/// tracking URI (None for any other store)."""
+    return Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
 
 
 class Tracker:
@@ -110,7 +119,7 @@ class RunLog:
     @contextmanager
     def run(self, name: str, parent_id: str | None = None, tags: Mapping[str, str] | None = None) -> Iterator[str]:
         """A run that ends FINISHED, or FAILED if the block raises (never left RUNNING)."""
-        tags = {**(tags or {}), **owner_tags()}
+        tags = {**(tags or {}), **owner_tags(), "digitpipe.config": self.cfg.config_file}
         if parent_id:
             tags[PARENT_TAG] = parent_id
         run_id = self.client.create_run(self.experiment_id, run_name=name, tags=tags).info.run_id

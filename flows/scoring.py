@@ -23,7 +23,7 @@ from tasks.scoring import check_batch, document_batch, fetch_model, keep_feedbac
 @flow(name="score-digits", log_prints=True)
 def scoring_flow(inputs: list[Path], model: str = "models:/digits@champion", suffix: str = ".predictions.csv",
                  probabilities: bool = False, max_reject_fraction: float = 0.01,
-                 config: Path = Path("mlflow.yaml")) -> list[dict]:
+                 config: Path | None = None) -> list[dict]:
     """Score each file in `inputs` with `model`; fail if a file rejects more than `max_reject_fraction` of its rows."""
     tracking = load_tracking_config(config)
     tracker = tracker_for(tracking)

@@ -42,8 +42,8 @@ log = logging.getLogger("digitpipe")  # one line per stage; the CLI prints it, d
 @flow(name="train-digits", task_runner=ThreadPoolTaskRunner(max_workers=1))
 def training_flow(cfg: PipelineConfig) -> dict:
     """Train every configured model on cfg.data, register each, promote the best if it earned it; return the summary."""
-    # no tracking config (a deployment): the project's mlflow.yaml, MLFLOW_TRACKING_URI overriding its store
-    tracking = cfg.tracking or load_tracking_config(Path("mlflow.yaml"))
+    # no tracking config (a deployment): the working directory's mlflow.yaml, MLFLOW_TRACKING_URI overriding its store
+    tracking = cfg.tracking or load_tracking_config()
     if cfg.registered_model:
         tracking = tracking.model_copy(update={"registered_model": cfg.registered_model})
     cfg = cfg.model_copy(update={"tracking": tracking})
