@@ -29,7 +29,7 @@ from digitpipe.export import export_onnx
 from digitpipe.scorer import OnnxScorer
 from digitpipe.zoo import SPECS
 
-CLI = [sys.executable, "-m", "digitpipe"]
+CLI = [sys.executable, "-m", "cli"]
 
 
 def wall(args: list[str], cwd: Path, repeats: int, fresh: Path | None = None) -> float:

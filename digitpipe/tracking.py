@@ -12,7 +12,6 @@ import os
 import re
 import shutil
 import socket
-import sys
 import tempfile
 import time
 import warnings
@@ -84,8 +83,6 @@ class Tracker:
     """One connection to the MLflow store of `cfg`: its run log and its model registry, sharing one client."""
 
     def __init__(self, cfg: TrackingConfig, promotion_lock: Callable[[], AbstractContextManager] | None = None) -> None:
-        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # keep CLI and CI logs clean
-        os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # a server's "View run" lines too
         client = MlflowClient(cfg.tracking_uri)
         for noisy in ("mlflow", "alembic"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
@@ -506,5 +503,6 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
-if __name__ == "__main__":  # python -m digitpipe.tracking URI: create or migrate the store (see cli._prepare_store)
-    MlflowClient(sys.argv[1]).search_experiments(max_results=1)
+def open_store(uri: str) -> None:
+    """Create or migrate the store at `uri` (a new sqlite store runs its migrations: seconds)."""
+    MlflowClient(uri).search_experiments(max_results=1)

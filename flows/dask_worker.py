@@ -1,12 +1,11 @@
 """Preloaded first by the workers of `flows.local_cluster`: a worker that Dask closed ends without the
-interpreter's teardown of every module (~2 s with torch, Prefect and MLflow loaded), as `digitpipe.cli` does for
-the command itself."""
+interpreter's teardown of every module (flows.startup.exit_now), as the command line does."""
 
 from __future__ import annotations
 
 import atexit
-import os
-import sys
+
+from flows.startup import skip_teardown
 
 _closed_by_dask = False
 
@@ -15,9 +14,7 @@ def _exit_now() -> None:
     """Registered on import, before the other preloads register theirs, so it runs last of the exit handlers
     (after MLflow's run closer and Prefect's log and event drains)."""
     if _closed_by_dask:  # any other exit keeps its exit code and the normal teardown
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(0)
+        skip_teardown(0)
 
 
 atexit.register(_exit_now)

@@ -40,7 +40,7 @@ def lock_mode(unlocked: bool) -> Mode:
     """What locks a remote store's promotions, decided at the entry point before any temporary Prefect API starts
     (one that only this process sees locks nothing): the configured Prefect server's concurrency limit, else none,
     which refuses unless the user passed `unlocked`."""
-    from flows.api import configured_api_url
+    from flows.startup import configured_api_url
 
     if configured_api_url():
         return "prefect"

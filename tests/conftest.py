@@ -93,7 +93,7 @@ def mlflow_store(tmp_path_factory) -> str:
 @pytest.fixture(scope="session")
 def mlflow_server(tmp_path_factory) -> str:
     """A real `mlflow server` on loopback (sqlite, local artifacts) for the session: tests/servers.py."""
-    from flows.api import free_port
+    from flows.startup import free_port
     from tests.servers import start_mlflow_server, stop
 
     folder, port = tmp_path_factory.mktemp("mlflow-server"), free_port()
@@ -108,7 +108,7 @@ def digitpipe_cli(monkeypatch, capsys):
     CliResult: the exit code and what the command printed on stdout and stderr (not what the test printed before).
     `tracking_uri=URI` points the command's MLflow at a store through MLFLOW_TRACKING_URI, for the rest of the test,
     as a user's environment would."""
-    from digitpipe import cli
+    import cli
     from tests.helpers import CliResult
 
     def run(*args, tracking_uri: str | None = None) -> CliResult:
@@ -130,7 +130,7 @@ def digitpipe_cli(monkeypatch, capsys):
 @pytest.fixture(scope="session")
 def pg_cluster():
     """A throwaway PostgreSQL cluster on a loopback port for the session (tests/pg.py), removed after."""
-    from flows.api import free_port
+    from flows.startup import free_port
     from tests.pg import pg_bin, start_cluster, stop_cluster
 
     if pg_bin() is None:
@@ -162,7 +162,7 @@ def team_mlflow(pg_cluster, team_variables, tmp_path_factory) -> dict:
     Yields its URL, the accounts' passwords and its log."""
     import secrets
 
-    from flows.api import free_port
+    from flows.startup import free_port
     from tests.servers import add_mlflow_account, start_team_mlflow_server, stop
 
     passwords = {"admin": team_variables["MLFLOW_AUTH_ADMIN_PASSWORD"],
@@ -181,7 +181,7 @@ def team_mlflow(pg_cluster, team_variables, tmp_path_factory) -> dict:
 @pytest.fixture(scope="session")
 def team_prefect(pg_cluster, team_variables, tmp_path_factory) -> dict:
     """compose's Prefect server on PostgreSQL (asyncpg) that requires an auth string; yields a client's environment."""
-    from flows.api import free_port
+    from flows.startup import free_port
     from tests.servers import start_team_prefect_server, stop
 
     server, env = start_team_prefect_server(tmp_path_factory.mktemp("team-prefect"), free_port(), team_variables,

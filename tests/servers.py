@@ -50,11 +50,11 @@ def start_prefect_server(folder: Path, port: int) -> tuple[subprocess.Popen, dic
 
 def shared_test_api(folder: Path) -> str:
     """The URL of the run's temporary Prefect API, whose files live in `folder`: started by the first process that
-    asks (the others wait on the lock, then read its URL) as `digitpipe run` starts one (flows.api), with its
+    asks (the others wait on the lock, then read its URL) as `digitpipe run` starts one (flows.startup), with its
     database in `folder`; it outlives that process, and stop_shared_test_api stops it."""
     from filelock import FileLock
 
-    from flows.api import free_port, start_temporary_api, wait_until_ready
+    from flows.startup import free_port, start_temporary_api, wait_until_ready
 
     url_file, pid = folder / "url", folder / "pid"
     with FileLock(folder / "lock"):

@@ -12,7 +12,7 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 
-from flows.api import free_port
+from flows.startup import free_port
 from tests.conftest import ROOT
 from tests.helpers import wait_for
 from tests.servers import BIN, prefect_call, prefect_cli, start_prefect_server, stop
@@ -109,7 +109,7 @@ def test_drift_starts_one_retraining_only_when_labelled_feedback_can_fix_it(pref
     assert deployed.returncode == 0, deployed.stdout + deployed.stderr
 
     def cli(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "digitpipe", *args, "--config", str(config)], cwd=ROOT,
+        return subprocess.run([sys.executable, "-m", "cli", *args, "--config", str(config)], cwd=ROOT,
                               env={k: v for k, v in env.items() if k != "MLFLOW_TRACKING_URI"}, capture_output=True,
                               text=True, timeout=300)
 

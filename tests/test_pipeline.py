@@ -200,14 +200,13 @@ def test_accepted_int8_is_recorded_and_then_used_for_scoring(first_run, fixture_
     _, summary = first_run
     name, version = tracking.registered_model, summary["models"]["lenet"]["model_version"]
     exported = digitpipe_cli("export", "--model", f"models:/{name}/{version}", "--quantize", "--max-drop", "1.0",
-                             "--data", fixture_dir, "--output", tmp_path / "int8.onnx",
-                             "--config", tmp_path / "none.yaml", tracking_uri=tracking.tracking_uri)
+                             "--data", fixture_dir, "--output", tmp_path / "int8.onnx", tracking_uri=tracking.tracking_uri)
     assert exported.code == 0
     client = MlflowClient(tracking.tracking_uri)
     tags = client.get_model_version(name, version).tags
     assert tags["int8_status"] == "accepted" and "int8 accepted" in tags["int8_reason"]
     scored = digitpipe_cli("score", "--model", f"models:/{name}/{version}", "--input", fixture_dir,
-                           "--output", tmp_path / "p.csv", "--config", tmp_path / "none.yaml")
+                           "--output", tmp_path / "p.csv")
     assert scored.code == 0
     sidecar = json.loads((tmp_path / "p.csv.json").read_text())
     assert sidecar["model"]["precision"] == "int8" and sidecar["scored"] == 1000
@@ -230,7 +229,7 @@ def test_scoring_refuses_a_damaged_registry_artifact(damage, first_run, tracking
     else:
         stored.unlink()
     result = digitpipe_cli("score", "--model", f"models:/damaged-{damage}/{version}", "--input", fixture_dir,
-                           "--output", tmp_path / "o.csv", "--config", tmp_path / "none.yaml",
+                           "--output", tmp_path / "o.csv",
                            tracking_uri=tracking.tracking_uri)
     assert_one_line_error(result.code, result.err, 2, f"models:/damaged-{damage}/{version}: " + (
         "the stored ONNX file does not match the checksum" if damage == "corrupt" else
@@ -407,7 +406,7 @@ def test_a_dask_run_from_the_command_line_trains_on_the_workers_and_prints_only_
 
     config = tmp_path / "mlflow.yaml"
     config.write_text(tracking.model_copy(update={"registered_model": "digits-dask-cli"}).model_dump_json())
-    done = subprocess.run([sys.executable, "-m", "digitpipe", "run", "--data", fixture_dir, "--models", "logreg,mlp",
+    done = subprocess.run([sys.executable, "-m", "cli", "run", "--data", fixture_dir, "--models", "logreg,mlp",
                            "--epochs", "1", "--task-runner", "dask", "--quiet", "--out", tmp_path / "o", "--summary",
                            tmp_path / "summary.json", "--config", config], cwd=ROOT, capture_output=True, text=True,
                           timeout=300)

@@ -33,8 +33,8 @@ def lenet_seed_7(fixture_dir, mlflow_store, tmp_path_factory):
 
 
 def _export(digitpipe_cli, tracking, tmp_path, *args: str) -> tuple[int, str, str]:
-    result = digitpipe_cli("export", "--quantize", "--max-drop", "1.0", "--output", tmp_path / "int8.onnx",
-                           "--config", tmp_path / "none.yaml", *args, tracking_uri=tracking.tracking_uri)
+    result = digitpipe_cli("export", "--quantize", "--max-drop", "1.0", "--output", tmp_path / "int8.onnx", *args,
+                           tracking_uri=tracking.tracking_uri)
     return result.code, result.out.strip(), result.err.strip()
 
 
@@ -82,7 +82,7 @@ def test_a_plain_onnx_file_needs_the_split_named(lenet_seed_7, fixture_dir, digi
 
 
 def _score(monitor_args, digitpipe_cli, tracking, tmp_path, data, *args: str) -> tuple[int, list[str], dict]:
-    result = digitpipe_cli("score", "--input", data, "--output", tmp_path / "p.csv", "--config", tmp_path / "none.yaml",
+    result = digitpipe_cli("score", "--input", data, "--output", tmp_path / "p.csv",
                            *monitor_args, *args, tracking_uri=tracking.tracking_uri)
     sidecar = json.loads((tmp_path / "p.csv.json").read_text()) if (tmp_path / "p.csv.json").exists() else {}
     return result.code, result.out.splitlines(), sidecar
@@ -123,7 +123,7 @@ def test_a_plain_onnx_file_is_checked_only_with_its_reference(lenet_seed_7, fixt
 
 
 def _monitor_reference(digitpipe_cli, tracking, tmp_path, *args: str) -> tuple[int, str, str]:
-    result = digitpipe_cli("monitor", "reference", "--config", tmp_path / "none.yaml", *args,
+    result = digitpipe_cli("monitor", "reference", *args,
                            tracking_uri=tracking.tracking_uri)
     return result.code, result.out.strip(), result.err.strip()
 

@@ -14,7 +14,7 @@ import pytest
 import torch
 from mlflow import MlflowClient
 
-from flows.api import free_port
+from flows.startup import free_port
 from tests.conftest import FIXTURE, ROOT
 from tests.helpers import assert_one_line_error, wait_for
 from tests.servers import start_mlflow_server, stop
@@ -24,7 +24,7 @@ DEMO = ROOT / "data" / "demo"
 
 
 def _digitpipe(args: list[str], env: dict) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "digitpipe", *args], env=env, cwd=ROOT,
+    return subprocess.Popen([sys.executable, "-m", "cli", *args], env=env, cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 

@@ -15,7 +15,7 @@ import yaml
 from mlflow import MlflowClient
 
 from digitpipe.config import PipelineConfig, TrackingConfig
-from flows.api import free_port
+from flows.startup import free_port
 from tests.conftest import ROOT
 from tests.helpers import assert_one_line_error, fluent_tracking_uri
 
@@ -37,7 +37,7 @@ def config_file(mlflow_server, tmp_path_factory) -> Path:
 def digitpipe(*args: str, config: Path, timeout: float = 300) -> subprocess.CompletedProcess:
     """The CLI in a subprocess, its store named only by `config` (mlflow.set_tracking_uri exports the variable)."""
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    return subprocess.run([sys.executable, "-m", "digitpipe", *args, "--config", str(config)], cwd=ROOT, env=env,
+    return subprocess.run([sys.executable, "-m", "cli", *args, "--config", str(config)], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=timeout)
 
 

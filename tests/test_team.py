@@ -148,7 +148,7 @@ def _team_env(team_mlflow, team_prefect: dict | None, folder) -> dict:
 
 def _digitpipe(*args, env: dict, wait: bool = True):
     """`digitpipe ARGS` in a subprocess: (exit code, stdout, stderr), or the process itself when not `wait`."""
-    started = subprocess.Popen([sys.executable, "-m", "digitpipe", *map(str, args)], cwd=ROOT, env=env,
+    started = subprocess.Popen([sys.executable, "-m", "cli", *map(str, args)], cwd=ROOT, env=env,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     if not wait:
         return started
@@ -366,7 +366,7 @@ def team_dask(team_variables, team_mlflow, team_prefect, tmp_path_factory) -> tu
     Yields the scheduler's address and the workers' pids."""
     from distributed import Client
 
-    from flows.api import free_port
+    from flows.startup import free_port
 
     port, folder = free_port(), tmp_path_factory.mktemp("dask")
     address = f"tcp://127.0.0.1:{port}"

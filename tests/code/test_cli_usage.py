@@ -33,7 +33,7 @@ def test_every_command_is_covered():
     """A command added later gets its usage test too."""
     import typer.main
 
-    from digitpipe.cli import app
+    from cli import app
 
     group = typer.main.get_command(app)
     found = {name for name, cmd in group.commands.items() if not hasattr(cmd, "commands")}

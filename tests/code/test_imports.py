@@ -17,7 +17,7 @@ PROBE = """
 import json, sys
 args, heavy = json.loads(sys.argv[1]), set(json.loads(sys.argv[2]))
 sys.argv = ["digitpipe", *args]
-from digitpipe import cli
+import cli
 try:
     cli.app(standalone_mode=False)
 except BaseException:
@@ -83,7 +83,7 @@ def test_a_logreg_run_loads_no_torch_and_prints_one_line_per_stage(tmp_path, fix
 def test_verbose_restores_prefects_own_log_lines(tmp_path, fixture_dir, prefect_api):
     """On the session's Prefect API (PREFECT_API_URL, inherited): the temporary one is the test above's."""
     (tmp_path / "mlflow.yaml").write_text(f"tracking_uri: sqlite:///{tmp_path}/m.db\n")
-    done = subprocess.run([sys.executable, "-m", "digitpipe", "run", "--data", str(fixture_dir), "--models", "logreg",
+    done = subprocess.run([sys.executable, "-m", "cli", "run", "--data", str(fixture_dir), "--models", "logreg",
                            "--quiet", "--verbose", "--out", str(tmp_path / "out")], capture_output=True, text=True,
                           cwd=tmp_path, timeout=300)
     assert done.returncode == 0, done.stderr

@@ -1,9 +1,11 @@
-"""The Prefect API a command-line run talks to: the server configured at PREFECT_API_URL, or a temporary one.
+"""Start-up and shut-down of a process that runs flows: the environment, the Prefect API (the server configured
+at PREFECT_API_URL, or a temporary one), a new local MLflow store, and the fast exit.
 
 Prefect's own temporary server starts only when the first flow runs, after every heavy import, and takes seconds
 to stop. Started here as the run's first step, in its own process, its start-up overlaps the pipeline's imports,
-and it is stopped at once when the run is over (its sqlite database is transactional, so nothing is lost).
-This module imports nothing from Prefect: it must cost nothing before the server is asked for.
+and it is stopped at once when the run is over (its sqlite database is transactional, so nothing is lost). A new
+sqlite store is migrated by a subprocess beside those imports too. The costs: bench/README.md.
+This module imports nothing from Prefect or MLflow: it must cost nothing before they are asked for.
 """
 
 from __future__ import annotations
@@ -19,6 +21,27 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
+
+
+ENVIRONMENT = {
+    # Prefect's throwaway local API migrates a sqlite db on first start: longer than the 20 s default
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "GX_ANALYTICS_ENABLED": "false",
+    # MLflow retries HTTP calls with backoff; its defaults wait minutes on a dead server, these a few seconds
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
+    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",  # clean command-line and CI logs
+    "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",  # a server's "View run" lines too
+}
+QUIET = {"PREFECT_LOGGING_LEVEL": "WARNING", "MLFLOW_LOGGING_LEVEL": "WARNING",
+         "DASK_LOGGING__DISTRIBUTED": "warning"}  # read by each library as it configures its logging on import
+
+
+def set_environment(quiet: bool = False) -> None:
+    """The process's defaults for Prefect, MLflow and great-expectations (a variable the user set wins); `quiet`:
+    without their own log lines (a local Dask cluster's start and stop lines too)."""
+    for key, value in {**ENVIRONMENT, **(QUIET if quiet else {})}.items():
+        os.environ.setdefault(key, value)
 
 
 def configured_api_url() -> str | None:
@@ -103,3 +126,34 @@ def _flush_prefect_clients() -> None:
     for worker in (APILogWorker, EventsWorker):
         with contextlib.suppress(Exception):  # a failed flush must not hide the run's own outcome
             worker.drain_all(timeout=5)
+
+
+def prepare_store(uri: str) -> subprocess.Popen | None:
+    """A new local sqlite MLflow store, created (its migrations take seconds) by a subprocess beside this one's
+    imports; call .wait() before the first tracking call. None when there is nothing to create."""
+    if not uri.startswith("sqlite:///") or Path(uri.removeprefix("sqlite:///")).exists():
+        return None
+    return subprocess.Popen([sys.executable, "-m", "flows.startup", "prepare-store", uri], stdout=subprocess.DEVNULL,
+                            env={**os.environ, "MLFLOW_LOGGING_LEVEL": "WARNING"})
+
+
+def exit_now(code: int) -> None:
+    """Exit after the atexit handlers, skipping the interpreter's teardown of every module: with Prefect, MLflow
+    and great-expectations loaded it takes seconds and does nothing a user needs."""
+    import atexit
+
+    atexit._run_exitfuncs()  # CPython's own exit handlers (Prefect's log drain, temporary files)
+    skip_teardown(code)
+
+
+def skip_teardown(code: int) -> None:
+    """End the process now, its output flushed, without running the exit handlers or the modules' teardown."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+if __name__ == "__main__" and sys.argv[1:2] == ["prepare-store"]:  # see prepare_store
+    from digitpipe.tracking import open_store
+
+    open_store(sys.argv[2])

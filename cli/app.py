@@ -1,0 +1,95 @@
+"""The command line's shell: the Typer app, the options several commands share, and how a command ends (user
+errors as one line on stderr and a non-zero exit, usage errors as click's usage message, exit 2)."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from digitpipe.errors import UserError
+from flows import startup
+
+app = typer.Typer(help="Handwritten-digit pipeline: MNIST to a registered ONNX champion.", no_args_is_help=True,
+                  pretty_exceptions_enable=False, add_completion=False)
+
+ConfigOption = Annotated[Path | None, typer.Option(
+    "--config", help="Tracking and promotion settings (YAML; default: ./mlflow.yaml where there is one, else the "
+                     "built-in defaults).")]
+UnlockedOption = Annotated[bool, typer.Option(help="With a remote MLflow store and no Prefect server to lock it: "
+                                                   "promote anyway, accepting that promotions from several workers "
+                                                   "may interleave.")]
+
+
+data_app = typer.Typer(help="Get data.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+monitor_app = typer.Typer(help="The drift monitor of scored batches.", no_args_is_help=True)
+app.add_typer(monitor_app, name="monitor")
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever sys.stderr is when a line is logged, not when the handler was made: a process that runs
+    several commands (the tests, through run_cli) may swap stderr in between."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _ignored) -> None:
+        pass
+
+
+def show_stage_lines(verbose: bool) -> None:
+    """The pipeline's own stage lines on stderr; Prefect's per-task lines and MLflow's chatter only with --verbose."""
+    stage_log = logging.getLogger("digitpipe")
+    if not stage_log.handlers:  # once per process (tests run several commands in one)
+        handler = _StderrHandler()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        stage_log.addHandler(handler)
+    stage_log.setLevel(logging.INFO)
+    stage_log.propagate = False
+    startup.set_environment(quiet=not verbose)
+
+
+class _DropUserErrorRecords(logging.Filter):
+    """Prefect logs a task's exception with its traceback, then the task's final state; for user errors the CLI's
+    one line says it all."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info:
+            return not isinstance(record.exc_info[1], UserError)
+        message = record.getMessage()  # "Finished in state Failed('Task run encountered an exception DataError: ...')"
+        return not any(f"exception {name}: " in message for name in _subclass_names(UserError))
+
+
+def _subclass_names(cls: type) -> set[str]:
+    return {cls.__name__}.union(*(_subclass_names(sub) for sub in cls.__subclasses__()))
+
+
+def main() -> None:
+    """Console entry point: user errors become one line on stderr and a non-zero exit."""
+    startup.exit_now(run_cli())
+
+
+def run_cli() -> int:
+    """Run the command named by sys.argv; returns its exit code (what tests call instead of `main`)."""
+    startup.set_environment()
+    for name in ("prefect.task_runs", "prefect.flow_runs"):
+        logging.getLogger(name).addFilter(_DropUserErrorRecords())
+    try:
+        code = app(standalone_mode=False, prog_name="digitpipe")  # the code of a typer.Exit raised by a command
+    except UserError as exc:
+        print(f"digitpipe: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except typer.TyperException as exc:  # a usage error (typer's own copy of click's): its short usage message
+        exc.show()
+        return exc.exit_code
+    except (typer.Abort, KeyboardInterrupt):
+        print("digitpipe: aborted", file=sys.stderr)
+        return 130
+    return code if isinstance(code, int) else 0
+

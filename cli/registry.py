@@ -1,0 +1,153 @@
+"""Commands on the registry: list the versions, move the champion by hand, export (and quantize) a version, build
+a version's drift reference."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from cli.app import ConfigOption, UnlockedOption, app, monitor_app
+from digitpipe.config import TrackingConfig, load_tracking_config
+from digitpipe.errors import DataError, UserError
+
+@app.command()
+def promote(
+    version: Annotated[str | None, typer.Option(help="Make this version the champion by hand (recorded).")] = None,
+    rollback: Annotated[bool, typer.Option(help="Swap champion and previous_champion back.")] = False,
+    unlocked_promotion: UnlockedOption = False,
+    config: ConfigOption = None,
+) -> None:
+    """Move the champion alias by hand: to --version N, or back to the previous champion with --rollback."""
+    from digitpipe import promotion
+    from digitpipe.tracking import tracker_for
+    from flows.locks import PromotionLock, lock_mode
+
+    if (version is None) == (not rollback):
+        raise UserError("give exactly one of --version N or --rollback")
+    tracking = load_tracking_config(config)
+    registry = tracker_for(tracking, PromotionLock(tracking, lock_mode(unlocked_promotion)), create=False).registry
+    cfg = registry.cfg
+    if rollback:
+        restored, demoted = promotion.rollback(registry)
+        typer.echo(f"{cfg.registered_model}: {cfg.champion_alias} -> v{restored}, {cfg.previous_alias} -> v{demoted}")
+    else:
+        verdict = promotion.promote_by_hand(registry, version)
+        typer.echo(f"{cfg.registered_model}: {cfg.champion_alias} -> v{version} ({verdict.reason})")
+
+
+@app.command()
+def models(config: ConfigOption = None) -> None:
+    """The registered model's versions: aliases, held-out accuracy, and the promotion verdict of each."""
+    from digitpipe.progress import print_versions
+    from digitpipe.tracking import tracker_for
+
+    registry = tracker_for(load_tracking_config(config), create=False).registry
+    print_versions(registry.cfg.registered_model, registry.versions())
+
+
+@app.command()
+def export(
+    model: Annotated[str, typer.Option(help="models:/NAME@ALIAS, models:/NAME/VERSION or a .onnx file.")],
+    output: Annotated[Path, typer.Option(help="Where to write the ONNX file.")],
+    quantize: Annotated[bool, typer.Option(help="Static QDQ int8, kept only if held-out accuracy holds.")] = False,
+    data: Annotated[Path | None, typer.Option(
+        help="Labelled data: calibration (train part), check (held-out part). A registry model's training run "
+             "names its own; --data replaces it only if it reproduces the recorded split.")] = None,
+    protocol: Annotated[str | None, typer.Option(help="With a .onnx file: book or standard, the split to check on.")]
+    = None,
+    seed: Annotated[int | None, typer.Option(help="With a .onnx file: the seed of the split to check on.")] = None,
+    max_drop: Annotated[float, typer.Option(help="Largest accepted accuracy drop, as a fraction.")] = 0.001,
+    config: ConfigOption = None,
+) -> None:
+    """Write a model's ONNX file; with --quantize, an int8 version, recorded in the registry with its verdict."""
+    import shutil
+    import tempfile
+
+    tracking = load_tracking_config(config)
+    with tempfile.TemporaryDirectory(prefix="digitpipe-model-") as tmp:
+        registry, path, identity = resolve_model(model, Path(tmp), tracking, prefer_int8=False)
+        if not quantize:
+            shutil.copyfile(path, output)
+            typer.echo(f"wrote {output}")
+            return
+        from digitpipe.export import quantize_checked
+
+        split, made_from = training_split(registry, identity, data, protocol, seed)
+        checked_on = f"checked on the held-out part of {made_from}"
+        result = quantize_checked(path, split.train.images[:1024], split.test, output, max_drop)
+    if registry is not None:
+        registry.record_quantization(identity, result, checked_on)
+    typer.echo(f"{result.reason()}, {checked_on}" + (f" -> {output}" if result.accepted else ""))
+    if not result.accepted:
+        raise typer.Exit(1)
+
+
+@monitor_app.command("reference")
+def monitor_reference(
+    model: Annotated[str, typer.Option(help="models:/NAME@ALIAS, models:/NAME/VERSION or a .onnx file.")],
+    data: Annotated[Path | None, typer.Option(
+        help="Its training data: a registry version's run names its own (--data only where it moved).")] = None,
+    protocol: Annotated[str | None, typer.Option(help="With a .onnx file: book or standard.")] = None,
+    seed: Annotated[int | None, typer.Option(help="With a .onnx file: the split's seed.")] = None,
+    output: Annotated[Path | None, typer.Option(help="With a .onnx file: where to write the reference.")] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Build a model's drift reference from the split it was trained on: for versions registered before digitpipe
+    recorded references (logged on the version's run), or a .onnx file (written to --output)."""
+    import shutil
+    import tempfile
+
+    from digitpipe.monitor import build_reference
+    from digitpipe.pipeline import write_monitor_reference
+
+    tracking = load_tracking_config(config)
+    with tempfile.TemporaryDirectory(prefix="digitpipe-model-") as tmp:
+        registry, path, identity = resolve_model(model, Path(tmp), tracking, prefer_int8=False)
+        if registry is None and output is None:
+            raise UserError("a .onnx file has no run to record its reference on: give --output")
+        try:
+            split, made_from = training_split(registry, identity, data, protocol, seed)
+        except DataError as exc:
+            raise UserError(f"no reference for {model}: {exc}") from None
+        written = write_monitor_reference(path, build_reference(split.train.images), split.test, Path(tmp))
+        if registry is None:
+            typer.echo(f"wrote {shutil.copyfile(written, output)} (from {made_from})")
+            return
+        registry.record_monitor_reference(identity, written)
+    typer.echo(f"recorded the drift reference of {model} on its run (from {made_from})")
+
+
+def training_split(registry, identity: dict, data: Path | None, protocol: str | None, seed: int | None):
+    """The split a model was trained on, rebuilt, and a phrase saying which: a registry version's own (its run's
+    recipe, checked against the recorded digests), else the one the user names for a .onnx file."""
+    from digitpipe.data import SplitRecipe
+
+    if registry is None:
+        if data is None or protocol is None or seed is None:
+            raise UserError("a .onnx file has no training run to rebuild its split from: give --data, --protocol "
+                            "and --seed")
+        if protocol not in ("book", "standard"):
+            raise UserError(f"--protocol {protocol!r}: expected book or standard")
+        return SplitRecipe(data, protocol, seed).rebuild(), f"the split named ({protocol}, seed {seed})"
+    if protocol is not None or seed is not None:
+        raise UserError(f"{identity['uri']} is checked on its training run's split: leave out --protocol and --seed")
+    recipe = registry.training_split(identity["registered_model"], identity["version"])
+    if data is not None:
+        recipe = dataclasses.replace(recipe, data=data)
+    return recipe.rebuild(), f"its training run's split ({recipe.protocol}, seed {recipe.seed})"
+
+
+def resolve_model(model: str, tmp: Path, tracking: TrackingConfig, prefer_int8: bool = True):
+    """(registry or None, local ONNX path, identity) for a registry URI or a file."""
+    if model.startswith("models:/"):
+        from digitpipe.tracking import tracker_for
+
+        registry = tracker_for(tracking, create=False).registry
+        return (registry, *registry.resolve(model, tmp, prefer_int8))
+    path = Path(model)
+    if not path.is_file():
+        raise UserError(f"{model}: no such model file (expected a .onnx file or models:/NAME@ALIAS)")
+    return None, path, {"uri": str(path.resolve())}

@@ -1,5 +1,0 @@
-"""`python -m digitpipe` runs the CLI."""
-
-from digitpipe.cli import main
-
-main()
