@@ -1,7 +1,8 @@
-"""ONNX export (torch exporter for nets, skl2onnx for the baseline), checks, and parity with the native model.
+"""ONNX export (torch exporter for nets, onnx.helper for the baseline), checks, and parity with the native model.
 
 Contract of every exported graph: one float input of raw pixel values 0-255 with a dynamic batch
-dimension ([N, 1, 28, 28] for nets, [N, 784] for the baseline); first output [N, 10] class scores.
+dimension ([N, 1, 28, 28] for nets, [N, 784] for the baseline); first output [N, 10] class scores; operators and
+opsets of the default ONNX domain only.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ OPSET = 18
 
 def export_onnx(model: Any, path: Path) -> Path:
     """Export a torch net or the scikit-learn baseline to `path` (checked, written atomically)."""
-    proto = _sklearn_to_onnx(model) if hasattr(model, "predict_proba") else _torch_to_onnx(model)
+    proto = _logreg_to_onnx(model) if hasattr(model, "predict_proba") else _torch_to_onnx(model)
     onnx.checker.check_model(proto, full_check=True)
     with atomic_path(path) as tmp:
         onnx.save_model(proto, tmp)
@@ -64,19 +65,34 @@ def _torch_to_onnx(model: Any) -> onnx.ModelProto:
             return program.model_proto
 
 
-def _sklearn_to_onnx(model: Any) -> onnx.ModelProto:
-    from skl2onnx import convert_sklearn
-    from skl2onnx.common.data_types import FloatTensorType
+def _logreg_to_onnx(model: Any) -> onnx.ModelProto:
+    """The baseline as MatMul, Add, Softmax and ArgMax: default-domain operators only, so that runtimes without
+    ai.onnx.ml (OpenCV's DNN module, ONNX's reference evaluator, int8 quantizers) load it. skl2onnx has no option
+    that drops every ai.onnx.ml node. fit_logreg folded the /255 into coef_, so the graph takes raw pixels."""
+    from onnx import TensorProto, helper, numpy_helper
 
-    proto = convert_sklearn(
-        model, initial_types=[(INPUT_NAME, FloatTensorType([None, 784]))],
-        options={id(model): {"zipmap": False}}, target_opset={"": OPSET, "ai.onnx.ml": 3},
-    )
-    # skl2onnx emits (label, probabilities); the contract puts the [N, 10] scores first.
-    outputs = sorted(proto.graph.output, key=lambda o: o.name != "probabilities")
-    del proto.graph.output[:]
-    proto.graph.output.extend(outputs)
-    return proto
+    if not np.array_equal(model.classes_, np.arange(10)):  # ArgMax's column index is the digit only then
+        raise ValueError(f"the baseline must know the digits 0-9 as its classes, not {model.classes_.tolist()}")
+    weights = numpy_helper.from_array(model.coef_.T.astype(np.float32), "coef")
+    bias = numpy_helper.from_array(model.intercept_.astype(np.float32), "intercept")
+    nodes = [helper.make_node("MatMul", [INPUT_NAME, "coef"], ["product"]),
+             helper.make_node("Add", ["product", "intercept"], ["logits"]),
+             helper.make_node("Softmax", ["logits"], ["probabilities"], axis=1),  # sklearn's multinomial predict_proba
+             helper.make_node("ArgMax", ["logits"], ["label"], axis=1, keepdims=0)]  # int64, as skl2onnx's label
+    graph = helper.make_graph(
+        nodes, "logreg", [helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT, ["N", 784])],
+        [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["N", 10]),
+         helper.make_tensor_value_info("label", TensorProto.INT64, ["N"])], [weights, bias])
+    opsets = [helper.make_opsetid("", OPSET)]
+    # the oldest IR version that carries this opset: what older runtimes accept (onnx would write its newest)
+    return helper.make_model(graph, opset_imports=opsets, ir_version=helper.find_min_ir_version_for(opsets),
+                             producer_name="digitpipe")
+
+
+def foreign_domains(proto: onnx.ModelProto) -> list[str]:
+    """Operator domains other than the default ONNX one that the model imports or its nodes use, sorted."""
+    used = {opset.domain for opset in proto.opset_import} | {node.domain for node in proto.graph.node}
+    return sorted(used - {"", "ai.onnx"})  # "ai.onnx" is the default domain's long name
 
 
 def parity_mismatches(onnx_path: Path, images: np.ndarray, native_predictions: np.ndarray) -> int:
@@ -110,11 +126,15 @@ def quantize_checked(onnx_path: Path, calibration: np.ndarray, test: Dataset, ou
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    if any(opset.domain == "ai.onnx.ml" for opset in onnx.load(str(onnx_path), load_external_data=False).opset_import):
-        raise UserError(f"{onnx_path}: int8 quantization is for the nets; this is a scikit-learn (ai.onnx.ml) graph")
+    if domains := foreign_domains(onnx.load(str(onnx_path), load_external_data=False)):
+        # logreg files exported before the baseline became MatMul + Softmax hold skl2onnx's LinearClassifier
+        raise UserError(f"{onnx_path}: int8 quantization needs default-domain operators, this graph uses "
+                        f"{', '.join(domains)} (older logreg exports are skl2onnx graphs: train the model again "
+                        "to quantize it)")
     with tempfile.TemporaryDirectory() as tmp:
         prepared, quantized = Path(tmp) / "prepared.onnx", Path(tmp) / "int8.onnx"
-        # ONNX shape inference + graph folding, as ORT recommends; the symbolic pass cannot read ai.onnx.ml ops
+        # ONNX shape inference + graph folding, as ORT recommends; only the batch axis is dynamic in these graphs,
+        # so the symbolic pass (for transformer-style shapes) adds nothing
         quant_pre_process(str(onnx_path), str(prepared), skip_symbolic_shape=True)
         quantize_static(str(prepared), str(quantized), _calibration_reader(calibration, OnnxScorer(onnx_path)),
                         quant_format=QuantFormat.QDQ, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,

@@ -145,10 +145,37 @@ def test_int8_model_is_kept_only_when_accuracy_holds(tmp_path, digits):
     assert not refused.accepted and refused.path is None and not (tmp_path / "refused.onnx").exists()
 
 
-def test_int8_refuses_the_scikit_learn_graph(tmp_path, digits, model):
-    from digitpipe.errors import UserError
-    from digitpipe.export import quantize_checked
+@pytest.fixture(scope="module")
+def legacy_logreg(model, tmp_path_factory):
+    """The baseline as digitpipe exported it before issue 26 (registered versions still hold such files):
+    skl2onnx's ai.onnx.ml LinearClassifier, outputs reordered so that the probabilities come first."""
+    import onnx
+    from skl2onnx import convert_sklearn
+    from skl2onnx.common.data_types import FloatTensorType
 
-    split = split_dataset(digits)
-    with pytest.raises(UserError, match="ai.onnx.ml"):
-        quantize_checked(model[1], split.train.images[:64], split.test, tmp_path / "x.onnx")
+    clf = model[0]
+    proto = convert_sklearn(clf, initial_types=[("pixels", FloatTensorType([None, 784]))],
+                            options={id(clf): {"zipmap": False}}, target_opset={"": 18, "ai.onnx.ml": 3})
+    outputs = sorted(proto.graph.output, key=lambda o: o.name != "probabilities")
+    del proto.graph.output[:]
+    proto.graph.output.extend(outputs)
+    assert "ai.onnx.ml" in {opset.domain for opset in proto.opset_import}
+    path = tmp_path_factory.mktemp("legacy") / "logreg.onnx"
+    onnx.save_model(proto, path)
+    return path
+
+
+def test_an_old_skl2onnx_logreg_file_still_scores(legacy_logreg, digits, model):
+    clf, new_file = model
+    old = OnnxScorer(legacy_logreg).scores(digits.images)
+    np.testing.assert_allclose(old, clf.predict_proba(digits.images.reshape(-1, 784).astype(np.float32)), atol=1e-5)
+    np.testing.assert_array_equal(old.argmax(1), OnnxScorer(new_file).predict(digits.images))
+
+
+def test_int8_refuses_an_old_skl2onnx_logreg_file_in_one_line(tmp_path, fixture_dir, legacy_logreg, digitpipe_cli):
+    result = digitpipe_cli("export", "--model", legacy_logreg, "--quantize", "--data", fixture_dir, "--protocol",
+                           "book", "--seed", "0", "--output", tmp_path / "x.onnx")
+    assert_one_line_error(result.code, result.err, 2, f"{legacy_logreg}: int8 quantization needs default-domain "
+                          "operators, this graph uses ai.onnx.ml (older logreg exports are skl2onnx graphs: train "
+                          "the model again to quantize it)")
+    assert not (tmp_path / "x.onnx").exists()
