@@ -1,0 +1,55 @@
+"""What the tracking modules share: MLflow's process-global URI set for one call, which process owns a run, and
+the store's times (epoch milliseconds)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from mlflow.tracking._tracking_service.utils import _use_tracking_uri  # private, but the only scoped form
+
+
+@contextmanager
+def fluent_uri(uri: str) -> Iterator[None]:
+    """MLflow's fluent calls (log_model, download_artifacts of models:/) read a process-global URI, and setting it
+    also rewrites the MLFLOW_TRACKING_URI variable: set it for one call, then put both back as they were."""
+    saved = os.environ.get("MLFLOW_TRACKING_URI")
+    try:
+        with _use_tracking_uri(uri):
+            yield
+    finally:
+        if saved is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = saved
+
+
+def owner_tags() -> dict[str, str]:
+    """Which process on which host owns a run: lets a later run tell a dead attempt from a live one."""
+    return {"digitpipe.host": socket.gethostname(), "digitpipe.pid": str(os.getpid())}
+
+
+def process_alive(pid: int) -> bool:
+    """Whether process `pid` of this host still runs (the owner recorded by owner_tags)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by someone else
+        return True
+    return True
+
+
+def iso_minute(ms: int) -> str:
+    """An epoch-milliseconds time as UTC `YYYY-MM-DD HH:MM`."""
+    return time.strftime("%Y-%m-%d %H:%M", time.gmtime(ms / 1000))
+
+
+def now_ms() -> int:
+    """The time now in epoch milliseconds, MLflow's unit."""
+    return int(time.time() * 1000)

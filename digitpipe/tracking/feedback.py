@@ -1,0 +1,69 @@
+"""The feedback store: one run per batch of labelled digits scored live, the digits as its artifact, found again
+by tag."""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+    from digitpipe.feedback import Feedback
+
+FEEDBACK_ARTIFACT = "feedback/feedback.npz"  # on a feedback run: the labelled digits (digitpipe.feedback.Feedback)
+FEEDBACK_TAGS = {"digitpipe.kind": "feedback"}
+FEEDBACK_RUNS = "tags.`digitpipe.kind` = 'feedback' and attributes.status = 'FINISHED'"
+
+
+class FeedbackStore:
+    """RunLog's feedback runs (a mixin: it uses RunLog's run, _search, log_params and log_metrics)."""
+
+    client: MlflowClient
+
+    def log_feedback(self, feedback: Feedback, identity: Mapping[str, str], live_accuracy: float) -> str:
+        """One run per batch of labelled feedback: the digits as an artifact any machine can read back (not a file on
+        this worker), the live accuracy of the model that scored them, and which model that was. The same digits
+        and labels recorded before (a file scored again) keep their first run: they are not new feedback."""
+        digest = feedback.dataset().digest
+        known = self._search(f"{FEEDBACK_RUNS} and tags.feedback_digest = '{digest}'", limit=1)
+        if known:
+            return known[0].info.run_id
+        with self.run(f"feedback {Path(feedback.source).name}", tags={**FEEDBACK_TAGS,
+                                                                       "feedback_digest": digest}) as run_id:
+            self.log_params(run_id, {"input": feedback.source, **identity})
+            self.log_metrics(run_id, {"live_accuracy": live_accuracy, "labelled_rows": len(feedback.labels)})
+            with tempfile.TemporaryDirectory() as tmp:
+                path = feedback.save(Path(tmp) / Path(FEEDBACK_ARTIFACT).name)
+                self.client.log_artifact(run_id, str(path), str(Path(FEEDBACK_ARTIFACT).parent))
+        return run_id
+
+    def feedback_runs(self) -> list[tuple[str, int]]:
+        """Every finished feedback run as (run id, start time in epoch ms), oldest first, page by page."""
+        runs = self._search(FEEDBACK_RUNS, order_by=["attributes.start_time ASC"])
+        return [(r.info.run_id, r.info.start_time) for r in runs]
+
+    def newest_feedback_ms(self) -> int:
+        """When the newest finished feedback run started (epoch ms; 0 when there is none)."""
+        runs = self._search(FEEDBACK_RUNS, limit=1, order_by=["attributes.start_time DESC"])
+        return runs[0].info.start_time if runs else 0
+
+    def feedback_consumed_ms(self) -> int:
+        """The newest feedback a finished retraining run trained on (its `feedback_through_ms`; 0 when none did),
+        promoted or not: retraining again on the same feedback would give the same verdict."""
+        runs = self._search("metrics.feedback_through_ms > 0 and attributes.status = 'FINISHED'", limit=1,
+                            order_by=["metrics.feedback_through_ms DESC"])
+        return int(runs[0].data.metrics["feedback_through_ms"]) if runs else 0
+
+    def load_feedback(self, run_ids: list[str]) -> list[Feedback]:
+        """The labelled digits of each feedback run."""
+        from digitpipe.feedback import Feedback
+
+        loaded = []
+        with tempfile.TemporaryDirectory() as tmp:
+            for run_id in run_ids:
+                path = self.client.download_artifacts(run_id, FEEDBACK_ARTIFACT, tmp)
+                loaded.append(Feedback.load(Path(path), source=f"runs:/{run_id}/{FEEDBACK_ARTIFACT}"))
+        return loaded
