@@ -16,7 +16,7 @@ from _common import data_parser, data_path
 from digitpipe.data import load_dataset, split_by_protocol
 from digitpipe.zoo import MODEL_NAMES, SPECS
 from digitpipe.runtime import pick_device, seed_everything, use_cores
-from digitpipe.pipeline import train_zoo_model
+from digitpipe.zoo import train_model
 
 BOOK = {"logreg": 89.4, "mlp": 91.4, "dnn": 97.0, "lenet": 98.9, "fastcnn": None}
 
@@ -34,7 +34,7 @@ def main() -> None:
     print(f"{'model':<8} {'book %':>7} {'ours %':>7} {'train s':>8}  stopped")
     for name in args.models.split(","):
         seed_everything(42)
-        trained = train_zoo_model(name, SPECS[name], split, device, seed=42)
+        trained = train_model(name, SPECS[name], split, device, seed=42)
         accuracy = 100 * np.mean(trained.scores(split.test.images).argmax(1) == split.test.labels)
         book = f"{BOOK[name]:.1f}" if BOOK[name] else "-"
         print(f"{name:<8} {book:>7} {accuracy:>7.2f} {trained.train_seconds:>8.1f}  {trained.stop_reason}", flush=True)

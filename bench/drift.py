@@ -22,7 +22,7 @@ from digitpipe.data import load_dataset, split_by_protocol
 from digitpipe.export import export_onnx
 from digitpipe.config import MonitoringConfig
 from digitpipe.monitor import BatchProfile, build_reference, with_model
-from digitpipe.pipeline import train_zoo_model
+from digitpipe.zoo import train_model
 from digitpipe.scorer import OnnxScorer
 from digitpipe.zoo import SPECS
 
@@ -56,7 +56,7 @@ def main() -> None:
                               args.protocol, folder)
     print(f"{args.protocol} protocol: LeNet trained on {len(split.train):,} images, batches from {len(split.test):,} "
           "held-out digits")
-    trained = train_zoo_model("lenet", dataclasses.replace(SPECS["lenet"], epochs=args.epochs), split)
+    trained = train_model("lenet", dataclasses.replace(SPECS["lenet"], epochs=args.epochs), split)
     with tempfile.TemporaryDirectory() as tmp:
         scorer = OnnxScorer(export_onnx(trained.model, Path(tmp) / "lenet.onnx"))
         reference = with_model(build_reference(split.train.images),

@@ -93,8 +93,7 @@ def robustness_seconds(fixture: Path, model: Path, work: Path) -> float:
     """The robustness clause's work in a logreg run on the fixture (best of 3, libraries warm as in a run): the
     perturbation suite of its held-out part and the model on it with its flips picture. (The run measured beside
     it starts from a new store, so it has no champion to score on the suite as well.)"""
-    from digitpipe.pipeline import check_robustness
-    from digitpipe.robustness import build_suite
+    from digitpipe.robustness import build_suite, check_robustness
 
     held_out = split_dataset(load_dataset(fixture)).test
 

@@ -20,7 +20,7 @@ from _common import data_parser, data_path
 from digitpipe import train
 from digitpipe.data import load_dataset, split_by_protocol
 from digitpipe.export import export_onnx
-from digitpipe.pipeline import train_zoo_model
+from digitpipe.zoo import train_model
 from digitpipe.robustness import FAMILIES, build_suite, measure
 from digitpipe.runtime import pick_device, use_cores
 from digitpipe.scorer import OnnxScorer
@@ -70,7 +70,7 @@ def _one(name: str, epochs: int | None, seed: int, split, suite, device: str):
     spec = SPECS[name]
     if epochs and isinstance(spec, NetSpec):
         spec = dataclasses.replace(spec, epochs=epochs)
-    trained = train_zoo_model(name, spec, split, device, seed=seed)
+    trained = train_model(name, spec, split, device, seed=seed)
     with tempfile.TemporaryDirectory() as tmp:
         path = export_onnx(trained.model, Path(tmp) / "model.onnx")
         result, _ = measure(OnnxScorer(path).predict, suite)

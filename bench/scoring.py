@@ -24,7 +24,7 @@ from digitpipe.zoo import SPECS, NetSpec
 from digitpipe.runtime import seed_everything, use_cores
 from digitpipe.scorer import OnnxScorer
 from digitpipe.scoring import score_file
-from digitpipe.pipeline import train_zoo_model
+from digitpipe.zoo import train_model
 from digitpipe.train import predict_scores
 
 
@@ -36,7 +36,7 @@ def main() -> None:
     split = split_dataset(data)
     spec = SPECS[args.model]
     spec = dataclasses.replace(spec, epochs=args.epochs) if isinstance(spec, NetSpec) else spec
-    model = train_zoo_model(args.model, spec, split).model
+    model = train_model(args.model, spec, split).model
     images = np.concatenate([data.images, data.images[:10_000]])  # 70,000 images
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

@@ -19,7 +19,7 @@ from torch import nn
 
 from digitpipe.data import load_dataset, split_by_protocol
 from digitpipe.export import export_onnx
-from digitpipe.pipeline import train_zoo_model
+from digitpipe.zoo import train_model
 from digitpipe.robustness import build_suite, measure
 from digitpipe.runtime import pick_device, use_cores
 from digitpipe.scorer import OnnxScorer
@@ -54,7 +54,7 @@ def main() -> None:
     cores, device = use_cores(), pick_device()
     split = split_by_protocol(load_dataset(data_path(args)), "book", data_path(args))
     suite = build_suite(split.test, seed=0, max_digits=args.digits)
-    trained = train_zoo_model(args.model, SPECS[args.model], split, device, seed=args.seed)
+    trained = train_model(args.model, SPECS[args.model], split, device, seed=args.seed)
     print(f"{args.model} seed {args.seed}, trained in {trained.train_seconds:.0f} s; suite of {len(suite.digits):,} "
           f"digits; timed on {len(split.test):,} clean digits, onnxruntime, {cores} threads")
     print(f"{'variant':<40} {'clean %':>8} {'robust %':>9} {'images/s':>9} {'speed':>6} {'robust gain':>12}")

@@ -100,8 +100,7 @@ def monitor_reference(
     import shutil
     import tempfile
 
-    from digitpipe.monitor import build_reference
-    from digitpipe.pipeline import write_monitor_reference
+    from digitpipe.monitor import build_reference, write_reference
 
     tracking = load_tracking_config(config)
     with tempfile.TemporaryDirectory(prefix="digitpipe-model-") as tmp:
@@ -112,7 +111,7 @@ def monitor_reference(
             split, made_from = training_split(registry, identity, data, protocol, seed)
         except DataError as exc:
             raise UserError(f"no reference for {model}: {exc}") from None
-        written = write_monitor_reference(path, build_reference(split.train.images), split.test, Path(tmp))
+        written = write_reference(path, build_reference(split.train.images), split.test, Path(tmp))
         if registry is None:
             typer.echo(f"wrote {shutil.copyfile(written, output)} (from {made_from})")
             return

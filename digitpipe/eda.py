@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import html
+import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +43,25 @@ def write_report(data: Dataset, out_dir: Path) -> Path:
             ("Mean image of each digit", mean_digits_png(data, out_dir / "mean_digits.png")),
         ]
     return write_text(out_dir / "report.html", _html(summary, pictures))  # last and atomic: its presence means done
+
+
+def explore(data: Dataset, cache: Path) -> Path:
+    """The book's exploration of `data`, written once per dataset digest under `cache` and reused after."""
+    folder = cache / data.digest[:16]
+    if (folder / "report.html").is_file():  # report.html is written last: its presence means complete
+        return folder
+    cache.mkdir(parents=True, exist_ok=True)
+    fresh = Path(tempfile.mkdtemp(dir=cache, prefix=f".{folder.name}-"))  # runs at once never share a half-made one
+    write_report(data, fresh)
+    try:
+        fresh.rename(folder)
+    except OSError:  # there already: another run's complete copy, or a crashed one's leftover (no report.html)
+        if (folder / "report.html").is_file():
+            shutil.rmtree(fresh)
+        else:
+            shutil.rmtree(folder)
+            fresh.rename(folder)
+    return folder
 
 
 def _html(summary: dict, pictures: list[tuple[str, Path]]) -> str:

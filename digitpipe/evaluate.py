@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from digitpipe.data.dataset import N_CLASSES
+from digitpipe.files import write_json, write_text
+
+if TYPE_CHECKING:
+    from digitpipe.data import Dataset
+    from digitpipe.zoo import ModelResult, TrainedModel
 
 
 @dataclass(frozen=True)
@@ -79,10 +88,40 @@ def _two_sided_sign_test(successes: int, trials: int) -> float:
     return min(1.0, 2 * tail)
 
 
-def comparison_markdown(rows: list[dict]) -> str:
+def evaluate_model(trained: TrainedModel, test: Dataset, folder: Path) -> tuple[Evaluation, np.ndarray]:
+    """Held-out metrics and the book's pictures, written to `folder`: confusion matrix (PNG + JSON), learning
+    curves, the most confidently wrong digits and, for CNNs, feature maps of two test digits."""
+    from digitpipe import plots
+
+    folder.mkdir(parents=True, exist_ok=True)
+    name, scores = trained.name, trained.scores(test.images)
+    predicted = scores.argmax(1)
+    result = evaluate(test.labels, predicted)
+    write_json(folder / "confusion_matrix.json", {"rows_true_columns_predicted": result.confusion})
+    write_json(folder / "evaluation.json", dataclasses.asdict(result))
+    plots.confusion_matrix_png(result.confusion, folder / "confusion_matrix.png",
+                               f"{name}: test accuracy {result.accuracy:.2%}")
+    plots.wrong_digits_png(test.images, test.labels, scores, folder / "most_confident_errors.png", name)
+    if trained.history:
+        plots.learning_curves_png(trained.history, folder / "learning_curves.png", f"{name}: learning curves")
+    if hasattr(trained.model, "conv1"):
+        plots.feature_maps_png(trained.model, test.images[:2], folder / "feature_maps.png", f"{name}: feature maps")
+    return result, predicted
+
+
+def write_comparison(results: Sequence[ModelResult], folder: Path) -> Path:
+    """The run's models side by side: comparison.md and comparison.png in `folder`."""
+    from digitpipe.plots import comparison_png
+
+    write_text(folder / "comparison.md", comparison_markdown(results))
+    comparison_png(results, folder / "comparison.png")
+    return folder
+
+
+def comparison_markdown(results: Sequence[ModelResult]) -> str:
     """Markdown table of the models of one pipeline run: accuracy, macro F1, training time, ONNX size."""
     lines = ["| model | test accuracy | macro F1 | train seconds | ONNX size (KB) | stopped |", "|---|---:|---:|---:|---:|---|"]
-    for r in sorted(rows, key=lambda r: -r["accuracy"]):
-        lines.append(f"| {r['name']} | {r['accuracy']:.2%} | {r['macro_f1']:.4f} | {r['train_seconds']:.1f} | "
-                     f"{r['onnx_kb']:.0f} | {r['stop_reason']} |")
+    for r in sorted(results, key=lambda r: -r.accuracy):
+        lines.append(f"| {r.name} | {r.accuracy:.2%} | {r.macro_f1:.4f} | {r.train_seconds:.1f} | "
+                     f"{r.onnx_kb:.0f} | {r.stop_reason} |")
     return "\n".join(lines) + "\n"

@@ -26,6 +26,7 @@ from digitpipe.scorer import OnnxScorer
 
 if TYPE_CHECKING:
     from digitpipe.data import Dataset
+    from digitpipe.zoo import TrainedModel
 
 INPUT_NAME = "pixels"
 OPSET = 18
@@ -87,6 +88,16 @@ def _logreg_to_onnx(model: Any) -> onnx.ModelProto:
     # the oldest IR version that carries this opset: what older runtimes accept (onnx would write its newest)
     return helper.make_model(graph, opset_imports=opsets, ir_version=helper.find_min_ir_version_for(opsets),
                              producer_name="digitpipe")
+
+
+def export_checked(trained: TrainedModel, test: Dataset, predicted: np.ndarray, folder: Path) -> Path:
+    """Export to folder/model.onnx and require the same top-1 digit as the native model on every held-out image."""
+    path = export_onnx(trained.model, folder / "model.onnx")
+    mismatches = parity_mismatches(path, test.images, predicted)
+    if mismatches:
+        path.unlink()
+        raise RuntimeError(f"{trained.name}: ONNX and native predictions differ on {mismatches} held-out images")
+    return path
 
 
 def foreign_domains(proto: onnx.ModelProto) -> list[str]:

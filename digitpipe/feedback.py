@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -15,6 +16,9 @@ from digitpipe.data.dataset import N_CLASSES
 from digitpipe.data.stream import stream_chunks
 from digitpipe.errors import DataError
 from digitpipe.files import atomic_path, first_line
+
+if TYPE_CHECKING:
+    from digitpipe.tracking import RunLog
 
 FEEDBACK_FILE = "feedback.npz"  # the artifact of a feedback run: images, labels, ImageIds
 # The share of feedback digits no retraining may fit on, chosen by each image's hash: the same digit is held out in
@@ -112,6 +116,13 @@ def combine(feedback: list[Feedback]) -> Dataset | None:
                    "feedback")
     _, last = np.unique(data.image_hashes()[::-1], return_index=True)
     return data.subset(np.sort(len(data) - 1 - last))
+
+
+def gather(runs: RunLog) -> tuple[Dataset | None, int]:
+    """Every labelled feedback digit in the store, each distinct image once with its latest label (None when there
+    is none), and when the newest of those feedback runs started (epoch ms)."""
+    found = runs.feedback_runs()
+    return combine(runs.load_feedback([run_id for run_id, _ in found])), max((ms for _, ms in found), default=0)
 
 
 def held_out(data: Dataset) -> np.ndarray:

@@ -20,6 +20,7 @@ from digitpipe.files import write_json
 
 if TYPE_CHECKING:
     from digitpipe.config import MonitoringConfig
+    from digitpipe.data import Dataset
 
 SPEC = "digitpipe-monitor-v1"
 REFERENCE_FILE = "monitor_reference.json"  # beside each model's report; logged as report/monitor_reference.json
@@ -216,3 +217,21 @@ def psi(reference_shares: list[float], batch_counts: np.ndarray | int) -> float:
     expected = np.clip(expected, 0.5 / max(counts.sum(), 1), None)
     expected = expected / expected.sum()
     return float(np.sum((observed - expected) * np.log(observed / expected)))
+
+
+def write_reference(onnx_path: Path, base: Reference, held_out: Dataset, folder: Path) -> Path:
+    """The drift monitor's reference for this model (the training part's `base` plus the model's confidence on the
+    held-out part), written as monitor_reference.json beside the model's report."""
+    from digitpipe.scorer import OnnxScorer
+
+    return with_model(base, OnnxScorer(onnx_path).scores(held_out.images)).save(folder / REFERENCE_FILE)
+
+
+def write_drift_report(drift: dict, source: str, folder: Path) -> Path:
+    """A scored batch's drift check as report.html and histograms.png in `folder` (for the scoring flow's run)."""
+    from digitpipe.files import write_text
+    from digitpipe.plots import drift_png
+
+    drift_png(drift, folder / "histograms.png")
+    write_text(folder / "report.html", report_html(drift, source, "histograms.png"))
+    return folder

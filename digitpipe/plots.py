@@ -16,7 +16,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from digitpipe.scorer import probabilities  # noqa: E402
-from digitpipe.zoo import EpochResult  # noqa: E402
+from digitpipe.zoo import EpochResult, ModelResult  # noqa: E402
 
 if TYPE_CHECKING:
     import torch
@@ -144,15 +144,15 @@ def _capture(store: dict, name: str):
     return hook
 
 
-def comparison_png(rows: list[dict], path: Path) -> Path:
+def comparison_png(results: Sequence[ModelResult], path: Path) -> Path:
     """Bar chart of held-out accuracy per model, annotated with training seconds and ONNX size."""
-    rows = sorted(rows, key=lambda r: r["accuracy"])
-    fig, ax = plt.subplots(figsize=(7, 0.6 * len(rows) + 1.2))
-    bars = ax.barh([r["name"] for r in rows], [100 * r["accuracy"] for r in rows], color="tab:blue")
-    for bar, r in zip(bars, rows):
+    results = sorted(results, key=lambda r: r.accuracy)
+    fig, ax = plt.subplots(figsize=(7, 0.6 * len(results) + 1.2))
+    bars = ax.barh([r.name for r in results], [100 * r.accuracy for r in results], color="tab:blue")
+    for bar, r in zip(bars, results):
         ax.text(bar.get_width() + 0.1, bar.get_y() + bar.get_height() / 2,
-                f"{r['accuracy']:.2%}  ({r['train_seconds']:.0f} s, {r['onnx_kb']:.0f} KB)", va="center", fontsize=8)
-    low = min(100 * r["accuracy"] for r in rows)
+                f"{r.accuracy:.2%}  ({r.train_seconds:.0f} s, {r.onnx_kb:.0f} KB)", va="center", fontsize=8)
+    low = min(100 * r.accuracy for r in results)
     ax.set(xlim=(max(0, low - 5), 102), xlabel="held-out accuracy (%)", title="models of this pipeline run")
     return _save(fig, path)
 

@@ -9,8 +9,10 @@ from __future__ import annotations
 import dataclasses
 import getpass
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -23,6 +25,8 @@ from digitpipe.runtime import utc_now
 from digitpipe.scorer import OnnxScorer
 from digitpipe.tracking import Champion, Registry
 
+if TYPE_CHECKING:
+    from digitpipe.zoo import ModelResult
 
 MIN_ROBUST_DIGITS = 50  # fewer perturbed digits new to the champion say too little to judge robustness by
 
@@ -170,26 +174,35 @@ def _feedback_line(feedback: PairedComparison) -> str:
             f"feedback digits neither trained on, McNemar p={feedback.p_value:.3g}")
 
 
-def promote_if_earned(registry: Registry, version: str, test: Dataset, predicted: np.ndarray,
-                      suite: Suite | None = None, robustness: Robustness | None = None,
+def promote_if_earned(registry: Registry, result: ModelResult, test: Dataset, suite: Suite | None = None,
                       feedback: Dataset | None = None) -> Verdict:
-    """Put `version` (whose predictions on `test` are `predicted`, and whose `robustness` on the perturbation
-    `suite` was measured) through the gate against the current champion, on the same images (and on the held-out
-    labelled `feedback`, if any); move the aliases if it wins. Read, compare and move happen under the registry's
-    promotion lock."""
-    parity = registry.version_tags(version).get("onnx_parity", "")
-    evidence = Evidence(float(np.mean(predicted == test.labels)), parity,
-                        robustness.robust_accuracy if robustness else None)
+    """Put the registered model of `result` (its predictions on `test`, its robustness on the perturbation
+    `suite`, its ONNX parity) through the gate against the current champion, on the same images (and on the
+    held-out labelled `feedback`, if any); move the aliases if it wins. Read, compare and move happen under the
+    registry's promotion lock."""
+    version, predicted, robustness = result.model_version, result.predicted, result.robustness
+    evidence = Evidence(float(np.mean(predicted == test.labels)), result.parity, result.robust_accuracy)
     try:
         with registry.promotion_lock():
             registry.set_version_tags(version, {"promotion_order": registry.next_promotion_order(),
                                                 "promotion_lock_entered_at": utc_now()})
             verdict = _judge(registry, version, evidence, test, predicted, suite, robustness, feedback)
     except PromotionRefused as refused:  # the version stays registered, with the reason it was not judged
-        registry.set_version_tags(version, Verdict(version, "not_promoted", str(refused)).tags())
+        record_verdict(registry, Verdict(version, "not_promoted", str(refused)))
         raise
-    registry.set_version_tags(version, verdict.tags())
+    record_verdict(registry, verdict)
     return verdict
+
+
+def record_verdict(registry: Registry, verdict: Verdict) -> None:
+    """Write a decision about a version as its tags."""
+    registry.set_version_tags(verdict.version, verdict.tags())
+
+
+def candidate(results: Sequence[ModelResult]) -> tuple[ModelResult, list[ModelResult]]:
+    """The run's candidate for the promotion gate (highest held-out accuracy) and the others."""
+    best = max(results, key=lambda r: r.accuracy)
+    return best, [r for r in results if r is not best]
 
 
 def _judge(registry: Registry, version: str, evidence: Evidence, test: Dataset, predicted: np.ndarray,
@@ -206,10 +219,10 @@ def _judge(registry: Registry, version: str, evidence: Evidence, test: Dataset, 
     return verdict
 
 
-def not_candidate(model: dict, best: dict) -> Verdict:
-    """The verdict on a model that lost to another model of its own pipeline run (`model`, `best`: run results)."""
-    return Verdict(model["model_version"], "not_candidate",
-                   f"{best['name']} v{best['model_version']} was the best model of this pipeline run", model["accuracy"])
+def not_candidate(model: ModelResult, best: ModelResult) -> Verdict:
+    """The verdict on a model that lost to another model of its own pipeline run."""
+    return Verdict(model.model_version, "not_candidate",
+                   f"{best.name} v{best.model_version} was the best model of this pipeline run", model.accuracy)
 
 
 def promote_by_hand(registry: Registry, version: str) -> Verdict:
@@ -223,7 +236,7 @@ def promote_by_hand(registry: Registry, version: str) -> Verdict:
     was = f" (replacing v{champion.version})" if champion else ""
     verdict = Verdict(version, "promoted_by_hand", f"promoted by hand by {_user()}{was}",
                       champion_version=champion and champion.version)
-    registry.set_version_tags(version, verdict.tags())
+    record_verdict(registry, verdict)
     return verdict
 
 

@@ -12,9 +12,12 @@ import hashlib
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+
+from digitpipe.files import write_json
 
 if TYPE_CHECKING:
     from digitpipe.data import Dataset
@@ -157,3 +160,16 @@ def compare_robustness(challenger: np.ndarray, champion: np.ndarray, seed: int =
     rng = np.random.default_rng(seed)
     means = np.array([per_digit[rng.integers(0, n, n)].mean() for _ in range(resamples)])
     return RobustComparison(n, float(challenger.mean()), float(champion.mean()), float(np.quantile(means, 0.95)))
+
+
+def check_robustness(onnx_path: Path, suite: Suite, folder: Path) -> Robustness:
+    """The exported model on the perturbation suite: metrics, robustness.json and the flipped digits' picture."""
+    from digitpipe import plots
+    from digitpipe.scorer import OnnxScorer
+
+    result, predicted = measure(OnnxScorer(onnx_path).predict, suite)
+    write_json(folder / "robustness.json", {**suite.tags(), **result.metrics(), "clean_accuracy": result.clean_accuracy})
+    plots.flips_png(suite.digits.images, suite.digits.labels, predicted[0], suite.images, predicted[1:],
+                    [f"{family} {strength}" for family, strength in COPIES], folder / "flips.png",
+                    f"{folder.name}: robust accuracy {result.robust_accuracy:.2%}")
+    return result

@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
@@ -19,6 +20,10 @@ from digitpipe.config import MonitoringConfig
 from digitpipe.files import atomic_path, write_json
 from digitpipe.monitor import BatchProfile, Reference
 from digitpipe.scorer import OnnxScorer, probabilities
+
+if TYPE_CHECKING:
+    from digitpipe.loop import FeedbackResult
+    from digitpipe.tracking import Registry, Tracker
 
 READ_ROWS = 16_384  # rows read per chunk: bounds memory (~50 MB of CSV text) whatever the input size
 REJECTS_SCHEMA = pa.schema([("row", pa.int64()), ("reason", pa.string())])
@@ -153,3 +158,30 @@ def _read_ahead(chunks: Iterator[Chunk]) -> Iterator[Chunk]:
         while (chunk := pending.result()) is not None:
             pending = pool.submit(next, chunks, None)
             yield chunk
+
+
+def fetch_model(registry: Registry, uri: str, dest: Path) -> tuple[Path, dict, Reference | None]:
+    """The registered ONNX file named by `uri` (its int8 file where one was accepted) downloaded into `dest`, its
+    identity, and its drift reference where it has one."""
+    from digitpipe.monitor import registered_reference
+
+    path, identity = registry.resolve(uri, dest)
+    return path, identity, registered_reference(registry.monitor_reference(identity, dest / "reference"))
+
+
+def score_beside(model_path: Path, identity: dict, input_path: Path, suffix: str, probabilities: bool,
+                 reference: Reference | None, thresholds: MonitoringConfig) -> ScoreReport:
+    """Score one input file into INPUT + suffix beside it, checking it for drift against `reference`."""
+    output = input_path.with_name(input_path.name + suffix)
+    return score_file(OnnxScorer(model_path), input_path, output, identity, probabilities=probabilities,
+                      reference=reference, thresholds=thresholds)
+
+
+def record_scored_labels(tracker: Tracker, model_path: Path, report: ScoreReport,
+                         monitoring: MonitoringConfig) -> FeedbackResult | None:
+    """A scored file that carried its labels is labelled feedback: live accuracy logged, digits kept in the store."""
+    from digitpipe.feedback import labelled_in_file
+    from digitpipe.loop import record_feedback
+
+    labelled = labelled_in_file(Path(report.input)) if report.accuracy is not None else None
+    return labelled and record_feedback(tracker, labelled, model_path, report.model, monitoring)

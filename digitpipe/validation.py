@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from digitpipe.data.dataset import N_CLASSES, Dataset
+from digitpipe.errors import ValidationFailed
 from digitpipe.files import write_json
 
 if TYPE_CHECKING:
@@ -97,6 +98,14 @@ def validate(data: Dataset, min_rows: int = 100, docs_dir: Path | None = None, *
     return run_suite("digits", profile(data), expectations(data.labels is not None, min_rows, **limits), docs_dir)
 
 
+def check(data: Dataset, min_rows: int, docs_dir: Path | None = None) -> ValidationReport:
+    """Validate `data` (GX data docs into `docs_dir`); raise ValidationFailed with the readable report on failure."""
+    report = validate(data, min_rows, docs_dir)
+    if not report.success:
+        raise ValidationFailed(f"{data.source}: {report.text()}")
+    return report
+
+
 def reference_expectations(reference: Reference, mostly: float = 0.9) -> list:
     """The suite a model's monitor reference implies for a scoring batch's per-image features: most digits (share
     `mostly`) inside the range that held 98% of the training digits (its 1st to 99th percentile)."""
@@ -112,6 +121,13 @@ def validate_batch(features: dict[str, np.ndarray], reference: Reference,
     implies; GX's data docs and the suite in `docs_dir`."""
     table = pd.DataFrame({name: values.astype(np.float64) for name, values in features.items()})
     return run_suite("batch-vs-training", table, reference_expectations(reference), docs_dir)
+
+
+def document_batch(input_path: Path, reference: Reference, docs_dir: Path) -> ValidationReport:
+    """GX data docs of a scored batch: its digits against the suite its model's reference implies."""
+    from digitpipe.monitor import file_features
+
+    return validate_batch(file_features(input_path), reference, docs_dir)
 
 
 def run_suite(name: str, table: pd.DataFrame, suite_expectations: list, docs_dir: Path | None) -> ValidationReport:

@@ -1,11 +1,17 @@
-"""The model zoo without torch: names, hyperparameter specs (the book's configuration as defaults), and what
-training returns. Importing this costs nothing, so the CLI, the config and a logreg-only run stay light."""
+"""The model zoo without torch: names, hyperparameter specs (the book's configuration as defaults), training one
+zoo model (the baseline by scikit-learn, a net by the one loop in digitpipe.train), and what training returns.
+Importing this costs nothing (torch and scikit-learn are imported by the model that needs them), so the CLI, the
+config and a logreg-only run stay light."""
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+import hashlib
+import json
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -13,6 +19,9 @@ import numpy as np
 if TYPE_CHECKING:
     from sklearn.linear_model import LogisticRegression
     from torch import nn
+
+    from digitpipe.data import Split
+    from digitpipe.robustness import Robustness
 
 
 @dataclass(frozen=True)
@@ -103,3 +112,80 @@ class TrainedModel:
         from digitpipe.train import predict_scores
 
         return predict_scores(self.model, images)
+
+
+@dataclass(frozen=True)
+class ModelResult:
+    """One trained, evaluated, exported and registered model of a run: what the gate, the summary and the
+    comparison table read."""
+
+    name: str
+    accuracy: float  # on the held-out part
+    macro_f1: float
+    run_id: str
+    model_version: str
+    onnx_path: str
+    onnx_kb: float
+    train_seconds: float
+    stop_reason: str
+    predicted: np.ndarray  # the ONNX model's digit for each held-out image
+    robustness: Robustness | None  # on the perturbation suite (None: not measured)
+    parity: str = "passed"  # the ONNX file gave the native model's digit on every held-out image (else no result)
+
+    @property
+    def robust_accuracy(self) -> float | None:
+        return self.robustness and self.robustness.robust_accuracy
+
+    def line(self) -> str:
+        """The stage line for this model."""
+        return (f"trained {self.name}: {self.accuracy:.2%} held-out accuracy ({self.robust_accuracy:.2%} perturbed) "
+                f"in {self.train_seconds:.1f} s, registered v{self.model_version}")
+
+    def summary(self) -> dict[str, object]:
+        """This model in a run's JSON summary."""
+        return {"accuracy": self.accuracy, "robust_accuracy": self.robust_accuracy, "run_id": self.run_id,
+                "model_version": self.model_version, "onnx_path": self.onnx_path,
+                "train_seconds": self.train_seconds}
+
+
+def trains_nets(models: Sequence[str]) -> bool:
+    """Whether any of `models` is a torch net (a baseline-only run needs neither torch nor a device)."""
+    return any(isinstance(SPECS[name], NetSpec) for name in models)
+
+
+def device_for(models: Sequence[str]) -> str:
+    """The device `models` train on in this process: a GPU if there is one and any is a net, else the CPU."""
+    from digitpipe.runtime import pick_device
+
+    return pick_device() if trains_nets(models) else "cpu"
+
+
+def train_model(name: str, spec: LogRegSpec | NetSpec, split: Split, device: str = "cpu", seed: int = 42,
+                threads: int | None = None, callbacks: Sequence[Callback] = (),
+                checkpoint: Path | None = None) -> TrainedModel:
+    """Zoo model `name` fitted on split.train: the baseline by scikit-learn; a net by the one training loop
+    (digitpipe.train.fit) from `seed` with `threads` torch threads, saved to `checkpoint` every epoch and continued
+    from it where it exists (an interrupted identical training: see checkpoint_path)."""
+    start = time.perf_counter()
+    if isinstance(spec, LogRegSpec):
+        from digitpipe.baseline import fit_logreg
+
+        return TrainedModel(name, fit_logreg(spec, split.train), time.perf_counter() - start,
+                            stop_reason=f"lbfgs, at most {spec.max_iter} iterations")
+    from digitpipe import runtime, train
+    from digitpipe.models import build_net
+
+    threads = runtime.use_cores(threads)
+    runtime.seed_everything(seed, deterministic=device == "cpu")  # per model: independent of the ones before
+    net = build_net(name)
+    history, reason = train.fit(net, spec, split.train, split.val, device, callbacks, checkpoint)
+    if checkpoint:
+        checkpoint.unlink(missing_ok=True)  # finished: the next run starts fresh
+    return TrainedModel(name, net, time.perf_counter() - start, history, reason, threads)
+
+
+def checkpoint_path(folder: Path, name: str, spec: LogRegSpec | NetSpec, seed: int, split: Split) -> Path:
+    """One file per (model, hyperparameters, seed, data split) in `folder`: --resume only ever continues the same
+    training."""
+    identity = json.dumps([name, dataclasses.asdict(spec), seed, split.train.digest, split.val.digest])
+    return folder / f"{name}-{hashlib.sha256(identity.encode()).hexdigest()[:16]}.pt"

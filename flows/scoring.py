@@ -11,13 +11,12 @@ from prefect import flow, unmapped
 
 from digitpipe.config import load_tracking_config
 from digitpipe.errors import TooManyRejected
-from digitpipe.monitor import Reference
-from digitpipe.pipeline import write_drift_report
+from digitpipe.monitor import Reference, write_drift_report
 from digitpipe.scoring import ScoreReport
 from digitpipe.tracking import RunLog, tracker_for
-from flows import dask_runner
+from flows import dask_runner, startup
 from flows.events import announce
-from tasks.scoring import check_batch, document_batch, fetch_model, keep_feedback, score_one
+from tasks import check_batch, document_batch, fetch_model, keep_feedback, score_one
 
 
 @flow(name="score-digits", log_prints=True)
@@ -25,6 +24,7 @@ def scoring_flow(inputs: list[Path], model: str = "models:/digits@champion", suf
                  probabilities: bool = False, max_reject_fraction: float = 0.01,
                  config: Path | None = None) -> list[dict]:
     """Score each file in `inputs` with `model`; fail if a file rejects more than `max_reject_fraction` of its rows."""
+    startup.set_environment()  # a deployment's run starts here, not at the command line
     tracking = load_tracking_config(config)
     tracker = tracker_for(tracking)
     with tempfile.TemporaryDirectory(prefix="digitpipe-model-") as tmp:
@@ -41,7 +41,7 @@ def scoring_flow(inputs: list[Path], model: str = "models:/digits@champion", suf
                 print(feedback.line())
                 alarms.append(feedback.alarm)
     # after every file's feedback is recorded: a retraining the events start trains on all of it
-    alarms += [check_batch(tracker, report) for report in reports]
+    alarms += [check_batch(tracker, report.model, report.input, report.drift or {}) for report in reports]
     for alarm in filter(None, alarms):
         announce(alarm)
         print(alarm.line())

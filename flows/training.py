@@ -11,28 +11,36 @@ from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from digitpipe import pipeline, promotion, runtime
+from digitpipe import promotion, runtime
 from digitpipe.config import PipelineConfig, load_tracking_config
 from digitpipe.data import Dataset, Split
+from digitpipe.evaluate import write_comparison
 from digitpipe.feedback import train_on_feedback
-from digitpipe.monitor import Reference
-from digitpipe.robustness import Suite
 from digitpipe.files import write_json
+from digitpipe.monitor import Reference
 from digitpipe.progress import epoch_bars
+from digitpipe.robustness import Suite
 from digitpipe.tracking import Registry, RunLog, Tracker, tracker_for
-from flows import dask_runner
+from digitpipe.zoo import ModelResult, checkpoint_path, device_for, spec_for
+from flows import dask_runner, startup
 from flows.locks import PromotionLock
-from tasks.data import explore_data, gather_feedback, load_data, split_data, validate_data
-from tasks.modeling import (
+from tasks import (
     check_robustness,
     describe_training_part,
     evaluate_model,
+    explore_data,
     export_model,
+    gather_feedback,
+    load_data,
     perturb_held_out,
+    promote_champion,
     record_monitor_reference,
+    record_verdict,
+    register_model,
+    split_data,
     train_model,
+    validate_data,
 )
-from tasks.registry import promote_champion, record_verdict, register_model
 
 log = logging.getLogger("digitpipe")  # one line per stage; the CLI prints it, deployments send it to Prefect
 
@@ -42,51 +50,56 @@ log = logging.getLogger("digitpipe")  # one line per stage; the CLI prints it, d
 @flow(name="train-digits", task_runner=ThreadPoolTaskRunner(max_workers=1))
 def training_flow(cfg: PipelineConfig) -> dict:
     """Train every configured model on cfg.data, register each, promote the best if it earned it; return the summary."""
-    # no tracking config (a deployment): the working directory's mlflow.yaml, MLFLOW_TRACKING_URI overriding its store
-    tracking = cfg.tracking or load_tracking_config()
-    if cfg.registered_model:
-        tracking = tracking.model_copy(update={"registered_model": cfg.registered_model})
-    cfg = cfg.model_copy(update={"tracking": tracking})
-    device = pipeline.device_for(cfg.models) if _trains_here() else None  # None: each Dask worker picks its own
+    startup.set_environment()  # a deployment's run starts here, not at the command line
+    cfg = _with_tracking(cfg)
+    device = device_for(cfg.models) if _trains_here() else None  # None: each Dask worker picks its own
     tracker = _tracker(cfg)  # an unreachable tracking server fails the run here, before any work
     runs, registry = tracker.runs, tracker.registry
-    data = load_data(cfg.data, cfg.protocol)
+    data = load_data(cfg.data, "train" if cfg.protocol == "standard" else None)
     # per run: two runs of the same data on one machine (two workers) must not write the same files
     checked = cfg.out_dir / "validation" / f"{data.digest[:16]}-{flow_run.get_id() or 'local'}"
     validation = validate_data(data, cfg.min_rows, checked / "data_docs")
     log.info(f"validated {len(data):,} images from {data.source}: {validation.summary()}")
-    split = split_data(data, cfg)
+    split = split_data(data, cfg.protocol, cfg.data, cfg.test_fraction, cfg.val_fraction, cfg.seed)
     log.info("split ({}): {}".format(cfg.protocol, ", ".join(f"{k} {v:,}" for k, v in split.sizes().items())))
     split, feedback, used = add_feedback(runs, split) if cfg.feedback else (split, None, {})
     for run_id in runs.fail_orphaned_runs():
         log.info(f"marked run {run_id} FAILED: the process that ran it is gone")
     lineage = {**runtime.lineage(), "prefect.flow_run_id": str(flow_run.get_id()), "data_digest": data.digest}
     with runs.run("pipeline", tags=lineage) as parent_id:
-        runs.log_inputs(parent_id, pipeline.run_params(cfg, split, device or "per worker"), split.parts(),
-                        cfg.data)
+        runs.log_inputs(parent_id, run_params(cfg, split, device or "per worker"), split.parts(), cfg.data)
         write_json(checked / "validation.json", validation.as_dict())
         runs.log_metrics(parent_id, {"validation_seconds": validation.seconds, **used})
         runs.log_artifacts(parent_id, checked, "validation")
         runs.log_artifacts(parent_id, explore_data(data, cfg.out_dir / "eda"), "eda")
         runs.log_trained_on(parent_id, split.seen_in_training())
         suite = perturb_held_out(split.test, cfg.seed)
-        reference = describe_training_part(split.train)
+        reference = describe_training_part(split.train.images)
         runs.set_tags(parent_id, suite.tags())
         futures = [train_one.submit(name, cfg, split, suite, reference, device, parent_id, lineage)
                    for name in cfg.models]
         results = []
         for future in futures:
             results.append(future.result())
-            log.info(pipeline.trained_line(results[-1]))
-        runs.log_artifacts(parent_id, pipeline.write_comparison(results, cfg.out_dir / parent_id / "comparison"))
+            log.info(results[-1].line())
+        runs.log_artifacts(parent_id, write_comparison(results, cfg.out_dir / parent_id / "comparison"))
         verdict = promote_best(registry, results, split, suite, feedback)
-        runs.log_metrics(parent_id, {f"{r['name']}_test_accuracy": r["accuracy"] for r in results})
+        runs.log_metrics(parent_id, {f"{r.name}_test_accuracy": r.accuracy for r in results})
         runs.set_tags(parent_id, {"verdict": verdict.verdict, "verdict_reason": verdict.reason})
     log.info(f"v{verdict.version} {verdict.verdict}: {verdict.reason}")
-    summary = pipeline.summarise(registry, cfg.out_dir, results, verdict)
+    summary = summarise(registry, cfg.out_dir, results, verdict)
     if cfg.summary:
         write_json(cfg.summary, summary)
     return summary
+
+
+def _with_tracking(cfg: PipelineConfig) -> PipelineConfig:
+    """`cfg` with its tracking settings: the given ones, else (a deployment) the working directory's mlflow.yaml,
+    MLFLOW_TRACKING_URI overriding its store; for the registered model a triggered run names, where it names one."""
+    tracking = cfg.tracking or load_tracking_config()
+    if cfg.registered_model:
+        tracking = tracking.model_copy(update={"registered_model": cfg.registered_model})
+    return cfg.model_copy(update={"tracking": tracking})
 
 
 def _trains_here() -> bool:
@@ -122,19 +135,22 @@ def with_runner(dask_address: str | None = None):
 
 @task(cache_policy=NO_CACHE, task_run_name="model-{name}")
 def train_one(name: str, cfg: PipelineConfig, split: Split, suite: Suite, reference: Reference, device: str | None,
-              parent_id: str, lineage: dict) -> dict:
+              parent_id: str, lineage: dict) -> ModelResult:
     """One model from training to a registered version, in its own MLflow run under the pipeline's (on `device`,
     else on this process's own)."""
-    device = device or pipeline.device_for((name,))
+    device = device or device_for((name,))
     tracker = _tracker(cfg)  # by config, not passed: a Dask worker gets the config, not a client
-    runs = tracker.runs
+    runs, spec = tracker.runs, spec_for(name, cfg.epochs, cfg.stop_at_accuracy, cfg.patience)
     with runs.run(name, parent_id=parent_id, tags=lineage) as run_id:
         folder = cfg.out_dir / parent_id / name
-        spec = pipeline.model_spec(name, cfg)
         runs.log_inputs(run_id, {"model": name, "seed": cfg.seed, "device": device, **vars(spec)},
-                           {"training": split.train, "evaluation": split.test}, cfg.data)
+                        {"training": split.train, "evaluation": split.test}, cfg.data)
+        checkpoint = checkpoint_path(cfg.out_dir / "checkpoints", name, spec, cfg.seed, split)
+        if not cfg.resume:  # a left-over checkpoint of an identical run; a retry of this task continues its own
+            checkpoint.unlink(missing_ok=True)
         with epoch_bars(name, spec, cfg.progress) as bars:
-            trained = train_model(name, cfg, split, device, [runs.epoch_logger(run_id), *bars])
+            trained = train_model(name, spec, split, device, cfg.seed, cfg.threads,
+                                  [runs.epoch_logger(run_id), *bars], checkpoint)
         evaluation, predicted = evaluate_model(trained, split.test, folder)
         onnx_path = export_model(trained, split.test, predicted, folder)
         robustness = check_robustness(onnx_path, suite, folder)
@@ -149,18 +165,33 @@ def train_one(name: str, cfg: PipelineConfig, split: Split, suite: Suite, refere
             "onnx_parity": "passed", "pipeline_run_id": parent_id, "robust_accuracy": robustness.robust_accuracy,
             "invariance_rate": robustness.invariance_rate, **suite.tags(),
             **{k: v for k, v in lineage.items() if not k.startswith("version.")}})  # versions: on the run
-    return {"name": name, "accuracy": evaluation.accuracy, "run_id": run_id, "model_version": version,
-            "onnx_path": str(onnx_path.resolve()), "train_seconds": trained.train_seconds,
-            "macro_f1": evaluation.macro_f1, "onnx_kb": onnx_path.stat().st_size / 1024,
-            "robust_accuracy": robustness.robust_accuracy, "stop_reason": trained.stop_reason, "predicted": predicted,
-            "robustness": robustness}
+    return ModelResult(name, evaluation.accuracy, evaluation.macro_f1, run_id, version, str(onnx_path.resolve()),
+                       onnx_path.stat().st_size / 1024, trained.train_seconds, trained.stop_reason, predicted,
+                       robustness)
 
 
-def promote_best(registry: Registry, results: list[dict], split: Split, suite: Suite,
+def promote_best(registry: Registry, results: list[ModelResult], split: Split, suite: Suite,
                  feedback: Dataset | None = None) -> promotion.Verdict:
     """The run's best model goes through the promotion gate; the others are recorded as not candidates."""
-    best, others = pipeline.best_of(results)
+    best, others = promotion.candidate(results)
     for other in others:
         record_verdict(registry, promotion.not_candidate(other, best))
-    return promote_champion(registry, best["model_version"], split.test, best["predicted"], suite, best["robustness"],
-                            feedback)
+    return promote_champion(registry, best, split.test, suite, feedback)
+
+
+def run_params(cfg: PipelineConfig, split: Split, device: str) -> dict[str, object]:
+    """What a pipeline run was given, as MLflow parameters: data, seed, protocol, split sizes, per-digit test counts."""
+    return {"data": cfg.data.resolve(), "data_digest": split.train.digest, "seed": cfg.seed, "protocol": cfg.protocol,
+            "test_fraction": cfg.test_fraction, "val_fraction": cfg.val_fraction, "feedback": cfg.feedback,
+            "device": device, "models": ",".join(cfg.models), **{f"split_{part}": n for part, n in split.sizes().items()},
+            **{f"split_test_count_{digit}": count for digit, count in enumerate(split.test.class_counts())}}
+
+
+def summarise(registry: Registry, out_dir: Path, results: list[ModelResult], verdict: promotion.Verdict) -> dict:
+    """The run's models, the verdict on its candidate, and the champion after it (which may be an earlier run's)."""
+    champion = registry.champion()  # None only while no model has ever passed the gate
+    return {"models": {r.name: r.summary() for r in results},
+            "verdict": {"version": verdict.version, "verdict": verdict.verdict, "reason": verdict.reason},
+            "champion": champion and {
+                "name": champion.model_name, "model_version": champion.version, "accuracy": champion.accuracy,
+                "onnx_path": str(registry.local_onnx(champion, out_dir / "champion")), "promoted": verdict.promoted}}

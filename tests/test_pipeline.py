@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
-from digitpipe.config import PipelineConfig, TrackingConfig
+from digitpipe.config import PipelineConfig, PromotionConfig, TrackingConfig
 from digitpipe.data import load_dataset, split_dataset
 from digitpipe.scoring import OnnxScorer
 from tests.gitcheckout import checkout_head
@@ -24,8 +24,11 @@ pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_api")]
 
 @pytest.fixture(scope="module")
 def tracking(mlflow_store, tmp_path_factory) -> TrackingConfig:
+    """No accuracy floor: nets of 3 epochs on 1,000 digits stay below the shipped 0.85, and the tests below judge
+    the gate's other clauses."""
     return TrackingConfig(tracking_uri=mlflow_store, experiment="pipeline-test", registered_model="digits-test",
-                          artifact_location=str(tmp_path_factory.mktemp("artifacts")))
+                          artifact_location=str(tmp_path_factory.mktemp("artifacts")),
+                          promotion=PromotionConfig(min_accuracy=0.0))
 
 
 @pytest.fixture(scope="module")
@@ -248,13 +251,16 @@ def _join_race(barrier) -> None:
 def _promote(uri: str, name: str, version: str, data: Path) -> bool:
     from digitpipe.promotion import promote_if_earned
     from digitpipe.tracking import Tracker
+    from digitpipe.zoo import ModelResult
 
     registry = Tracker(TrackingConfig(tracking_uri=uri, registered_model=name)).registry
     test = split_dataset(load_dataset(data)).test
     with tempfile.TemporaryDirectory() as tmp:
         predicted = OnnxScorer(registry.version_onnx(version, Path(tmp))).predict(test.images)
+    result = ModelResult(name, float(np.mean(predicted == test.labels)), 0.0, "", version, "", 0.0, 0.0, "", predicted,
+                         robustness=None)
     _together.wait(timeout=120)  # both processes promote at the same moment (one process alone would time out)
-    return promote_if_earned(registry, version, test, predicted).promoted
+    return promote_if_earned(registry, result, test).promoted
 
 
 def test_concurrent_promotions_leave_the_better_model_champion(first_run, fixture_dir, tracking):
@@ -306,9 +312,9 @@ def test_scoring_scales_out_on_a_local_dask_cluster(first_run, fixture_dir, trac
 def test_a_prefect_retry_continues_training_from_the_checkpoint(fixture_dir, tmp_path):
     from prefect import flow
 
-    from tasks.modeling import train_model
+    from digitpipe.zoo import spec_for
+    from tasks import train_model
 
-    cfg = PipelineConfig(data=fixture_dir, models=("lenet",), epochs=4, out_dir=tmp_path)
     split = split_dataset(load_dataset(fixture_dir))
     seen = []
 
@@ -319,7 +325,9 @@ def test_a_prefect_retry_continues_training_from_the_checkpoint(fixture_dir, tmp
 
     @flow
     def one_training():
-        return train_model.with_options(retry_delay_seconds=0)("lenet", cfg, split, "cpu", [crash_once_at_epoch_two])
+        return train_model.with_options(retry_delay_seconds=0)("lenet", spec_for("lenet", epochs=4), split, "cpu",
+                                                               callbacks=[crash_once_at_epoch_two],
+                                                               checkpoint=tmp_path / "lenet.pt")
 
     trained = one_training()
     assert [r.epoch for r in seen] == [1, 2, 1, 2, 3, 4]

@@ -44,14 +44,10 @@ def test_a_digit_with_too_few_images_is_refused(digits):
 def test_standard_protocol_tests_on_t10k(tmp_path, fixture_dir, digits):
     import shutil
 
-    from digitpipe.config import PipelineConfig
-    from tasks.data import split_data
-
     for f in fixture_dir.glob("train-*"):
         shutil.copy(f, tmp_path / f.name)
         shutil.copy(f, tmp_path / f.name.replace("train-", "t10k-"))  # stands in for the real t10k files
-    cfg = PipelineConfig(data=tmp_path, protocol="standard")
-    split = split_data.fn(digits, cfg)
+    split = split_by_protocol(digits, "standard", tmp_path)
     assert len(split.test) == 1000 and split.test.source.endswith("t10k-images-idx3-ubyte.gz")
     assert len(split.train) + len(split.val) == 1000 and len(split.val) == 100
 

@@ -5,7 +5,7 @@ def test_runs_exploring_the_same_data_at_once_leave_one_complete_report(digits, 
     import subprocess
     import sys
 
-    code = (f"from pathlib import Path; from digitpipe.data import load_dataset; from digitpipe.pipeline import "
+    code = (f"from pathlib import Path; from digitpipe.data import load_dataset; from digitpipe.eda import "
             f"explore; explore(load_dataset(Path({str(fixture_dir)!r})), Path({str(tmp_path)!r}))")
     runs = [subprocess.Popen([sys.executable, "-c", code]) for _ in range(2)]  # two workers' runs, one machine
     assert [run.wait(timeout=120) for run in runs] == [0, 0]

@@ -132,10 +132,10 @@ def test_int8_model_is_kept_only_when_accuracy_holds(tmp_path, digits):
 
 
     from digitpipe.export import quantize_checked
-    from digitpipe.pipeline import train_zoo_model
+    from digitpipe.zoo import train_model
 
     split = split_dataset(digits)
-    lenet = train_zoo_model("lenet", dataclasses.replace(SPECS["lenet"], epochs=2), split).model
+    lenet = train_model("lenet", dataclasses.replace(SPECS["lenet"], epochs=2), split).model
     onnx_path = export_onnx(lenet, tmp_path / "lenet.onnx")
     kept = quantize_checked(onnx_path, split.train.images[:256], split.test, tmp_path / "kept.onnx", max_drop=1.0)
     assert kept.accepted and kept.path.is_file() and "accepted" in kept.reason()

@@ -10,7 +10,7 @@ from digitpipe.data import split_dataset
 from digitpipe.export import export_onnx, parity_mismatches
 from digitpipe.zoo import SPECS
 from digitpipe.scorer import OnnxScorer
-from digitpipe.pipeline import train_zoo_model
+from digitpipe.zoo import train_model
 from digitpipe.train import predict_scores
 
 @pytest.fixture(scope="module")
@@ -21,8 +21,8 @@ def split(digits):
 @pytest.fixture(scope="module")
 def trained(split):
     """logreg and a 3-epoch LeNet fitted on the fixture."""
-    lenet = train_zoo_model("lenet", dataclasses.replace(SPECS["lenet"], epochs=3), split, seed=0)
-    return {"logreg": train_zoo_model("logreg", SPECS["logreg"], split), "lenet": lenet}
+    lenet = train_model("lenet", dataclasses.replace(SPECS["lenet"], epochs=3), split, seed=0)
+    return {"logreg": train_model("logreg", SPECS["logreg"], split), "lenet": lenet}
 
 
 def test_lenet_learns_and_reports_every_epoch(trained):
@@ -34,13 +34,13 @@ def test_lenet_learns_and_reports_every_epoch(trained):
 
 def test_callbacks_get_each_epoch(split):
     seen = []
-    train_zoo_model("lenet", dataclasses.replace(SPECS["lenet"], epochs=2), split, callbacks=[seen.append])
+    train_model("lenet", dataclasses.replace(SPECS["lenet"], epochs=2), split, callbacks=[seen.append])
     assert [r.epoch for r in seen] == [1, 2]
 
 
 def test_same_seed_same_result_on_cpu(split):
     def accuracy():
-        model = train_zoo_model("lenet", dataclasses.replace(SPECS["lenet"], epochs=1), split, seed=3).model
+        model = train_model("lenet", dataclasses.replace(SPECS["lenet"], epochs=1), split, seed=3).model
         return predict_scores(model, split.test.images).argmax(1)
 
     np.testing.assert_array_equal(accuracy(), accuracy())
