@@ -8,16 +8,10 @@ import pytest
 import torch
 
 from digitpipe.baseline import fit_logreg
-from digitpipe.data import split_dataset
 from digitpipe.export import INPUT_NAME, OPSET, export_onnx, quantize_checked
 from digitpipe.models import build_net
 from digitpipe.scorer import OnnxScorer
 from digitpipe.zoo import MODEL_NAMES, LogRegSpec
-
-
-@pytest.fixture(scope="module")
-def split(digits):
-    return split_dataset(digits)
 
 
 @pytest.fixture(scope="module")

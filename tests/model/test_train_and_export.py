@@ -6,17 +6,11 @@ import numpy as np
 import onnx
 import pytest
 
-from digitpipe.data import split_dataset
 from digitpipe.export import export_onnx, parity_mismatches
 from digitpipe.zoo import SPECS
 from digitpipe.scorer import OnnxScorer
-from digitpipe.zoo import train_model
 from digitpipe.train import predict_scores
-
-@pytest.fixture(scope="module")
-def split(digits):
-    return split_dataset(digits)
-
+from digitpipe.zoo import train_model
 
 @pytest.fixture(scope="module")
 def trained(split):

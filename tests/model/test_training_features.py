@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 import torch
 
-from digitpipe.data import split_dataset
 from digitpipe.models import build_net
 from digitpipe.zoo import SPECS
 from digitpipe.runtime import seed_everything
@@ -14,11 +13,6 @@ from digitpipe.train import Augmentation, augment, fit, stop_reason
 from digitpipe.zoo import EpochResult
 
 CPU = torch.device("cpu")
-
-
-@pytest.fixture(scope="module")
-def split(digits):
-    return split_dataset(digits)
 
 
 def test_specs_default_to_the_books_configuration():
