@@ -13,6 +13,7 @@ from cli.app import ConfigOption, UnlockedOption, app, monitor_app
 from digitpipe.config import TrackingConfig, load_tracking_config
 from digitpipe.errors import DataError, UserError
 
+
 @app.command()
 def promote(
     version: Annotated[str | None, typer.Option(help="Make this version the champion by hand (recorded).")] = None,

@@ -18,6 +18,7 @@ from digitpipe.runtime import core_share
 from digitpipe.zoo import MODEL_NAMES
 from flows import startup
 
+
 @app.command()
 def run(
     data: Annotated[Path | None, typer.Option(help="IDX folder or file, or Kaggle CSV (default: MNIST in the "

@@ -13,7 +13,6 @@ from digitpipe.errors import UserError
 from digitpipe.files import first_line
 from digitpipe.zoo import MODEL_NAMES
 
-
 BUILT_IN = "built-in defaults"
 CONFIG_FILE = Path("mlflow.yaml")  # read from the working directory when no --config names a file
 

@@ -22,7 +22,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
-
 ENVIRONMENT = {
     # Prefect's throwaway local API migrates a sqlite db on first start: longer than the 20 s default
     "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",

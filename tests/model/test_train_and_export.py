@@ -7,10 +7,10 @@ import onnx
 import pytest
 
 from digitpipe.export import export_onnx, parity_mismatches
-from digitpipe.zoo import SPECS
 from digitpipe.scorer import OnnxScorer
 from digitpipe.train import predict_scores
-from digitpipe.zoo import train_model
+from digitpipe.zoo import SPECS, train_model
+
 
 @pytest.fixture(scope="module")
 def trained(split):

@@ -7,10 +7,9 @@ import pytest
 import torch
 
 from digitpipe.models import build_net
-from digitpipe.zoo import SPECS
 from digitpipe.runtime import seed_everything
 from digitpipe.train import Augmentation, augment, fit, stop_reason
-from digitpipe.zoo import EpochResult
+from digitpipe.zoo import SPECS, EpochResult
 
 CPU = torch.device("cpu")
 
