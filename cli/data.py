@@ -10,6 +10,7 @@ import typer
 
 from cli.app import app, data_app
 
+
 @data_app.command("fetch")
 def datafetch_mnist(
     dest: Annotated[Path | None, typer.Option(help="Folder to fill (default: the user cache).")] = None,
@@ -45,7 +46,7 @@ def validate(
     """Check a dataset against the expectation suite; exit 0 valid, 1 failed expectations, 2 unreadable.
     An IDX folder with both the train and the t10k pair has both checked."""
     from digitpipe.data import load_dataset
-    from digitpipe.data.readers import idx_parts
+    from digitpipe.data.formats import idx_parts
     from digitpipe.validation import validate as check
 
     passed = True

@@ -14,6 +14,7 @@ from cli.registry import resolve_model
 from digitpipe.config import load_tracking_config
 from digitpipe.errors import TooManyRejected, UserError
 
+
 @app.command()
 def score(
     model: Annotated[str, typer.Option(help="models:/NAME@ALIAS, models:/NAME/VERSION or a .onnx file.")],
@@ -31,7 +32,7 @@ def score(
     checked for drift against the model's training data (a signal: the scores are written either way)."""
     import tempfile
 
-    from digitpipe.data.readers import find_idx_pair, idx_parts
+    from digitpipe.data.formats import find_idx_pair, idx_parts
     from digitpipe.monitor import Reference, registered_reference
     from digitpipe.scorer import OnnxScorer
     from digitpipe.scoring import score_file

@@ -13,7 +13,7 @@ import numpy as np
 
 from digitpipe.data import Dataset, Split
 from digitpipe.data.dataset import N_CLASSES
-from digitpipe.data.stream import stream_chunks
+from digitpipe.data.reader import read_whole
 from digitpipe.errors import DataError
 from digitpipe.files import atomic_path, first_line
 
@@ -53,12 +53,8 @@ class Feedback:
 def read_scored(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, int]:
     """(ImageIds, images, labels or None) of every good row of a scored file, ImageId being its 1-based row as in
     the predictions that `score` wrote for it, and the file's row count (rejected rows too)."""
-    chunks = list(stream_chunks(path, 65_536))
-    ids = np.concatenate([c.rows for c in chunks]) if chunks else np.zeros(0, np.int64)
-    images = np.concatenate([c.images for c in chunks]) if chunks else np.zeros((0, 28, 28), np.uint8)
-    labelled = bool(chunks) and all(c.labels is not None for c in chunks)
-    rows = max([int(ids.max(initial=0))] + [row for c in chunks for row, _ in c.rejects])
-    return ids, images, np.concatenate([c.labels for c in chunks]) if labelled else None, rows
+    whole = read_whole(path, bad_rows="reject")  # the rows `score` rejected are skipped here too
+    return whole.rows, whole.images, whole.labels, whole.last_row()
 
 
 def read_labels(path: Path) -> tuple[np.ndarray, np.ndarray]:

@@ -56,9 +56,9 @@ def image_features(images: np.ndarray) -> dict[str, np.ndarray]:
 
 def file_features(path: Path) -> dict[str, np.ndarray]:
     """`image_features` of every good row of a data file, read chunk by chunk."""
-    from digitpipe.data.stream import stream_chunks
+    from digitpipe.data.reader import read_chunks
 
-    chunks = [image_features(chunk.images) for chunk in stream_chunks(path, 65_536)]
+    chunks = [image_features(chunk.images) for chunk in read_chunks(path, 65_536, bad_rows="reject")]
     return {name: np.concatenate([c[name] for c in chunks]) for name in IMAGE_FEATURES} if chunks else {}
 
 

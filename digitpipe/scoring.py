@@ -15,8 +15,9 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from digitpipe.data.stream import Chunk, stream_chunks
 from digitpipe.config import MonitoringConfig
+from digitpipe.data.chunks import Chunk
+from digitpipe.data.reader import read_chunks
 from digitpipe.files import atomic_path, write_json
 from digitpipe.monitor import BatchProfile, Reference
 from digitpipe.scorer import OnnxScorer, probabilities
@@ -82,7 +83,7 @@ def score_file(scorer: OnnxScorer, input_path: Path, output: Path, model: dict, 
     scored = correct = labelled = 0
     all_rejects: list[tuple[int, str]] = []
     with _table_writer(output, _output_schema(probabilities)) as write:
-        for chunk in _read_ahead(stream_chunks(input_path, chunk_rows)):
+        for chunk in _read_ahead(read_chunks(input_path, chunk_rows, bad_rows="reject")):
             scores = scorer.scores(chunk.images)
             predicted = scores.argmax(1)
             write(_output_table(chunk.rows, predicted, scores if probabilities else None))

@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 
 from digitpipe.data.dataset import N_CLASSES, Dataset
-from digitpipe.data.readers import idx_parts, load_dataset
+from digitpipe.data.formats import idx_parts
+from digitpipe.data.reader import load_dataset
 from digitpipe.errors import DataError
 
 

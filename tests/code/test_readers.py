@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from digitpipe.data import load_dataset
-from digitpipe.data.readers import write_idx
+from digitpipe.data.idx import write_idx
 from digitpipe.errors import DataError
 from tests.helpers import kaggle_frame, write_kaggle_csv
 
@@ -190,9 +190,9 @@ def test_a_symlink_out_of_the_data_folder_is_refused(tmp_path, digits, fixture_d
 def test_a_csv_gzip_bomb_stops_at_the_limit(tmp_path, digits, monkeypatch):
     import zlib
 
-    from digitpipe.data import readers
+    from digitpipe.data import kaggle
 
-    monkeypatch.setattr(readers, "MAX_CSV_BYTES", 8 << 20)  # a small limit: the bomb need not be huge
+    monkeypatch.setattr(kaggle, "MAX_CSV_BYTES", 8 << 20)  # a small limit: the bomb need not be huge
     header = write_kaggle_csv(tmp_path / "t.csv", digits.subset(np.arange(2))).read_bytes()
     packer = zlib.compressobj(9, zlib.DEFLATED, 31)
     row = b"1," + b",".join([b"0"] * 784) + b"\n"

@@ -51,12 +51,13 @@ def test_malformed_rows_are_rejected_with_reasons_and_the_rest_scored(tmp_path, 
     lines[9] = "-1," + lines[9].split(",", 1)[1]  # row 9
     lines[12] = lines[12].replace(",0,", ",0.5,", 1)  # row 12: a float
     path.write_text("\n".join(lines) + "\n")
+    x, half = lines[5].split(",").index("x"), lines[12].split(",").index("0.5")  # the columns named in the reasons
     report = score_file(OnnxScorer(onnx_path), path, tmp_path / "out.csv", {"uri": "test"})
     rejects = pd.read_csv(tmp_path / "out.csv.rejects.csv")
     assert rejects.row.tolist() == [3, 5, 8, 9, 12]
     assert rejects.reason.tolist() == [
-        "expected 784 fields, found 785", "non-integer value 'x'", "pixel0 = 256 is outside 0..255",
-        "pixel0 = -1 is outside 0..255", "non-integer value '0.5'"]
+        "expected 784 fields, found 785", f"non-integer value 'x' in pixel{x}", "pixel0 = 256 is outside 0..255",
+        "pixel0 = -1 is outside 0..255", f"non-integer value '0.5' in pixel{half}"]
     scored = pd.read_csv(tmp_path / "out.csv")
     assert scored.ImageId.tolist() == [r for r in range(1, 21) if r not in (3, 5, 8, 9, 12)]
     assert (report.scored, report.rejected) == (15, 5)
