@@ -21,7 +21,7 @@ from _common import data_parser, data_path
 from digitpipe.data import load_dataset, split_by_protocol
 from digitpipe.export import export_onnx
 from digitpipe.config import MonitoringConfig
-from digitpipe.monitor import BatchProfile, build_reference, with_model
+from digitpipe.monitoring.drift import BatchProfile, build_reference, with_model
 from digitpipe.zoo import train_model
 from digitpipe.scorer import OnnxScorer
 from digitpipe.zoo import SPECS

@@ -101,7 +101,7 @@ def monitor_reference(
     import shutil
     import tempfile
 
-    from digitpipe.monitor import build_reference, write_reference
+    from digitpipe.monitoring.drift import build_reference, write_reference
 
     tracking = load_tracking_config(config)
     with tempfile.TemporaryDirectory(prefix="digitpipe-model-") as tmp:

@@ -33,7 +33,7 @@ def score(
     import tempfile
 
     from digitpipe.data.formats import find_idx_pair, idx_parts
-    from digitpipe.monitor import Reference, registered_reference
+    from digitpipe.monitoring.drift import Reference, registered_reference
     from digitpipe.scorer import OnnxScorer
     from digitpipe.scoring import score_file
 
@@ -78,8 +78,8 @@ def feedback(
     section, an alarm is recorded on the version, and sent as a Prefect event where a Prefect server is configured."""
     import tempfile
 
-    from digitpipe.feedback import join_labels
-    from digitpipe.loop import record_feedback
+    from digitpipe.monitoring.alarms import record_feedback
+    from digitpipe.monitoring.feedback import join_labels
     from digitpipe.tracking import tracker_for
 
     tracking = load_tracking_config(config)

@@ -36,9 +36,9 @@ class PromotionConfig(_Frozen):
     # bootstrap over digits; and, if set, its robust accuracy must reach the floor.
     robust_margin: float = Field(0.005, ge=0, le=1)
     min_robust_accuracy: float | None = Field(None, ge=0, le=1)
-    # (d) Labelled feedback (digitpipe.feedback): a challenger significantly better than the champion on the held-out
-    # feedback digits neither trained on (at least `min_feedback_images` of them) is promoted if it is not worse on
-    # the base held-out images by more than `feedback_base_margin` (a fraction).
+    # (d) Labelled feedback (digitpipe.monitoring.feedback): a challenger significantly better than the champion on
+    # the held-out feedback digits neither trained on (at least `min_feedback_images` of them) is promoted if it is
+    # not worse on the base held-out images by more than `feedback_base_margin` (a fraction).
     min_feedback_images: int = Field(50, ge=1)
     feedback_base_margin: float = Field(0.005, ge=0, le=1)
 
@@ -47,7 +47,7 @@ class MonitoringConfig(_Frozen):
     """When a scoring batch no longer looks like its model's training data (the `monitoring` section of
     `mlflow.yaml`; defaults measured by bench/drift.py): a feature's population stability index above `warn_psi`
     is worth a look, above `drift_psi` the batch has drifted (both raised by a batch's sampling noise, so that
-    small batches do not raise false alarms: see digitpipe.monitor)."""
+    small batches do not raise false alarms: see digitpipe.monitoring.drift)."""
 
     warn_psi: float = Field(0.1, gt=0)
     drift_psi: float = Field(0.25, gt=0)

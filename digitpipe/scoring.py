@@ -19,11 +19,11 @@ from digitpipe.config import MonitoringConfig
 from digitpipe.data.chunks import Chunk
 from digitpipe.data.reader import read_chunks
 from digitpipe.files import atomic_path, write_json
-from digitpipe.monitor import BatchProfile, Reference
+from digitpipe.monitoring.drift import BatchProfile, Reference
 from digitpipe.scorer import OnnxScorer, probabilities
 
 if TYPE_CHECKING:
-    from digitpipe.loop import FeedbackResult
+    from digitpipe.monitoring.alarms import FeedbackResult
     from digitpipe.tracking import Registry, Tracker
 
 READ_ROWS = 16_384  # rows read per chunk: bounds memory (~50 MB of CSV text) whatever the input size
@@ -42,7 +42,7 @@ class ScoreReport:
     seconds: float
     model: dict
     accuracy: float | None = None  # only when the input carries labels
-    drift: dict | None = None  # the monitor's verdict against the model's training data (digitpipe.monitor)
+    drift: dict | None = None  # the monitor's verdict against the model's training data (digitpipe.monitoring.drift)
 
     @property
     def reject_fraction(self) -> float:
@@ -164,7 +164,7 @@ def _read_ahead(chunks: Iterator[Chunk]) -> Iterator[Chunk]:
 def fetch_model(registry: Registry, uri: str, dest: Path) -> tuple[Path, dict, Reference | None]:
     """The registered ONNX file named by `uri` (its int8 file where one was accepted) downloaded into `dest`, its
     identity, and its drift reference where it has one."""
-    from digitpipe.monitor import registered_reference
+    from digitpipe.monitoring.drift import registered_reference
 
     path, identity = registry.resolve(uri, dest)
     return path, identity, registered_reference(registry.monitor_reference(identity, dest / "reference"))
@@ -181,8 +181,8 @@ def score_beside(model_path: Path, identity: dict, input_path: Path, suffix: str
 def record_scored_labels(tracker: Tracker, model_path: Path, report: ScoreReport,
                          monitoring: MonitoringConfig) -> FeedbackResult | None:
     """A scored file that carried its labels is labelled feedback: live accuracy logged, digits kept in the store."""
-    from digitpipe.feedback import labelled_in_file
-    from digitpipe.loop import record_feedback
+    from digitpipe.monitoring.alarms import record_feedback
+    from digitpipe.monitoring.feedback import labelled_in_file
 
     labelled = labelled_in_file(Path(report.input)) if report.accuracy is not None else None
     return labelled and record_feedback(tracker, labelled, model_path, report.model, monitoring)

@@ -18,14 +18,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from digitpipe.data.dataset import N_CLASSES, Dataset
+from digitpipe.data.dataset import INK, N_CLASSES, Dataset
 from digitpipe.errors import ValidationFailed
 from digitpipe.files import write_json
 
 if TYPE_CHECKING:
-    from digitpipe.monitor import Reference
-
-INK_THRESHOLD = 32  # a pixel brighter than this counts as ink; scanner noise stays below it
+    from digitpipe.monitoring.drift import Reference
 
 
 @dataclass(frozen=True)
@@ -60,7 +58,7 @@ def profile(data: Dataset) -> pd.DataFrame:
         "pixel_min": flat.min(axis=1).astype(np.int64),
         "pixel_max": flat.max(axis=1).astype(np.int64),
         "pixel_mean": flat.mean(axis=1),
-        "ink_fraction": (flat > INK_THRESHOLD).mean(axis=1),
+        "ink_fraction": (flat > INK).mean(axis=1),
         "image_hash": [hashlib.blake2b(row.tobytes(), digest_size=8).hexdigest() for row in flat],
     })
     if data.labels is not None:
@@ -117,15 +115,15 @@ def reference_expectations(reference: Reference, mostly: float = 0.9) -> list:
 
 def validate_batch(features: dict[str, np.ndarray], reference: Reference,
                 docs_dir: Path | None = None) -> ValidationReport:
-    """A scoring batch's per-image features (monitor.image_features) against the suite its model's reference
-    implies; GX's data docs and the suite in `docs_dir`."""
+    """A scoring batch's per-image features (monitoring.features.image_features) against the suite its model's
+    reference implies; GX's data docs and the suite in `docs_dir`."""
     table = pd.DataFrame({name: values.astype(np.float64) for name, values in features.items()})
     return run_suite("batch-vs-training", table, reference_expectations(reference), docs_dir)
 
 
 def document_batch(input_path: Path, reference: Reference, docs_dir: Path) -> ValidationReport:
     """GX data docs of a scored batch: its digits against the suite its model's reference implies."""
-    from digitpipe.monitor import file_features
+    from digitpipe.monitoring.features import file_features
 
     return validate_batch(file_features(input_path), reference, docs_dir)
 

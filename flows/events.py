@@ -8,7 +8,7 @@ from pathlib import Path
 from prefect.events import emit_event
 from prefect.events.worker import EventsWorker
 
-from digitpipe.feedback import Alarm
+from digitpipe.monitoring.alarms import Alarm
 
 
 def announce(alarm: Alarm, flush: bool = False) -> None:

@@ -15,9 +15,9 @@ from digitpipe import promotion, runtime
 from digitpipe.config import PipelineConfig, load_tracking_config
 from digitpipe.data import Dataset, Split
 from digitpipe.evaluate import write_comparison
-from digitpipe.feedback import train_on_feedback
 from digitpipe.files import write_json
-from digitpipe.monitor import Reference
+from digitpipe.monitoring.drift import Reference
+from digitpipe.monitoring.feedback import train_on_feedback
 from digitpipe.progress import epoch_bars
 from digitpipe.robustness import Suite
 from digitpipe.tracking import Registry, RunLog, Tracker, tracker_for

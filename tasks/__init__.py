@@ -9,9 +9,10 @@ from __future__ import annotations
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from digitpipe import eda, evaluate, export, feedback, loop, monitor, promotion, robustness, scoring, validation, zoo
+from digitpipe import eda, evaluate, export, promotion, robustness, scoring, validation, zoo
 from digitpipe.data import load_dataset, split_by_protocol
 from digitpipe.errors import UserError
+from digitpipe.monitoring import alarms, drift, feedback
 from digitpipe.tracking import Registry
 
 
@@ -37,14 +38,14 @@ explore_data = step(eda.explore, "explore_data")
 split_data = step(split_by_protocol, "split_data")
 gather_feedback = step(feedback.gather, "gather_feedback", **IO_RETRIES)
 perturb_held_out = step(robustness.build_suite, "perturb_held_out")
-describe_training_part = step(monitor.build_reference, "describe_training_part")
+describe_training_part = step(drift.build_reference, "describe_training_part")
 
 # one model
 train_model = step(zoo.train_model, "train_model", task_run_name="train-{name}", **ONCE_MORE)
 evaluate_model = step(evaluate.evaluate_model, "evaluate_model")
 export_model = step(export.export_checked, "export_model")
 check_robustness = step(robustness.check_robustness, "check_robustness")
-record_monitor_reference = step(monitor.write_reference, "record_monitor_reference")
+record_monitor_reference = step(drift.write_reference, "record_monitor_reference")
 
 # registry
 register_model = step(Registry.register_onnx, "register_model", **IO_RETRIES)
@@ -55,5 +56,5 @@ record_verdict = step(promotion.record_verdict, "record_verdict", **IO_RETRIES)
 fetch_model = step(scoring.fetch_model, "fetch_model", **IO_RETRIES)
 score_one = step(scoring.score_beside, "score_one", task_run_name="score-{input_path.name}")
 keep_feedback = step(scoring.record_scored_labels, "keep_feedback", **IO_RETRIES)
-check_batch = step(loop.batch_alarm, "check_batch", **IO_RETRIES)
+check_batch = step(alarms.batch_alarm, "check_batch", **IO_RETRIES)
 document_batch = step(validation.document_batch, "document_batch")

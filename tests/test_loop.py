@@ -10,7 +10,7 @@ import yaml
 from mlflow import MlflowClient
 
 from digitpipe.data import Dataset
-from digitpipe.feedback import held_out
+from digitpipe.monitoring.feedback import held_out
 from tests.helpers import assert_one_line_error, write_kaggle_csv
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_api")]

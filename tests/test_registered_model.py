@@ -12,7 +12,7 @@ from mlflow import MlflowClient
 
 from digitpipe.config import PipelineConfig, TrackingConfig
 from digitpipe.data import load_dataset
-from digitpipe.monitor import image_features
+from digitpipe.monitoring.features import image_features
 from tests.helpers import write_kaggle_csv
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_api")]

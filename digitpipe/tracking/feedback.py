@@ -11,9 +11,9 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
-    from digitpipe.feedback import Feedback
+    from digitpipe.monitoring.feedback import Feedback
 
-FEEDBACK_ARTIFACT = "feedback/feedback.npz"  # on a feedback run: the labelled digits (digitpipe.feedback.Feedback)
+FEEDBACK_ARTIFACT = "feedback/feedback.npz"  # on a feedback run: the labelled digits (monitoring.feedback.Feedback)
 FEEDBACK_TAGS = {"digitpipe.kind": "feedback"}
 FEEDBACK_RUNS = "tags.`digitpipe.kind` = 'feedback' and attributes.status = 'FINISHED'"
 
@@ -59,7 +59,7 @@ class FeedbackStore:
 
     def load_feedback(self, run_ids: list[str]) -> list[Feedback]:
         """The labelled digits of each feedback run."""
-        from digitpipe.feedback import Feedback
+        from digitpipe.monitoring.feedback import Feedback
 
         loaded = []
         with tempfile.TemporaryDirectory() as tmp:

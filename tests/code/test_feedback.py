@@ -7,18 +7,8 @@ import pytest
 
 from digitpipe.data import Dataset, split_dataset
 from digitpipe.errors import DataError
-from digitpipe.feedback import (
-    DRIFT_EVENT,
-    LOW_ACCURACY_EVENT,
-    Alarm,
-    Feedback,
-    alarm_for,
-    combine,
-    held_out,
-    join_labels,
-    labelled_in_file,
-    train_on_feedback,
-)
+from digitpipe.monitoring.alarms import DRIFT_EVENT, LOW_ACCURACY_EVENT, Alarm, alarm_for
+from digitpipe.monitoring.feedback import Feedback, combine, held_out, join_labels, labelled_in_file, train_on_feedback
 from tests.helpers import write_kaggle_csv
 
 

@@ -9,15 +9,8 @@ import pytest
 from digitpipe.config import MonitoringConfig
 from digitpipe.data import split_dataset
 from digitpipe.errors import DataError
-from digitpipe.monitor import (
-    BatchProfile,
-    Reference,
-    build_reference,
-    image_features,
-    psi,
-    registered_reference,
-    with_model,
-)
+from digitpipe.monitoring.drift import BatchProfile, Reference, build_reference, psi, registered_reference, with_model
+from digitpipe.monitoring.features import image_features
 
 
 @pytest.fixture(scope="module")
@@ -102,3 +95,9 @@ def test_the_great_expectations_suite_of_a_reference_passes_clean_digits_and_nam
     inverted = validate_batch(image_features(255 - split.test.images), reference)
     failed = {line.split("'column': '")[1].split("'")[0] for line in inverted.lines if line.startswith("  FAIL")}
     assert not inverted.success and {"pixel_mean", "ink_fraction"} <= failed
+
+
+def test_validation_and_the_monitor_count_the_same_pixels_as_ink(digits):
+    from digitpipe.validation import profile
+
+    np.testing.assert_allclose(profile(digits).ink_fraction, image_features(digits.images)["ink_fraction"])

@@ -1,20 +1,57 @@
-"""The loop from scoring back to retraining, without Prefect: record labelled feedback and the champion's live
-accuracy on it, and decide what a batch raises (digitpipe.feedback.Alarm). The flows send the alarm as a Prefect
-event, whose deployment trigger starts a retraining run (prefect.yaml)."""
+"""What the monitor raises, and recording it without Prefect: an Alarm for a drifted batch or a live accuracy below the
+floor (its event names are what Prefect's automations match, prefect.yaml), the champion's live accuracy on labelled
+feedback, and the alarm as tags on the version. The flows send the alarm as a Prefect event (flows/events.py), whose
+deployment trigger starts a retraining run."""
 
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from digitpipe.config import MonitoringConfig
-from digitpipe.feedback import Alarm, Feedback, alarm_for
 from digitpipe.runtime import utc_now
-from digitpipe.scorer import OnnxScorer
-from digitpipe.tracking import Registry, Tracker
+
+if TYPE_CHECKING:
+    from digitpipe.config import MonitoringConfig
+    from digitpipe.monitoring.feedback import Feedback
+    from digitpipe.tracking import Registry, Tracker
+
+DRIFT_EVENT, LOW_ACCURACY_EVENT = "digitpipe.drift.detected", "digitpipe.accuracy.low"
+
+
+@dataclass(frozen=True)
+class Alarm:
+    """What the monitor raises about a batch: an event for Prefect's automations, and whether retraining can help
+    (only with labelled feedback newer than the champion; otherwise it is an alert for a person)."""
+
+    event: str
+    model: str  # the registered model's name
+    version: str
+    batch: str
+    reason: str
+    retrain: bool
+
+    def line(self) -> str:
+        """The alarm in one line: what, for which version, why, and whether it asks for retraining."""
+        action = ("retraining requested: labelled feedback newer than the champion exists" if self.retrain else
+                  "alert for a person: no labelled feedback newer than the champion to retrain on")
+        return f"{self.event} for v{self.version} ({self.reason}); {action}"
+
+
+def alarm_for(model: str, version: str | None, batch: str, drift_verdict: str | None,
+              live_accuracy: float | None, min_live_accuracy: float | None, new_feedback: bool) -> Alarm | None:
+    """The alarm a batch raises, if any: drift, or a live accuracy below the floor (a registered model only)."""
+    if version is None:
+        return None
+    if live_accuracy is not None and min_live_accuracy is not None and live_accuracy < min_live_accuracy:
+        reason = f"live accuracy {live_accuracy:.2%} is below the floor {min_live_accuracy:.2%}"
+        return Alarm(LOW_ACCURACY_EVENT, model, version, batch, reason, new_feedback)
+    if drift_verdict == "drift":
+        return Alarm(DRIFT_EVENT, model, version, batch, "the batch drifted from the training data", new_feedback)
+    return None
 
 
 @dataclass(frozen=True)
@@ -29,6 +66,7 @@ class FeedbackResult:
     alarm: Alarm | None
 
     def line(self) -> str:
+        """The result in one line, as `digitpipe feedback` prints it."""
         named = f"v{self.version}" if self.version else "the model"
         return (f"feedback: {self.rows:,} labelled digits from {Path(self.source).name}, live accuracy of {named} "
                 f"{self.live_accuracy:.2%} (run {self.run_id})")
@@ -39,6 +77,8 @@ def record_feedback(tracker: Tracker, feedback: Feedback, model_path: Path, iden
     """Score the labelled digits with the model that served them, log the live accuracy and keep the digits in the
     store (a feedback run), tag the version with it; below the floor, raise an alarm, which asks for retraining when
     the version is the champion and feedback it has not seen exists (this batch, unless recorded before)."""
+    from digitpipe.scorer import OnnxScorer  # onnxruntime: only where labels are recorded
+
     accuracy = float(np.mean(OnnxScorer(model_path).predict(feedback.images) == feedback.labels))
     run_id = tracker.runs.log_feedback(feedback, identity, accuracy)
     version = identity.get("version")

@@ -1,6 +1,6 @@
-"""Labelled feedback: digits that were scored in production and later labelled, kept for retraining and for judging
-the models that retrain on them; and the monitor's reaction (an alarm) to drift or to a champion that is wrong too
-often on them. numpy and pyarrow only (no torch, Prefect or MLflow here)."""
+"""Labelled feedback: digits that were scored in production and later labelled, joined to the scored file on ImageId,
+kept for retraining, and partly held out (by each image's hash) to judge the models that retrain on them.
+numpy and pyarrow only (no torch, Prefect or MLflow here)."""
 
 from __future__ import annotations
 
@@ -11,9 +11,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from digitpipe.data import Dataset, Split
+from digitpipe.data import Dataset, Split, read_whole
 from digitpipe.data.dataset import N_CLASSES
-from digitpipe.data.reader import read_whole
 from digitpipe.errors import DataError
 from digitpipe.files import atomic_path, first_line
 
@@ -24,7 +23,6 @@ FEEDBACK_FILE = "feedback.npz"  # the artifact of a feedback run: images, labels
 # The share of feedback digits no retraining may fit on, chosen by each image's hash: the same digit is held out in
 # every run, so challenger and champion can be compared on feedback neither trained on.
 HELD_OUT_SHARE = 0.3
-DRIFT_EVENT, LOW_ACCURACY_EVENT = "digitpipe.drift.detected", "digitpipe.accuracy.low"
 
 
 @dataclass(frozen=True)
@@ -37,16 +35,19 @@ class Feedback:
     source: str
 
     def save(self, path: Path) -> Path:
+        """The digits as a compressed .npz at `path` (written atomically)."""
         with atomic_path(path) as tmp, tmp.open("wb") as f:
             np.savez_compressed(f, images=self.images, labels=self.labels, image_ids=self.image_ids)
         return path
 
     @classmethod
     def load(cls, path: Path, source: str = "") -> Feedback:
+        """Feedback saved by `save`."""
         with np.load(path) as saved:
             return cls(saved["images"], saved["labels"], saved["image_ids"], source or str(path))
 
     def dataset(self) -> Dataset:
+        """The labelled digits as a Dataset."""
         return Dataset(self.images, self.labels, self.source)
 
 
@@ -139,34 +140,3 @@ def train_on_feedback(split: Split, feedback: Dataset | None) -> tuple[Split, Da
     train = Dataset(np.concatenate([split.train.images, fit.images]),
                     np.concatenate([split.train.labels, fit.labels]), f"{split.train.source} + feedback")
     return Split(train, split.val, split.test), feedback.subset(np.flatnonzero(mask))
-
-
-@dataclass(frozen=True)
-class Alarm:
-    """What the monitor raises about a batch: an event for Prefect's automations, and whether retraining can help
-    (only with labelled feedback newer than the champion; otherwise it is an alert for a person)."""
-
-    event: str
-    model: str  # the registered model's name
-    version: str
-    batch: str
-    reason: str
-    retrain: bool
-
-    def line(self) -> str:
-        action = ("retraining requested: labelled feedback newer than the champion exists" if self.retrain else
-                  "alert for a person: no labelled feedback newer than the champion to retrain on")
-        return f"{self.event} for v{self.version} ({self.reason}); {action}"
-
-
-def alarm_for(model: str, version: str | None, batch: str, drift_verdict: str | None,
-              live_accuracy: float | None, min_live_accuracy: float | None, new_feedback: bool) -> Alarm | None:
-    """The alarm a batch raises, if any: drift, or a live accuracy below the floor (a registered model only)."""
-    if version is None:
-        return None
-    if live_accuracy is not None and min_live_accuracy is not None and live_accuracy < min_live_accuracy:
-        reason = f"live accuracy {live_accuracy:.2%} is below the floor {min_live_accuracy:.2%}"
-        return Alarm(LOW_ACCURACY_EVENT, model, version, batch, reason, new_feedback)
-    if drift_verdict == "drift":
-        return Alarm(DRIFT_EVENT, model, version, batch, "the batch drifted from the training data", new_feedback)
-    return None

@@ -1,5 +1,4 @@
-"""Drift monitoring: is a scoring batch still like the digits its model was trained on? (numpy only: `score` stays
-light.)
+"""Drift: is a scoring batch still like the digits its model was trained on? (numpy only: `score` stays light.)
 
 A Reference, built at registration from the training part's images and the model's outputs on the held-out part,
 holds per feature the bins of that distribution (deciles) and their shares; a batch is profiled into the same bins
@@ -17,6 +16,7 @@ import numpy as np
 
 from digitpipe.errors import DataError
 from digitpipe.files import write_json
+from digitpipe.monitoring.features import image_features
 
 if TYPE_CHECKING:
     from digitpipe.config import MonitoringConfig
@@ -24,49 +24,8 @@ if TYPE_CHECKING:
 
 SPEC = "digitpipe-monitor-v1"
 REFERENCE_FILE = "monitor_reference.json"  # beside each model's report; logged as report/monitor_reference.json
-INK = 32  # a pixel brighter than this is ink (as in validation)
-IMAGE_FEATURES = ("pixel_mean", "ink_fraction", "box_height", "box_width", "centre_row", "centre_col",
-                  "stroke_width", "blank")
 CLASS_EDGES = [digit + 0.5 for digit in range(9)]  # one bin per digit
 CONFIDENCE_EDGES = [0.5, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995, 0.999]  # top-1 probability: most are near 1
-
-
-def image_features(images: np.ndarray) -> dict[str, np.ndarray]:
-    """Per image (uint8 N x 28 x 28): what moves when digits change: brightness, ink, bounding box, centre of
-    mass, stroke width, blankness."""
-    ink = images > INK
-    count = ink.sum((1, 2))
-    rows, cols = ink.any(2), ink.any(1)
-    weights = images.astype(np.float32)
-    total = np.maximum(weights.sum((1, 2)), 1)
-    index = np.arange(28, dtype=np.float32)
-    padded = np.pad(ink, ((0, 0), (1, 1), (1, 1)))
-    inside = (padded[:, :-2, 1:-1] & padded[:, 2:, 1:-1] & padded[:, 1:-1, :-2] & padded[:, 1:-1, 2:])
-    edge = (ink & ~inside).sum((1, 2))
-    return {
-        "pixel_mean": weights.mean((1, 2)) / 255,
-        "ink_fraction": count / 784,
-        "box_height": _extent(rows), "box_width": _extent(cols),
-        "centre_row": (weights.sum(2) * index).sum(1) / total,
-        "centre_col": (weights.sum(1) * index).sum(1) / total,
-        "stroke_width": 2 * count / np.maximum(edge, 1),  # area over half the outline: a stroke's width
-        "blank": (count == 0).astype(np.float32),
-    }
-
-
-def file_features(path: Path) -> dict[str, np.ndarray]:
-    """`image_features` of every good row of a data file, read chunk by chunk."""
-    from digitpipe.data.reader import read_chunks
-
-    chunks = [image_features(chunk.images) for chunk in read_chunks(path, 65_536, bad_rows="reject")]
-    return {name: np.concatenate([c[name] for c in chunks]) for name in IMAGE_FEATURES} if chunks else {}
-
-
-def _extent(any_ink: np.ndarray) -> np.ndarray:
-    """Rows (or columns) from the first to the last with ink; 0 for a blank image."""
-    first = np.argmax(any_ink, axis=1)
-    last = any_ink.shape[1] - 1 - np.argmax(any_ink[:, ::-1], axis=1)
-    return np.where(any_ink.any(1), last - first + 1, 0).astype(np.float32)
 
 
 @dataclass(frozen=True)
@@ -82,6 +41,7 @@ class Reference:
     bounds: dict[str, list[float]] = field(default_factory=dict)
 
     def save(self, path: Path) -> Path:
+        """The reference as JSON at `path` (written atomically)."""
         return write_json(path, asdict(self))
 
     @classmethod
