@@ -16,8 +16,6 @@ import socket
 import subprocess
 import sys
 import time
-import tomllib
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
@@ -47,6 +45,8 @@ def configured_api_url() -> str | None:
     """PREFECT_API_URL from the environment or the active Prefect profile, as Prefect itself would find it."""
     if os.environ.get("PREFECT_API_URL"):
         return os.environ["PREFECT_API_URL"]
+    import tomllib
+
     home = Path(os.environ.get("PREFECT_HOME", Path.home() / ".prefect"))
     try:
         profiles = tomllib.loads((home / "profiles.toml").read_text())
@@ -95,6 +95,8 @@ def start_temporary_api(port: int, log: IO | None = None, **settings: str) -> su
 
 def wait_until_ready(url: str, timeout: float = 120.0) -> None:
     """Block until the API at `url` answers its health check (a first start migrates its database: seconds)."""
+    import urllib.request  # here, not at the top: every command imports this module, and --help needs none of it
+
     deadline = time.monotonic() + timeout
     while True:
         try:
