@@ -82,12 +82,14 @@ def test_parquet_rows_with_a_missing_or_fractional_value_are_bad_rows(tmp_path, 
 
     frame = kaggle_frame(digits.subset(np.arange(6))).astype({"pixel7": float})
     frame.loc[1, "pixel7"], frame.loc[4, "pixel7"] = None, 0.5
-    frame.to_parquet(tmp_path / "t.parquet")
+    frame.to_parquet(tmp_path / "t.parquet", row_group_size=4)  # rows counted on across row groups
     chunk = read_whole(tmp_path / "t.parquet", bad_rows="reject")
     assert chunk.rejects == [(2, "missing value in pixel7"), (5, "non-integer value 0.5 in pixel7")]
     assert chunk.rows.tolist() == [1, 3, 4, 6] and np.array_equal(chunk.labels, digits.labels[[0, 2, 3, 5]])
     with pytest.raises(DataError, match="row 2: missing value in pixel7"):
         load_dataset(tmp_path / "t.parquet")
+    kaggle_frame(digits).to_parquet(tmp_path / "groups.parquet", row_group_size=300)
+    assert load_dataset(tmp_path / "groups.parquet").digest == digits.digest
 
 
 def test_an_image_of_another_size_is_a_bad_row_when_scoring_and_an_error_in_training_data(tmp_path, digits):
