@@ -22,6 +22,8 @@ from digitpipe.data import load_dataset, split_dataset
 from digitpipe.export import export_onnx
 from digitpipe.zoo import SPECS
 
+FIXTURE = Path(__file__).resolve().parents[1] / "tests/fixtures/mnist-1000"
+
 
 def command(checkout: Path) -> list[str]:
     return [sys.executable, "-m", "cli" if (checkout / "cli").is_dir() else "digitpipe"]
@@ -51,8 +53,6 @@ def rows(mnist: Path, work: Path) -> dict[str, list[str]]:
             "run --models logreg, fixture": ["run", "--data", str(FIXTURE), "--models", "logreg", "--quiet",
                                              "--out", str(work / "out")]}
 
-
-FIXTURE = Path(__file__).resolve().parents[1] / "tests/fixtures/mnist-1000"
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
