@@ -5,26 +5,24 @@ Usage: python bench/robustness.py [MNIST_DIR] [--models logreg,mlp,dnn,lenet,fas
        [--protocol book|standard] [--digits N] [--val-fraction 0.1] [--augment degrees=12,shift_px=3,...]
 The book protocol (stratified 75/25 of the 60,000-image training set) by default; `--protocol standard` tests on
 t10k (MNIST_DIR must hold the t10k files). Several --seeds give the mean and spread per model. --augment
-changes the training augmentation of the nets that use it (digitpipe.train.Augmentation fields), for tuning.
+changes the training augmentation of the nets that use it (digitpipe.zoo.Augmentation fields), for tuning.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import tempfile
 from pathlib import Path
 
 import numpy as np
 from _common import data_parser, data_path
 
-from digitpipe import train
 from digitpipe.data import load_dataset, split_by_protocol
 from digitpipe.export import export_onnx
 from digitpipe.zoo import train_model
 from digitpipe.robustness import FAMILIES, build_suite, measure
 from digitpipe.runtime import pick_device, use_cores
 from digitpipe.scorer import OnnxScorer
-from digitpipe.zoo import MODEL_NAMES, SPECS, NetSpec
+from digitpipe.zoo import MODEL_NAMES, SPECS, NetSpec, spec_for
 
 
 def main() -> None:
@@ -38,10 +36,8 @@ def main() -> None:
                         help="share of the training part kept for the validation curves (the CLI's --val-fraction)")
     parser.add_argument("--augment", default="", help="Augmentation fields to change, e.g. degrees=12,pen_share=0.5")
     args = parser.parse_args()
-    if args.augment:
-        changes = {k: float(v) for k, v in (item.split("=") for item in args.augment.split(","))}
-        train.AUGMENTATION = dataclasses.replace(train.AUGMENTATION, **changes)
-        print(f"augmentation: {train.AUGMENTATION}")
+    augmentation = {f"augmentation.{k}": float(v) for k, v in (item.split("=") for item in args.augment.split(",")
+                                                               if args.augment)}
     cores, device = use_cores(), pick_device()
     folder = data_path(args)
     split = split_by_protocol(load_dataset(folder), args.protocol, folder, val_fraction=args.val_fraction)
@@ -52,7 +48,7 @@ def main() -> None:
     print(f"{'model':<8} {'seed':>4} {'clean %':>8} {'robust %':>9} {'gap':>6} {'invariant %':>12} "
           + " ".join(f"{f[:6]:>6}" for f in FAMILIES) + f" {'train s':>8}")
     for name in args.models.split(","):
-        rows = [_one(name, args.epochs, int(seed), split, suite, device) for seed in args.seeds.split(",")]
+        rows = [_one(name, args.epochs, augmentation, int(seed), split, suite, device) for seed in args.seeds.split(",")]
         for seed, (result, seconds) in zip(args.seeds.split(","), rows):
             strong = " ".join(f"{100 * result.accuracies[f'{f}_2']:>6.2f}" for f in FAMILIES)
             print(f"{name:<8} {seed:>4} {100 * result.clean_accuracy:>8.2f} {100 * result.robust_accuracy:>9.2f} "
@@ -66,10 +62,8 @@ def main() -> None:
                   f"{robust.max():.2f}", flush=True)
 
 
-def _one(name: str, epochs: int | None, seed: int, split, suite, device: str):
-    spec = SPECS[name]
-    if epochs and isinstance(spec, NetSpec):
-        spec = dataclasses.replace(spec, epochs=epochs)
+def _one(name: str, epochs: int | None, augmentation: dict, seed: int, split, suite, device: str):
+    spec = spec_for(name, epochs, overrides=augmentation if isinstance(SPECS[name], NetSpec) else None)
     trained = train_model(name, spec, split, device, seed=seed)
     with tempfile.TemporaryDirectory() as tmp:
         path = export_onnx(trained.model, Path(tmp) / "model.onnx")

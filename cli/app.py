@@ -19,6 +19,16 @@ app = typer.Typer(help="Handwritten-digit pipeline: MNIST to a registered ONNX c
 ConfigOption = Annotated[Path | None, typer.Option(
     "--config", help="Tracking and promotion settings (YAML; default: ./mlflow.yaml where there is one, else the "
                      "built-in defaults).")]
+DataOption = Annotated[Path | None, typer.Option(
+    help="IDX folder or file, Kaggle CSV, Parquet file or PNG folder (default: MNIST in the user cache, fetched if "
+         "missing).")]
+SeedOption = Annotated[int, typer.Option(help="Seed for the split and training.")]
+SplitSeedOption = Annotated[int | None, typer.Option(help="Seed for the split alone (default: --seed).")]
+SetOption = Annotated[list[str] | None, typer.Option(
+    "--set", help="A hyperparameter, MODEL.FIELD=VALUE (e.g. fastcnn.lr=3e-3); repeatable; wins over --params and "
+                  "over --epochs, --patience and --stop-at-accuracy.")]
+ParamsOption = Annotated[Path | None, typer.Option(
+    "--params", help="Hyperparameters from a YAML file (what `digitpipe tune --output` writes).")]
 UnlockedOption = Annotated[bool, typer.Option(help="With a remote MLflow store and no Prefect server to lock it: "
                                                    "promote anyway, accepting that promotions from several workers "
                                                    "may interleave.")]

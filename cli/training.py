@@ -10,7 +10,17 @@ from typing import Annotated
 
 import typer
 
-from cli.app import ConfigOption, UnlockedOption, app, show_stage_lines
+from cli.app import (
+    ConfigOption,
+    DataOption,
+    ParamsOption,
+    SeedOption,
+    SetOption,
+    SplitSeedOption,
+    UnlockedOption,
+    app,
+    show_stage_lines,
+)
 from cli.data import fetch_mnist
 from digitpipe.config import PipelineConfig, build, load_tracking_config
 from digitpipe.errors import UserError
@@ -19,29 +29,35 @@ from digitpipe.zoo import MODEL_NAMES
 from flows import startup
 
 
+TaskRunnerOption = Annotated[str, typer.Option(help="local: one model at a time, all cores each; dask: the models "
+                                                "on a Dask cluster, one process per model and at least two cores "
+                                                "each (prefect-dask).")]
+DaskAddressOption = Annotated[str | None, typer.Option(help="With --task-runner dask: a running Dask scheduler "
+                                                            "(default: a local cluster).")]
+
+
 @app.command()
 def run(
-    data: Annotated[Path | None, typer.Option(help="IDX folder or file, or Kaggle CSV (default: MNIST in the "
-                                                   "user cache, fetched if missing).")] = None,
+    data: DataOption = None,
     models: Annotated[str, typer.Option(help="Comma-separated zoo models.")] = ",".join(MODEL_NAMES),
     epochs: Annotated[int | None, typer.Option(help="Override every net's epoch count.")] = None,
     stop_at_accuracy: Annotated[float | None, typer.Option(help="Stop a net at this validation accuracy.")] = None,
     patience: Annotated[int | None, typer.Option(help="Stop a net after N epochs of no better val loss.")] = None,
+    sets: SetOption = None,
+    params: ParamsOption = None,
     resume: Annotated[bool, typer.Option(help="Continue nets from an interrupted identical run.")] = False,
     feedback: Annotated[bool, typer.Option(help="Also train on the labelled feedback in the store (a share of it "
                                                 "is held out to judge the gate).")] = False,
     quiet: Annotated[bool, typer.Option(help="No progress bars or comparison table.")] = False,
-    seed: Annotated[int, typer.Option(help="Seed for the split and training.")] = 42,
+    seed: SeedOption = 42,
+    split_seed: SplitSeedOption = None,
     protocol: Annotated[str, typer.Option(help="book: 75/25 of --data; standard: test on t10k.")] = "book",
     val_fraction: Annotated[float | None, typer.Option(help="Share of the training part kept for validation "
                                                              "(default 0.1).")] = None,
     summary: Annotated[Path | None, typer.Option(help="Write a JSON summary here.")] = None,
     out_dir: Annotated[Path, typer.Option("--out", help="Where ONNX files and pictures go.")] = Path("outputs"),
-    task_runner: Annotated[str, typer.Option(help="local: one model at a time, all cores each; dask: the models "
-                                                  "on a Dask cluster, one process per model and at least two "
-                                                  "cores each (prefect-dask).")] = "local",
-    dask_address: Annotated[str | None, typer.Option(help="With --task-runner dask: a running Dask scheduler "
-                                                           "(default: a local cluster).")] = None,
+    task_runner: TaskRunnerOption = "local",
+    dask_address: DaskAddressOption = None,
     verbose: Annotated[bool, typer.Option(help="Prefect's and MLflow's own log lines too.")] = False,
     unlocked_promotion: UnlockedOption = False,
     config: ConfigOption = None,
@@ -51,22 +67,20 @@ def run(
 
     if task_runner not in ("local", "dask"):
         raise UserError(f"--task-runner {task_runner!r}: expected local or dask")
-    promotion_lock = lock_mode(unlocked_promotion)  # before a temporary Prefect API, which would lock nothing
     names = tuple(m.strip() for m in models.split(",") if m.strip())
     dask_workers = _dask_workers(len(names), task_runner, dask_address)
+    values = {"models": names, "epochs": epochs, "stop_at_accuracy": stop_at_accuracy, "patience": patience,
+              "resume": resume, "feedback": feedback, "seed": seed, "split_seed": split_seed, "protocol": protocol,
+              "val_fraction": val_fraction, "summary": summary, "out_dir": out_dir,
+              "progress": not quiet and task_runner == "local" and sys.stderr.isatty(),  # no bars from Dask workers
+              "threads": max(1, core_share() // dask_workers) if dask_workers else None,
+              "promotion_lock": lock_mode(unlocked_promotion),  # before a temporary Prefect API, which locks nothing
+              **hyperparameters(sets, params)}  # a bad value fails before anything starts
     started = None  # with a local Dask cluster: waits for it and returns its address
     with startup.prefect_api() as api_url, contextlib.ExitStack() as cluster:  # a temporary API starts now, beside the imports
         show_stage_lines(verbose)
-        data = data or fetch_mnist(None, None)
-        values = {
-            "data": data, "models": names, "epochs": epochs,
-            "stop_at_accuracy": stop_at_accuracy, "patience": patience, "resume": resume, "seed": seed,
-            "feedback": feedback,
-            "val_fraction": val_fraction, "protocol": protocol, "summary": summary, "out_dir": out_dir,
-            "progress": not quiet and task_runner == "local" and sys.stderr.isatty(),  # no bars from Dask workers
-            "threads": max(1, core_share() // dask_workers) if dask_workers else None,
-            "tracking": load_tracking_config(config), "promotion_lock": promotion_lock,
-        }
+        values["data"] = data or fetch_mnist(None, None)
+        values["tracking"] = load_tracking_config(config)
         cfg = build(PipelineConfig, {k: v for k, v in values.items() if v is not None}, source="command line")
         if not cfg.data.exists():  # fail before Prefect and MLflow start up
             raise UserError(f"{cfg.data}: no such file or directory")
@@ -74,17 +88,31 @@ def run(
             from flows import local_cluster
 
             started = cluster.enter_context(local_cluster(dask_workers, _worker_preload(names)))
-        store = startup.prepare_store(cfg.tracking.tracking_uri)
-        from flows.training import with_runner
-
-        startup.wait_until_ready(api_url)
-        if store is not None:
-            store.wait()
-        result = with_runner(started() if started else dask_address)(cfg)
+        result = _train(cfg, api_url, started() if started else dask_address)
     if not quiet:
         from digitpipe.progress import print_comparison
 
         print_comparison(result)
+
+
+def hyperparameters(sets: list[str] | None, params: Path | None) -> dict[str, object]:
+    """The config's hyperparams (the params file's values, --set's winning) and the file's tags."""
+    from digitpipe import hyperparams
+
+    given = hyperparams.read_params(params) if params else None
+    return {"hyperparams": hyperparams.combine(given.values if given else {}, hyperparams.parse_sets(sets or ())),
+            "params_tags": given.tags() if given else {}}
+
+
+def _train(cfg: PipelineConfig, api_url: str | None, dask_address: str | None) -> dict:
+    """The training flow, once the store is migrated and the Prefect API answers."""
+    store = startup.prepare_store(cfg.tracking.tracking_uri)
+    from flows.training import with_runner
+
+    startup.wait_until_ready(api_url)
+    if store is not None:
+        store.wait()
+    return with_runner(dask_address)(cfg)
 
 
 NET_CORES = 2  # the fewest cores a net trains on: on 2 cores one LeNet takes 1.7x as long on 1 thread as on 2

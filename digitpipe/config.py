@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -92,7 +92,11 @@ class PipelineConfig(_Frozen):
     feedback: bool = False  # also train on the labelled feedback in the store (its held-out share judges the gate)
     progress: bool = False  # a progress bar per model (the CLI turns it on for terminals)
     threads: int | None = Field(None, ge=1)  # torch threads per model; None: every core this process may use
-    seed: int = 42
+    seed: int = 42  # training seeds; the split's too unless split_seed is given
+    split_seed: int | None = None  # the split on its own (tuning retrains one split with several training seeds)
+    # Per model, fields of its spec that differ from the zoo's (--set, --params; checked by digitpipe.hyperparams)
+    hyperparams: dict[str, dict[str, Any]] = {}
+    params_tags: dict[str, str] = {}  # which params file those came from (its digest, its study): run and version tags
     protocol: Literal["book", "standard"] = "book"  # standard: test on the t10k files beside the training files
     test_fraction: float = Field(0.25, gt=0, lt=1)
     val_fraction: float = Field(0.1, gt=0, lt=1)
@@ -107,6 +111,20 @@ class PipelineConfig(_Frozen):
     # "prefect", the concurrency limit on the run's Prefect server (a deployment's case); "refuse", no server every
     # worker sees (the CLI's temporary Prefect API), so promotion refuses; "unlocked", the user accepted the risk.
     promotion_lock: Literal["prefect", "refuse", "unlocked"] = "prefect"
+
+    @field_validator("hyperparams")
+    @classmethod
+    def _known_fields(cls, values: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        from digitpipe.hyperparams import checked
+
+        try:
+            return checked(values, "hyperparams")
+        except UserError as exc:
+            raise ValueError(str(exc).removeprefix("hyperparams: ")) from None
+
+    @property
+    def seed_of_split(self) -> int:
+        return self.seed if self.split_seed is None else self.split_seed
 
     @field_validator("models")
     @classmethod

@@ -11,6 +11,8 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from digitpipe.zoo import SPECS, NetSpec
+
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081  # of pixel/255 over the MNIST training set
 
 
@@ -37,14 +39,16 @@ class DenseNet(nn.Module):
 
 
 class LeNet(nn.Module):
-    """The book's LeNet: conv 20@5x5, ReLU, maxpool 2; conv 50@5x5, ReLU, maxpool 2; fc 500 ReLU; fc 10."""
+    """The book's LeNet: conv 20@5x5, ReLU, maxpool 2; conv 50@5x5, ReLU, maxpool 2; fc 500 ReLU; fc 10 (`width`
+    and `hidden` change the 20, the 50 in proportion, and the 500)."""
 
-    def __init__(self) -> None:
+    def __init__(self, width: int = 20, hidden: int = 500) -> None:
         super().__init__()
+        c2 = round(width * 2.5)
         self.norm = PixelNorm()
-        self.conv1, self.pool1 = nn.Conv2d(1, 20, 5), nn.MaxPool2d(2)
-        self.conv2, self.pool2 = nn.Conv2d(20, 50, 5), nn.MaxPool2d(2)
-        self.fc1, self.fc2 = nn.Linear(50 * 4 * 4, 500), nn.Linear(500, 10)
+        self.conv1, self.pool1 = nn.Conv2d(1, width, 5), nn.MaxPool2d(2)
+        self.conv2, self.pool2 = nn.Conv2d(width, c2, 5), nn.MaxPool2d(2)
+        self.fc1, self.fc2 = nn.Linear(c2 * 4 * 4, hidden), nn.Linear(hidden, 10)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.pool1(torch.relu(self.conv1(self.norm(x))))
@@ -81,14 +85,15 @@ class FastCNN(nn.Module):
         return self.head(x.flatten(1))
 
 
-NETS: dict[str, Callable[[], nn.Module]] = {
-    "mlp": lambda: DenseNet((784, 50, 10), nn.Sigmoid),
-    "dnn": lambda: DenseNet((784, 128, 64, 10), nn.ReLU),
-    "lenet": LeNet,
-    "fastcnn": FastCNN,
+NETS: dict[str, Callable[[NetSpec], nn.Module]] = {  # sized by the spec's width and hidden units
+    "mlp": lambda spec: DenseNet((784, spec.hidden, 10), nn.Sigmoid),
+    "dnn": lambda spec: DenseNet((784, spec.hidden, max(1, spec.hidden // 2), 10), nn.ReLU),
+    "lenet": lambda spec: LeNet(spec.width, spec.hidden),
+    "fastcnn": lambda spec: FastCNN((spec.width, 2 * spec.width, 4 * spec.width), spec.hidden),
 }
 
 
-def build_net(name: str) -> nn.Module:
-    """A freshly initialised net by zoo name (seed torch first for reproducible weights)."""
-    return NETS[name]()
+def build_net(name: str, spec: NetSpec | None = None) -> nn.Module:
+    """A freshly initialised net by zoo name, sized by `spec` (default: the zoo's); seed torch first for
+    reproducible weights."""
+    return NETS[name](spec or SPECS[name])

@@ -19,14 +19,15 @@ from torch import nn
 
 from digitpipe.data.dataset import Dataset
 from digitpipe.files import atomic_path
-from digitpipe.zoo import Callback, EpochResult, NetSpec
+from digitpipe.zoo import Augmentation, Callback, EpochResult, NetSpec
 
 EVAL_BATCH = 4096
 
 
 def fit(model: nn.Module, spec: NetSpec, train: Dataset, val: Dataset, device: torch.device | str,
         callbacks: Sequence[Callback] = (), checkpoint: Path | None = None) -> tuple[list[EpochResult], str]:
-    """Train `model` per `spec`; returns the per-epoch history and why training stopped.
+    """Train `model` per `spec`; returns the per-epoch history and why training stopped (a callback that returns
+    a reason after an epoch stops it there, as early stopping does).
 
     With `checkpoint`, state is saved after every epoch and, if the file exists, training resumes from it
     (epochs already done are replayed to the callbacks, so a new tracking run still gets the whole curve).
@@ -50,9 +51,8 @@ def fit(model: nn.Module, spec: NetSpec, train: Dataset, val: Dataset, device: t
         history.append(EpochResult(epoch, train_loss, train_acc, val_loss, val_acc, time.perf_counter() - start))
         if checkpoint:
             _save_checkpoint(checkpoint, model, optimizer, scheduler, history)
-        for callback in callbacks:
-            callback(history[-1])
-        reason = stop_reason(spec, history)
+        asked = [callback(history[-1]) for callback in callbacks]  # every callback sees the epoch
+        reason = next((why for why in asked if why), None) or stop_reason(spec, history)
     return history, reason or f"completed {spec.epochs} epochs"
 
 
@@ -98,7 +98,7 @@ def _train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, scheduler, 
         idx = order[start : start + spec.batch_size]
         xb, yb = _as_input(x[idx]), y[idx]
         if spec.augment:
-            xb = augment(xb)
+            xb = augment(xb, spec.augmentation)
         with _autocast(x.device):
             logits = model(xb)
             loss = F.cross_entropy(logits, yb, label_smoothing=spec.label_smoothing)
@@ -112,32 +112,9 @@ def _train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, scheduler, 
     return loss_sum.item() / len(x), correct.item() / len(x)
 
 
-@dataclasses.dataclass(frozen=True)
-class Augmentation:
-    """How far training copies of a digit may stray: the geometric limits, and for each pen-and-sensor change the
-    share of a batch that gets it and its largest strength. The defaults cover the strength-2 perturbations of
-    digitpipe.robustness: on the book split they cut fastcnn's robust-accuracy gap from 2.49 to ~0.3 points at the
-    same clean accuracy; the whole-pixel pen changes are most of the last step, since a 1-pixel erosion was the
-    perturbation fastcnn failed most (bench/README.md)."""
-
-    degrees: float = 12.0
-    shift_px: float = 3.0
-    scale: float = 0.15
-    pen_share: float = 0.8  # thicker or thinner strokes, up to one pixel
-    pen_full_share: float = 0.5  # of those, the share changed by the whole pixel (the rest by a random fraction)
-    noise_share: float = 0.5
-    noise_sigma: float = 16.0  # on 0-255 pixels
-    blur_share: float = 0.5
-    blur_sigma: float = 1.0
-
-
-AUGMENTATION = Augmentation()
-
-
-def augment(x: torch.Tensor, how: Augmentation | None = None) -> torch.Tensor:
+def augment(x: torch.Tensor, how: Augmentation) -> torch.Tensor:
     """Random rotation, shift and scaling per image (raw pixels, N x 1 x 28 x 28), then a thicker or thinner pen,
     noise and blur for random shares of the batch; all on x's device."""
-    how = how or AUGMENTATION
     n, device = len(x), x.device
     angle = (torch.rand(n, device=device) * 2 - 1) * math.radians(how.degrees)
     zoom = 1 + (torch.rand(n, device=device) * 2 - 1) * how.scale

@@ -21,7 +21,7 @@ from digitpipe.monitoring.feedback import train_on_feedback
 from digitpipe.progress import epoch_bars
 from digitpipe.robustness import Suite
 from digitpipe.tracking import Registry, RunLog, Tracker, tracker_for
-from digitpipe.zoo import ModelResult, checkpoint_path, device_for, spec_for
+from digitpipe.zoo import ModelResult, checkpoint_path, device_for, flat_values, spec_for
 from flows import dask_runner, startup
 from flows.locks import PromotionLock
 from tasks import (
@@ -60,7 +60,7 @@ def training_flow(cfg: PipelineConfig) -> dict:
     checked = cfg.out_dir / "validation" / f"{data.digest[:16]}-{flow_run.get_id() or 'local'}"
     validation = validate_data(data, cfg.min_rows, checked / "data_docs")
     log.info(f"validated {len(data):,} images from {data.source}: {validation.summary()}")
-    split = split_data(data, cfg.protocol, cfg.data, cfg.test_fraction, cfg.val_fraction, cfg.seed)
+    split = split_data(data, cfg.protocol, cfg.data, cfg.test_fraction, cfg.val_fraction, cfg.seed_of_split)
     log.info("split ({}): {}".format(cfg.protocol, ", ".join(f"{k} {v:,}" for k, v in split.sizes().items())))
     split, feedback, used = add_feedback(runs, split) if cfg.feedback else (split, None, {})
     for run_id in runs.fail_orphaned_runs():
@@ -140,10 +140,11 @@ def train_one(name: str, cfg: PipelineConfig, split: Split, suite: Suite, refere
     else on this process's own)."""
     device = device or device_for((name,))
     tracker = _tracker(cfg)  # by config, not passed: a Dask worker gets the config, not a client
-    runs, spec = tracker.runs, spec_for(name, cfg.epochs, cfg.stop_at_accuracy, cfg.patience)
-    with runs.run(name, parent_id=parent_id, tags=lineage) as run_id:
+    spec = spec_for(name, cfg.epochs, cfg.stop_at_accuracy, cfg.patience, cfg.hyperparams.get(name))
+    runs = tracker.runs
+    with runs.run(name, parent_id=parent_id, tags={**lineage, **cfg.params_tags}) as run_id:
         folder = cfg.out_dir / parent_id / name
-        runs.log_inputs(run_id, {"model": name, "seed": cfg.seed, "device": device, **vars(spec)},
+        runs.log_inputs(run_id, {"model": name, "seed": cfg.seed, "device": device, **flat_values(spec)},
                         {"training": split.train, "evaluation": split.test}, cfg.data)
         checkpoint = checkpoint_path(cfg.out_dir / "checkpoints", name, spec, cfg.seed, split)
         if not cfg.resume:  # a left-over checkpoint of an identical run; a retry of this task continues its own
@@ -163,7 +164,7 @@ def train_one(name: str, cfg: PipelineConfig, split: Split, suite: Suite, refere
         version = register_model(tracker.registry, run_id, onnx_path, split.test.images[:5], {
             "model_name": name, "test_accuracy": evaluation.accuracy, "onnx_path": onnx_path.resolve(),
             "onnx_parity": "passed", "pipeline_run_id": parent_id, "robust_accuracy": robustness.robust_accuracy,
-            "invariance_rate": robustness.invariance_rate, **suite.tags(),
+            "invariance_rate": robustness.invariance_rate, **suite.tags(), **cfg.params_tags,
             **{k: v for k, v in lineage.items() if not k.startswith("version.")}})  # versions: on the run
     return ModelResult(name, evaluation.accuracy, evaluation.macro_f1, run_id, version, str(onnx_path.resolve()),
                        onnx_path.stat().st_size / 1024, trained.train_seconds, trained.stop_reason, predicted,
@@ -181,7 +182,8 @@ def promote_best(registry: Registry, results: list[ModelResult], split: Split, s
 
 def run_params(cfg: PipelineConfig, split: Split, device: str) -> dict[str, object]:
     """What a pipeline run was given, as MLflow parameters: data, seed, protocol, split sizes, per-digit test counts."""
-    return {"data": cfg.data.resolve(), "data_digest": split.train.digest, "seed": cfg.seed, "protocol": cfg.protocol,
+    return {"data": cfg.data.resolve(), "data_digest": split.train.digest, "seed": cfg.seed,
+            "split_seed": cfg.seed_of_split, "protocol": cfg.protocol,
             "test_fraction": cfg.test_fraction, "val_fraction": cfg.val_fraction, "feedback": cfg.feedback,
             "device": device, "models": ",".join(cfg.models), **{f"split_{part}": n for part, n in split.sizes().items()},
             **{f"split_test_count_{digit}": count for digit, count in enumerate(split.test.class_counts())}}

@@ -1,0 +1,177 @@
+"""Hyperparameters from outside the code: `run --set MODEL.FIELD=VALUE` and `run --params FILE.yaml` (what
+`digitpipe tune` writes), checked against the zoo's spec types, bounds and choices.
+
+Which value wins, most specific last: the zoo's default, then a run's shorthand for every net (--epochs,
+--patience, --stop-at-accuracy), then the params file, then --set."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import types
+import typing
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from digitpipe.errors import UserError
+from digitpipe.files import write_text
+from digitpipe.zoo import SPECS, NetSpec
+
+Overrides = dict[str, dict[str, object]]  # model -> {field (dotted for a field of a field): value}
+
+# What a value may be, inclusive bounds and choices; a field not named here is only type-checked.
+BOUNDS: dict[str, tuple[float, float]] = {
+    "epochs": (1, 1000), "batch_size": (1, 65536), "lr": (1e-7, 10.0), "momentum": (0.0, 0.999),
+    "weight_decay": (0.0, 1.0), "label_smoothing": (0.0, 0.5), "hidden": (1, 8192), "width": (1, 512),
+    "stop_at_val_accuracy": (0.01, 1.0), "patience": (1, 1000), "decay": (1e-9, 100.0), "max_iter": (1, 100000),
+    "degrees": (0.0, 90.0), "shift_px": (0.0, 14.0), "scale": (0.0, 0.9), "pen_share": (0.0, 1.0),
+    "pen_full_share": (0.0, 1.0), "noise_share": (0.0, 1.0), "noise_sigma": (0.0, 255.0), "blur_share": (0.0, 1.0),
+    "blur_sigma": (0.3, 5.0),
+}
+CHOICES: dict[str, tuple[str, ...]] = {"optimizer": ("sgd", "adamw"), "schedule": ("constant", "onecycle")}
+
+
+@dataclass(frozen=True)
+class ParamsFile:
+    """A params file's checked values, and what identifies it for the record (its digest, the study it came from)."""
+
+    path: Path
+    values: Overrides
+    digest: str
+    study: str | None = None
+
+    def tags(self) -> dict[str, str]:
+        """Recorded on every run and version trained with it."""
+        return {"params_file": str(self.path.resolve()), "params_file_digest": self.digest[:16],
+                **({"params_study": self.study} if self.study else {})}
+
+
+def parse_sets(items: Iterable[str]) -> Overrides:
+    """`--set MODEL.FIELD=VALUE` items as checked overrides (values read as YAML: 3e-3, 8, true, none)."""
+    out: Overrides = {}
+    for item in items:
+        name, eq, text = item.partition("=")
+        model, dot, key = name.strip().partition(".")
+        if not eq or not dot or not key:
+            raise UserError(f"--set {item!r}: expected MODEL.FIELD=VALUE, e.g. fastcnn.lr=3e-3")
+        out.setdefault(model, {})[key] = _yaml_value(text.strip())
+    return checked(out, "--set")
+
+
+def read_params(path: Path) -> ParamsFile:
+    """The checked values of a params file: `params: {MODEL: {FIELD: VALUE}}`, optionally `study: {name: ...}`."""
+    if not path.is_file():
+        raise UserError(f"{path}: no such params file")
+    raw = path.read_bytes()
+    try:
+        doc = yaml.safe_load(raw)
+    except yaml.YAMLError as exc:
+        raise UserError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("params"), dict):
+        raise UserError(f"{path}: expected a mapping with a 'params' section of MODEL: {{FIELD: VALUE}}")
+    study = doc.get("study") or {}
+    values = {model: _flat(fields, f"{path}: {model}") for model, fields in doc["params"].items()}
+    return ParamsFile(path, checked(values, str(path)), hashlib.sha256(raw).hexdigest(),
+                      study.get("name") if isinstance(study, dict) else None)
+
+
+def combine(*layers: Overrides) -> Overrides:
+    """Overrides of several sources, a later one winning field by field."""
+    out: Overrides = {}
+    for layer in layers:
+        for model, fields in layer.items():
+            out[model] = {**out.get(model, {}), **fields}
+    return out
+
+
+def checked(values: Mapping[str, Mapping[str, object]], source: str) -> Overrides:
+    """`values` with every model, field, type and bound checked (one UserError line naming the first bad one)."""
+    out: Overrides = {}
+    for model, fields in values.items():
+        if model not in SPECS:
+            raise UserError(f"{source}: unknown model {model!r}; choose from {', '.join(SPECS)}")
+        known = _field_types(type(SPECS[model]))
+        for key, value in fields.items():
+            if key not in known:
+                raise UserError(f"{source}: {model} has no field {key!r}; it has {', '.join(known)}")
+            out.setdefault(model, {})[key] = _checked_value(f"{source}: {model}.{key}", key, value, known[key])
+        if isinstance(SPECS[model], NetSpec) and SPECS[model].width is None and "width" in fields:
+            raise UserError(f"{source}: {model}.width: {model} has no convolutions")
+    return out
+
+
+def _checked_value(where: str, key: str, value: object, kind: object) -> object:
+    allowed = typing.get_args(kind) if isinstance(kind, types.UnionType) else (kind,)
+    if value is None:
+        if type(None) in allowed:
+            return None
+        raise UserError(f"{where}: must be set (got none)")
+    base = next(t for t in allowed if t is not type(None))
+    value = _as_type(where, value, base)
+    name = key.rpartition(".")[2]
+    if name in BOUNDS and not BOUNDS[name][0] <= value <= BOUNDS[name][1]:
+        raise UserError(f"{where}: {value} is out of range [{BOUNDS[name][0]:g}, {BOUNDS[name][1]:g}]")
+    if name in CHOICES and value not in CHOICES[name]:
+        raise UserError(f"{where}: {value!r} is not one of {', '.join(CHOICES[name])}")
+    return value
+
+
+def _as_type(where: str, value: object, base: type) -> object:
+    """`value` as `base` (int, float, bool or str): a whole number is a float too, YAML's '3e-3' string a float."""
+    if base is float and isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    if base is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, base) and not (base is int and isinstance(value, bool)):
+        return value
+    raise UserError(f"{where}: expected {base.__name__}, got {value!r}")
+
+
+def _field_types(spec_type: type) -> dict[str, object]:
+    """Field name -> type for `spec_type`, a field of a field by its dotted name."""
+    hints = typing.get_type_hints(spec_type)
+    out: dict[str, object] = {}
+    for f in dataclasses.fields(spec_type):
+        kind = hints[f.name]
+        if dataclasses.is_dataclass(kind):
+            out |= {f"{f.name}.{k}": v for k, v in _field_types(kind).items()}
+        else:
+            out[f.name] = kind
+    return out
+
+
+def _flat(fields: object, where: str) -> dict[str, object]:
+    """A model's fields from YAML, a nested mapping ({augmentation: {degrees: 8}}) as dotted names."""
+    if not isinstance(fields, dict):
+        raise UserError(f"{where}: expected a mapping of FIELD: VALUE")
+    out: dict[str, object] = {}
+    for key, value in fields.items():
+        if isinstance(value, dict):
+            out |= {f"{key}.{k}": v for k, v in _flat(value, where).items()}
+        else:
+            out[str(key)] = value
+    return out
+
+
+def _yaml_value(text: str) -> object:
+    """A --set value read as YAML; "none" (and YAML's null) unsets an optional field."""
+    if text.lower() in ("", "none"):
+        return None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def write_params(path: Path, model: str, values: Mapping[str, object], study: Mapping[str, object]) -> Path:
+    """A params file for `run --params`: the model's values and the study they came from (written atomically)."""
+    doc = {"study": dict(study), "params": {model: dict(values)}}
+    return write_text(path, "# digitpipe tune's result: digitpipe run --params " + path.name + "\n"
+                      + yaml.safe_dump(doc, sort_keys=False))
+
