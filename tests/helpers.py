@@ -1,9 +1,11 @@
-"""Helpers the tests share: Kaggle-layout files from a Dataset, MLflow's global tracking URI for a block, the
-check that a command failed with one clear line, and waiting for something a server does in the background."""
+"""Helpers the tests share: Kaggle-layout files from a Dataset, the one runner of subprocesses (`digitpipe`, `python`
+and other commands), MLflow's global tracking URI for a block, the check that a command failed with one clear line,
+and waiting for something a server does in the background."""
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import subprocess
 import sys
@@ -52,24 +54,63 @@ def write_kaggle_csv(path: Path, data: Dataset | np.ndarray, labelled: bool | No
 
 
 class CliResult(NamedTuple):
-    """What an in-process `digitpipe` command gave: its exit code and what it printed."""
+    """What a command gave: its exit code and what it printed on stdout and stderr."""
 
     code: int
     out: str
     err: str
 
 
-def digitpipe(*args, env: dict | None = None, cwd: Path = ROOT, wait: bool = True, timeout: float = 540,
-              merge_stderr: bool = False):
-    """`digitpipe ARGS` in a subprocess, as a user runs it: a CliResult, or the process itself when not `wait`.
-    `env` replaces the environment (default: this process's); `merge_stderr` sends stderr into stdout."""
-    started = subprocess.Popen([str(DIGITPIPE), *map(str, args)], cwd=cwd, env=os.environ if env is None else env,
-                               stdout=subprocess.PIPE, text=True,
-                               stderr=subprocess.STDOUT if merge_stderr else subprocess.PIPE)
+def environ(**changes: str | Path | None) -> dict[str, str]:
+    """This process's environment with `changes` (None: the variable unset), for a subprocess's `env`."""
+    return {k: str(v) for k, v in {**os.environ, **changes}.items() if v is not None}
+
+
+def run(command: list, *, env: dict | None = None, cwd: Path = ROOT, timeout: float = 540, wait: bool = True,
+        merge_stderr: bool = False, check: bool = False):
+    """`command` in a subprocess: a CliResult, or the process (pipes on stdin, stdout, stderr) when not `wait`."""
+    # env replaces the environment (None: this process's; see `environ`); merge_stderr: stderr into stdout;
+    # check: CalledProcessError on a non-zero exit code
+    command, stderr = [str(part) for part in command], subprocess.STDOUT if merge_stderr else subprocess.PIPE
     if not wait:
-        return started
-    out, err = started.communicate(timeout=timeout)
-    return CliResult(started.returncode, out, err or "")
+        return subprocess.Popen(command, cwd=cwd, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=stderr, text=True)
+    done = subprocess.run(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=stderr, text=True,
+                          timeout=timeout, check=check)
+    return CliResult(done.returncode, done.stdout, done.stderr or "")
+
+
+def digitpipe(*args, **options):
+    """`digitpipe ARGS` in a subprocess, as a user runs it (the console script); `options` as for `run`."""
+    return run([DIGITPIPE, *args], **options)
+
+
+def python(code: str, *args, **options):
+    """`python -c CODE ARGS` in a subprocess of this interpreter; `options` as for `run`."""
+    return run([sys.executable, "-c", code, *args], **options)
+
+
+# The packages a light command must not load (tests/code/test_imports.py)
+HEAVY = ("torch", "sklearn", "scipy", "matplotlib", "great_expectations", "mlflow", "prefect", "skl2onnx",
+         "onnxruntime", "pandas", "pyarrow")
+
+# Runs the CLI in a fresh interpreter and prints which heavy top-level packages it loaded, whatever the exit code.
+PROBE = """
+import json, sys
+args, heavy = json.loads(sys.argv[1]), set(json.loads(sys.argv[2]))
+sys.argv = ["digitpipe", *args]
+import cli
+try:
+    cli.app(standalone_mode=False)
+except BaseException:
+    pass
+print("LOADED", json.dumps(sorted({m.split(".")[0] for m in sys.modules} & heavy)))
+"""
+
+
+def import_probe(args: list, **options) -> CliResult:
+    """`digitpipe ARGS` run by PROBE: its last line on stdout is `LOADED [...]`, the HEAVY packages it imported."""
+    return python(PROBE, json.dumps([str(a) for a in args]), json.dumps(HEAVY), **options)
 
 
 def error_line(stderr: str) -> str:

@@ -40,6 +40,7 @@ class Cluster:
     def run_script(self, sql: str) -> None:
         """An SQL script run by psql as the superuser, as the postgres image runs its init scripts (statement by
         statement: CREATE DATABASE refuses to run in a transaction)."""
+        # not tests.helpers.run: the script goes to psql on stdin
         done = subprocess.run([str(pg_bin() / "psql"), "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-p", str(self.port),
                                "-U", "postgres", "-d", "postgres", "-q"], input=sql, capture_output=True, text=True,
                               env={**os.environ, "PGPASSWORD": self.password}, timeout=60)
@@ -48,6 +49,7 @@ class Cluster:
 
 
 def _as_owner(cluster_user: str | None, *command: str | Path) -> None:
+    # not tests.helpers.run: the command runs as the cluster's system user (user=)
     done = subprocess.run([str(c) for c in command], user=cluster_user, capture_output=True, text=True, timeout=120)
     if done.returncode != 0:
         raise RuntimeError(f"{Path(command[0]).name} failed ({done.returncode}): {done.stderr or done.stdout}")

@@ -1,5 +1,7 @@
 """Real servers for the tests, on loopback: `mlflow server` (sqlite + local artifacts) and `prefect server start`;
-and the team's servers, started from compose.yaml's commands and settings without containers."""
+and the team's servers, started from compose.yaml's commands and settings without containers. Servers are started
+with subprocess.Popen, not tests.helpers.run: each runs until stopped, in a session of its own (stop() kills its
+process group), its output in a log file or discarded."""
 
 from __future__ import annotations
 
@@ -16,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
+
+from tests.helpers import CliResult, run
 
 BIN = Path(sys.executable).parent  # the virtualenv's console scripts (prefect, mlflow)
 ROOT = Path(__file__).resolve().parents[1]
@@ -83,10 +87,9 @@ def stop_shared_test_api(folder: Path) -> None:
             os.kill(int(pid.read_text()), signal.SIGKILL)
 
 
-def prefect_cli(*args: str, env: dict, timeout: float = 300) -> subprocess.CompletedProcess:
+def prefect_cli(*args: str, env: dict, timeout: float = 300) -> CliResult:
     """`prefect ARGS` (never prompting) from the project's folder, as an operator runs it."""
-    return subprocess.run([str(BIN / "prefect"), "--no-prompt", *args], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=timeout)
+    return run([BIN / "prefect", "--no-prompt", *args], cwd=ROOT, env=env, timeout=timeout)
 
 
 def prefect_call(env: dict, path: str, body: dict | None = None, method: str | None = None) -> dict | list | None:

@@ -2,7 +2,6 @@
 input form they document (IDX folder, CSV, PNG folder) and for folders that hold no digits."""
 
 import json
-import os
 
 import pytest
 from PIL import Image
@@ -99,12 +98,12 @@ def test_run_and_score_give_one_line_for_bad_input(digits, tmp_path, prefect_api
     from digitpipe.baseline import fit_logreg
     from digitpipe.export import export_onnx
     from digitpipe.zoo import SPECS
-    from tests.helpers import digitpipe
+    from tests.helpers import digitpipe, environ
 
     (tmp_path / "malformed.csv").write_text("label,pixel0\n1,2\n")
     (tmp_path / "empty").mkdir()
     bomb = png_bomb(_png_folder(tmp_path / "png", digits, range(20)) / "3" / "bomb.png")
-    env = {**os.environ, "PREFECT_API_URL": prefect_api, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db"}
+    env = environ(PREFECT_API_URL=prefect_api, MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path}/mlflow.db")
     expected = {tmp_path / "malformed.csv": "header must be ", tmp_path / "empty": "no train- or t10k-images-idx3",
                 tmp_path / "png": "refused, not decoded: a decompression bomb"}
     for data, message in expected.items():

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,7 +13,7 @@ from mlflow import MlflowClient
 
 from flows.startup import free_port
 from tests.conftest import ROOT
-from tests.helpers import wait_for
+from tests.helpers import CliResult, digitpipe, python, wait_for
 from tests.servers import BIN, prefect_call, prefect_cli, start_prefect_server, stop
 
 pytestmark = [pytest.mark.slow, pytest.mark.servers]
@@ -38,11 +37,12 @@ def test_deployment_runs_on_a_process_worker_and_registers_the_model(prefect_ser
                                                       "experiment": "deployed"}))  # the server story's is its own
     env = {**prefect_server, "DIGITPIPE_HOME": str(home), "MLFLOW_TRACKING_URI": mlflow_server}
     created = prefect_cli("work-pool", "create", "digitpipe-process", "--type", "process", env=env)
-    assert created.returncode == 0, created.stdout + created.stderr
+    assert created.code == 0, created.out + created.err
     deployed = prefect_cli("deploy", "--all", env=env)
-    assert deployed.returncode == 0, deployed.stdout + deployed.stderr
-    assert "weekly-retrain" in deployed.stdout and "nightly-score" in deployed.stdout
+    assert deployed.code == 0, deployed.out + deployed.err
+    assert "weekly-retrain" in deployed.out and "nightly-score" in deployed.out
 
+    # not tests.helpers.run: a worker that runs until stopped, its output in a file, stopped with its process group
     worker = subprocess.Popen([str(BIN / "prefect"), "worker", "start", "--pool", "digitpipe-process"], cwd=home,
                               env=env, stdout=(tmp_path / "worker.log").open("w"), stderr=subprocess.STDOUT,
                               start_new_session=True)
@@ -54,12 +54,12 @@ def test_deployment_runs_on_a_process_worker_and_registers_the_model(prefect_ser
     finally:
         stop(worker)
     log = (tmp_path / "worker.log").read_text()
-    assert ran.returncode == 0 and "Completed" in ran.stdout, ran.stdout + ran.stderr + log
+    assert ran.code == 0 and "Completed" in ran.out, ran.out + ran.err + log
     summary = json.loads((tmp_path / "summary.json").read_text())
     client = MlflowClient(mlflow_server)
     champion = client.get_model_version_by_alias("digits-deployed", "champion")
     assert str(champion.version) == summary["models"]["logreg"]["model_version"]
-    assert champion.tags["verdict"] == "promoted" and champion.tags["prefect.flow_run_id"] in ran.stdout
+    assert champion.tags["verdict"] == "promoted" and champion.tags["prefect.flow_run_id"] in ran.out
 
 
 def test_an_invalid_schedule_fails_the_deploy_with_the_reason(prefect_server, tmp_path):
@@ -67,10 +67,10 @@ def test_an_invalid_schedule_fails_the_deploy_with_the_reason(prefect_server, tm
     broken.write_text((ROOT / "prefect.yaml").read_text().replace('cron: "0 3 * * 1"', 'cron: "0 3 * * monday-ish"'))
     prefect_cli("work-pool", "create", "digitpipe-process", "--type", "process", "--overwrite", env=prefect_server)
     done = prefect_cli("deploy", "--all", "--prefect-file", str(broken), env={**prefect_server, "DIGITPIPE_HOME": "."})
-    output = done.stdout + done.stderr
-    assert done.returncode == 1, output
+    output = done.out + done.err
+    assert done.code == 1, output
     # Prefect's CLI prints the validation error on stdout: pydantic's heading, the field, then the reason
-    lines = [line.strip() for line in done.stdout.splitlines()]
+    lines = [line.strip() for line in done.out.splitlines()]
     reason = lines.index("1 validation error for CronSchedule")
     assert lines[reason + 1:reason + 3] == ["cron", 'Value error, Invalid cron string: "0 3 * * monday-ish"'], output
 
@@ -106,29 +106,27 @@ def test_drift_starts_one_retraining_only_when_labelled_feedback_can_fix_it(pref
                                       "experiment": "loop-server", "monitoring": {"min_live_accuracy": 0.5}}))
     prefect_cli("work-pool", "create", "digitpipe-process", "--type", "process", "--overwrite", env=env)
     deployed = prefect_cli("deploy", "--name", "retrain-on-feedback", env=env)
-    assert deployed.returncode == 0, deployed.stdout + deployed.stderr
+    assert deployed.code == 0, deployed.out + deployed.err
 
-    def cli(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "cli", *args, "--config", str(config)], cwd=ROOT,
-                              env={k: v for k, v in env.items() if k != "MLFLOW_TRACKING_URI"}, capture_output=True,
-                              text=True, timeout=300)
+    def cli(*args: str) -> CliResult:
+        return digitpipe(*args, "--config", config, env={k: v for k, v in env.items() if k != "MLFLOW_TRACKING_URI"},
+                         timeout=300)
 
-    def score(*nights: list[Path]) -> subprocess.CompletedProcess:  # a scoring flow run on the server per night
+    def score(*nights: list[Path]) -> CliResult:  # a scoring flow run on the server per night
         code = "from pathlib import Path; from flows.scoring import scoring_flow\n" + "".join(
             f"scoring_flow({[str(f) for f in files]!r}, model='models:/{model}@champion', config=Path('{config}'))\n"
             for files in nights)
-        return subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
-                              timeout=300)
+        return python(code, env=env, timeout=300)
 
     trained = cli("run", "--data", str(ROOT / "tests/fixtures/mnist-1000"), "--models", "logreg", "--quiet",
                   "--out", str(tmp_path / "out"))
-    assert trained.returncode == 0, trained.stderr
+    assert trained.code == 0, trained.err
     clean = write_kaggle_csv(tmp_path / "clean.csv", digits.images[:300])
     drifted = [write_kaggle_csv(tmp_path / f"shifted{i}.csv", np.roll(digits.images[300 * i:300 * i + 300], 4, axis=2))
                for i in (1, 2)]
 
     done = score([clean], [drifted[0]])  # clean: no event; drifted without feedback: an alert, no retraining
-    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.code == 0, done.out + done.err
     alert = _wait_for_events(env, "digitpipe.drift.detected", 1)
     assert [e["resource"]["digitpipe.retrain"] for e in alert] == ["false"]
     champion = MlflowClient(mlflow_server).get_model_version_by_alias(model, "champion")
@@ -141,10 +139,10 @@ def test_drift_starts_one_retraining_only_when_labelled_feedback_can_fix_it(pref
     labels = tmp_path / "labels.csv"  # labels arrive for the clean batch: above the floor, no alarm
     labels.write_text("ImageId,Label\n" + "".join(f"{i + 1},{y}\n" for i, y in enumerate(digits.labels[:300])))
     told = cli("feedback", "--input", str(clean), "--labels", str(labels), "--model", f"models:/{model}@champion")
-    assert told.returncode == 0 and len(told.stdout.splitlines()) == 1, told.stdout + told.stderr
+    assert told.code == 0 and len(told.out.splitlines()) == 1, told.out + told.err
 
     done = score(drifted)  # a night of drifted files, now with feedback to learn from: two events, one retraining
-    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.code == 0, done.out + done.err
     events = _wait_for_events(env, "digitpipe.drift.detected", 3)
     assert sorted(e["resource"]["digitpipe.retrain"] for e in events) == ["false", "true", "true"]
     wait_for(lambda: _retrain_runs(env), 60, "a retrain-on-feedback flow run", poll=1)

@@ -406,24 +406,21 @@ def test_a_local_dask_cluster_keeps_glibcs_malloc_settings_has_no_profiler_and_p
 def test_a_dask_run_from_the_command_line_trains_on_the_workers_and_prints_only_its_stage_lines(
         fixture_dir, tracking, tmp_path):
     import re
-    import subprocess
-    import sys
 
     from digitpipe.runtime import core_share
-    from tests.conftest import ROOT
+    from tests.helpers import digitpipe
 
     config = tmp_path / "mlflow.yaml"
     config.write_text(tracking.model_copy(update={"registered_model": "digits-dask-cli"}).model_dump_json())
-    done = subprocess.run([sys.executable, "-m", "cli", "run", "--data", fixture_dir, "--models", "logreg,mlp",
-                           "--epochs", "1", "--task-runner", "dask", "--quiet", "--out", tmp_path / "o", "--summary",
-                           tmp_path / "summary.json", "--config", config], cwd=ROOT, capture_output=True, text=True,
-                          timeout=300)
-    assert (done.returncode, done.stdout) == (0, ""), done.stderr
+    done = digitpipe("run", "--data", fixture_dir, "--models", "logreg,mlp", "--epochs", "1", "--task-runner", "dask",
+                     "--quiet", "--out", tmp_path / "o", "--summary", tmp_path / "summary.json", "--config", config,
+                     timeout=300)
+    assert (done.code, done.out) == (0, ""), done.err
     stages = ["validated 1,000 images from .*", r"split \(book\): .*", "trained logreg: .*, registered v[12]",
               "trained mlp: .*, registered v[12]", "v[12] promoted: first champion"]
-    lines = done.stderr.splitlines()  # no Dask, Prefect or warning chatter: one line per stage
+    lines = done.err.splitlines()  # no Dask, Prefect or warning chatter: one line per stage
     lines[2:4] = sorted(lines[2:4])  # with two workers or more, mlp may finish first
-    assert len(lines) == len(stages) and all(re.fullmatch(s, line) for s, line in zip(stages, lines)), done.stderr
+    assert len(lines) == len(stages) and all(re.fullmatch(s, line) for s, line in zip(stages, lines)), done.err
     summary = json.loads((tmp_path / "summary.json").read_text())
     client = MlflowClient(tracking.tracking_uri)
     runs = {name: client.get_run(model["run_id"]) for name, model in summary["models"].items()}

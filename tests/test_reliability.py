@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -16,25 +14,18 @@ from mlflow import MlflowClient
 
 from flows.startup import free_port
 from tests.conftest import FIXTURE, ROOT
-from tests.helpers import assert_one_line_error, wait_for
+from tests.helpers import assert_one_line_error, digitpipe, environ, wait_for
 from tests.servers import start_mlflow_server, stop
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_api")]
 DEMO = ROOT / "data" / "demo"
 
 
-def _digitpipe(args: list[str], env: dict) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "cli", *args], env=env, cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-
-
 @pytest.fixture
 def env(tmp_path, prefect_api):
     (tmp_path / "mlflow.yaml").write_text(f"tracking_uri: sqlite:///{tmp_path}/mlflow.db\n"
                                           f"artifact_location: {tmp_path}/artifacts\n")
-    environment = {**os.environ, "PREFECT_API_URL": prefect_api}  # the run's test API, no new server
-    environment.pop("MLFLOW_TRACKING_URI", None)
-    return environment
+    return environ(PREFECT_API_URL=prefect_api, MLFLOW_TRACKING_URI=None)  # the run's test API, no new server
 
 
 def _fails_with_one_line(run: subprocess.Popen, message: str) -> None:
@@ -59,7 +50,7 @@ def test_kill_9_then_resume_ends_like_an_uninterrupted_run(tmp_path, env):
     # the 1,000-image fixture, 5 epochs: killed after two, the three runs train ~10 epochs in all
     args = ["run", "--data", str(FIXTURE), "--models", "lenet", "--epochs", str(EPOCHS), "--seed", "3", "--quiet",
             "--config", str(tmp_path / "mlflow.yaml")]
-    victim = _digitpipe([*args, "--out", str(tmp_path / "out")], env)
+    victim = digitpipe(*args, "--out", tmp_path / "out", env=env, wait=False, merge_stderr=True)
 
     def two_epochs_checkpointed() -> bool:
         assert victim.poll() is None, f"finished before it could be killed:\n{victim.stdout.read()}"
@@ -71,9 +62,11 @@ def test_kill_9_then_resume_ends_like_an_uninterrupted_run(tmp_path, env):
     done_before_kill = _epochs_in(tmp_path / "out" / "checkpoints")
     assert 2 <= done_before_kill < EPOCHS
 
-    resumed = _digitpipe([*args, "--out", str(tmp_path / "out"), "--resume", "--summary", str(tmp_path / "r.json")], env)
+    resumed = digitpipe(*args, "--out", tmp_path / "out", "--resume", "--summary", tmp_path / "r.json", env=env,
+                        wait=False, merge_stderr=True)
     assert resumed.wait(timeout=600) == 0, resumed.stdout.read()
-    whole = _digitpipe([*args, "--out", str(tmp_path / "whole"), "--summary", str(tmp_path / "w.json")], env)
+    whole = digitpipe(*args, "--out", tmp_path / "whole", "--summary", tmp_path / "w.json", env=env, wait=False,
+                      merge_stderr=True)
     assert whole.wait(timeout=600) == 0, whole.stdout.read()
 
     resumed_summary = json.loads((tmp_path / "r.json").read_text())["models"]["lenet"]
@@ -90,8 +83,9 @@ def test_kill_9_then_resume_ends_like_an_uninterrupted_run(tmp_path, env):
 
 def test_unreachable_tracking_server_is_one_clear_line_and_nothing_runs(tmp_path, env):
     closed_port = "http://127.0.0.1:9"  # discard port: nothing listens on loopback
-    failed = _digitpipe(["run", "--data", str(DEMO), "--models", "logreg", "--quiet", "--out", str(tmp_path / "out"),
-                         "--config", str(tmp_path / "mlflow.yaml")], {**env, "MLFLOW_TRACKING_URI": closed_port})
+    failed = digitpipe("run", "--data", DEMO, "--models", "logreg", "--quiet", "--out", tmp_path / "out", "--config",
+                       tmp_path / "mlflow.yaml", env={**env, "MLFLOW_TRACKING_URI": closed_port}, wait=False,
+                       merge_stderr=True)
     _fails_with_one_line(failed, f"cannot reach the MLflow tracking store at {closed_port}")
     assert not (tmp_path / "out").exists()  # stopped before reading data or writing anything
 
@@ -101,9 +95,9 @@ def test_tracking_server_dying_mid_run_fails_cleanly_and_registers_nothing(tmp_p
     uri = f"http://127.0.0.1:{port}"
     server = start_mlflow_server(tmp_path, port)
     try:
-        run = _digitpipe(["run", "--data", str(FIXTURE), "--models", "lenet", "--epochs", "8", "--quiet",
-                          "--out", str(tmp_path / "out"), "--config", str(tmp_path / "mlflow.yaml")],
-                         {**env, "MLFLOW_TRACKING_URI": uri})
+        run = digitpipe("run", "--data", FIXTURE, "--models", "lenet", "--epochs", "8", "--quiet", "--out",
+                        tmp_path / "out", "--config", tmp_path / "mlflow.yaml", env={**env, "MLFLOW_TRACKING_URI": uri},
+                        wait=False, merge_stderr=True)
         while _epochs_in(tmp_path / "out" / "checkpoints") < 1:
             assert run.poll() is None, run.stdout.read()
             time.sleep(0.05)

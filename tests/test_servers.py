@@ -6,8 +6,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -17,7 +15,7 @@ from mlflow import MlflowClient
 from digitpipe.config import PipelineConfig, TrackingConfig
 from flows.startup import free_port
 from tests.conftest import ROOT
-from tests.helpers import assert_one_line_error, fluent_tracking_uri
+from tests.helpers import CliResult, assert_one_line_error, digitpipe, environ, fluent_tracking_uri
 
 pytestmark = [pytest.mark.slow, pytest.mark.servers]
 DEMO = ROOT / "data" / "demo"
@@ -34,11 +32,10 @@ def config_file(mlflow_server, tmp_path_factory) -> Path:
     return path
 
 
-def digitpipe(*args: str, config: Path, timeout: float = 300) -> subprocess.CompletedProcess:
-    """The CLI in a subprocess, its store named only by `config` (mlflow.set_tracking_uri exports the variable)."""
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    return subprocess.run([sys.executable, "-m", "cli", *args, "--config", str(config)], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+def with_config(*args: str, config: Path, timeout: float = 300) -> CliResult:
+    """`digitpipe ARGS --config CONFIG`, its store named only by the file (mlflow.set_tracking_uri exports the
+    variable)."""
+    return digitpipe(*args, "--config", config, env=environ(MLFLOW_TRACKING_URI=None), timeout=timeout)
 
 
 @pytest.fixture(scope="module")
@@ -73,9 +70,9 @@ def test_champion_moves_only_when_earned_and_every_decision_is_tagged(three_runs
 
 
 def test_models_lists_versions_with_aliases_accuracy_and_verdict(three_runs, config_file):
-    done = digitpipe("models", config=config_file)
-    assert done.returncode == 0, done.stderr
-    rows = {line.split("│")[1].strip(): line for line in done.stdout.splitlines() if line.count("│") > 5}
+    done = with_config("models", config=config_file)
+    assert done.code == 0, done.err
+    rows = {line.split("│")[1].strip(): line for line in done.out.splitlines() if line.count("│") > 5}
     assert {"1", "2", "3"} <= set(rows)
     assert "champion" in rows["2"] and "lenet" in rows["2"] and "promoted" in rows["2"]
     assert "previous_champion" in rows["1"] and "rejected" in rows["3"]
@@ -104,27 +101,27 @@ def test_champion_loads_as_pyfunc_from_the_server(three_runs, mlflow_server):
      "models:/no-such-model/1: not in the registry"),
 ])
 def test_registry_names_that_do_not_exist_are_one_clear_line(three_runs, config_file, args, message):
-    done = digitpipe(*args, config=config_file)
-    assert_one_line_error(done.returncode, done.stderr, 2, message)
+    done = with_config(*args, config=config_file)
+    assert_one_line_error(done.code, done.err, 2, message)
 
 
 def test_unreachable_tracking_server_fails_within_30_seconds(tmp_path):
     config = tmp_path / "mlflow.yaml"
     uri = f"http://127.0.0.1:{free_port()}"
     config.write_text(f"tracking_uri: {uri}\n")
-    done = digitpipe("models", config=config, timeout=30)  # the issue's bound; MLflow's capped retries take ~7 s
-    assert_one_line_error(done.returncode, done.stderr, 2, f"cannot reach the MLflow tracking store at {uri}")
+    done = with_config("models", config=config, timeout=30)  # the issue's bound; MLflow's capped retries take ~7 s
+    assert_one_line_error(done.code, done.err, 2, f"cannot reach the MLflow tracking store at {uri}")
 
 
 def test_rollback_and_hand_promotion_move_the_aliases_and_are_recorded(three_runs, config_file, mlflow_server):
     client = MlflowClient(mlflow_server)
-    done = digitpipe("promote", "--rollback", config=config_file)
-    assert done.returncode == 0, done.stderr
+    done = with_config("promote", "--rollback", config=config_file)
+    assert done.code == 0, done.err
     assert str(client.get_model_version_by_alias(MODEL, "champion").version) == "1"
     assert str(client.get_model_version_by_alias(MODEL, "previous_champion").version) == "2"
     assert "demoted by rollback" in client.get_model_version(MODEL, "2").tags["rollback"]
-    done = digitpipe("promote", "--version", "2", config=config_file)
-    assert done.returncode == 0, done.stderr
+    done = with_config("promote", "--version", "2", config=config_file)
+    assert done.code == 0, done.err
     assert str(client.get_model_version_by_alias(MODEL, "champion").version) == "2"
     assert client.get_model_version(MODEL, "2").tags["verdict"] == "promoted_by_hand"
 

@@ -10,7 +10,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections import Counter
 from datetime import datetime
@@ -23,7 +22,7 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 from tests.conftest import FIXTURE, ROOT
-from tests.helpers import wait_for
+from tests.helpers import digitpipe, python, wait_for
 from tests.servers import compose_service, prefect_call, prefect_cli, start_replicas, stop, team_places
 
 pytestmark = [pytest.mark.slow, pytest.mark.servers]
@@ -56,9 +55,9 @@ def pipeline_run(team_mlflow, team_prefect, tmp_path_factory) -> dict:
     folder = tmp_path_factory.mktemp("team-run")
     # logreg on the 1,000-image fixture: any sane model is champion
     config = _team_config(folder, team_mlflow, MODEL, min_accuracy=0.5)
-    code, out, err = _digitpipe("run", "--data", FIXTURE, "--models", "logreg", "--quiet", "--out", folder / "out",
-                                "--summary", folder / "summary.json", "--config", config,
-                                env=_team_env(team_mlflow, team_prefect, folder))
+    code, out, err = digitpipe("run", "--data", FIXTURE, "--models", "logreg", "--quiet", "--out", folder / "out",
+                               "--summary", folder / "summary.json", "--config", config,
+                               env=_team_env(team_mlflow, team_prefect, folder))
     assert code == 0, out + err
     return json.loads((folder / "summary.json").read_text())
 
@@ -146,16 +145,6 @@ def _team_env(team_mlflow, team_prefect: dict | None, folder) -> dict:
             "MLFLOW_TRACKING_PASSWORD": team_mlflow["passwords"]["pipeline"], "PREFECT_HOME": str(folder / "prefect")}
 
 
-def _digitpipe(*args, env: dict, wait: bool = True):
-    """`digitpipe ARGS` in a subprocess: (exit code, stdout, stderr), or the process itself when not `wait`."""
-    started = subprocess.Popen([sys.executable, "-m", "cli", *map(str, args)], cwd=ROOT, env=env,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    if not wait:
-        return started
-    out, err = started.communicate(timeout=540)
-    return started.returncode, out, err
-
-
 def _admin(monkeypatch, team_mlflow) -> MlflowClient:
     as_user(monkeypatch, team_mlflow, "admin")
     return MlflowClient(team_mlflow["url"])
@@ -187,7 +176,7 @@ def team_workers(team_variables, team_mlflow, team_prefect, tmp_path_factory):
     env = {**team_prefect, "DIGITPIPE_HOME": str(ROOT)}
     for command in (["work-pool", "create", POOL, "--type", "process"], ["deploy", "--name", DEPLOYMENT.split("/")[1]]):
         done = prefect_cli(*command, env=env)
-        assert done.returncode == 0, done.stdout + done.stderr
+        assert done.code == 0, done.out + done.err
     deployment = prefect_call(team_prefect, f"/deployments/name/{DEPLOYMENT}")
     for schedule in deployment["schedules"]:
         prefect_call(team_prefect, f"/deployments/{deployment['id']}/schedules/{schedule['id']}", {"active": False},
@@ -285,9 +274,7 @@ def test_a_dead_holder_does_not_block_promotion_beyond_its_lease_and_a_lapsed_on
 
     def holder(model: str, version: str) -> subprocess.Popen:
         """A promotion of `version` that holds `model`'s lock until told to move the champion."""
-        started = subprocess.Popen([sys.executable, "-c", HOLDER, team_mlflow["url"], model, version], cwd=ROOT,
-                                   env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                   text=True)
+        started = python(HOLDER, team_mlflow["url"], model, version, env=env, wait=False)
         assert started.stdout.readline() == "held\n"
         assert _limit(team_prefect, f"digitpipe-promotion-{model}")["active_slots"] == 1
         return started
@@ -297,7 +284,7 @@ def test_a_dead_holder_does_not_block_promotion_beyond_its_lease_and_a_lapsed_on
     killed.wait()
     stopped = holder(frozen, "3")  # frozen past its lease while holding the slot: a promotion goes ahead
     stopped.send_signal(signal.SIGSTOP)
-    waiting = {model: _digitpipe("promote", *args, "--config", configs[model], env=env, wait=False)
+    waiting = {model: digitpipe("promote", *args, "--config", configs[model], env=env, wait=False)
                for model, (args, _) in promotions.items()}
     try:
         for model, (_, printed) in promotions.items():
@@ -326,8 +313,8 @@ def test_a_remote_store_without_a_prefect_server_refuses_promotion_unless_the_ri
     refusal = (f"digitpipe: error: no promotion lock: the MLflow store at {team_mlflow['url']} is remote and no "
                "Prefect server is configured (PREFECT_API_URL) to serialize promotions; configure one, or pass "
                "--unlocked-promotion to accept promotions that may interleave")
-    code, out, err = _digitpipe("run", "--data", FIXTURE, "--models", "logreg", "--quiet", "--out", tmp_path / "o",
-                                "--config", config, env=env)
+    code, out, err = digitpipe("run", "--data", FIXTURE, "--models", "logreg", "--quiet", "--out", tmp_path / "o",
+                               "--config", config, env=env)
     assert (code, err.strip().splitlines()[-1]) == (2, refusal), out + err
     client = _admin(monkeypatch, team_mlflow)
     [version] = client.search_model_versions(f"name='{model}'")  # trained and registered, not promoted
@@ -335,10 +322,10 @@ def test_a_remote_store_without_a_prefect_server_refuses_promotion_unless_the_ri
     assert client.get_registered_model(model).aliases == {}
     _no_run_left_running(client)
 
-    code, out, err = _digitpipe("promote", "--version", version.version, "--config", config, env=env)
+    code, out, err = digitpipe("promote", "--version", version.version, "--config", config, env=env)
     assert (code, err.strip().splitlines()[-1]) == (2, refusal)
-    code, out, err = _digitpipe("promote", "--version", version.version, "--unlocked-promotion", "--config", config,
-                                env=env)
+    code, out, err = digitpipe("promote", "--version", version.version, "--unlocked-promotion", "--config", config,
+                               env=env)
     assert code == 0, err
     assert client.get_model_version_by_alias(model, "champion").version == version.version
 
@@ -403,9 +390,9 @@ def test_the_team_dask_cluster_trains_the_models_and_scores_the_files(team_dask,
     address, worker_pids = team_dask
     config = _team_config(tmp_path, team_mlflow, "digits-cluster", min_accuracy=0.5)
     env = _team_env(team_mlflow, team_prefect, tmp_path)
-    code, out, err = _digitpipe("run", "--data", FIXTURE, "--models", "logreg,mlp", "--epochs", 1, "--task-runner",
-                                "dask", "--dask-address", address, "--quiet", "--out", tmp_path / "o", "--summary",
-                                tmp_path / "summary.json", "--config", config, env=env)
+    code, out, err = digitpipe("run", "--data", FIXTURE, "--models", "logreg,mlp", "--epochs", 1, "--task-runner",
+                               "dask", "--dask-address", address, "--quiet", "--out", tmp_path / "o", "--summary",
+                               tmp_path / "summary.json", "--config", config, env=env)
     assert code == 0, out + err
     summary = json.loads((tmp_path / "summary.json").read_text())
     client = _admin(monkeypatch, team_mlflow)
@@ -416,9 +403,8 @@ def test_the_team_dask_cluster_trains_the_models_and_scores_the_files(team_dask,
 
     images = load_dataset(FIXTURE).images
     inputs = [write_kaggle_csv(tmp_path / f"part{i}.csv", images[i * 100:(i + 1) * 100]) for i in range(3)]
-    done = subprocess.run([sys.executable, "-c", SCORE_ON_DASK, address, config, *inputs], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=300)
-    assert (done.returncode, done.stdout.splitlines()[-1:]) == (0, ["100 100 100"]), done.stdout + done.stderr
+    done = python(SCORE_ON_DASK, address, config, *inputs, env=env, timeout=300)
+    assert (done.code, done.out.splitlines()[-1:]) == (0, ["100 100 100"]), done.out + done.err
     assert all(path.with_name(path.name + ".predictions.csv").is_file() for path in inputs)
 
 
@@ -432,8 +418,8 @@ def test_a_postgresql_restart_while_a_run_trains_is_carried_over_by_the_clients_
     config = _team_config(tmp_path, team_mlflow, model, min_accuracy=0.5)
     client = _admin(monkeypatch, team_mlflow)
     started_ms = int(time.time() * 1000)
-    run = _digitpipe("run", "--data", FIXTURE, "--models", "lenet", "--epochs", 6, "--quiet", "--out", tmp_path / "o",
-                     "--config", config, env=_team_env(team_mlflow, team_prefect, tmp_path), wait=False)
+    run = digitpipe("run", "--data", FIXTURE, "--models", "lenet", "--epochs", 6, "--quiet", "--out", tmp_path / "o",
+                    "--config", config, env=_team_env(team_mlflow, team_prefect, tmp_path), wait=False)
     lenet = _first_epoch_logged(client, started_ms, run)
     log_size = team_mlflow["log"].stat().st_size
     refused = '"POST /api/2.0/mlflow/runs/log-batch HTTP/1.1" 503 Service Unavailable'

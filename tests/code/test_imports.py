@@ -3,34 +3,17 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 
-HEAVY = ("torch", "sklearn", "scipy", "matplotlib", "great_expectations", "mlflow", "prefect", "skl2onnx",
-         "onnxruntime", "pandas", "pyarrow")
-
-# Runs the CLI in a fresh interpreter and prints which heavy top-level packages it loaded, whatever the exit code.
-PROBE = """
-import json, sys
-args, heavy = json.loads(sys.argv[1]), set(json.loads(sys.argv[2]))
-sys.argv = ["digitpipe", *args]
-import cli
-try:
-    cli.app(standalone_mode=False)
-except BaseException:
-    pass
-print("LOADED", json.dumps(sorted({m.split(".")[0] for m in sys.modules} & heavy)))
-"""
+from tests.helpers import digitpipe, environ, import_probe
 
 
 def loaded(args: list[str], cwd) -> set[str]:
-    done = subprocess.run([sys.executable, "-c", PROBE, json.dumps(args), json.dumps(HEAVY)], capture_output=True,
-                          text=True, cwd=cwd, timeout=120)
-    marker = [line for line in done.stdout.splitlines() if line.startswith("LOADED ")]
-    assert marker, done.stderr[-2000:]
+    """The heavy packages (tests/helpers.py's HEAVY) that `digitpipe ARGS` imported, run from `cwd`."""
+    done = import_probe(args, cwd=cwd, timeout=120)
+    marker = [line for line in done.out.splitlines() if line.startswith("LOADED ")]
+    assert marker, done.err[-2000:]
     return set(json.loads(marker[-1].removeprefix("LOADED ")))
 
 
@@ -70,12 +53,11 @@ def test_validate_loads_great_expectations_but_not_torch_or_mlflow(tmp_path, fix
 def test_a_logreg_run_loads_no_torch_and_prints_one_line_per_stage(tmp_path, fixture_dir):
     (tmp_path / "mlflow.yaml").write_text(f"tracking_uri: sqlite:///{tmp_path}/m.db\n")
     args = ["run", "--data", str(fixture_dir), "--models", "logreg", "--quiet", "--out", str(tmp_path / "out")]
-    alone = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}  # a user's run: its own temporary API
-    done = subprocess.run([sys.executable, "-c", PROBE, json.dumps(args), json.dumps(HEAVY)], capture_output=True,
-                          text=True, cwd=tmp_path, env=alone, timeout=300)
-    assert "torch" not in json.loads(done.stdout.splitlines()[-1].removeprefix("LOADED "))
-    lines = done.stderr.splitlines()
-    assert [line.split()[0] for line in lines] == ["validated", "split", "trained", "v1"], done.stderr
+    alone = environ(PREFECT_API_URL=None)  # a user's run: its own temporary API
+    done = import_probe(args, cwd=tmp_path, env=alone, timeout=300)
+    assert "torch" not in json.loads(done.out.splitlines()[-1].removeprefix("LOADED "))
+    lines = done.err.splitlines()
+    assert [line.split()[0] for line in lines] == ["validated", "split", "trained", "v1"], done.err
     assert lines[2].startswith("trained logreg: ") and lines[3] == "v1 promoted: first champion"
 
 
@@ -83,9 +65,8 @@ def test_a_logreg_run_loads_no_torch_and_prints_one_line_per_stage(tmp_path, fix
 def test_verbose_restores_prefects_own_log_lines(tmp_path, fixture_dir, prefect_api):
     """On the session's Prefect API (PREFECT_API_URL, inherited): the temporary one is the test above's."""
     (tmp_path / "mlflow.yaml").write_text(f"tracking_uri: sqlite:///{tmp_path}/m.db\n")
-    done = subprocess.run([sys.executable, "-m", "cli", "run", "--data", str(fixture_dir), "--models", "logreg",
-                           "--quiet", "--verbose", "--out", str(tmp_path / "out")], capture_output=True, text=True,
-                          cwd=tmp_path, timeout=300)
-    assert done.returncode == 0, done.stderr
-    assert "Task run 'train-logreg' - Finished in state Completed()" in done.stderr
-    assert "trained logreg: " in done.stderr
+    done = digitpipe("run", "--data", fixture_dir, "--models", "logreg", "--quiet", "--verbose", "--out",
+                     tmp_path / "out", cwd=tmp_path, timeout=300)
+    assert done.code == 0, done.err
+    assert "Task run 'train-logreg' - Finished in state Completed()" in done.err
+    assert "trained logreg: " in done.err

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from tests.helpers import CliResult, run
 
 ROOT = Path(__file__).resolve().parents[2]
 LINT_IMPORTS = Path(sys.executable).with_name("lint-imports")
@@ -16,16 +17,16 @@ CONTRACTS = ("CLI -> flows -> tasks -> library", "The library never imports Pref
              "The training core (data, zoo, models, train, evaluate, export) imports neither MLflow nor Prefect")
 
 
-def lint_imports(checkout: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([str(LINT_IMPORTS), "--no-cache"], cwd=checkout, capture_output=True, text=True,
-                          timeout=120, env={"PATH": "/usr/bin:/bin", "COLUMNS": "200"})
+def lint_imports(checkout: Path) -> CliResult:
+    """lint-imports on `checkout`, in a bare environment (wide lines)."""
+    return run([LINT_IMPORTS, "--no-cache"], cwd=checkout, timeout=120, env={"PATH": "/usr/bin:/bin", "COLUMNS": "200"})
 
 
 def test_the_layer_contracts_hold():
     done = lint_imports(ROOT)
-    assert done.returncode == 0, done.stdout
-    assert all(f"{name} KEPT" in done.stdout for name in CONTRACTS), done.stdout
-    assert "Contracts: 4 kept, 0 broken." in done.stdout
+    assert done.code == 0, done.out
+    assert all(f"{name} KEPT" in done.out for name in CONTRACTS), done.out
+    assert "Contracts: 4 kept, 0 broken." in done.out
 
 
 @pytest.mark.parametrize(("module", "line", "broken"), [
@@ -43,5 +44,5 @@ def test_a_forbidden_import_breaks_its_contract(tmp_path, module, line, broken):
     with (tmp_path / module).open("a") as source:
         source.write(f"\n\n{line}\n")
     done = lint_imports(tmp_path)
-    assert done.returncode == 1, done.stdout
-    assert all(f"{name} BROKEN" in done.stdout for name in broken), done.stdout  # others may break through it
+    assert done.code == 1, done.out
+    assert all(f"{name} BROKEN" in done.out for name in broken), done.out  # others may break through it

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
+
 import pytest
 
 from digitpipe.runtime import git_commit
 from tests.gitcheckout import ROOT, checkout_head
+from tests.helpers import run
 
 
 def test_the_commit_of_this_checkout_is_its_head():
@@ -18,12 +19,12 @@ def test_the_commit_of_this_checkout_is_its_head():
 @pytest.mark.skipif(os.geteuid() != 0 or shutil.which("git") is None, reason="needs root to hand a checkout over")
 def test_a_checkout_owned_by_another_user_still_gives_its_commit(tmp_path):
     repo = tmp_path / "checkout"
-    subprocess.run(["git", "init", "-q", str(repo)], check=True)
-    subprocess.run(["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q",
-                    "--allow-empty", "-m", "one"], check=True)
-    subprocess.run(["chown", "-R", "nobody", str(repo)], check=True)
-    plain = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True)
-    assert "dubious ownership" in plain.stderr  # what git says there without the fix
+    run(["git", "init", "-q", repo], check=True)
+    run(["git", "-C", repo, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "--allow-empty", "-m", "one"],
+        check=True)
+    run(["chown", "-R", "nobody", repo], check=True)
+    plain = run(["git", "-C", repo, "rev-parse", "HEAD"])
+    assert "dubious ownership" in plain.err  # what git says there without the fix
     assert git_commit(str(repo)) == checkout_head(repo) and len(checkout_head(repo)) == 40
 
 
