@@ -1,6 +1,6 @@
 """Helpers the tests share: Kaggle-layout files from a Dataset, the one runner of subprocesses (`digitpipe`, `python`
-and other commands), MLflow's global tracking URI for a block, the check that a command failed with one clear line,
-and waiting for something a server does in the background."""
+and other commands), the one writer of mlflow.yaml files, MLflow's global tracking URI for a block, the check that a
+command failed with one clear line, and waiting for something a server does in the background."""
 
 from __future__ import annotations
 
@@ -111,6 +111,22 @@ print("LOADED", json.dumps(sorted({m.split(".")[0] for m in sys.modules} & heavy
 def import_probe(args: list, **options) -> CliResult:
     """`digitpipe ARGS` run by PROBE: its last line on stdout is `LOADED [...]`, the HEAVY packages it imported."""
     return python(PROBE, json.dumps([str(a) for a in args]), json.dumps(HEAVY), **options)
+
+
+def write_config(path: Path, **overrides) -> Path:
+    """The shipped mlflow.yaml with `overrides` (a section's keys merged into it), checked, written to `path`."""
+    import yaml
+
+    from digitpipe.config import TrackingConfig
+
+    settings = yaml.safe_load((ROOT / "mlflow.yaml").read_text())
+    for key, value in overrides.items():
+        settings[key] = {**settings.get(key, {}), **value} if isinstance(value, dict) else (
+            str(value) if isinstance(value, Path) else value)
+    TrackingConfig(**settings)  # a mistyped key or a bad value fails here, not in the command under test
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(settings))
+    return path
 
 
 def error_line(stderr: str) -> str:

@@ -8,12 +8,11 @@ import subprocess
 from pathlib import Path
 
 import pytest
-import yaml
 from mlflow import MlflowClient
 
 from flows.startup import free_port
 from tests.conftest import ROOT
-from tests.helpers import CliResult, digitpipe, python, wait_for
+from tests.helpers import CliResult, digitpipe, python, wait_for, write_config
 from tests.servers import BIN, prefect_call, prefect_cli, start_prefect_server, stop
 
 pytestmark = [pytest.mark.slow, pytest.mark.servers]
@@ -33,8 +32,8 @@ def test_deployment_runs_on_a_process_worker_and_registers_the_model(prefect_ser
     home.mkdir()
     for part in ("flows", "data"):
         (home / part).symlink_to(ROOT / part)
-    (home / "mlflow.yaml").write_text(yaml.safe_dump({"registered_model": "digits-deployed", "min_accuracy": 0.5,
-                                                      "experiment": "deployed"}))  # the server story's is its own
+    write_config(home / "mlflow.yaml", registered_model="digits-deployed", promotion={"min_accuracy": 0.5},
+                 experiment="deployed")  # the server story's is its own
     env = {**prefect_server, "DIGITPIPE_HOME": str(home), "MLFLOW_TRACKING_URI": mlflow_server}
     created = prefect_cli("work-pool", "create", "digitpipe-process", "--type", "process", env=env)
     assert created.code == 0, created.out + created.err
@@ -101,9 +100,10 @@ def test_drift_starts_one_retraining_only_when_labelled_feedback_can_fix_it(pref
 
     model = "digits-loop-server"
     env = {**prefect_server, "DIGITPIPE_HOME": str(ROOT)}
-    config = tmp_path / "mlflow.yaml"  # a floor on live accuracy that logreg's feedback on clean digits passes
-    config.write_text(yaml.safe_dump({"tracking_uri": mlflow_server, "registered_model": model, "min_accuracy": 0.5,
-                                      "experiment": "loop-server", "monitoring": {"min_live_accuracy": 0.5}}))
+    # a floor on live accuracy that logreg's feedback on clean digits passes
+    config = write_config(tmp_path / "mlflow.yaml", tracking_uri=mlflow_server, registered_model=model,
+                          promotion={"min_accuracy": 0.5}, experiment="loop-server",
+                          monitoring={"min_live_accuracy": 0.5})
     prefect_cli("work-pool", "create", "digitpipe-process", "--type", "process", "--overwrite", env=env)
     deployed = prefect_cli("deploy", "--name", "retrain-on-feedback", env=env)
     assert deployed.code == 0, deployed.out + deployed.err

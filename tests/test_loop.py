@@ -11,7 +11,7 @@ from mlflow import MlflowClient
 
 from digitpipe.data import Dataset
 from digitpipe.monitoring.feedback import held_out
-from tests.helpers import assert_one_line_error, write_kaggle_csv
+from tests.helpers import assert_one_line_error, write_config, write_kaggle_csv
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_api")]
 MODEL = "digits-loop"
@@ -24,12 +24,9 @@ def config(mlflow_store, tmp_path_factory):
     here (the shipped defaults are 0.005 each), and the accuracy floor is below what logreg reaches on 1,000 digits
     (the shipped 0.85 is for real data sets)."""
     folder = tmp_path_factory.mktemp("loop")
-    path = folder / "mlflow.yaml"
-    path.write_text(yaml.safe_dump({"tracking_uri": mlflow_store, "experiment": "loop-test", "registered_model": MODEL,
-                                    "artifact_location": str(folder / "artifacts"),
-                                    "promotion": {"feedback_base_margin": 0.1, "robust_margin": 0.1,
-                                                  "min_accuracy": 0.5}}))
-    return path
+    return write_config(folder / "mlflow.yaml", tracking_uri=mlflow_store, experiment="loop-test",
+                        registered_model=MODEL, artifact_location=folder / "artifacts",
+                        promotion={"feedback_base_margin": 0.1, "robust_margin": 0.1, "min_accuracy": 0.5})
 
 
 @pytest.fixture(scope="module")

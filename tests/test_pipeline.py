@@ -17,7 +17,7 @@ from digitpipe.config import PipelineConfig, PromotionConfig, TrackingConfig
 from digitpipe.data import load_dataset, split_dataset
 from digitpipe.scoring import OnnxScorer
 from tests.gitcheckout import checkout_head
-from tests.helpers import assert_one_line_error, fluent_tracking_uri, kaggle_frame
+from tests.helpers import assert_one_line_error, fluent_tracking_uri, kaggle_frame, write_config
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_api")]
 
@@ -163,8 +163,7 @@ def test_scoring_flow_scores_each_file_with_the_champion_and_logs_to_mlflow(firs
     from flows.scoring import scoring_flow
 
     _, summary = first_run
-    config = tmp_path / "mlflow.yaml"
-    config.write_text(tracking.model_dump_json())  # JSON is YAML
+    config = write_config(tmp_path / "mlflow.yaml", **tracking.model_dump(exclude={"config_file"}))
     inputs = []
     for i, rows in enumerate((300, 200)):
         inputs.append(tmp_path / f"batch{i}.csv")
@@ -296,8 +295,7 @@ def test_scoring_scales_out_on_a_local_dask_cluster(first_run, fixture_dir, trac
     from flows import local_cluster
     from flows.scoring import score_files
 
-    config = tmp_path / "mlflow.yaml"
-    config.write_text(tracking.model_dump_json())
+    config = write_config(tmp_path / "mlflow.yaml", **tracking.model_dump(exclude={"config_file"}))
     frame = kaggle_frame(load_dataset(fixture_dir), labelled=False)
     inputs = []
     for i in range(3):
@@ -410,8 +408,8 @@ def test_a_dask_run_from_the_command_line_trains_on_the_workers_and_prints_only_
     from digitpipe.runtime import core_share
     from tests.helpers import digitpipe
 
-    config = tmp_path / "mlflow.yaml"
-    config.write_text(tracking.model_copy(update={"registered_model": "digits-dask-cli"}).model_dump_json())
+    config = write_config(tmp_path / "mlflow.yaml", **tracking.model_dump(exclude={"config_file", "registered_model"}),
+                          registered_model="digits-dask-cli")
     done = digitpipe("run", "--data", fixture_dir, "--models", "logreg,mlp", "--epochs", "1", "--task-runner", "dask",
                      "--quiet", "--out", tmp_path / "o", "--summary", tmp_path / "summary.json", "--config", config,
                      timeout=300)

@@ -14,7 +14,7 @@ from mlflow import MlflowClient
 
 from flows.startup import free_port
 from tests.conftest import FIXTURE, ROOT
-from tests.helpers import assert_one_line_error, digitpipe, environ, wait_for
+from tests.helpers import assert_one_line_error, digitpipe, environ, wait_for, write_config
 from tests.servers import start_mlflow_server, stop
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_api")]
@@ -23,8 +23,8 @@ DEMO = ROOT / "data" / "demo"
 
 @pytest.fixture
 def env(tmp_path, prefect_api):
-    (tmp_path / "mlflow.yaml").write_text(f"tracking_uri: sqlite:///{tmp_path}/mlflow.db\n"
-                                          f"artifact_location: {tmp_path}/artifacts\n")
+    write_config(tmp_path / "mlflow.yaml", tracking_uri=f"sqlite:///{tmp_path}/mlflow.db",
+                 artifact_location=tmp_path / "artifacts")
     return environ(PREFECT_API_URL=prefect_api, MLFLOW_TRACKING_URI=None)  # the run's test API, no new server
 
 

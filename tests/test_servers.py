@@ -15,7 +15,7 @@ from mlflow import MlflowClient
 from digitpipe.config import PipelineConfig, TrackingConfig
 from flows.startup import free_port
 from tests.conftest import ROOT
-from tests.helpers import CliResult, assert_one_line_error, digitpipe, environ, fluent_tracking_uri
+from tests.helpers import CliResult, assert_one_line_error, digitpipe, environ, fluent_tracking_uri, write_config
 
 pytestmark = [pytest.mark.slow, pytest.mark.servers]
 DEMO = ROOT / "data" / "demo"
@@ -25,11 +25,9 @@ MODEL = "digits"
 @pytest.fixture(scope="module")
 def config_file(mlflow_server, tmp_path_factory) -> Path:
     """An mlflow.yaml for the server, with the shipped promotion gate (margin, significance)."""
-    path = tmp_path_factory.mktemp("config") / "mlflow.yaml"
-    settings = yaml.safe_load((ROOT / "mlflow.yaml").read_text())
     # logreg reaches ~87% on the fixture's 250 held-out images: a floor below that, so it can be the first champion
-    path.write_text(yaml.safe_dump({**settings, "tracking_uri": mlflow_server, "min_accuracy": 0.8}))
-    return path
+    return write_config(tmp_path_factory.mktemp("config") / "mlflow.yaml", tracking_uri=mlflow_server,
+                        promotion={"min_accuracy": 0.8})
 
 
 def with_config(*args: str, config: Path, timeout: float = 300) -> CliResult:
@@ -106,9 +104,8 @@ def test_registry_names_that_do_not_exist_are_one_clear_line(three_runs, config_
 
 
 def test_unreachable_tracking_server_fails_within_30_seconds(tmp_path):
-    config = tmp_path / "mlflow.yaml"
     uri = f"http://127.0.0.1:{free_port()}"
-    config.write_text(f"tracking_uri: {uri}\n")
+    config = write_config(tmp_path / "mlflow.yaml", tracking_uri=uri)
     done = with_config("models", config=config, timeout=30)  # the issue's bound; MLflow's capped retries take ~7 s
     assert_one_line_error(done.code, done.err, 2, f"cannot reach the MLflow tracking store at {uri}")
 

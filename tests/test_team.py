@@ -17,12 +17,11 @@ from pathlib import Path
 
 import pytest
 import requests
-import yaml
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 from tests.conftest import FIXTURE, ROOT
-from tests.helpers import digitpipe, python, wait_for
+from tests.helpers import digitpipe, python, wait_for, write_config
 from tests.servers import compose_service, prefect_call, prefect_cli, start_replicas, stop, team_places
 
 pytestmark = [pytest.mark.slow, pytest.mark.servers]
@@ -127,12 +126,7 @@ with lock():
 
 def _team_config(folder, team_mlflow, model: str, **gate) -> Path:
     """An mlflow.yaml for the team's MLflow server, the registered model `model` and these gate settings."""
-    settings = yaml.safe_load((ROOT / "mlflow.yaml").read_text())
-    settings["promotion"] |= gate
-    folder.mkdir(parents=True, exist_ok=True)
-    config = folder / "mlflow.yaml"
-    config.write_text(yaml.safe_dump({**settings, "tracking_uri": team_mlflow["url"], "registered_model": model}))
-    return config
+    return write_config(folder / "mlflow.yaml", tracking_uri=team_mlflow["url"], registered_model=model, promotion=gate)
 
 
 def _team_env(team_mlflow, team_prefect: dict | None, folder) -> dict:

@@ -6,7 +6,7 @@ import pytest
 
 from digitpipe.config import BUILT_IN, PipelineConfig, TrackingConfig, build, load_tracking_config
 from digitpipe.errors import UserError
-from tests.helpers import assert_one_line_error
+from tests.helpers import assert_one_line_error, write_config
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -20,6 +20,7 @@ def test_repo_mlflow_yaml_loads_with_the_documented_defaults(monkeypatch):
 
 
 def _config_file(tmp_path, monkeypatch, text: str) -> Path:
+    """mlflow.yaml as `text` (not tests.helpers.write_config: these tests are about the file's own text)."""
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     (tmp_path / "mlflow.yaml").write_text(text)
     return tmp_path / "mlflow.yaml"
@@ -71,7 +72,7 @@ def test_without_a_file_the_built_in_defaults_are_used_and_named(tmp_path, monke
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.chdir(tmp_path)
     assert load_tracking_config() == TrackingConfig() and TrackingConfig().config_file == "built-in defaults"
-    (tmp_path / "mlflow.yaml").write_text("registered_model: here\n")
+    write_config(tmp_path / "mlflow.yaml", registered_model="here")
     found = load_tracking_config()
     assert (found.registered_model, found.config_file) == ("here", str(tmp_path / "mlflow.yaml"))
 

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from tests.helpers import digitpipe, environ, import_probe
+from tests.helpers import digitpipe, environ, import_probe, write_config
 
 
 def loaded(args: list[str], cwd) -> set[str]:
@@ -40,7 +40,7 @@ def test_score_with_an_onnx_file_loads_onnxruntime_and_the_readers_only(tmp_path
 
 
 def test_registry_commands_load_mlflow_but_no_training_stack(tmp_path):
-    (tmp_path / "mlflow.yaml").write_text(f"tracking_uri: sqlite:///{tmp_path}/m.db\n")
+    write_config(tmp_path / "mlflow.yaml", tracking_uri=f"sqlite:///{tmp_path}/m.db")
     for args in (["models"], ["promote", "--rollback"]):
         assert loaded(args, tmp_path).isdisjoint({"torch", "sklearn", "skl2onnx", "great_expectations", "prefect"})
 
@@ -51,7 +51,7 @@ def test_validate_loads_great_expectations_but_not_torch_or_mlflow(tmp_path, fix
 
 @pytest.mark.slow
 def test_a_logreg_run_loads_no_torch_and_prints_one_line_per_stage(tmp_path, fixture_dir):
-    (tmp_path / "mlflow.yaml").write_text(f"tracking_uri: sqlite:///{tmp_path}/m.db\n")
+    write_config(tmp_path / "mlflow.yaml", tracking_uri=f"sqlite:///{tmp_path}/m.db")
     args = ["run", "--data", str(fixture_dir), "--models", "logreg", "--quiet", "--out", str(tmp_path / "out")]
     alone = environ(PREFECT_API_URL=None)  # a user's run: its own temporary API
     done = import_probe(args, cwd=tmp_path, env=alone, timeout=300)
@@ -64,7 +64,7 @@ def test_a_logreg_run_loads_no_torch_and_prints_one_line_per_stage(tmp_path, fix
 @pytest.mark.slow
 def test_verbose_restores_prefects_own_log_lines(tmp_path, fixture_dir, prefect_api):
     """On the session's Prefect API (PREFECT_API_URL, inherited): the temporary one is the test above's."""
-    (tmp_path / "mlflow.yaml").write_text(f"tracking_uri: sqlite:///{tmp_path}/m.db\n")
+    write_config(tmp_path / "mlflow.yaml", tracking_uri=f"sqlite:///{tmp_path}/m.db")
     done = digitpipe("run", "--data", fixture_dir, "--models", "logreg", "--quiet", "--verbose", "--out",
                      tmp_path / "out", cwd=tmp_path, timeout=300)
     assert done.code == 0, done.err
