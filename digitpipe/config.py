@@ -135,6 +135,38 @@ class PipelineConfig(_Frozen):
         return tuple(dict.fromkeys(models))
 
 
+class TuneConfig(_Frozen):
+    """One `digitpipe tune` process: what it searches, on which data, and where the study and its records go."""
+
+    model: str
+    trials: int = Field(ge=1)  # the study's total of finished trials, shared by every process on it
+    data: Path
+    study: str
+    storage: str  # SQLAlchemy URL of the study's database
+    timeout: float | None = Field(None, gt=0)  # seconds this process searches at most
+    seeds: int = Field(3, ge=0)  # training seeds the best trial is retrained with (its spread); 0: none
+    seed: int = 42  # every trial's training seed
+    split_seed: int = 42
+    protocol: Literal["book", "standard"] = "book"
+    test_fraction: float = Field(0.25, gt=0, lt=1)
+    val_fraction: float = Field(0.1, gt=0, lt=1)
+    prune: bool = True
+    threads: int | None = Field(None, ge=1)
+    base: dict[str, Any] = {}  # fixed values of the model's spec under the searched ones (--set, --epochs)
+    base_tags: dict[str, str] = {}  # the params file they came from
+    output: Path | None = None  # the best values as a params file for `run --params`
+    out_dir: Path = Path("outputs")
+    progress: bool = False
+    tracking: TrackingConfig
+
+    @field_validator("model")
+    @classmethod
+    def _known_model(cls, model: str) -> str:
+        if model not in MODEL_NAMES:
+            raise ValueError(f"unknown model {model!r}; choose from {', '.join(MODEL_NAMES)}")
+        return model
+
+
 def load_tracking_config(path: Path | None = None) -> TrackingConfig:
     """The settings of `path` (which must exist), else of ./mlflow.yaml where there is one, else the built-in
     defaults (the shipped mlflow.yaml's values); MLFLOW_TRACKING_URI in the environment overrides tracking_uri."""

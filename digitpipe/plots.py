@@ -5,6 +5,7 @@ histograms and mean digits."""
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -213,3 +214,27 @@ def _save(fig: plt.Figure, path: Path) -> Path:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def study_pngs(study, folder: Path) -> Path:
+    """A study's pictures in `folder`: Optuna's optimisation history and parameter importances (where there are
+    enough finished trials to rank them), and each trial's objective against its training seconds."""
+    import optuna
+    from optuna.visualization import matplotlib as optuna_plots
+
+    folder.mkdir(parents=True, exist_ok=True)
+    done = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    pictures = {"optimization_history.png": optuna_plots.plot_optimization_history}
+    if len(done) >= 2 and any(len({str(t.params.get(k)) for t in done}) > 1 for k in done[0].params):
+        pictures["param_importances.png"] = optuna_plots.plot_param_importances
+    for name, plot in pictures.items():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Optuna's matplotlib plots are "experimental"
+            axes = plot(study)
+        _save(axes.figure, folder / name)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    seconds = [t.user_attrs["score"]["train_seconds"] for t in done]
+    ax.scatter(seconds, [t.value for t in done], s=18)
+    ax.set(xlabel="training seconds", ylabel="objective (mean of clean and perturbed val accuracy)",
+           title=f"study {study.study_name}: {len(done)} complete trials")
+    return _save(fig, folder / "objective_vs_seconds.png").parent

@@ -89,3 +89,32 @@ def _robust(version: dict[str, str]) -> str:
 
     spec = version.get("robustness_spec")
     return _percent(version.get("robust_accuracy")) + ("" if spec in (None, SPEC) else f" ({spec})")
+
+
+def print_study(summary: dict, output: Path | None) -> None:
+    """`digitpipe tune`: the best trial beside the shipped defaults (validation part), then what changed."""
+    table = Table(title=f"study {summary['study']} ({summary['model']}): trials "
+                  + ", ".join(f"{n} {state}" for state, n in summary["counts"].items()),
+                  caption="on the validation part; objective: mean of clean and perturbed accuracy")
+    for column in ("trial", "objective", "clean val", "perturbed val", "train s", "epochs"):
+        table.add_column(column, justify="left" if column == "trial" else "right")
+    for label, t in (("defaults", summary["defaults"]), ("best", summary["best"])):
+        if t:
+            table.add_row(f"{label} #{t['number']}", f"{t['value']:.4f}", f"{t['val_clean_accuracy']:.2%}",
+                          f"{t['val_perturbed_accuracy']:.2%}", f"{t['train_seconds']:.1f}", str(t["epochs_run"]))
+    console = Console()
+    console.print(table)
+    best, shipped = summary["best"], summary["defaults"]
+    if best is None:
+        console.print("no trial completed: nothing to write")
+        return
+    if shipped:
+        changed = [f"{k} {shipped['params'][k]:.4g} -> {v:.4g}" if isinstance(v, float) else f"{k} "
+                   f"{shipped['params'][k]} -> {v}" for k, v in best["params"].items() if v != shipped["params"][k]]
+        console.print("best against the defaults: " + (", ".join(changed) or "the defaults are the best"))
+    if "seeds" in best:
+        s = best["seeds"]
+        console.print(f"best retrained with seeds {s['seeds']}: objective {s['mean']:.4f} +- {s['std']:.4f} "
+                      f"(min {s['min']:.4f}, max {s['max']:.4f}), {s['seconds']:.1f} s each")
+    if output:
+        console.print(f"wrote {output}: digitpipe run --params {output}")

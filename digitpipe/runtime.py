@@ -43,6 +43,19 @@ def core_share() -> int:
     return max(1, share or available_cores())
 
 
+def process_alive(pid: int) -> bool:
+    """Whether process `pid` of this host still runs (a run's or a trial's recorded owner)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by someone else
+        return True
+    return True
+
+
 def use_cores(threads: int | None = None) -> int:
     """Give torch `threads` intra-op threads, by default this process's share of the cores (core_share)."""
     import torch

@@ -9,7 +9,7 @@ from __future__ import annotations
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from digitpipe import eda, evaluate, export, promotion, robustness, scoring, validation, zoo
+from digitpipe import eda, evaluate, export, promotion, robustness, scoring, tuning, validation, zoo
 from digitpipe.data import load_dataset, split_by_protocol
 from digitpipe.errors import UserError
 from digitpipe.monitoring import alarms, drift, feedback
@@ -51,6 +51,11 @@ record_monitor_reference = step(drift.write_reference, "record_monitor_reference
 register_model = step(Registry.register_onnx, "register_model", **IO_RETRIES)
 promote_champion = step(promotion.promote_if_earned, "promote_champion", **IO_RETRIES)
 record_verdict = step(promotion.record_verdict, "record_verdict", **IO_RETRIES)
+
+# tuning
+open_study = step(tuning.open_study, "open_study", **IO_RETRIES)
+search_study = step(tuning.search, "search_study")
+retrain_seeds = step(tuning.seed_spread, "retrain_seeds")
 
 # scoring
 fetch_model = step(scoring.fetch_model, "fetch_model", **IO_RETRIES)

@@ -32,19 +32,6 @@ def owner_tags() -> dict[str, str]:
     return {"digitpipe.host": socket.gethostname(), "digitpipe.pid": str(os.getpid())}
 
 
-def process_alive(pid: int) -> bool:
-    """Whether process `pid` of this host still runs (the owner recorded by owner_tags)."""
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, owned by someone else
-        return True
-    return True
-
-
 def iso_minute(ms: int) -> str:
     """An epoch-milliseconds time as UTC `YYYY-MM-DD HH:MM`."""
     return time.strftime("%Y-%m-%d %H:%M", time.gmtime(ms / 1000))

@@ -18,7 +18,8 @@ from mlflow.exceptions import MlflowException
 from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
 from digitpipe.errors import UserError
-from digitpipe.tracking.client import now_ms, owner_tags, process_alive
+from digitpipe.runtime import process_alive
+from digitpipe.tracking.client import now_ms, owner_tags
 from digitpipe.tracking.feedback import FeedbackStore
 from digitpipe.tracking.lineage import RunLineage
 

@@ -3,7 +3,7 @@ with no traceback, for every command."""
 
 import pytest
 
-COMMANDS = ["run", "validate", "eda", "score", "feedback", "export", "models", "promote", "data fetch",
+COMMANDS = ["run", "tune", "validate", "eda", "score", "feedback", "export", "models", "promote", "data fetch",
             "monitor reference"]
 
 
@@ -15,7 +15,7 @@ def _usage_error(result, command: str, message: str) -> None:
 
 
 def test_an_unknown_command_is_a_usage_error(digitpipe_cli):
-    _usage_error(digitpipe_cli("tune"), "", "No such command 'tune'.")
+    _usage_error(digitpipe_cli("tuen"), "", "No such command 'tuen'.")
 
 
 @pytest.mark.parametrize("command", COMMANDS)
@@ -23,7 +23,7 @@ def test_a_mistyped_flag_is_a_usage_error(digitpipe_cli, command):
     _usage_error(digitpipe_cli(*command.split(), "--nosuchflag"), command, "No such option: --nosuchflag")
 
 
-@pytest.mark.parametrize(("command", "missing"), [("score", "--model"), ("validate", "--data"), ("eda", "--data"),
+@pytest.mark.parametrize(("command", "missing"), [("score", "--model"), ("tune", "--model"), ("validate", "--data"), ("eda", "--data"),
                                                   ("export", "--model"), ("feedback", "--input")])
 def test_a_missing_option_is_a_usage_error(digitpipe_cli, command, missing):
     _usage_error(digitpipe_cli(command), command, f"Missing option '{missing}'.")

@@ -1,0 +1,83 @@
+"""`digitpipe tune`: builds the study's configuration, then calls the tuning flow and prints its summary."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from cli.app import ConfigOption, DataOption, ParamsOption, SeedOption, SetOption, app, show_stage_lines
+from cli.data import fetch_mnist
+from cli.training import hyperparameters
+from digitpipe.config import TuneConfig, build, load_tracking_config
+from digitpipe.errors import UserError
+from flows import startup
+
+
+@app.command()
+def tune(
+    model: Annotated[str, typer.Option(help="The zoo model to tune.")],
+    trials: Annotated[int, typer.Option(help="Finished (complete or pruned) trials the study should have, shared "
+                                             "by every process on it.")],
+    data: DataOption = None,
+    timeout: Annotated[float | None, typer.Option(help="Stop this process's search after S seconds.")] = None,
+    study: Annotated[str | None, typer.Option(help="Study name; an existing one resumes (default: the model's "
+                                                   "name).")] = None,
+    storage: Annotated[str | None, typer.Option(help="Study database (SQLAlchemy URL; PostgreSQL, "
+                                                     "postgresql+psycopg://..., for several processes; default: "
+                                                     "optuna.db beside a local MLflow store).")] = None,
+    output: Annotated[Path | None, typer.Option(help="Write the best values here, for `run --params`.")] = None,
+    seeds: Annotated[int, typer.Option(help="Retrain the best trial with this many other training seeds "
+                                            "(its spread; 0: none).")] = 3,
+    epochs: Annotated[int | None, typer.Option(help="Every trial's epochs (a net's budget; default: its "
+                                                    "spec's).")] = None,
+    sets: SetOption = None,
+    params: ParamsOption = None,
+    prune: Annotated[bool, typer.Option(help="Stop unpromising trials early (Hyperband from 2 epochs).")] = True,
+    threads: Annotated[int | None, typer.Option(help="Torch threads of this process (default: its share of the "
+                                                     "cores; two processes on one machine: half each).")] = None,
+    seed: SeedOption = 42,
+    split_seed: Annotated[int | None, typer.Option(help="Seed for the split (default: --seed).")] = None,
+    protocol: Annotated[str, typer.Option(help="book: 75/25 of --data; standard: validation from the 60k "
+                                               "training set.")] = "book",
+    quiet: Annotated[bool, typer.Option(help="No progress bar or summary table.")] = False,
+    verbose: Annotated[bool, typer.Option(help="Prefect's and MLflow's own log lines too.")] = False,
+    config: ConfigOption = None,
+) -> None:
+    """Search a zoo model's hyperparameters (Optuna) on the split's validation part, never its test part; write the
+    best for `run --params`."""
+    given = hyperparameters(sets, params)
+    base = {**({"epochs": epochs} if epochs else {}), **given["hyperparams"].get(model, {})}
+    with startup.prefect_api() as api_url:
+        show_stage_lines(verbose)
+        tracking = load_tracking_config(config)
+        values = {"model": model, "trials": trials, "data": data or fetch_mnist(None, None),
+                  "study": study or model, "storage": storage or default_storage(tracking.tracking_uri),
+                  "timeout": timeout, "seeds": seeds, "seed": seed,
+                  "split_seed": seed if split_seed is None else split_seed, "protocol": protocol, "prune": prune,
+                  "threads": threads, "base": base, "base_tags": given["params_tags"], "output": output,
+                  "progress": not quiet and sys.stderr.isatty(), "tracking": tracking}
+        cfg = build(TuneConfig, {k: v for k, v in values.items() if v is not None}, source="command line")
+        if not cfg.data.exists():
+            raise UserError(f"{cfg.data}: no such file or directory")
+        if epochs and model == "logreg":
+            raise UserError("--epochs: logreg has no epochs")
+        store = startup.prepare_store(tracking.tracking_uri)
+        from flows.tuning import tuning_flow
+
+        startup.wait_until_ready(api_url)
+        if store is not None:
+            store.wait()
+        summary = tuning_flow(cfg)
+    if not quiet:
+        from digitpipe.progress import print_study
+
+        print_study(summary, cfg.output)
+
+
+def default_storage(tracking_uri: str) -> str:
+    """optuna.db beside a local sqlite MLflow store, else in the working directory."""
+    folder = Path(tracking_uri.removeprefix("sqlite:///")).parent if tracking_uri.startswith("sqlite:///") else Path()
+    return f"sqlite:///{folder / 'optuna.db'}"

@@ -1,0 +1,221 @@
+"""`digitpipe tune`: a hyperparameter search with Optuna (TPE; Hyperband pruning from 2 epochs) in a database the
+team can share, scored on the validation part of the split only: the held-out test part, which the promotion gate
+judges with, is never read by a study (tests/test_tuning.py shuffles its labels and gets the same trials).
+
+A trial's value is the mean of its accuracy on the clean validation digits and on their perturbed copies (the gate's
+robustness clause would refuse a model tuned to drop its augmentation)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import optuna
+
+from digitpipe import robustness
+from digitpipe.data import Split
+from digitpipe.errors import UserError
+from digitpipe.files import first_line
+from digitpipe.runtime import process_alive
+from digitpipe.zoo import SPACES, Choice, EpochResult, NetSpec, Range, flat_values, spec_for, train_model
+
+MIN_EPOCHS = 2  # Hyperband's smallest budget: no trial is judged on its first epoch alone
+HEARTBEAT_S = 10  # a trial whose process stops beating for 3 of these is failed by the next process to look
+FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+
+
+@dataclass(frozen=True)
+class StudyPlan:
+    """What one `tune` process searches, and where the study lives."""
+
+    model: str
+    trials: int  # the study's total of finished (complete or pruned) trials, shared by every process on it
+    name: str
+    storage: str  # an SQLAlchemy URL: sqlite:///optuna.db for one process, postgresql+psycopg://... for several
+    base: dict[str, object] = field(default_factory=dict)  # fixed overrides (--set, --epochs) under the searched ones
+    seed: int = 42  # every trial's training seed
+    timeout: float | None = None  # seconds this process searches at most
+    prune: bool = True
+    threads: int | None = None  # torch threads of this process (its share of the cores)
+
+
+@dataclass(frozen=True)
+class Score:
+    """How one trained model did on the validation part."""
+
+    value: float  # the study's objective: mean of clean and perturbed accuracy
+    clean: float
+    perturbed: float
+    seconds: float
+    epochs: int
+
+    def metrics(self) -> dict[str, float]:
+        return {"objective": self.value, "val_clean_accuracy": self.clean, "val_perturbed_accuracy": self.perturbed,
+                "train_seconds": self.seconds, "epochs_run": self.epochs}
+
+
+def open_study(plan: StudyPlan, data_digest: str) -> optuna.Study:
+    """The study `plan.name` in `plan.storage`, created with the shipped defaults as its first trial, or joined
+    (resumed, or shared with another process) when it exists and searched the same model on the same data."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeats
+            storage = optuna.storages.RDBStorage(plan.storage, heartbeat_interval=HEARTBEAT_S,
+                                                 grace_period=3 * HEARTBEAT_S)
+    except Exception as exc:  # sqlalchemy's and the drivers' errors: all mean "no such database"
+        raise UserError(f"cannot open the study storage {masked(plan.storage)} ({first_line(exc)[:160]})") from None
+    existing = {s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)}
+    study = optuna.create_study(storage=storage, study_name=plan.name, direction="maximize", load_if_exists=True,
+                                sampler=_sampler(plan, fresh=plan.name not in existing), pruner=_pruner(plan))
+    identity = {"model": plan.model, "data_digest": data_digest[:16], "base": repr(sorted(plan.base.items()))}
+    if plan.name not in existing:
+        for key, value in identity.items():
+            study.set_user_attr(key, value)
+        study.enqueue_trial(_in_space(plan.model, flat_values(spec_for(plan.model, overrides=plan.base))))
+    elif (mismatch := {k for k, v in identity.items() if study.user_attrs.get(k) != v}):
+        raise UserError(f"study {plan.name!r} in {masked(plan.storage)} searched another "
+                        f"{' and '.join(sorted(mismatch))}; resume it with the same, or name a new --study")
+    return study
+
+
+def _sampler(plan: StudyPlan, fresh: bool) -> optuna.samplers.BaseSampler:
+    """TPE, seeded for a new study (the same trials again); a process that joins or resumes one draws its own."""
+    seed = plan.seed if fresh else (plan.seed * 7919 + os.getpid()) % 2**31
+    return optuna.samplers.TPESampler(seed=seed, constant_liar=True)  # liar: parallel processes spread out
+
+
+def _pruner(plan: StudyPlan) -> optuna.pruners.BasePruner:
+    spec = spec_for(plan.model, overrides=plan.base)
+    if not plan.prune or not isinstance(spec, NetSpec) or spec.epochs <= MIN_EPOCHS:
+        return optuna.pruners.NopPruner()
+    return optuna.pruners.HyperbandPruner(min_resource=MIN_EPOCHS, max_resource=spec.epochs)
+
+
+def _in_space(model: str, values: dict[str, object]) -> dict[str, object]:
+    return {k: v for k, v in values.items() if k in SPACES[model]}
+
+
+def search(plan: StudyPlan, split: Split, study: optuna.Study, device: str = "cpu",
+           on_trial: Callable | None = None, progress: bool = False) -> optuna.Study:
+    """Run trials until the study has `plan.trials` finished ones (or `plan.timeout` passes); `on_trial(trial,
+    values)` is the tracking context of one trial (digitpipe.tracking.tuning.StudyLog.trial). Only split.train and
+    split.val are read."""
+    train, val = split.train, split.val  # never split.test
+    suite = robustness.build_suite(val, seed=plan.seed)
+    fail_orphaned_trials(study)
+    remaining = plan.trials - _count(study, FINISHED)
+    if remaining <= 0:
+        return study
+
+    def objective(trial: optuna.trial.Trial) -> float:
+        trial.set_user_attr("host", socket.gethostname())
+        trial.set_user_attr("pid", os.getpid())
+        values = {**plan.base, **suggest(trial, SPACES[plan.model])}
+        with (on_trial(trial, values) if on_trial else contextlib.nullcontext()) as record:
+            score = train_and_score(plan, values, Split(train, val, val), suite, device, trial,
+                                    record and record.log_epoch)
+            if record:
+                record.log_score(score.metrics())
+        trial.set_user_attr("score", score.metrics())
+        return score.value
+
+    stop_at = optuna.study.MaxTrialsCallback(plan.trials, states=(*FINISHED, optuna.trial.TrialState.RUNNING))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # the progress bar
+        study.optimize(objective, n_trials=remaining, timeout=plan.timeout, callbacks=[stop_at],
+                       catch=(RuntimeError, FloatingPointError), show_progress_bar=progress)
+    return study
+
+
+def suggest(trial: optuna.trial.Trial, space: dict[str, Range | Choice]) -> dict[str, object]:
+    """This trial's values for every field of `space`."""
+    out: dict[str, object] = {}
+    for key, dim in space.items():
+        if isinstance(dim, Choice):
+            out[key] = trial.suggest_categorical(key, list(dim.options))
+        elif dim.integer:
+            out[key] = trial.suggest_int(key, int(dim.low), int(dim.high), log=dim.log)
+        else:
+            out[key] = trial.suggest_float(key, dim.low, dim.high, log=dim.log)
+    return out
+
+
+def train_and_score(plan: StudyPlan, values: dict[str, object], split: Split, suite: robustness.Suite, device: str,
+                    trial: optuna.trial.Trial | None = None, log_epoch: Callable | None = None,
+                    seed: int | None = None) -> Score:
+    """Train `plan.model` with `values` on split.train, report each epoch's validation accuracy to `trial` (which
+    may prune it: then optuna.TrialPruned is raised), and score it on the clean and perturbed validation digits."""
+    def report(result: EpochResult) -> str | None:
+        if log_epoch:
+            log_epoch(result)
+        if trial is None:
+            return None
+        trial.report(result.val_accuracy, result.epoch)
+        return f"pruned at epoch {result.epoch}" if trial.should_prune() else None
+
+    spec = spec_for(plan.model, overrides=values)
+    trained = train_model(plan.model, spec, split, device, plan.seed if seed is None else seed, plan.threads,
+                          [report])
+    if trained.stop_reason.startswith("pruned"):
+        raise optuna.TrialPruned(trained.stop_reason)
+    result, _ = robustness.measure(lambda images: trained.scores(images).argmax(1), suite)
+    return Score((result.clean_accuracy + result.robust_accuracy) / 2, result.clean_accuracy,
+                 result.robust_accuracy, trained.train_seconds, max(1, len(trained.history)))
+
+
+def seed_spread(plan: StudyPlan, values: dict[str, object], split: Split, seeds: list[int],
+                device: str = "cpu") -> list[Score]:
+    """`values` retrained with each training seed on the same split (validation part only)."""
+    suite = robustness.build_suite(split.val, seed=plan.seed)
+    return [train_and_score(plan, {**plan.base, **values}, Split(split.train, split.val, split.val), suite, device,
+                            seed=seed) for seed in seeds]
+
+
+def fail_orphaned_trials(study: optuna.Study) -> list[int]:
+    """Mark FAIL the RUNNING trials whose process on this host is gone (a kill -9): at once, where heartbeats
+    would take their grace period (they still catch another machine's dead process)."""
+    orphans = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+               if t.user_attrs.get("host") == socket.gethostname() and not process_alive(int(t.user_attrs.get("pid", 0)))]
+    for trial in orphans:
+        study._storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
+    return [t.number for t in orphans]
+
+
+def _count(study: optuna.Study, states: tuple) -> int:
+    return len(study.get_trials(deepcopy=False, states=states))
+
+
+def counts(study: optuna.Study) -> dict[str, int]:
+    """Trials by state, lower-case names (complete, pruned, fail, running, waiting)."""
+    states = [t.state.name.lower() for t in study.get_trials(deepcopy=False)]
+    return {state: states.count(state) for state in sorted(set(states))}
+
+
+def describe(study: optuna.Study) -> str:
+    """"3 complete, 1 pruned, 1 waiting" (the shipped defaults wait in a new study), or "none"."""
+    return ", ".join(f"{n} {state}" for state, n in counts(study).items()) or "none"
+
+
+def masked(url: str) -> str:
+    """`url` without its password, for messages and tags."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # not a URL at all: say so as given
+        return url
+
+
+def spread(scores: list[Score]) -> dict[str, float]:
+    """Mean and spread (sample standard deviation, min, max) of scores' values, and their mean seconds."""
+    values = np.array([s.value for s in scores])
+    return {"mean": float(values.mean()), "std": float(values.std(ddof=1)) if len(values) > 1 else 0.0,
+            "min": float(values.min()), "max": float(values.max()),
+            "seconds": float(np.mean([s.seconds for s in scores]))}
+

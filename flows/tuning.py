@@ -1,0 +1,78 @@
+"""The tuning flow: load -> split -> open the study -> search (trials on the validation part) -> retrain the best
+with other seeds -> pictures, the params file for `run --params`, and a summary beside the shipped defaults."""
+
+from __future__ import annotations
+
+import logging
+
+from prefect import flow
+
+from digitpipe import hyperparams, tuning
+from digitpipe.config import TuneConfig
+from digitpipe.plots import study_pngs
+from digitpipe.tracking import tracker_for
+from digitpipe.tracking.tuning import StudyLog
+from digitpipe.zoo import SPACES, device_for, flat_values, spec_for
+from flows import startup
+from tasks import load_data, open_study, retrain_seeds, search_study, split_data
+
+log = logging.getLogger("digitpipe")
+
+
+@flow(name="tune-digits")
+def tuning_flow(cfg: TuneConfig) -> dict:
+    """Search cfg.model's hyperparameters until the study has cfg.trials finished trials; return the summary."""
+    startup.set_environment()
+    plan = tuning.StudyPlan(cfg.model, cfg.trials, cfg.study, cfg.storage, cfg.base, cfg.seed, cfg.timeout,
+                            cfg.prune, cfg.threads)
+    device, runs = device_for((cfg.model,)), tracker_for(cfg.tracking).runs
+    data = load_data(cfg.data, "train" if cfg.protocol == "standard" else None)
+    split = split_data(data, cfg.protocol, cfg.data, cfg.test_fraction, cfg.val_fraction, cfg.split_seed)
+    study = open_study(plan, data.digest)
+    log.info(f"study {cfg.study} ({tuning.masked(cfg.storage)}): {cfg.model} on {len(split.train):,} training and "
+             f"{len(split.val):,} validation digits; trials so far: {tuning.describe(study)}")
+    with runs.run(f"tune-{cfg.study}", tags={"optuna.study": cfg.study, **cfg.base_tags}) as parent_id:
+        runs.log_params(parent_id, {"model": cfg.model, "trials": cfg.trials, "study": cfg.study,
+                                    "storage": tuning.masked(cfg.storage), "seed": cfg.seed,
+                                    "split_seed": cfg.split_seed, "protocol": cfg.protocol, "data": cfg.data,
+                                    "data_digest": data.digest, "device": device, "prune": cfg.prune,
+                                    **{f"base.{k}": v for k, v in cfg.base.items()}})
+        search_study(plan, split, study, device, StudyLog(runs, parent_id, cfg.study).trial, cfg.progress)
+        summary = summarise(cfg, study)
+        if cfg.seeds and summary["best"]:
+            seeds = [cfg.seed + i for i in range(1, cfg.seeds + 1)]
+            scores = retrain_seeds(plan, summary["best"]["params"], split, seeds, device)
+            summary["best"]["seeds"] = {"seeds": seeds, **tuning.spread(scores)}
+        runs.log_metrics(parent_id, {f"trials_{k}": v for k, v in summary["counts"].items()}
+                         | ({"best_value": summary["best"]["value"]} if summary["best"] else {}))
+        pictures = study_pngs(study, cfg.out_dir / parent_id / "study")
+        if summary["best"]:
+            for path in (cfg.output, pictures / "best-params.yaml"):  # the file, and a copy on the run
+                if path:
+                    write_best(path, cfg, summary)
+        runs.log_artifacts(parent_id, pictures, "study")
+    return summary
+
+
+def write_best(path, cfg: TuneConfig, summary: dict) -> None:
+    """The best trial's values (over the study's fixed ones) as a params file, with the study it came from."""
+    best = summary["best"]
+    record = {"name": summary["study"], **{k: summary[k] for k in ("storage", "model", "counts", "data_digest")}}
+    record |= {"best_trial": best["number"], "best_value": best["value"],
+               **({"seeds": best["seeds"]} if "seeds" in best else {})}
+    hyperparams.write_params(path, cfg.model, {**cfg.base, **best["params"]}, record)
+
+
+def summarise(cfg: TuneConfig, study) -> dict:
+    """The study's counts, its best trial and the trial of the shipped defaults (the first one enqueued)."""
+    complete = [t for t in study.trials if t.state.name == "COMPLETE"]
+    defaults = {k: v for k, v in flat_values(spec_for(cfg.model, overrides=cfg.base)).items() if k in SPACES[cfg.model]}
+    shipped = next((t for t in complete if t.params == defaults), None)
+    best = max(complete, key=lambda t: t.value, default=None)
+    return {"study": cfg.study, "storage": tuning.masked(cfg.storage), "model": cfg.model,
+            "counts": tuning.counts(study), "data_digest": study.user_attrs.get("data_digest"),
+            "best": best and _trial(best), "defaults": shipped and _trial(shipped)}
+
+
+def _trial(trial) -> dict:
+    return {"number": trial.number, "value": trial.value, "params": dict(trial.params), **trial.user_attrs["score"]}

@@ -1,0 +1,80 @@
+"""A study on the fixture: its trials never read the held-out test part, the shipped defaults come first, bad
+trials are pruned through the training loop's callbacks, and a dead process's trial is failed at once."""
+
+from __future__ import annotations
+
+import dataclasses
+import subprocess
+
+import numpy as np
+import optuna
+import pytest
+
+from digitpipe import tuning
+from digitpipe.data import Dataset
+from digitpipe.errors import UserError
+from digitpipe.zoo import SPACES, SPECS, flat_values
+
+
+def _plan(tmp_path, name="s", **changes) -> tuning.StudyPlan:
+    plan = tuning.StudyPlan("mlp", trials=4, name=name, storage=f"sqlite:///{tmp_path / 'optuna.db'}",
+                            base={"epochs": 3}, threads=1)
+    return dataclasses.replace(plan, **changes)
+
+
+def _values(study) -> list[tuple[str, float | None]]:
+    return [(t.state.name, t.value) for t in study.trials]
+
+
+def test_shuffled_test_labels_leave_every_trial_bit_identical(split, tmp_path):
+    rng = np.random.default_rng(0)
+    shuffled = dataclasses.replace(split, test=Dataset(split.test.images, rng.permutation(split.test.labels)))
+    assert (shuffled.test.labels != split.test.labels).any()
+    studies = []
+    for name, parts in (("plain", split), ("shuffled", shuffled)):
+        plan = _plan(tmp_path / name, name=name)
+        (tmp_path / name).mkdir()
+        studies.append(tuning.search(plan, parts, tuning.open_study(plan, parts.train.digest)))
+    assert _values(studies[0]) == _values(studies[1])
+    assert len(studies[0].trials) == 4 and all(v is not None for _, v in _values(studies[0]) if _ == "COMPLETE")
+
+
+def test_the_first_trial_is_the_shipped_defaults_and_a_study_stops_at_its_total(split, tmp_path):
+    plan = _plan(tmp_path, trials=3)
+    study = tuning.search(plan, split, tuning.open_study(plan, split.train.digest))
+    defaults = {k: v for k, v in flat_values(SPECS["mlp"]).items() if k in SPACES["mlp"]}
+    assert study.trials[0].params == defaults
+    assert len(study.trials) == 3
+    again = tuning.search(plan, split, tuning.open_study(plan, split.train.digest))  # resumed: nothing left to do
+    assert len(again.trials) == 3
+
+
+def test_pruning_stops_a_trial_through_the_loops_callback(split, tmp_path):
+    """A pruner that prunes everything: every trial stops at its first report, after one of its six epochs, and
+    its state is PRUNED."""
+    plan = _plan(tmp_path, trials=3, base={"epochs": 6})
+    study = tuning.open_study(plan, split.train.digest)
+    study.pruner = optuna.pruners.ThresholdPruner(lower=1.01)  # no accuracy reaches it
+    tuning.search(plan, split, study)
+    assert [t.state.name for t in study.trials] == ["PRUNED"] * 3
+    assert all(max(t.intermediate_values) == 1 for t in study.trials)
+
+
+def test_a_study_of_other_data_is_refused_in_one_line(split, tmp_path):
+    plan = _plan(tmp_path)
+    tuning.open_study(plan, split.train.digest)
+    with pytest.raises(UserError) as caught:
+        tuning.open_study(plan, "0" * 64)
+    assert str(caught.value).startswith(f"study 's' in sqlite:///{tmp_path}/optuna.db searched another data_digest;")
+
+
+def test_a_trial_whose_process_died_is_failed_at_once(split, tmp_path):
+    plan = _plan(tmp_path)
+    study = tuning.open_study(plan, split.train.digest)
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    trial = study.ask()
+    trial.set_user_attr("host", __import__("socket").gethostname())
+    trial.set_user_attr("pid", dead.pid)
+    assert tuning.fail_orphaned_trials(study) == [trial.number]
+    assert study.trials[-1].state.name == "FAIL"
