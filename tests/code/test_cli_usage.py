@@ -15,7 +15,7 @@ def _usage_error(result, command: str, message: str) -> None:
 
 
 def test_an_unknown_command_is_a_usage_error(digitpipe_cli):
-    _usage_error(digitpipe_cli("tuen"), "", "No such command 'tuen'.")
+    _usage_error(digitpipe_cli("tuen"), "", "No such command 'tuen'. Did you mean 'tune'?")
 
 
 @pytest.mark.parametrize("command", COMMANDS)
