@@ -155,6 +155,9 @@ def skip_teardown(code: int) -> None:
 
 
 if __name__ == "__main__" and sys.argv[1:2] == ["prepare-store"]:  # see prepare_store
+    from filelock import FileLock
+
     from digitpipe.tracking import open_store
 
-    open_store(sys.argv[2])
+    with FileLock(sys.argv[2].removeprefix("sqlite:///") + ".create.lock"):  # two commands started at once
+        open_store(sys.argv[2])
