@@ -1,6 +1,7 @@
 """Shared fixtures: the committed MNIST sample, one temporary Prefect API for the whole run (all pytest-xdist
-workers), a session's MLflow store and `mlflow server`, and the CLI run in this process (`digitpipe_cli`). Helpers
-that are plain functions live in tests/helpers.py."""
+workers), a session's MLflow store and `mlflow server`, the whole zoo's pipeline run that four end-to-end files
+inspect (`first_run`, trained once: see pytest_xdist_make_scheduler), and the CLI run in this process
+(`digitpipe_cli`). Helpers that are plain functions live in tests/helpers.py."""
 
 from __future__ import annotations
 
@@ -102,6 +103,30 @@ def mlflow_server(tmp_path_factory) -> str:
     stop(server)
 
 
+@pytest.fixture(scope="session")
+def tracking(mlflow_store, tmp_path_factory):
+    """The TrackingConfig of the files in FIRST_RUN_FILES, on the session's MLflow store. No accuracy floor: nets of 3
+    epochs on 1,000 digits stay below the shipped 0.85, and the tests judge the gate's other clauses."""
+    from digitpipe.config import PromotionConfig, TrackingConfig
+
+    return TrackingConfig(tracking_uri=mlflow_store, experiment="pipeline-test", registered_model="digits-test",
+                          artifact_location=str(tmp_path_factory.mktemp("artifacts")),
+                          promotion=PromotionConfig(min_accuracy=0.0))
+
+
+@pytest.fixture(scope="session")
+def first_run(prefect_api, fixture_dir, tracking, tmp_path_factory):
+    """The whole zoo (nets for 3 epochs) on the fixture, (its PipelineConfig, its summary): the run the files in
+    FIRST_RUN_FILES inspect, trained once for all of them (they are one pytest-xdist work unit, see below)."""
+    from digitpipe.config import PipelineConfig
+    from flows.training import training_flow
+
+    out = tmp_path_factory.mktemp("run1")
+    cfg = PipelineConfig(data=fixture_dir, epochs=3, out_dir=out, summary=out / "summary.json", tracking=tracking)
+    summary = training_flow(cfg)
+    return cfg, summary
+
+
 @pytest.fixture
 def digitpipe_cli(monkeypatch, capsys):
     """Runs `digitpipe ARGS...` in this process (`cli.run_cli`, the console script without its exit) and returns a
@@ -190,8 +215,11 @@ def team_prefect(pg_cluster, team_variables, tmp_path_factory) -> dict:
     stop(server)
 
 
+# the files that inspect the session's `first_run`, in this order (test_scoring_flow.py's first test counts the scoring
+# runs in the experiment)
+FIRST_RUN_FILES = ("test_training_run.py", "test_scoring_flow.py", "test_int8.py", "test_concurrency.py")
 # the end-to-end files, the longest first (a minute or more each, part of it waiting on servers), then the units
-SLOWEST_FILES = ("test_team.py", "test_servers.py", "test_pipeline.py", "test_deployments.py", "test_reliability.py",
+SLOWEST_FILES = ("test_team.py", "test_servers.py", *FIRST_RUN_FILES, "test_deployments.py", "test_reliability.py",
                  "test_imports.py", "test_registered_model.py", "test_gate.py", "test_loop.py")
 
 
@@ -203,3 +231,19 @@ def pytest_collection_modifyitems(items) -> None:
         return SLOWEST_FILES.index(name) if name in SLOWEST_FILES else len(SLOWEST_FILES)
 
     items.sort(key=rank)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """Under --dist loadfile, the files in FIRST_RUN_FILES are one work unit, on one worker: a session fixture is one
+    per pytest-xdist worker, so that `first_run` is trained once, not once in every worker that runs one of them."""
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    class FirstRunTogether(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            scope = super()._split_scope(nodeid)
+            return "first_run" if Path(scope).name in FIRST_RUN_FILES else scope
+
+    return FirstRunTogether(config, log)

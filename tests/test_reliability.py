@@ -1,4 +1,5 @@
-"""Faults against real processes: kill -9 mid-training, then --resume."""
+"""Faults against real processes: kill -9 mid-training, then --resume; a Prefect retry of a training task that died,
+from its checkpoint; the tracking server unreachable, or dying mid-run."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import pytest
 import torch
 from mlflow import MlflowClient
 
+from digitpipe.data import load_dataset, split_dataset
 from flows.startup import free_port
 from tests.conftest import FIXTURE, ROOT
 from tests.helpers import assert_one_line_error, digitpipe, environ, wait_for, write_config
@@ -79,6 +81,32 @@ def test_kill_9_then_resume_ends_like_an_uninterrupted_run(tmp_path, env):
     runs = client.search_runs([client.get_experiment_by_name("digitpipe").experiment_id])
     assert sorted(r.info.status for r in runs) == ["FAILED", "FAILED", *["FINISHED"] * 4]
     assert not list((tmp_path / "out" / "checkpoints").glob("*.pt"))  # finished: checkpoint cleared
+
+
+def test_a_prefect_retry_continues_training_from_the_checkpoint(fixture_dir, tmp_path):
+    from prefect import flow
+
+    from digitpipe.zoo import spec_for
+    from tasks import train_model
+
+    split = split_dataset(load_dataset(fixture_dir))
+    seen = []
+
+    def crash_once_at_epoch_two(result):
+        seen.append(result)
+        if result.epoch == 2 and len(seen) == 2:
+            raise RuntimeError("worker lost")  # the first attempt dies after epoch 2's checkpoint
+
+    @flow
+    def one_training():
+        return train_model.with_options(retry_delay_seconds=0)("lenet", spec_for("lenet", epochs=4), split, "cpu",
+                                                               callbacks=[crash_once_at_epoch_two],
+                                                               checkpoint=tmp_path / "lenet.pt")
+
+    trained = one_training()
+    assert [r.epoch for r in seen] == [1, 2, 1, 2, 3, 4]
+    assert seen[2:4] == seen[0:2]  # epochs 1-2 replayed from the checkpoint (same timings), not trained again
+    assert [h.epoch for h in trained.history] == [1, 2, 3, 4]
 
 
 def test_unreachable_tracking_server_is_one_clear_line_and_nothing_runs(tmp_path, env):
