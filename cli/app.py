@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -78,6 +79,17 @@ class _DropUserErrorRecords(logging.Filter):
 
 def _subclass_names(cls: type) -> set[str]:
     return {cls.__name__}.union(*(_subclass_names(sub) for sub in cls.__subclasses__()))
+
+
+def call_flow(load_flow: Callable[[], Callable], tracking_uri: str, api_url: str | None, *args):
+    """A new local store created beside the flow's imports (`load_flow` imports it: seconds), then the flow called
+    once the Prefect API answers and the store is ready."""
+    store = startup.prepare_store(tracking_uri)
+    flow = load_flow()
+    startup.wait_until_ready(api_url)
+    if store is not None:
+        store.wait()
+    return flow(*args)
 
 
 def main() -> None:

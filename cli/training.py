@@ -19,6 +19,7 @@ from cli.app import (
     SplitSeedOption,
     UnlockedOption,
     app,
+    call_flow,
     show_stage_lines,
 )
 from cli.data import fetch_mnist
@@ -88,7 +89,8 @@ def run(
             from flows import local_cluster
 
             started = cluster.enter_context(local_cluster(dask_workers, _worker_preload(names)))
-        result = _train(cfg, api_url, started() if started else dask_address)
+        address = started() if started else dask_address
+        result = call_flow(lambda: _training_flow(address), cfg.tracking.tracking_uri, api_url, cfg)
     if not quiet:
         from digitpipe.progress import print_comparison
 
@@ -104,15 +106,10 @@ def hyperparameters(sets: list[str] | None, params: Path | None) -> dict[str, ob
             "params_tags": given.tags() if given else {}}
 
 
-def _train(cfg: PipelineConfig, api_url: str | None, dask_address: str | None) -> dict:
-    """The training flow, once the store is migrated and the Prefect API answers."""
-    store = startup.prepare_store(cfg.tracking.tracking_uri)
+def _training_flow(dask_address: str | None):
     from flows.training import with_runner
 
-    startup.wait_until_ready(api_url)
-    if store is not None:
-        store.wait()
-    return with_runner(dask_address)(cfg)
+    return with_runner(dask_address)
 
 
 NET_CORES = 2  # the fewest cores a net trains on: on 2 cores one LeNet takes 1.7x as long on 1 thread as on 2

@@ -8,7 +8,17 @@ from typing import Annotated
 
 import typer
 
-from cli.app import ConfigOption, DataOption, ParamsOption, SeedOption, SetOption, app, show_stage_lines
+from cli.app import (
+    ConfigOption,
+    DataOption,
+    ParamsOption,
+    SeedOption,
+    SetOption,
+    SplitSeedOption,
+    app,
+    call_flow,
+    show_stage_lines,
+)
 from cli.data import fetch_mnist
 from cli.training import hyperparameters
 from digitpipe.config import TuneConfig, build, load_tracking_config
@@ -39,7 +49,7 @@ def tune(
     threads: Annotated[int | None, typer.Option(help="Torch threads of this process (default: its share of the "
                                                      "cores; two processes on one machine: half each).")] = None,
     seed: SeedOption = 42,
-    split_seed: Annotated[int | None, typer.Option(help="Seed for the split (default: --seed).")] = None,
+    split_seed: SplitSeedOption = None,
     protocol: Annotated[str, typer.Option(help="book: 75/25 of --data; standard: validation from the 60k "
                                                "training set.")] = "book",
     quiet: Annotated[bool, typer.Option(help="No progress bar or summary table.")] = False,
@@ -64,17 +74,17 @@ def tune(
             raise UserError(f"{cfg.data}: no such file or directory")
         if epochs and model == "logreg":
             raise UserError("--epochs: logreg has no epochs")
-        store = startup.prepare_store(tracking.tracking_uri)
-        from flows.tuning import tuning_flow
-
-        startup.wait_until_ready(api_url)
-        if store is not None:
-            store.wait()
-        summary = tuning_flow(cfg)
+        summary = call_flow(_tuning_flow, tracking.tracking_uri, api_url, cfg)
     if not quiet:
         from digitpipe.progress import print_study
 
         print_study(summary, cfg.output)
+
+
+def _tuning_flow():
+    from flows.tuning import tuning_flow
+
+    return tuning_flow
 
 
 def default_storage(tracking_uri: str) -> str:

@@ -101,7 +101,8 @@ def print_study(summary: dict, output: Path | None) -> None:
     for label, t in (("defaults", summary["defaults"]), ("best", summary["best"])):
         if t:
             table.add_row(f"{label} #{t['number']}", f"{t['value']:.4f}", f"{t['val_clean_accuracy']:.2%}",
-                          f"{t['val_perturbed_accuracy']:.2%}", f"{t['train_seconds']:.1f}", str(t["epochs_run"]))
+                          f"{t['val_perturbed_accuracy']:.2%}", f"{t['train_seconds']:.1f}",
+                          str(int(t["epochs_run"]) or "-"))
     console = Console()
     console.print(table)
     best, shipped = summary["best"], summary["defaults"]

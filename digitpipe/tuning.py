@@ -52,7 +52,7 @@ class Score:
     clean: float
     perturbed: float
     seconds: float
-    epochs: int
+    epochs: int  # 0: not a net
 
     def metrics(self) -> dict[str, float]:
         return {"objective": self.value, "val_clean_accuracy": self.clean, "val_perturbed_accuracy": self.perturbed,
@@ -166,7 +166,7 @@ def train_and_score(plan: StudyPlan, values: dict[str, object], split: Split, su
         raise optuna.TrialPruned(trained.stop_reason)
     result, _ = robustness.measure(lambda images: trained.scores(images).argmax(1), suite)
     return Score((result.clean_accuracy + result.robust_accuracy) / 2, result.clean_accuracy,
-                 result.robust_accuracy, trained.train_seconds, max(1, len(trained.history)))
+                 result.robust_accuracy, trained.train_seconds, len(trained.history))
 
 
 def seed_spread(plan: StudyPlan, values: dict[str, object], split: Split, seeds: list[int],
