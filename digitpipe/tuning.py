@@ -180,11 +180,13 @@ def seed_spread(plan: StudyPlan, values: dict[str, object], split: Split, seeds:
 def fail_orphaned_trials(study: optuna.Study) -> list[int]:
     """Mark FAIL the RUNNING trials whose process on this host is gone (a kill -9): at once, where heartbeats
     would take their grace period (they still catch another machine's dead process)."""
-    orphans = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
-               if t.user_attrs.get("host") == socket.gethostname() and not process_alive(int(t.user_attrs.get("pid", 0)))]
-    for trial in orphans:
-        study._storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
-    return [t.number for t in orphans]
+    running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+    orphans = [t.number for t in running if t.user_attrs.get("host") == socket.gethostname()
+               and not process_alive(int(t.user_attrs.get("pid", 0)))]
+    for number in orphans:
+        with contextlib.suppress(ValueError, optuna.exceptions.UpdateFinishedTrialError):  # another process did
+            study.tell(number, state=optuna.trial.TrialState.FAIL)
+    return orphans
 
 
 def _count(study: optuna.Study, states: tuple) -> int:
