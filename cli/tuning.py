@@ -59,6 +59,8 @@ def tune(
     """Search a zoo model's hyperparameters (Optuna) on the split's validation part, never its test part; write the
     best for `run --params`."""
     given = hyperparameters(sets, params)
+    if others := set(given["hyperparams"]) - {model}:
+        raise UserError(f"--set/--params name {', '.join(sorted(others))}, but this study tunes {model}")
     base = {**({"epochs": epochs} if epochs else {}), **given["hyperparams"].get(model, {})}
     with startup.prefect_api() as api_url:
         show_stage_lines(verbose)

@@ -43,6 +43,15 @@ class StudyPlan:
     prune: bool = True
     threads: int | None = None  # torch threads of this process (its share of the cores)
 
+    @property
+    def space(self) -> dict[str, Range | Choice]:
+        """What the study searches: the model's space less the fields the user fixed."""
+        return {k: v for k, v in SPACES[self.model].items() if k not in self.base}
+
+    def defaults(self) -> dict[str, object]:
+        """The shipped values of the searched fields: the study's first trial."""
+        return {k: v for k, v in flat_values(spec_for(self.model, overrides=self.base)).items() if k in self.space}
+
 
 @dataclass(frozen=True)
 class Score:
@@ -77,7 +86,7 @@ def open_study(plan: StudyPlan, data_digest: str) -> optuna.Study:
     if plan.name not in existing:
         for key, value in identity.items():
             study.set_user_attr(key, value)
-        study.enqueue_trial(_in_space(plan.model, flat_values(spec_for(plan.model, overrides=plan.base))))
+        study.enqueue_trial(plan.defaults())
     elif (mismatch := {k for k, v in identity.items() if study.user_attrs.get(k) != v}):
         raise UserError(f"study {plan.name!r} in {masked(plan.storage)} searched another "
                         f"{' and '.join(sorted(mismatch))}; resume it with the same, or name a new --study")
@@ -97,10 +106,6 @@ def _pruner(plan: StudyPlan) -> optuna.pruners.BasePruner:
     return optuna.pruners.HyperbandPruner(min_resource=MIN_EPOCHS, max_resource=spec.epochs)
 
 
-def _in_space(model: str, values: dict[str, object]) -> dict[str, object]:
-    return {k: v for k, v in values.items() if k in SPACES[model]}
-
-
 def search(plan: StudyPlan, split: Split, study: optuna.Study, device: str = "cpu",
            on_trial: Callable | None = None, progress: bool = False) -> optuna.Study:
     """Run trials until the study has `plan.trials` finished ones (or `plan.timeout` passes); `on_trial(trial,
@@ -116,7 +121,7 @@ def search(plan: StudyPlan, split: Split, study: optuna.Study, device: str = "cp
     def objective(trial: optuna.trial.Trial) -> float:
         trial.set_user_attr("host", socket.gethostname())
         trial.set_user_attr("pid", os.getpid())
-        values = {**plan.base, **suggest(trial, SPACES[plan.model])}
+        values = {**plan.base, **suggest(trial, plan.space)}
         with (on_trial(trial, values) if on_trial else contextlib.nullcontext()) as record:
             score = train_and_score(plan, values, Split(train, val, val), suite, device, trial,
                                     record and record.log_epoch)

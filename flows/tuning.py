@@ -12,7 +12,7 @@ from digitpipe.config import TuneConfig
 from digitpipe.plots import study_pngs
 from digitpipe.tracking import tracker_for
 from digitpipe.tracking.tuning import StudyLog
-from digitpipe.zoo import SPACES, device_for, flat_values, spec_for
+from digitpipe.zoo import device_for
 from flows import startup
 from tasks import load_data, open_study, retrain_seeds, search_study, split_data
 
@@ -38,7 +38,7 @@ def tuning_flow(cfg: TuneConfig) -> dict:
                                     "data_digest": data.digest, "device": device, "prune": cfg.prune,
                                     **{f"base.{k}": v for k, v in cfg.base.items()}})
         search_study(plan, split, study, device, StudyLog(runs, parent_id, cfg.study).trial, cfg.progress)
-        summary = summarise(cfg, study)
+        summary = summarise(plan, study)
         if cfg.seeds and summary["best"]:
             seeds = [cfg.seed + i for i in range(1, cfg.seeds + 1)]
             scores = retrain_seeds(plan, summary["best"]["params"], split, seeds, device)
@@ -63,13 +63,12 @@ def write_best(path, cfg: TuneConfig, summary: dict) -> None:
     hyperparams.write_params(path, cfg.model, {**cfg.base, **best["params"]}, record)
 
 
-def summarise(cfg: TuneConfig, study) -> dict:
+def summarise(plan: tuning.StudyPlan, study) -> dict:
     """The study's counts, its best trial and the trial of the shipped defaults (the first one enqueued)."""
     complete = [t for t in study.trials if t.state.name == "COMPLETE"]
-    defaults = {k: v for k, v in flat_values(spec_for(cfg.model, overrides=cfg.base)).items() if k in SPACES[cfg.model]}
-    shipped = next((t for t in complete if t.params == defaults), None)
+    shipped = next((t for t in complete if t.params == plan.defaults()), None)
     best = max(complete, key=lambda t: t.value, default=None)
-    return {"study": cfg.study, "storage": tuning.masked(cfg.storage), "model": cfg.model,
+    return {"study": plan.name, "storage": tuning.masked(plan.storage), "model": plan.model,
             "counts": tuning.counts(study), "data_digest": study.user_attrs.get("data_digest"),
             "best": best and _trial(best), "defaults": shipped and _trial(shipped)}
 

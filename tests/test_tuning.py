@@ -99,6 +99,7 @@ def test_two_processes_share_one_postgresql_study(fixture_dir, tmp_path, pg_clus
     (("--model", "mlp", "--trials", "2", "--set", "mlp.lr=-1"), 2, "--set: mlp.lr: -1.0 is out of range"),
     (("--model", "mlp", "--trials", "2", "--storage", "nosuchdb://x"), 2, "cannot open the study storage nosuchdb://x"),
     (("--model", "logreg", "--trials", "2", "--epochs", "3"), 2, "--epochs: logreg has no epochs"),
+    (("--model", "mlp", "--trials", "2", "--set", "dnn.lr=0.1"), 2, "--set/--params name dnn, but this study tunes mlp"),
     (("--model", "mlp", "--trials", "2", "--data", "no-such-folder"), 2, "no-such-folder: no such file or directory"),
 ])
 def test_a_bad_tune_is_one_line(fixture_dir, tmp_path, args, code, line):

@@ -78,3 +78,9 @@ def test_a_trial_whose_process_died_is_failed_at_once(split, tmp_path):
     trial.set_user_attr("pid", dead.pid)
     assert tuning.fail_orphaned_trials(study) == [trial.number]
     assert study.trials[-1].state.name == "FAIL"
+
+
+def test_a_field_the_user_fixed_is_not_searched(split, tmp_path):
+    plan = _plan(tmp_path, trials=2, base={"epochs": 2, "lr": 0.05, "hidden": 20})
+    study = tuning.search(plan, split, tuning.open_study(plan, split.train.digest))
+    assert all(set(t.params) == set(SPACES["mlp"]) - {"lr", "hidden"} for t in study.trials)
