@@ -29,7 +29,7 @@ def study(folder: Path, split, args, prune: bool) -> tuple[float, tuning.optuna.
     plan = tuning.StudyPlan(args.model, args.trials, f"prune-{prune}", f"sqlite:///{folder / 'optuna.db'}",
                             {"epochs": args.epochs}, prune=prune)
     start = time.perf_counter()
-    found = tuning.search(plan, split, tuning.open_study(plan, split.train.digest))
+    found = tuning.search(plan, split, tuning.open_study(plan, split))
     return time.perf_counter() - start, found
 
 

@@ -27,7 +27,7 @@ SeedOption = Annotated[int, typer.Option(help="Seed for the split and training."
 SplitSeedOption = Annotated[int | None, typer.Option(help="Seed for the split alone (default: --seed).")]
 SetOption = Annotated[list[str] | None, typer.Option(
     "--set", help="A hyperparameter, MODEL.FIELD=VALUE (e.g. fastcnn.lr=3e-3); repeatable; wins over --params and "
-                  "over --epochs, --patience and --stop-at-accuracy.")]
+                  "--epochs.")]
 ParamsOption = Annotated[Path | None, typer.Option(
     "--params", help="Hyperparameters from a YAML file (what `digitpipe tune --output` writes).")]
 UnlockedOption = Annotated[bool, typer.Option(help="With a remote MLflow store and no Prefect server to lock it: "

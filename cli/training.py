@@ -41,7 +41,7 @@ DaskAddressOption = Annotated[str | None, typer.Option(help="With --task-runner 
 def run(
     data: DataOption = None,
     models: Annotated[str, typer.Option(help="Comma-separated zoo models.")] = ",".join(MODEL_NAMES),
-    epochs: Annotated[int | None, typer.Option(help="Override every net's epoch count.")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Every net's epoch count (--params and --set win).")] = None,
     stop_at_accuracy: Annotated[float | None, typer.Option(help="Stop a net at this validation accuracy.")] = None,
     patience: Annotated[int | None, typer.Option(help="Stop a net after N epochs of no better val loss.")] = None,
     sets: SetOption = None,
@@ -76,7 +76,7 @@ def run(
               "progress": not quiet and task_runner == "local" and sys.stderr.isatty(),  # no bars from Dask workers
               "threads": max(1, core_share() // dask_workers) if dask_workers else None,
               "promotion_lock": lock_mode(unlocked_promotion),  # before a temporary Prefect API, which locks nothing
-              **hyperparameters(sets, params)}  # a bad value fails before anything starts
+              **hyperparameters(sets, params, names)}  # a bad value fails before anything starts
     started = None  # with a local Dask cluster: waits for it and returns its address
     with startup.prefect_api() as api_url, contextlib.ExitStack() as cluster:  # a temporary API starts now, beside the imports
         show_stage_lines(verbose)
@@ -97,13 +97,21 @@ def run(
         print_comparison(result)
 
 
-def hyperparameters(sets: list[str] | None, params: Path | None) -> dict[str, object]:
-    """The config's hyperparams (the params file's values, --set's winning) and the file's tags."""
+def hyperparameters(sets: list[str] | None, params: Path | None, models: tuple[str, ...]) -> dict[str, object]:
+    """The config's hyperparams (the params file's values, --set's winning), the file's tags and its study's split;
+    a --set, or a whole params file, for no model that trains is refused."""
     from digitpipe import hyperparams
 
     given = hyperparams.read_params(params) if params else None
-    return {"hyperparams": hyperparams.combine(given.values if given else {}, hyperparams.parse_sets(sets or ())),
-            "params_tags": given.tags() if given else {}}
+    by_set = hyperparams.parse_sets(sets or ())
+    if stray := set(by_set) - set(models):
+        raise UserError(f"--set names {', '.join(sorted(stray))}, which this command does not train "
+                        f"({', '.join(models)})")
+    if given and not set(given.values) & set(models):
+        raise UserError(f"{params}: sets {', '.join(given.values)}, none of which this command trains "
+                        f"({', '.join(models)})")
+    return {"hyperparams": hyperparams.combine(given.values if given else {}, by_set),
+            "params_tags": given.tags() if given else {}, "params_split": given.split if given else None}
 
 
 def _training_flow(dask_address: str | None):

@@ -46,8 +46,8 @@ def tune(
     sets: SetOption = None,
     params: ParamsOption = None,
     prune: Annotated[bool, typer.Option(help="Stop unpromising trials early (Hyperband from 2 epochs).")] = True,
-    threads: Annotated[int | None, typer.Option(help="Torch threads of this process (default: its share of the "
-                                                     "cores; two processes on one machine: half each).")] = None,
+    threads: Annotated[int | None, typer.Option(help="Torch threads of this process (default: every core it may "
+                                                     "use; two processes on one machine: give each half).")] = None,
     seed: SeedOption = 42,
     split_seed: SplitSeedOption = None,
     protocol: Annotated[str, typer.Option(help="book: 75/25 of --data; standard: validation from the 60k "
@@ -58,10 +58,10 @@ def tune(
 ) -> None:
     """Search a zoo model's hyperparameters (Optuna) on the split's validation part, never its test part; write the
     best for `run --params`."""
-    given = hyperparameters(sets, params)
-    if others := set(given["hyperparams"]) - {model}:
-        raise UserError(f"--set/--params name {', '.join(sorted(others))}, but this study tunes {model}")
-    base = {**({"epochs": epochs} if epochs else {}), **given["hyperparams"].get(model, {})}
+    if epochs is not None and model == "logreg":
+        raise UserError("--epochs: logreg has no epochs")
+    given = hyperparameters(sets, params, (model,))
+    base = {**({"epochs": epochs} if epochs is not None else {}), **given["hyperparams"].get(model, {})}
     with startup.prefect_api() as api_url:
         show_stage_lines(verbose)
         tracking = load_tracking_config(config)
@@ -69,13 +69,11 @@ def tune(
                   "study": study or model, "storage": storage or default_storage(tracking.tracking_uri),
                   "timeout": timeout, "seeds": seeds, "seed": seed,
                   "split_seed": seed if split_seed is None else split_seed, "protocol": protocol, "prune": prune,
-                  "threads": threads, "base": base, "base_tags": given["params_tags"], "output": output,
+                  "threads": threads, "base": base, "base_tags": given["params_tags"].get(model, {}), "output": output,
                   "progress": not quiet and sys.stderr.isatty(), "tracking": tracking}
         cfg = build(TuneConfig, {k: v for k, v in values.items() if v is not None}, source="command line")
         if not cfg.data.exists():
             raise UserError(f"{cfg.data}: no such file or directory")
-        if epochs and model == "logreg":
-            raise UserError("--epochs: logreg has no epochs")
         summary = call_flow(_tuning_flow, tracking.tracking_uri, api_url, cfg)
     if not quiet:
         from digitpipe.progress import print_study

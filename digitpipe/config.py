@@ -96,7 +96,9 @@ class PipelineConfig(_Frozen):
     split_seed: int | None = None  # the split on its own (tuning retrains one split with several training seeds)
     # Per model, fields of its spec that differ from the zoo's (--set, --params; checked by digitpipe.hyperparams)
     hyperparams: dict[str, dict[str, Any]] = {}
-    params_tags: dict[str, str] = {}  # which params file those came from (its digest, its study): run and version tags
+    # Per model, the params file its values came from (path, digest, study): tags of its run and version
+    params_tags: dict[str, dict[str, str]] = {}
+    params_split: dict[str, Any] | None = None  # the split the params file's study tuned on (hyperparams.check_split)
     protocol: Literal["book", "standard"] = "book"  # standard: test on the t10k files beside the training files
     test_fraction: float = Field(0.25, gt=0, lt=1)
     val_fraction: float = Field(0.1, gt=0, lt=1)
@@ -152,7 +154,7 @@ class TuneConfig(_Frozen):
     val_fraction: float = Field(0.1, gt=0, lt=1)
     prune: bool = True
     threads: int | None = Field(None, ge=1)
-    base: dict[str, Any] = {}  # fixed values of the model's spec under the searched ones (--set, --epochs)
+    base: dict[str, Any] = {}  # fixed values of the model's spec, not searched (--set, --params, --epochs)
     base_tags: dict[str, str] = {}  # the params file they came from
     output: Path | None = None  # the best values as a params file for `run --params`
     out_dir: Path = Path("outputs")
@@ -165,6 +167,13 @@ class TuneConfig(_Frozen):
         if model not in MODEL_NAMES:
             raise ValueError(f"unknown model {model!r}; choose from {', '.join(MODEL_NAMES)}")
         return model
+
+    @model_validator(mode="after")
+    def _known_fields(self) -> TuneConfig:
+        from digitpipe.hyperparams import checked
+
+        checked({self.model: self.base}, "fixed values")  # e.g. --epochs 0
+        return self
 
 
 def load_tracking_config(path: Path | None = None) -> TrackingConfig:

@@ -18,7 +18,7 @@ import yaml
 
 from digitpipe.errors import UserError
 from digitpipe.files import write_text
-from digitpipe.zoo import SPECS, NetSpec
+from digitpipe.zoo import SPECS, NetSpec, flat_values
 
 Overrides = dict[str, dict[str, object]]  # model -> {field (dotted for a field of a field): value}
 
@@ -42,11 +42,13 @@ class ParamsFile:
     values: Overrides
     digest: str
     study: str | None = None
+    split: dict | None = None  # the split a study tuned on (data digest, protocol, seed, fractions)
 
-    def tags(self) -> dict[str, str]:
-        """Recorded on every run and version trained with it."""
-        return {"params_file": str(self.path.resolve()), "params_file_digest": self.digest[:16],
+    def tags(self) -> dict[str, dict[str, str]]:
+        """Per model the file sets: recorded on its run and the version it registers."""
+        tags = {"params_file": str(self.path.resolve()), "params_file_digest": self.digest[:16],
                 **({"params_study": self.study} if self.study else {})}
+        return {model: tags for model in self.values}
 
 
 def parse_sets(items: Iterable[str]) -> Overrides:
@@ -72,10 +74,24 @@ def read_params(path: Path) -> ParamsFile:
         raise UserError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("params"), dict):
         raise UserError(f"{path}: expected a mapping with a 'params' section of MODEL: {{FIELD: VALUE}}")
-    study = doc.get("study") or {}
-    values = {model: _flat(fields, f"{path}: {model}") for model, fields in doc["params"].items()}
-    return ParamsFile(path, checked(values, str(path)), hashlib.sha256(raw).hexdigest(),
-                      study.get("name") if isinstance(study, dict) else None)
+    study = doc.get("study") if isinstance(doc.get("study"), dict) else {}
+    values = {model: fields for model, fields in doc["params"].items()}
+    return ParamsFile(path, checked(values, str(path)), hashlib.sha256(raw).hexdigest(), study.get("name"),
+                      study.get("split") if isinstance(study.get("split"), dict) else None)
+
+
+def check_split(tuned: dict | None, data_digest: str, recipe: dict, source: str) -> None:
+    """Refuse to judge tuned values on another split of the data they were tuned on: its test part would hold
+    digits the study trained or validated on. (t10k, the standard protocol's test part, no study ever reads.)"""
+    if not tuned or tuned.get("data_digest") != data_digest[:16]:
+        return
+    keys = ("protocol",) if recipe["protocol"] == tuned.get("protocol") == "standard" else (
+        "protocol", "split_seed", "test_fraction", "val_fraction")
+    if differ := [k for k in keys if tuned.get(k) != recipe[k]]:
+        raise UserError(f"{source} was tuned on another split of this data ("
+                        + ", ".join(f"{k} {tuned.get(k)}, not {recipe[k]}" for k in differ)
+                        + "): its test part would hold digits the study tuned on; split as the study did "
+                        "(--split-seed, --protocol, --val-fraction)")
 
 
 def combine(*layers: Overrides) -> Overrides:
@@ -93,10 +109,12 @@ def checked(values: Mapping[str, Mapping[str, object]], source: str) -> Override
     for model, fields in values.items():
         if model not in SPECS:
             raise UserError(f"{source}: unknown model {model!r}; choose from {', '.join(SPECS)}")
-        known = _field_types(type(SPECS[model]))
-        for key, value in fields.items():
+        known, defaults = _field_types(type(SPECS[model])), flat_values(SPECS[model])
+        for key, value in _flat(fields, f"{source}: {model}").items():
             if key not in known:
                 raise UserError(f"{source}: {model} has no field {key!r}; it has {', '.join(known)}")
+            if value is None and defaults[key] is not None:
+                raise UserError(f"{source}: {model}.{key}: must be set (got none)")
             out.setdefault(model, {})[key] = _checked_value(f"{source}: {model}.{key}", key, value, known[key])
         if isinstance(SPECS[model], NetSpec) and SPECS[model].width is None and "width" in fields:
             raise UserError(f"{source}: {model}.width: {model} has no convolutions")
@@ -172,6 +190,6 @@ def _yaml_value(text: str) -> object:
 def write_params(path: Path, model: str, values: Mapping[str, object], study: Mapping[str, object]) -> Path:
     """A params file for `run --params`: the model's values and the study they came from (written atomically)."""
     doc = {"study": dict(study), "params": {model: dict(values)}}
-    return write_text(path, "# digitpipe tune's result: digitpipe run --params " + path.name + "\n"
+    return write_text(path, f"# digitpipe tune's result: digitpipe run --params {path}\n"
                       + yaml.safe_dump(doc, sort_keys=False))
 

@@ -1,6 +1,6 @@
 """`digitpipe tune`: a hyperparameter search with Optuna (TPE; Hyperband pruning from 2 epochs) in a database the
 team can share, scored on the validation part of the split only: the held-out test part, which the promotion gate
-judges with, is never read by a study (tests/test_tuning.py shuffles its labels and gets the same trials).
+judges with, is never read by a study (tests/model/test_tuning_study.py shuffles its labels and gets the same trials).
 
 A trial's value is the mean of its accuracy on the clean validation digits and on their perturbed copies (the gate's
 robustness clause would refuse a model tuned to drop its augmentation)."""
@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ from digitpipe.zoo import SPACES, Choice, EpochResult, NetSpec, Range, flat_valu
 MIN_EPOCHS = 2  # Hyperband's smallest budget: no trial is judged on its first epoch alone
 HEARTBEAT_S = 10  # a trial whose process stops beating for 3 of these is failed by the next process to look
 FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+MAX_ROUNDS = 3  # of trials to replace failed ones: a study whose every trial fails stops after three rounds
 
 
 @dataclass(frozen=True)
@@ -68,35 +70,49 @@ class Score:
                 "train_seconds": self.seconds, "epochs_run": self.epochs}
 
 
-def open_study(plan: StudyPlan, data_digest: str) -> optuna.Study:
-    """The study `plan.name` in `plan.storage`, created with the shipped defaults as its first trial, or joined
-    (resumed, or shared with another process) when it exists and searched the same model on the same data."""
+def open_study(plan: StudyPlan, split: Split) -> optuna.Study:
+    """The study `plan.name` in `plan.storage`, created, or joined (resumed, or shared with another process) when it
+    searched the same model on the same split with the same fixed values."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeats
-            storage = optuna.storages.RDBStorage(plan.storage, heartbeat_interval=HEARTBEAT_S,
-                                                 grace_period=3 * HEARTBEAT_S)
-    except Exception as exc:  # sqlalchemy's and the drivers' errors: all mean "no such database"
-        raise UserError(f"cannot open the study storage {masked(plan.storage)} ({first_line(exc)[:160]})") from None
-    existing = {s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)}
-    study = optuna.create_study(storage=storage, study_name=plan.name, direction="maximize", load_if_exists=True,
-                                sampler=_sampler(plan, fresh=plan.name not in existing), pruner=_pruner(plan))
-    identity = {"model": plan.model, "data_digest": data_digest[:16], "base": repr(sorted(plan.base.items()))}
-    if plan.name not in existing:
+    storage = _storage(plan.storage)
+    identity = {"model": plan.model, "train_digest": split.train.digest[:16], "val_digest": split.val.digest[:16],
+                "seed": str(plan.seed), "fixed": repr(sorted(plan.base.items()))}
+    try:  # exactly one of several processes starting at once creates it
+        study = optuna.create_study(storage=storage, study_name=plan.name, direction="maximize",
+                                    sampler=_sampler(plan.seed), pruner=_pruner(plan))
+    except optuna.exceptions.DuplicatedStudyError:
+        salt = (plan.seed * 7919 + os.getpid()) % 2**31  # a process that joins draws its own trials
+        study = optuna.load_study(storage=storage, study_name=plan.name, sampler=_sampler(salt),
+                                  pruner=_pruner(plan))
+    else:
         for key, value in identity.items():
             study.set_user_attr(key, value)
-        study.enqueue_trial(plan.defaults())
-    elif (mismatch := {k for k, v in identity.items() if study.user_attrs.get(k) != v}):
+    if mismatch := [k for k, v in identity.items() if study.user_attrs.get(k, v) != v]:
         raise UserError(f"study {plan.name!r} in {masked(plan.storage)} searched another "
-                        f"{' and '.join(sorted(mismatch))}; resume it with the same, or name a new --study")
+                        + ", ".join(f"{k} ({study.user_attrs[k]}, not {identity[k]})" for k in mismatch)
+                        + "; resume it with the same, or name a new --study")
     return study
 
 
-def _sampler(plan: StudyPlan, fresh: bool) -> optuna.samplers.BaseSampler:
-    """TPE, seeded for a new study (the same trials again); a process that joins or resumes one draws its own."""
-    seed = plan.seed if fresh else (plan.seed * 7919 + os.getpid()) % 2**31
+def _storage(url: str) -> optuna.storages.RDBStorage:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeats
+            return optuna.storages.RDBStorage(url, heartbeat_interval=HEARTBEAT_S, grace_period=3 * HEARTBEAT_S)
+    except Exception as exc:  # sqlalchemy's and the drivers' errors: all mean "no such database"
+        raise UserError(f"cannot open the study storage {masked(url)} ({first_line(exc)[:160]})") from None
+
+
+def _sampler(seed: int) -> optuna.samplers.BaseSampler:
     return optuna.samplers.TPESampler(seed=seed, constant_liar=True)  # liar: parallel processes spread out
+
+
+def enqueue_defaults(study: optuna.Study, plan: StudyPlan) -> None:
+    """The shipped defaults as the next trial, unless a trial of them finished, runs or waits (a new study; one
+    whose defaults trial died)."""
+    alive = (*FINISHED, optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.WAITING)
+    if not any(t.params == plan.defaults() for t in study.get_trials(deepcopy=False, states=alive)):
+        study.enqueue_trial(plan.defaults())
 
 
 def _pruner(plan: StudyPlan) -> optuna.pruners.BasePruner:
@@ -114,9 +130,7 @@ def search(plan: StudyPlan, split: Split, study: optuna.Study, device: str = "cp
     train, val = split.train, split.val  # never split.test
     suite = robustness.build_suite(val, seed=plan.seed)
     fail_orphaned_trials(study)
-    remaining = plan.trials - _count(study, FINISHED)
-    if remaining <= 0:
-        return study
+    enqueue_defaults(study, plan)
 
     def objective(trial: optuna.trial.Trial) -> float:
         trial.set_user_attr("host", socket.gethostname())
@@ -130,11 +144,18 @@ def search(plan: StudyPlan, split: Split, study: optuna.Study, device: str = "cp
         trial.set_user_attr("score", score.metrics())
         return score.value
 
+    # Stop once the study has its total, counting other processes' running trials (each finishes its own).
     stop_at = optuna.study.MaxTrialsCallback(plan.trials, states=(*FINISHED, optuna.trial.TrialState.RUNNING))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # the progress bar
-        study.optimize(objective, n_trials=remaining, timeout=plan.timeout, callbacks=[stop_at],
-                       catch=(RuntimeError, FloatingPointError), show_progress_bar=progress)
+    deadline = None if plan.timeout is None else time.monotonic() + plan.timeout
+    for _ in range(MAX_ROUNDS):  # a failed trial does not count: run again for what is left
+        remaining = plan.trials - _count(study, (*FINISHED, optuna.trial.TrialState.RUNNING))
+        left_s = None if deadline is None else deadline - time.monotonic()
+        if remaining <= 0 or (left_s is not None and left_s <= 0):
+            break
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # the progress bar
+            study.optimize(objective, n_trials=remaining, timeout=left_s, callbacks=[stop_at],
+                           catch=(RuntimeError, FloatingPointError), show_progress_bar=progress)
     return study
 
 
@@ -169,6 +190,8 @@ def train_and_score(plan: StudyPlan, values: dict[str, object], split: Split, su
                           [report])
     if trained.stop_reason.startswith("pruned"):
         raise optuna.TrialPruned(trained.stop_reason)
+    if trained.history and not np.isfinite(trained.history[-1].train_loss):  # diverged: a FAIL, not a value
+        raise FloatingPointError(f"training loss {trained.history[-1].train_loss} after epoch {len(trained.history)}")
     result, _ = robustness.measure(lambda images: trained.scores(images).argmax(1), suite)
     return Score((result.clean_accuracy + result.robust_accuracy) / 2, result.clean_accuracy,
                  result.robust_accuracy, trained.train_seconds, len(trained.history))

@@ -16,6 +16,7 @@ from digitpipe.config import PipelineConfig, load_tracking_config
 from digitpipe.data import Dataset, Split
 from digitpipe.evaluate import write_comparison
 from digitpipe.files import write_json
+from digitpipe.hyperparams import check_split
 from digitpipe.monitoring.drift import Reference
 from digitpipe.monitoring.feedback import train_on_feedback
 from digitpipe.progress import epoch_bars
@@ -61,12 +62,13 @@ def training_flow(cfg: PipelineConfig) -> dict:
     validation = validate_data(data, cfg.min_rows, checked / "data_docs")
     log.info(f"validated {len(data):,} images from {data.source}: {validation.summary()}")
     split = split_data(data, cfg.protocol, cfg.data, cfg.test_fraction, cfg.val_fraction, cfg.seed_of_split)
+    check_split(cfg.params_split, data.digest, split_recipe(cfg), "--params")
     log.info("split ({}): {}".format(cfg.protocol, ", ".join(f"{k} {v:,}" for k, v in split.sizes().items())))
     split, feedback, used = add_feedback(runs, split) if cfg.feedback else (split, None, {})
     for run_id in runs.fail_orphaned_runs():
         log.info(f"marked run {run_id} FAILED: the process that ran it is gone")
     lineage = {**runtime.lineage(), "prefect.flow_run_id": str(flow_run.get_id()), "data_digest": data.digest}
-    with runs.run("pipeline", tags=lineage) as parent_id:
+    with runs.run("pipeline", tags={**lineage, **next(iter(cfg.params_tags.values()), {})}) as parent_id:
         runs.log_inputs(parent_id, run_params(cfg, split, device or "per worker"), split.parts(), cfg.data)
         write_json(checked / "validation.json", validation.as_dict())
         runs.log_metrics(parent_id, {"validation_seconds": validation.seconds, **used})
@@ -142,7 +144,8 @@ def train_one(name: str, cfg: PipelineConfig, split: Split, suite: Suite, refere
     tracker = _tracker(cfg)  # by config, not passed: a Dask worker gets the config, not a client
     spec = spec_for(name, cfg.epochs, cfg.stop_at_accuracy, cfg.patience, cfg.hyperparams.get(name))
     runs = tracker.runs
-    with runs.run(name, parent_id=parent_id, tags={**lineage, **cfg.params_tags}) as run_id:
+    tuned = cfg.params_tags.get(name, {})  # the params file this model's values came from
+    with runs.run(name, parent_id=parent_id, tags={**lineage, **tuned}) as run_id:
         folder = cfg.out_dir / parent_id / name
         runs.log_inputs(run_id, {"model": name, "seed": cfg.seed, "device": device, **flat_values(spec)},
                         {"training": split.train, "evaluation": split.test}, cfg.data)
@@ -164,7 +167,7 @@ def train_one(name: str, cfg: PipelineConfig, split: Split, suite: Suite, refere
         version = register_model(tracker.registry, run_id, onnx_path, split.test.images[:5], {
             "model_name": name, "test_accuracy": evaluation.accuracy, "onnx_path": onnx_path.resolve(),
             "onnx_parity": "passed", "pipeline_run_id": parent_id, "robust_accuracy": robustness.robust_accuracy,
-            "invariance_rate": robustness.invariance_rate, **suite.tags(), **cfg.params_tags,
+            "invariance_rate": robustness.invariance_rate, **suite.tags(), **tuned,
             **{k: v for k, v in lineage.items() if not k.startswith("version.")}})  # versions: on the run
     return ModelResult(name, evaluation.accuracy, evaluation.macro_f1, run_id, version, str(onnx_path.resolve()),
                        onnx_path.stat().st_size / 1024, trained.train_seconds, trained.stop_reason, predicted,
@@ -178,6 +181,12 @@ def promote_best(registry: Registry, results: list[ModelResult], split: Split, s
     for other in others:
         record_verdict(registry, promotion.not_candidate(other, best))
     return promote_champion(registry, best, split.test, suite, feedback)
+
+
+def split_recipe(cfg: PipelineConfig) -> dict[str, object]:
+    """How this run splits its data (what a params file's study recorded of its own split)."""
+    return {"protocol": cfg.protocol, "split_seed": cfg.seed_of_split, "test_fraction": cfg.test_fraction,
+            "val_fraction": cfg.val_fraction}
 
 
 def run_params(cfg: PipelineConfig, split: Split, device: str) -> dict[str, object]:

@@ -23,23 +23,24 @@ log = logging.getLogger("digitpipe")
 def tuning_flow(cfg: TuneConfig) -> dict:
     """Search cfg.model's hyperparameters until the study has cfg.trials finished trials; return the summary."""
     startup.set_environment()
-    plan = tuning.StudyPlan(cfg.model, cfg.trials, cfg.study, cfg.storage, cfg.base, cfg.seed, cfg.timeout,
-                            cfg.prune, cfg.threads)
+    plan = tuning.StudyPlan(model=cfg.model, trials=cfg.trials, name=cfg.study, storage=cfg.storage, base=cfg.base,
+                            seed=cfg.seed, timeout=cfg.timeout, prune=cfg.prune, threads=cfg.threads)
     device, runs = device_for((cfg.model,)), tracker_for(cfg.tracking).runs
     data = load_data(cfg.data, "train" if cfg.protocol == "standard" else None)
     split = split_data(data, cfg.protocol, cfg.data, cfg.test_fraction, cfg.val_fraction, cfg.split_seed)
-    study = open_study(plan, data.digest)
+    study = open_study(plan, split)
+    runs.fail_orphaned_runs()  # a killed tune's runs, as its trials are failed
     log.info(f"study {cfg.study} ({tuning.masked(cfg.storage)}): {cfg.model} on {len(split.train):,} training and "
              f"{len(split.val):,} validation digits; trials so far: {tuning.describe(study)}")
+    recipe = {"data_digest": data.digest[:16], "protocol": cfg.protocol, "split_seed": cfg.split_seed,
+              "test_fraction": cfg.test_fraction, "val_fraction": cfg.val_fraction}
     with runs.run(f"tune-{cfg.study}", tags={"optuna.study": cfg.study, **cfg.base_tags}) as parent_id:
-        runs.log_params(parent_id, {"model": cfg.model, "trials": cfg.trials, "study": cfg.study,
-                                    "storage": tuning.masked(cfg.storage), "seed": cfg.seed,
-                                    "split_seed": cfg.split_seed, "protocol": cfg.protocol, "data": cfg.data,
-                                    "data_digest": data.digest, "device": device, "prune": cfg.prune,
-                                    **{f"base.{k}": v for k, v in cfg.base.items()}})
+        runs.log_params(parent_id, {"model": cfg.model, "trials": cfg.trials, "study": cfg.study, "data": cfg.data,
+                                    "storage": tuning.masked(cfg.storage), "seed": cfg.seed, "device": device,
+                                    "prune": cfg.prune, **recipe, **{f"fixed.{k}": v for k, v in cfg.base.items()}})
         search_study(plan, split, study, device, StudyLog(runs, parent_id, cfg.study).trial, cfg.progress)
-        summary = summarise(plan, study)
-        if cfg.seeds and summary["best"]:
+        summary = summarise(plan, study) | {"split": recipe}
+        if cfg.seeds and summary["best"] and cfg.model != "logreg":  # lbfgs is deterministic: no spread
             seeds = [cfg.seed + i for i in range(1, cfg.seeds + 1)]
             scores = retrain_seeds(plan, summary["best"]["params"], split, seeds, device)
             summary["best"]["seeds"] = {"seeds": seeds, **tuning.spread(scores)}
@@ -55,9 +56,10 @@ def tuning_flow(cfg: TuneConfig) -> dict:
 
 
 def write_best(path, cfg: TuneConfig, summary: dict) -> None:
-    """The best trial's values (over the study's fixed ones) as a params file, with the study it came from."""
+    """The best trial's values (over the study's fixed ones) as a params file, with the study and split they came
+    from (`run --params` refuses another split of the same data: its test part would hold tuned-on digits)."""
     best = summary["best"]
-    record = {"name": summary["study"], **{k: summary[k] for k in ("storage", "model", "counts", "data_digest")}}
+    record = {"name": summary["study"], **{k: summary[k] for k in ("storage", "model", "counts", "split")}}
     record |= {"best_trial": best["number"], "best_value": best["value"],
                **({"seeds": best["seeds"]} if "seeds" in best else {})}
     hyperparams.write_params(path, cfg.model, {**cfg.base, **best["params"]}, record)
@@ -69,8 +71,7 @@ def summarise(plan: tuning.StudyPlan, study) -> dict:
     shipped = next((t for t in complete if t.params == plan.defaults()), None)
     best = max(complete, key=lambda t: t.value, default=None)
     return {"study": plan.name, "storage": tuning.masked(plan.storage), "model": plan.model,
-            "counts": tuning.counts(study), "data_digest": study.user_attrs.get("data_digest"),
-            "best": best and _trial(best), "defaults": shipped and _trial(shipped)}
+            "counts": tuning.counts(study), "best": best and _trial(best), "defaults": shipped and _trial(shipped)}
 
 
 def _trial(trial) -> dict:

@@ -53,6 +53,11 @@ def test_a_study_is_tracked_and_its_best_values_train_a_run(fixture_dir, tmp_pat
     version = client.search_model_versions("name = 'digits'")[0]
     assert version.tags["params_study"] == "mlp" and len(version.tags["params_file_digest"]) == 16
 
+    elsewhere = digitpipe("run", "--data", fixture_dir, "--models", "mlp", "--params", "best.yaml", "--split-seed", "7",
+                          "--quiet", cwd=tmp_path)
+    assert_one_line_error(elsewhere.code, elsewhere.err, 2, "--params was tuned on another split of this data "
+                          "(split_seed 42, not 7): its test part would hold digits the study tuned on")
+
 
 def test_a_study_killed_mid_trial_resumes_to_its_total(fixture_dir, tmp_path):
     """kill -9 while a trial trains: that trial ends FAIL when the study resumes, which runs on to 4 finished."""
@@ -99,7 +104,8 @@ def test_two_processes_share_one_postgresql_study(fixture_dir, tmp_path, pg_clus
     (("--model", "mlp", "--trials", "2", "--set", "mlp.lr=-1"), 2, "--set: mlp.lr: -1.0 is out of range"),
     (("--model", "mlp", "--trials", "2", "--storage", "nosuchdb://x"), 2, "cannot open the study storage nosuchdb://x"),
     (("--model", "logreg", "--trials", "2", "--epochs", "3"), 2, "--epochs: logreg has no epochs"),
-    (("--model", "mlp", "--trials", "2", "--set", "dnn.lr=0.1"), 2, "--set/--params name dnn, but this study tunes mlp"),
+    (("--model", "mlp", "--trials", "2", "--set", "dnn.lr=0.1"), 2, "--set names dnn, which this command does not train (mlp)"),
+    (("--model", "mlp", "--trials", "2", "--epochs", "0"), 2, "fixed values: mlp.epochs: 0 is out of range [1, 1000]"),
     (("--model", "mlp", "--trials", "2", "--data", "no-such-folder"), 2, "no-such-folder: no such file or directory"),
 ])
 def test_a_bad_tune_is_one_line(fixture_dir, tmp_path, args, code, line):

@@ -27,6 +27,7 @@ def test_set_reads_yaml_values_as_the_fields_types():
     ("fastcnn.epochs=none", "--set: fastcnn.epochs: must be set (got none)"),
     ("fastcnn.augment=3", "--set: fastcnn.augment: expected bool, got 3"),
     ("mlp.width=8", "--set: mlp.width: mlp has no convolutions"),
+    ("lenet.width=none", "--set: lenet.width: must be set (got none)"),
 ])
 def test_a_bad_set_is_one_line_naming_it(item, line):
     with pytest.raises(UserError) as caught:
@@ -49,7 +50,7 @@ def test_a_params_file_round_trips_and_names_its_study(tmp_path):
                         {"name": "nightly", "trials": 20})
     read = read_params(path)
     assert read.values == {"fastcnn": {"lr": 0.002, "augmentation.degrees": 8.0}}
-    assert read.tags()["params_study"] == "nightly" and len(read.tags()["params_file_digest"]) == 16
+    assert read.tags()["fastcnn"]["params_study"] == "nightly" and len(read.tags()["fastcnn"]["params_file_digest"]) == 16
 
 
 def test_a_params_file_may_nest_a_field_of_a_field(tmp_path):
@@ -87,3 +88,17 @@ def test_every_search_space_names_real_fields_and_holds_the_default(model):
         else:
             assert space.low <= values[key] <= space.high, key
         parse_sets([f"{model}.{key}={values[key]}"])  # within the bounds --set checks
+
+
+def test_values_tuned_on_another_split_of_the_same_data_are_refused():
+    from digitpipe.hyperparams import check_split
+
+    tuned = {"data_digest": "ab" * 8, "protocol": "book", "split_seed": 7, "test_fraction": 0.25, "val_fraction": 0.1}
+    ours = {"protocol": "book", "split_seed": 42, "test_fraction": 0.25, "val_fraction": 0.1}
+    with pytest.raises(UserError) as caught:
+        check_split(tuned, "ab" * 32, ours, "--params")
+    assert str(caught.value).startswith("--params was tuned on another split of this data (split_seed 7, not 42)")
+    check_split(tuned, "cd" * 32, ours, "--params")  # other data: no digit of it was tuned on
+    check_split(tuned, "ab" * 32, {**ours, "split_seed": 7}, "--params")
+    standard = {**tuned, "protocol": "standard"}
+    check_split(standard, "ab" * 32, {**ours, "protocol": "standard"}, "--params")  # t10k is never tuned on

@@ -34,18 +34,18 @@ def test_shuffled_test_labels_leave_every_trial_bit_identical(split, tmp_path):
     for name, parts in (("plain", split), ("shuffled", shuffled)):
         plan = _plan(tmp_path / name, name=name)
         (tmp_path / name).mkdir()
-        studies.append(tuning.search(plan, parts, tuning.open_study(plan, parts.train.digest)))
+        studies.append(tuning.search(plan, parts, tuning.open_study(plan, parts)))
     assert _values(studies[0]) == _values(studies[1])
     assert len(studies[0].trials) == 4 and all(v is not None for _, v in _values(studies[0]) if _ == "COMPLETE")
 
 
 def test_the_first_trial_is_the_shipped_defaults_and_a_study_stops_at_its_total(split, tmp_path):
     plan = _plan(tmp_path, trials=3)
-    study = tuning.search(plan, split, tuning.open_study(plan, split.train.digest))
+    study = tuning.search(plan, split, tuning.open_study(plan, split))
     defaults = {k: v for k, v in flat_values(SPECS["mlp"]).items() if k in SPACES["mlp"]}
     assert study.trials[0].params == defaults
     assert len(study.trials) == 3
-    again = tuning.search(plan, split, tuning.open_study(plan, split.train.digest))  # resumed: nothing left to do
+    again = tuning.search(plan, split, tuning.open_study(plan, split))  # resumed: nothing left to do
     assert len(again.trials) == 3
 
 
@@ -53,24 +53,30 @@ def test_pruning_stops_a_trial_through_the_loops_callback(split, tmp_path):
     """A pruner that prunes everything: every trial stops at its first report, after one of its six epochs, and
     its state is PRUNED."""
     plan = _plan(tmp_path, trials=3, base={"epochs": 6})
-    study = tuning.open_study(plan, split.train.digest)
+    study = tuning.open_study(plan, split)
     study.pruner = optuna.pruners.ThresholdPruner(lower=1.01)  # no accuracy reaches it
     tuning.search(plan, split, study)
     assert [t.state.name for t in study.trials] == ["PRUNED"] * 3
     assert all(max(t.intermediate_values) == 1 for t in study.trials)
 
 
-def test_a_study_of_other_data_is_refused_in_one_line(split, tmp_path):
+def test_a_study_of_another_split_is_refused_in_one_line(split, digits, tmp_path):
+    from digitpipe.data import split_dataset
+
     plan = _plan(tmp_path)
-    tuning.open_study(plan, split.train.digest)
+    tuning.open_study(plan, split)
+    other = split_dataset(digits, seed=7)
     with pytest.raises(UserError) as caught:
-        tuning.open_study(plan, "0" * 64)
-    assert str(caught.value).startswith(f"study 's' in sqlite:///{tmp_path}/optuna.db searched another data_digest;")
+        tuning.open_study(plan, other)
+    assert str(caught.value) == (
+        f"study 's' in sqlite:///{tmp_path}/optuna.db searched another train_digest ({split.train.digest[:16]}, "
+        f"not {other.train.digest[:16]}), val_digest ({split.val.digest[:16]}, not {other.val.digest[:16]}); "
+        "resume it with the same, or name a new --study")
 
 
 def test_a_trial_whose_process_died_is_failed_at_once(split, tmp_path):
     plan = _plan(tmp_path)
-    study = tuning.open_study(plan, split.train.digest)
+    study = tuning.open_study(plan, split)
     dead = subprocess.Popen(["true"])
     dead.wait()
     trial = study.ask()
@@ -80,7 +86,18 @@ def test_a_trial_whose_process_died_is_failed_at_once(split, tmp_path):
     assert study.trials[-1].state.name == "FAIL"
 
 
+def test_a_dead_defaults_trial_is_enqueued_again(split, tmp_path):
+    """The summary compares the best with the shipped defaults: a kill -9 of that first trial must not lose it."""
+    plan = _plan(tmp_path, trials=2, prune=False)
+    study = tuning.open_study(plan, split)
+    tuning.enqueue_defaults(study, plan)
+    study.tell(study.ask().number, state=optuna.trial.TrialState.FAIL)  # the defaults' trial, killed
+    tuning.search(plan, split, study)
+    assert [t.state.name for t in study.trials] == ["FAIL", "COMPLETE", "COMPLETE"]
+    assert study.trials[1].params == plan.defaults()
+
+
 def test_a_field_the_user_fixed_is_not_searched(split, tmp_path):
     plan = _plan(tmp_path, trials=2, base={"epochs": 2, "lr": 0.05, "hidden": 20})
-    study = tuning.search(plan, split, tuning.open_study(plan, split.train.digest))
+    study = tuning.search(plan, split, tuning.open_study(plan, split))
     assert all(set(t.params) == set(SPACES["mlp"]) - {"lr", "hidden"} for t in study.trials)
