@@ -1,6 +1,6 @@
 """What `digitpipe tune` buys and costs, in one run on the book split of ../shared/mnist (skips cleanly without).
 
-Usage: python bench/tuning.py [MNIST_DIR] [--model dnn] [--trials 16] [--epochs 8] [--rows 20000] [--skip-parallel]
+Usage: python bench/tuning.py [MNIST_DIR] [--model dnn] [--trials 16] [--epochs 8] [--rows 20000] [--skip-pruning] [--skip-parallel]
 1. Pruning pays: the same study (same sampler seed, same trials budget) with Hyperband and without, back to back;
    prints the share pruned, both wall times and their ratio, and both best values.
 2. Parallel: one process against two on one PostgreSQL study (a throwaway cluster from tests/pg.py), each process
@@ -88,6 +88,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--rows", type=int, default=20000, help="a stratified sample of the training set")
     parser.add_argument("--skip-parallel", action="store_true")
+    parser.add_argument("--skip-pruning", action="store_true")
     args = parser.parse_args()
     if not args.data.exists():
         print(f"skipped: no MNIST data at {args.data}")
@@ -98,7 +99,8 @@ def main() -> None:
     split = split_dataset(data)
     print(f"book split of {len(data):,} MNIST digits: train {len(split.train):,}, val {len(split.val):,} "
           f"(the test part is not read); {core_share()} cores")
-    pruning(split, args)
+    if not args.skip_pruning:
+        pruning(split, args)
     if not args.skip_parallel:
         with tempfile.TemporaryDirectory() as tmp:
             write_idx(Path(tmp) / "train-images-idx3-ubyte.gz", data.images, 2051)  # IDX magic numbers
