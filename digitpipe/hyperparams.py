@@ -6,7 +6,6 @@ Which value wins, most specific last: the zoo's default, then a run's shorthand 
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import types
 import typing
@@ -18,7 +17,7 @@ import yaml
 
 from digitpipe.errors import UserError
 from digitpipe.files import write_text
-from digitpipe.zoo import SPECS, NetSpec, flat_values
+from digitpipe.zoo import SPECS, NetSpec, flat_fields
 
 Overrides = dict[str, dict[str, object]]  # model -> {field (dotted for a field of a field): value}
 
@@ -109,13 +108,14 @@ def checked(values: Mapping[str, Mapping[str, object]], source: str) -> Override
     for model, fields in values.items():
         if model not in SPECS:
             raise UserError(f"{source}: unknown model {model!r}; choose from {', '.join(SPECS)}")
-        known, defaults = _field_types(type(SPECS[model])), flat_values(SPECS[model])
+        known = flat_fields(SPECS[model])  # name -> (the zoo's value, the type)
         for key, value in _flat(fields, f"{source}: {model}").items():
             if key not in known:
                 raise UserError(f"{source}: {model} has no field {key!r}; it has {', '.join(known)}")
-            if value is None and defaults[key] is not None:
+            default, kind = known[key]
+            if value is None and default is not None:
                 raise UserError(f"{source}: {model}.{key}: must be set (got none)")
-            out.setdefault(model, {})[key] = _checked_value(f"{source}: {model}.{key}", key, value, known[key])
+            out.setdefault(model, {})[key] = _checked_value(f"{source}: {model}.{key}", key, value, kind)
         if isinstance(SPECS[model], NetSpec) and SPECS[model].width is None and "width" in fields:
             raise UserError(f"{source}: {model}.width: {model} has no convolutions")
     return out
@@ -149,19 +149,6 @@ def _as_type(where: str, value: object, base: type) -> object:
     if isinstance(value, base) and not (base is int and isinstance(value, bool)):
         return value
     raise UserError(f"{where}: expected {base.__name__}, got {value!r}")
-
-
-def _field_types(spec_type: type) -> dict[str, object]:
-    """Field name -> type for `spec_type`, a field of a field by its dotted name."""
-    hints = typing.get_type_hints(spec_type)
-    out: dict[str, object] = {}
-    for f in dataclasses.fields(spec_type):
-        kind = hints[f.name]
-        if dataclasses.is_dataclass(kind):
-            out |= {f"{f.name}.{k}": v for k, v in _field_types(kind).items()}
-        else:
-            out[f.name] = kind
-    return out
 
 
 def _flat(fields: object, where: str) -> dict[str, object]:

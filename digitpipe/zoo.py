@@ -9,6 +9,7 @@ import dataclasses
 import hashlib
 import json
 import time
+import typing
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -146,16 +147,22 @@ def with_values(spec, values: dict[str, object]):
     return dataclasses.replace(spec, **plain)
 
 
-def flat_values(spec) -> dict[str, object]:
-    """Every field of `spec` by name, a field of a field by a dotted name (MLflow params, --set names)."""
-    out: dict[str, object] = {}
+def flat_fields(spec) -> dict[str, tuple[object, object]]:
+    """Every field of `spec` by name, a field of a field by a dotted name (--set names): its value and its type."""
+    hints = typing.get_type_hints(type(spec))
+    out: dict[str, tuple[object, object]] = {}
     for f in dataclasses.fields(spec):
         value = getattr(spec, f.name)
         if dataclasses.is_dataclass(value):
-            out |= {f"{f.name}.{k}": v for k, v in flat_values(value).items()}
+            out |= {f"{f.name}.{k}": v for k, v in flat_fields(value).items()}
         else:
-            out[f.name] = value
+            out[f.name] = (value, hints[f.name])
     return out
+
+
+def flat_values(spec) -> dict[str, object]:
+    """Every field's value by its --set name (MLflow params)."""
+    return {name: value for name, (value, _) in flat_fields(spec).items()}
 
 
 @dataclass(frozen=True)
