@@ -46,6 +46,9 @@ def tune(
     sets: SetOption = None,
     params: ParamsOption = None,
     prune: Annotated[bool, typer.Option(help="Stop unpromising trials early (Hyperband from 2 epochs).")] = True,
+    objective: Annotated[str, typer.Option(help="robust: the mean of clean and perturbed validation accuracy; "
+                                                "accuracy-time: that and training seconds, two objectives, "
+                                                "unpruned (the Pareto front).")] = "robust",
     threads: Annotated[int | None, typer.Option(help="Torch threads of this process (default: every core it may "
                                                      "use; two processes on one machine: give each half).")] = None,
     seed: SeedOption = 42,
@@ -69,6 +72,7 @@ def tune(
                   "study": study or model, "storage": storage or default_storage(tracking.tracking_uri),
                   "timeout": timeout, "seeds": seeds, "seed": seed,
                   "split_seed": seed if split_seed is None else split_seed, "protocol": protocol, "prune": prune,
+                  "objective": objective,
                   "threads": threads, "base": base, "base_tags": given["params_tags"].get(model, {}), "output": output,
                   "progress": not quiet and sys.stderr.isatty(), "tracking": tracking}
         cfg = build(TuneConfig, {k: v for k, v in values.items() if v is not None}, source="command line")

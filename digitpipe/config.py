@@ -153,6 +153,7 @@ class TuneConfig(_Frozen):
     test_fraction: float = Field(0.25, gt=0, lt=1)
     val_fraction: float = Field(0.1, gt=0, lt=1)
     prune: bool = True
+    objective: Literal["robust", "accuracy-time"] = "robust"  # accuracy-time: the Pareto front with seconds
     threads: int | None = Field(None, ge=1)
     base: dict[str, Any] = {}  # fixed values of the model's spec, not searched (--set, --params, --epochs)
     base_tags: dict[str, str] = {}  # the params file they came from
@@ -172,7 +173,12 @@ class TuneConfig(_Frozen):
     def _known_fields(self) -> TuneConfig:
         from digitpipe.hyperparams import checked
 
+        from digitpipe.zoo import SPACES
+
         checked({self.model: self.base}, "fixed values")  # e.g. --epochs 0
+        if not set(SPACES[self.model]) - set(self.base):
+            raise UserError(f"--set and --params fix every field tune searches for {self.model} "
+                            f"({', '.join(SPACES[self.model])}): nothing is left to search")
         return self
 
 

@@ -4,6 +4,7 @@ histograms and mean digits."""
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 from collections.abc import Sequence
@@ -224,9 +225,13 @@ def study_pngs(study, folder: Path) -> Path:
 
     folder.mkdir(parents=True, exist_ok=True)
     done = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-    pictures = {"optimization_history.png": optuna_plots.plot_optimization_history}
+    objective = {} if len(study.directions) == 1 else {"target": lambda t: t.values[0], "target_name": "objective"}
+    pictures = {"optimization_history.png": functools.partial(optuna_plots.plot_optimization_history, **objective)}
     if len(done) >= 2 and any(len({str(t.params.get(k)) for t in done}) > 1 for k in done[0].params):
-        pictures["param_importances.png"] = optuna_plots.plot_param_importances
+        pictures["param_importances.png"] = functools.partial(optuna_plots.plot_param_importances, **objective)
+    if objective:
+        pictures["pareto_front.png"] = functools.partial(optuna_plots.plot_pareto_front,
+                                                         target_names=["objective", "training seconds"])
     for name, plot in pictures.items():
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # Optuna's matplotlib plots are "experimental"
@@ -234,7 +239,7 @@ def study_pngs(study, folder: Path) -> Path:
         _save(axes.figure, folder / name)
     fig, ax = plt.subplots(figsize=(6, 4))
     seconds = [t.user_attrs["score"]["train_seconds"] for t in done]
-    ax.scatter(seconds, [t.value for t in done], s=18)
+    ax.scatter(seconds, [t.values[0] for t in done], s=18)
     ax.set(xlabel="training seconds", ylabel="objective (mean of clean and perturbed val accuracy)",
            title=f"study {study.study_name}: {len(done)} complete trials")
     return _save(fig, folder / "objective_vs_seconds.png").parent

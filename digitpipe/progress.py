@@ -117,5 +117,8 @@ def print_study(summary: dict, output: Path | None) -> None:
         s = best["seeds"]
         console.print(f"best retrained with seeds {s['seeds']}: objective {s['mean']:.4f} +- {s['std']:.4f} "
                       f"(min {s['min']:.4f}, max {s['max']:.4f}), {s['seconds']:.1f} s each")
+    for point in summary.get("front", []):
+        console.print(f"Pareto front: trial #{point['number']}: objective {point['value']:.4f} in "
+                      f"{point['train_seconds']:.1f} s")
     if output:
         console.print(f"wrote {output}: digitpipe run --params {output}")

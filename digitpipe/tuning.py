@@ -44,6 +44,7 @@ class StudyPlan:
     timeout: float | None = None  # seconds this process searches at most
     prune: bool = True
     threads: int | None = None  # torch threads of this process (its share of the cores)
+    pareto: bool = False  # two objectives, the objective up and training seconds down: the front, unpruned
 
     @property
     def space(self) -> dict[str, Range | Choice]:
@@ -76,9 +77,11 @@ def open_study(plan: StudyPlan, split: Split) -> optuna.Study:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = _storage(plan.storage)
     identity = {"model": plan.model, "train_digest": split.train.digest[:16], "val_digest": split.val.digest[:16],
-                "seed": str(plan.seed), "fixed": repr(sorted(plan.base.items()))}
+                "seed": str(plan.seed), "fixed": repr(sorted(plan.base.items())),
+                "objectives": "objective, seconds" if plan.pareto else "objective"}
+    directions = ["maximize", "minimize"] if plan.pareto else ["maximize"]
     try:  # exactly one of several processes starting at once creates it
-        study = optuna.create_study(storage=storage, study_name=plan.name, direction="maximize",
+        study = optuna.create_study(storage=storage, study_name=plan.name, directions=directions,
                                     sampler=_sampler(plan.seed), pruner=_pruner(plan))
     except optuna.exceptions.DuplicatedStudyError:
         salt = (plan.seed * 7919 + os.getpid()) % 2**31  # a process that joins draws its own trials
@@ -117,7 +120,7 @@ def enqueue_defaults(study: optuna.Study, plan: StudyPlan) -> None:
 
 def _pruner(plan: StudyPlan) -> optuna.pruners.BasePruner:
     spec = spec_for(plan.model, overrides=plan.base)
-    if not plan.prune or not isinstance(spec, NetSpec) or spec.epochs <= MIN_EPOCHS:
+    if not plan.prune or plan.pareto or not isinstance(spec, NetSpec) or spec.epochs <= MIN_EPOCHS:
         return optuna.pruners.NopPruner()
     return optuna.pruners.HyperbandPruner(min_resource=MIN_EPOCHS, max_resource=spec.epochs)
 
@@ -132,17 +135,18 @@ def search(plan: StudyPlan, split: Split, study: optuna.Study, device: str = "cp
     fail_orphaned_trials(study)
     enqueue_defaults(study, plan)
 
-    def objective(trial: optuna.trial.Trial) -> float:
+    def objective(trial: optuna.trial.Trial) -> float | tuple[float, float]:
         trial.set_user_attr("host", socket.gethostname())
         trial.set_user_attr("pid", os.getpid())
         values = {**plan.base, **suggest(trial, plan.space)}
         with (on_trial(trial, values) if on_trial else contextlib.nullcontext()) as record:
-            score = train_and_score(plan, values, Split(train, val, val), suite, device, trial,
+            score = train_and_score(plan, values, Split(train, val, val), suite, device,
+                                    None if plan.pareto else trial,  # Optuna prunes single objectives only
                                     record and record.log_epoch)
             if record:
                 record.log_score(score.metrics())
         trial.set_user_attr("score", score.metrics())
-        return score.value
+        return (score.value, score.seconds) if plan.pareto else score.value
 
     # Stop once the study has its total, counting other processes' running trials (each finishes its own).
     stop_at = optuna.study.MaxTrialsCallback(plan.trials, states=(*FINISHED, optuna.trial.TrialState.RUNNING))

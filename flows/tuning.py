@@ -24,7 +24,8 @@ def tuning_flow(cfg: TuneConfig) -> dict:
     """Search cfg.model's hyperparameters until the study has cfg.trials finished trials; return the summary."""
     startup.set_environment()
     plan = tuning.StudyPlan(model=cfg.model, trials=cfg.trials, name=cfg.study, storage=cfg.storage, base=cfg.base,
-                            seed=cfg.seed, timeout=cfg.timeout, prune=cfg.prune, threads=cfg.threads)
+                            seed=cfg.seed, timeout=cfg.timeout, prune=cfg.prune, threads=cfg.threads,
+                            pareto=cfg.objective == "accuracy-time")
     device, runs = device_for((cfg.model,)), tracker_for(cfg.tracking).runs
     data = load_data(cfg.data, "train" if cfg.protocol == "standard" else None)
     split = split_data(data, cfg.protocol, cfg.data, cfg.test_fraction, cfg.val_fraction, cfg.split_seed)
@@ -69,10 +70,13 @@ def summarise(plan: tuning.StudyPlan, study) -> dict:
     """The study's counts, its best trial and the trial of the shipped defaults (the first one enqueued)."""
     complete = [t for t in study.trials if t.state.name == "COMPLETE"]
     shipped = next((t for t in complete if t.params == plan.defaults()), None)
-    best = max(complete, key=lambda t: t.value, default=None)
+    best = max(complete, key=lambda t: t.values[0], default=None)  # the front's most accurate, where two objectives
+    front = sorted(study.best_trials, key=lambda t: t.values[1]) if plan.pareto and complete else []
     return {"study": plan.name, "storage": tuning.masked(plan.storage), "model": plan.model,
-            "counts": tuning.counts(study), "best": best and _trial(best), "defaults": shipped and _trial(shipped)}
+            "counts": tuning.counts(study), "best": best and _trial(best), "defaults": shipped and _trial(shipped),
+            "front": [_trial(t) for t in front]}
 
 
 def _trial(trial) -> dict:
-    return {"number": trial.number, "value": trial.value, "params": dict(trial.params), **trial.user_attrs["score"]}
+    return {"number": trial.number, "value": trial.values[0], "params": dict(trial.params),
+            **trial.user_attrs["score"]}

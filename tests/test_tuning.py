@@ -108,6 +108,8 @@ def test_two_processes_share_one_postgresql_study(fixture_dir, tmp_path, pg_clus
     (("--model", "mlp", "--trials", "2", "--storage", "nosuchdb://x"), 2, "cannot open the study storage nosuchdb://x"),
     (("--model", "logreg", "--trials", "2", "--epochs", "3"), 2, "--epochs: logreg has no epochs"),
     (("--model", "mlp", "--trials", "2", "--set", "dnn.lr=0.1"), 2, "--set names dnn, which this command does not train (mlp)"),
+    (("--model", "logreg", "--trials", "2", "--set", "logreg.decay=0.01", "--set", "logreg.max_iter=50"), 2,
+     "--set and --params fix every field tune searches for logreg (decay, max_iter): nothing is left to search"),
     (("--model", "mlp", "--trials", "2", "--epochs", "0"), 2, "fixed values: mlp.epochs: 0 is out of range [1, 1000]"),
     (("--model", "mlp", "--trials", "2", "--data", "no-such-folder"), 2, "no-such-folder: no such file or directory"),
 ])

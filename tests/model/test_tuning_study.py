@@ -101,3 +101,11 @@ def test_a_field_the_user_fixed_is_not_searched(split, tmp_path):
     plan = _plan(tmp_path, trials=2, base={"epochs": 2, "lr": 0.05, "hidden": 20})
     study = tuning.search(plan, split, tuning.open_study(plan, split))
     assert all(set(t.params) == set(SPACES["mlp"]) - {"lr", "hidden"} for t in study.trials)
+
+
+def test_accuracy_against_time_is_a_two_objective_study_without_pruning(split, tmp_path):
+    plan = _plan(tmp_path, trials=3, pareto=True, base={"epochs": 4})
+    study = tuning.search(plan, split, tuning.open_study(plan, split))
+    assert [d.name for d in study.directions] == ["MAXIMIZE", "MINIMIZE"]
+    assert all(t.state.name == "COMPLETE" and len(t.values) == 2 and not t.intermediate_values for t in study.trials)
+    assert study.best_trials  # the Pareto front
