@@ -98,12 +98,17 @@ def open_study(plan: StudyPlan, split: Split) -> optuna.Study:
 
 
 def _storage(url: str) -> optuna.storages.RDBStorage:
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeats
-            return optuna.storages.RDBStorage(url, heartbeat_interval=HEARTBEAT_S, grace_period=3 * HEARTBEAT_S)
-    except Exception as exc:  # sqlalchemy's and the drivers' errors: all mean "no such database"
-        raise UserError(f"cannot open the study storage {masked(url)} ({first_line(exc)[:160]})") from None
+    """The study database, its tables created where missing: several processes starting on a new database race
+    to create them (PostgreSQL: a duplicate key in pg_type), so a failed attempt is tried again."""
+    for attempt in range(3):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeats
+                return optuna.storages.RDBStorage(url, heartbeat_interval=HEARTBEAT_S, grace_period=3 * HEARTBEAT_S)
+        except Exception as exc:  # sqlalchemy's and the drivers' errors: all mean "no such database"
+            if attempt == 2:
+                raise UserError(f"cannot open the study storage {masked(url)} ({first_line(exc)[:160]})") from None
+            time.sleep(1 + attempt)
 
 
 def _sampler(seed: int) -> optuna.samplers.BaseSampler:
@@ -130,6 +135,15 @@ def search(plan: StudyPlan, split: Split, study: optuna.Study, device: str = "cp
     """Run trials until the study has `plan.trials` finished ones (or `plan.timeout` passes); `on_trial(trial,
     values)` is the tracking context of one trial (digitpipe.tracking.tuning.StudyLog.trial). Only split.train and
     split.val are read."""
+    try:
+        return _search(plan, split, study, device, on_trial, progress)
+    except optuna.exceptions.StorageInternalError as exc:  # the database went away mid-study
+        raise UserError(f"lost the study storage {masked(plan.storage)} "
+                        f"({first_line(exc.__cause__ or exc)[:160]}); run the same command again to resume") from None
+
+
+def _search(plan: StudyPlan, split: Split, study: optuna.Study, device: str, on_trial: Callable | None,
+            progress: bool) -> optuna.Study:
     train, val = split.train, split.val  # never split.test
     suite = robustness.build_suite(val, seed=plan.seed)
     fail_orphaned_trials(study)
