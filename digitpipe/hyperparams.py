@@ -79,6 +79,12 @@ def read_params(path: Path) -> ParamsFile:
                       study.get("split") if isinstance(study.get("split"), dict) else None)
 
 
+def split_recipe(protocol: str, split_seed: int, test_fraction: float, val_fraction: float) -> dict[str, object]:
+    """How a run or a study split its data: what a params file records and `check_split` compares."""
+    return {"protocol": protocol, "split_seed": split_seed, "test_fraction": test_fraction,
+            "val_fraction": val_fraction}
+
+
 def check_split(tuned: dict | None, data_digest: str, recipe: dict, source: str) -> None:
     """Refuse to judge tuned values on another split of the data they were tuned on: its test part would hold
     digits the study trained or validated on. (t10k, the standard protocol's test part, no study ever reads.)"""

@@ -16,7 +16,7 @@ from digitpipe.config import PipelineConfig, load_tracking_config
 from digitpipe.data import Dataset, Split
 from digitpipe.evaluate import write_comparison
 from digitpipe.files import write_json
-from digitpipe.hyperparams import check_split
+from digitpipe.hyperparams import check_split, split_recipe
 from digitpipe.monitoring.drift import Reference
 from digitpipe.monitoring.feedback import train_on_feedback
 from digitpipe.progress import epoch_bars
@@ -62,7 +62,8 @@ def training_flow(cfg: PipelineConfig) -> dict:
     validation = validate_data(data, cfg.min_rows, checked / "data_docs")
     log.info(f"validated {len(data):,} images from {data.source}: {validation.summary()}")
     split = split_data(data, cfg.protocol, cfg.data, cfg.test_fraction, cfg.val_fraction, cfg.seed_of_split)
-    check_split(cfg.params_split, data.digest, split_recipe(cfg), "--params")
+    check_split(cfg.params_split, data.digest,
+                split_recipe(cfg.protocol, cfg.seed_of_split, cfg.test_fraction, cfg.val_fraction), "--params")
     log.info("split ({}): {}".format(cfg.protocol, ", ".join(f"{k} {v:,}" for k, v in split.sizes().items())))
     split, feedback, used = add_feedback(runs, split) if cfg.feedback else (split, None, {})
     for run_id in runs.fail_orphaned_runs():
@@ -181,12 +182,6 @@ def promote_best(registry: Registry, results: list[ModelResult], split: Split, s
     for other in others:
         record_verdict(registry, promotion.not_candidate(other, best))
     return promote_champion(registry, best, split.test, suite, feedback)
-
-
-def split_recipe(cfg: PipelineConfig) -> dict[str, object]:
-    """How this run splits its data (what a params file's study recorded of its own split)."""
-    return {"protocol": cfg.protocol, "split_seed": cfg.seed_of_split, "test_fraction": cfg.test_fraction,
-            "val_fraction": cfg.val_fraction}
 
 
 def run_params(cfg: PipelineConfig, split: Split, device: str) -> dict[str, object]:

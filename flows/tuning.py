@@ -33,8 +33,8 @@ def tuning_flow(cfg: TuneConfig) -> dict:
     runs.fail_orphaned_runs()  # a killed tune's runs, as its trials are failed
     log.info(f"study {cfg.study} ({tuning.masked(cfg.storage)}): {cfg.model} on {len(split.train):,} training and "
              f"{len(split.val):,} validation digits; trials so far: {tuning.describe(study)}")
-    recipe = {"data_digest": data.digest[:16], "protocol": cfg.protocol, "split_seed": cfg.split_seed,
-              "test_fraction": cfg.test_fraction, "val_fraction": cfg.val_fraction}
+    recipe = {"data_digest": data.digest[:16],
+              **hyperparams.split_recipe(cfg.protocol, cfg.split_seed, cfg.test_fraction, cfg.val_fraction)}
     with runs.run(f"tune-{cfg.study}", tags={"optuna.study": cfg.study, **cfg.base_tags}) as parent_id:
         runs.log_params(parent_id, {"model": cfg.model, "trials": cfg.trials, "study": cfg.study, "data": cfg.data,
                                     "storage": tuning.masked(cfg.storage), "seed": cfg.seed, "device": device,

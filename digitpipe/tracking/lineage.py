@@ -72,5 +72,6 @@ class VersionLineage:
                             "cannot be rebuilt from data files; export its .onnx file and give --data to check on")
         digests = {tag.value: d.dataset.digest for d in run.inputs.dataset_inputs for tag in d.tags
                    if tag.key == MLFLOW_DATASET_CONTEXT}
-        return SplitRecipe(Path(params["data"]), params.get("protocol", "book"), int(params.get("seed", 42)),
+        seed = params.get("split_seed", params.get("seed", 42))  # runs before --split-seed split by --seed
+        return SplitRecipe(Path(params["data"]), params.get("protocol", "book"), int(seed),
                            float(params.get("test_fraction", 0.25)), float(params.get("val_fraction", 0.1)), digests)
