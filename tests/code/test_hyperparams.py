@@ -102,3 +102,6 @@ def test_values_tuned_on_another_split_of_the_same_data_are_refused():
     check_split(tuned, "ab" * 32, {**ours, "split_seed": 7}, "--params")
     standard = {**tuned, "protocol": "standard"}
     check_split(standard, "ab" * 32, {**ours, "protocol": "standard"}, "--params")  # t10k is never tuned on
+    check_split(tuned, "ab" * 32, {**ours, "protocol": "standard"}, "--params")  # tuned on the book's val part
+    with pytest.raises(UserError, match=r"\(protocol standard, not book"):  # its val part: the book's test part
+        check_split(standard, "ab" * 32, ours, "--params")
