@@ -54,6 +54,21 @@ class MonitoringConfig(_Frozen):
     min_rows: int = Field(100, ge=1)  # fewer rows say too little: the verdict is then too_few_rows
     # Labelled feedback on which the champion scores below this raises digitpipe.accuracy.low (None: never).
     min_live_accuracy: float | None = Field(0.95, ge=0, le=1)
+    # Feedback from the serving page comes from anyone: kept out of retraining (`run --feedback`), the gate's
+    # feedback clause and the alarms unless this is set (it is recorded, tagged source=web, either way).
+    trust_web_feedback: bool = False
+
+
+class ServingConfig(_Frozen):
+    """`digitpipe serve` (the `serving` section of `mlflow.yaml`)."""
+
+    poll_seconds: float = Field(30, gt=0)  # how often the alias is read again: a moved champion is served this soon
+    requests_dir: Path = Path("served")  # answered requests, kept for feedback (rotated files)
+    keep_requests: int = Field(20_000, ge=100)  # at most this many answered requests on disk
+    feedback_batch: int = Field(50, ge=1)  # page feedback is recorded as one feedback run per this many answers ...
+    feedback_seconds: float = Field(60, gt=0)  # ... or after this long, whichever comes first
+    drift_window: int = Field(500, ge=10)  # served digits per drift check against the version's reference
+    drift_events: bool = False  # also send a drifted window as a Prefect event (drawn digits drift by nature)
 
 
 class TrackingConfig(_Frozen):
@@ -67,6 +82,7 @@ class TrackingConfig(_Frozen):
     previous_alias: str = "previous_champion"  # where the champion goes when it is replaced (for --rollback)
     promotion: PromotionConfig = PromotionConfig()
     monitoring: MonitoringConfig = MonitoringConfig()
+    serving: ServingConfig = ServingConfig()
     config_file: str = BUILT_IN  # which file these settings came from (recorded on every run), set by the loader
 
     @model_validator(mode="before")

@@ -82,9 +82,13 @@ def record_feedback(tracker: Tracker, feedback: Feedback, model_path: Path, iden
     accuracy = float(np.mean(OnnxScorer(model_path).predict(feedback.images) == feedback.labels))
     run_id = tracker.runs.log_feedback(feedback, identity, accuracy)
     version = identity.get("version")
+    prefix = "" if feedback.origin == "file" else f"{feedback.origin}_"  # web_live_accuracy: the page's own figure
     if version:
-        tracker.registry.set_version_tags(version, {"live_accuracy": f"{accuracy:.4f}", "live_accuracy_at": utc_now(),
-                                                    "live_accuracy_rows": len(feedback.labels)})
+        tracker.registry.set_version_tags(version, {f"{prefix}live_accuracy": f"{accuracy:.4f}",
+                                                    f"{prefix}live_accuracy_at": utc_now(),
+                                                    f"{prefix}live_accuracy_rows": len(feedback.labels)})
+    if feedback.origin == "web" and not monitoring.trust_web_feedback:  # anyone's answers raise no alarm
+        return FeedbackResult(feedback.source, len(feedback.labels), accuracy, run_id, version, None)
     champion = tracker.registry.champion()
     retrainable = champion is not None and champion.version == version and has_new_feedback(tracker)
     alarm = alarm_for(tracker.registry.cfg.registered_model, version, feedback.source, None, accuracy,

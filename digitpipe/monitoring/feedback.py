@@ -31,8 +31,9 @@ class Feedback:
 
     images: np.ndarray  # uint8 n x 28 x 28
     labels: np.ndarray  # int64
-    image_ids: np.ndarray  # int64, 1-based rows of the scored file
+    image_ids: np.ndarray  # int64, 1-based rows of the scored file (served: the request's number)
     source: str
+    origin: str = "file"  # "file": labels that arrived for a scored file; "web": answers on the serving page
 
     def save(self, path: Path) -> Path:
         """The digits as a compressed .npz at `path` (written atomically)."""
@@ -41,10 +42,10 @@ class Feedback:
         return path
 
     @classmethod
-    def load(cls, path: Path, source: str = "") -> Feedback:
+    def load(cls, path: Path, source: str = "", origin: str = "file") -> Feedback:
         """Feedback saved by `save`."""
         with np.load(path) as saved:
-            return cls(saved["images"], saved["labels"], saved["image_ids"], source or str(path))
+            return cls(saved["images"], saved["labels"], saved["image_ids"], source or str(path), origin)
 
     def dataset(self) -> Dataset:
         """The labelled digits as a Dataset."""

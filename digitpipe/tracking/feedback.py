@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
+    from digitpipe.config import TrackingConfig
+
     from digitpipe.monitoring.feedback import Feedback
 
 FEEDBACK_ARTIFACT = "feedback/feedback.npz"  # on a feedback run: the labelled digits (monitoring.feedback.Feedback)
@@ -22,6 +24,7 @@ class FeedbackStore:
     """RunLog's feedback runs (a mixin: it uses RunLog's run, _search, log_params and log_metrics)."""
 
     client: MlflowClient
+    cfg: TrackingConfig
 
     def log_feedback(self, feedback: Feedback, identity: Mapping[str, str], live_accuracy: float) -> str:
         """One run per batch of labelled feedback: the digits as an artifact any machine can read back (not a file on
@@ -31,8 +34,8 @@ class FeedbackStore:
         known = self._search(f"{FEEDBACK_RUNS} and tags.feedback_digest = '{digest}'", limit=1)
         if known:
             return known[0].info.run_id
-        with self.run(f"feedback {Path(feedback.source).name}", tags={**FEEDBACK_TAGS,
-                                                                       "feedback_digest": digest}) as run_id:
+        tags = {**FEEDBACK_TAGS, "feedback_digest": digest, "source": feedback.origin}
+        with self.run(f"feedback {Path(feedback.source).name}", tags=tags) as run_id:
             self.log_params(run_id, {"input": feedback.source, **identity})
             self.log_metrics(run_id, {"live_accuracy": live_accuracy, "labelled_rows": len(feedback.labels)})
             with tempfile.TemporaryDirectory() as tmp:
@@ -41,14 +44,15 @@ class FeedbackStore:
         return run_id
 
     def feedback_runs(self) -> list[tuple[str, int]]:
-        """Every finished feedback run as (run id, start time in epoch ms), oldest first, page by page."""
+        """Every finished feedback run to train and judge on as (run id, start time in epoch ms), oldest first:
+        feedback from the serving page only where `monitoring.trust_web_feedback` says so."""
         runs = self._search(FEEDBACK_RUNS, order_by=["attributes.start_time ASC"])
-        return [(r.info.run_id, r.info.start_time) for r in runs]
+        trusted = self.cfg.monitoring.trust_web_feedback
+        return [(r.info.run_id, r.info.start_time) for r in runs if trusted or r.data.tags.get("source") != "web"]
 
     def newest_feedback_ms(self) -> int:
-        """When the newest finished feedback run started (epoch ms; 0 when there is none)."""
-        runs = self._search(FEEDBACK_RUNS, limit=1, order_by=["attributes.start_time DESC"])
-        return runs[0].info.start_time if runs else 0
+        """When the newest feedback run to train on started (epoch ms; 0 when there is none)."""
+        return max((ms for _, ms in self.feedback_runs()), default=0)
 
     def feedback_consumed_ms(self) -> int:
         """The newest feedback a finished retraining run trained on (its `feedback_through_ms`; 0 when none did),

@@ -138,15 +138,7 @@ class Registry(VersionLineage, MonitorReferences, QuantizationRecords):
     def resolve(self, uri: str, dest: Path, prefer_int8: bool = True) -> tuple[Path, dict]:
         """Download the ONNX file of `models:/NAME@ALIAS` or `models:/NAME/VERSION` (its int8 variant where one
         was accepted); returns the file and the model's identity."""
-        match = re.fullmatch(r"models:/([^/@]+)(?:@([^/]+)|/(\d+))", uri)
-        if not match:
-            raise UserError(f"{uri}: expected models:/NAME@ALIAS, models:/NAME/VERSION or a .onnx file")
-        name, alias, version = match.groups()
-        try:
-            mv = (self.client.get_model_version_by_alias(name, alias) if alias
-                  else self.client.get_model_version(name, version))
-        except MlflowException as exc:
-            raise UserError(f"{uri}: not in the registry at {self.cfg.tracking_uri} ({exc.message[:160]})") from None
+        name, mv = self._model_version(uri)
         identity = {"uri": uri, "registered_model": name, "version": str(mv.version),
                     "model_name": mv.tags.get("model_name", "?"), "run_id": mv.run_id, "precision": "fp32"}
         if prefer_int8 and mv.tags.get("int8_status") == "accepted":
@@ -154,6 +146,21 @@ class Registry(VersionLineage, MonitorReferences, QuantizationRecords):
             return _verified(path, mv.tags.get("int8_sha256"), uri), identity | {"precision": "int8"}
         # the registry's copy is the truth, not a path recorded at registration
         return _verified(self._download_onnx(name, str(mv.version), dest), mv.tags.get("onnx_sha256"), uri), identity
+
+    def version_of(self, uri: str) -> str:
+        """The version `models:/NAME@ALIAS` (or .../VERSION) names now, without downloading it: what a server polls."""
+        return str(self._model_version(uri)[1].version)
+
+    def _model_version(self, uri: str):
+        match = re.fullmatch(r"models:/([^/@]+)(?:@([^/]+)|/(\d+))", uri)
+        if not match:
+            raise UserError(f"{uri}: expected models:/NAME@ALIAS, models:/NAME/VERSION or a .onnx file")
+        name, alias, version = match.groups()
+        try:
+            return name, (self.client.get_model_version_by_alias(name, alias) if alias
+                          else self.client.get_model_version(name, version))
+        except MlflowException as exc:
+            raise UserError(f"{uri}: not in the registry at {self.cfg.tracking_uri} ({exc.message[:160]})") from None
 
     def version_onnx(self, version: str, dest: Path) -> Path:
         """The registered fp32 ONNX file of one version, downloaded into `dest` and checked against its checksum."""

@@ -1,0 +1,94 @@
+"""The model a server answers with: one onnxruntime session for the version behind an alias, swapped for the new
+one when the alias moves (read again every poll interval), so that no request fails during the move."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from digitpipe.errors import UserError
+from digitpipe.monitoring.drift import Reference, registered_reference
+from digitpipe.scorer import OnnxScorer
+
+if TYPE_CHECKING:
+    from digitpipe.tracking import Registry
+
+log = logging.getLogger("digitpipe.serve")
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    """One loaded version: its session, who it is (model name, version, precision) and its drift reference."""
+
+    scorer: OnnxScorer
+    identity: dict
+    path: Path
+    reference: Reference | None
+
+    @property
+    def version(self) -> str | None:
+        return self.identity.get("version")
+
+    def names(self) -> dict[str, str | None]:
+        """What every response says about the model that answered it."""
+        return {"model": self.identity.get("model_name", Path(self.identity["uri"]).stem),
+                "version": self.version, "precision": self.identity.get("precision", "fp32")}
+
+
+class ModelFollower:
+    """The version `uri` names now: loaded at start, then followed by a polling thread (a .onnx file is not followed).
+    A request takes `current` once and keeps it: a swap never changes the session under a running request."""
+
+    def __init__(self, uri: str, registry: Registry | None, poll_seconds: float) -> None:
+        self.uri, self.registry, self.poll_seconds = uri, registry, poll_seconds
+        self._folder = Path(tempfile.mkdtemp(prefix="digitpipe-serve-"))
+        self._stop = threading.Event()
+        self._swaps: list = []  # callbacks told of each new version (the drift window starts again)
+        self.current = self._load()
+
+    def _load(self) -> ServedModel:
+        if self.registry is None:
+            path = Path(self.uri)
+            if not path.is_file():
+                raise UserError(f"{self.uri}: no such model file (expected a .onnx file or models:/NAME@ALIAS)")
+            return ServedModel(OnnxScorer(path), {"uri": str(path.resolve())}, path, None)
+        folder = Path(tempfile.mkdtemp(dir=self._folder))
+        path, identity = self.registry.resolve(self.uri, folder)  # int8 where accepted, as `score` does
+        reference = registered_reference(self.registry.monitor_reference(identity, folder / "reference"))
+        return ServedModel(OnnxScorer(path), identity, path, reference)
+
+    def on_swap(self, callback) -> None:
+        """Call `callback(new ServedModel)` after each swap."""
+        self._swaps.append(callback)
+
+    def refresh(self) -> bool:
+        """Load the version the alias names now if it moved; True when it did."""
+        if self.registry is None or self.registry.version_of(self.uri) == self.current.version:
+            return False
+        old, self.current = self.current, self._load()
+        log.info("serving %s v%s (was v%s)", self.uri, self.current.version, old.version)
+        for callback in self._swaps:
+            callback(self.current)
+        shutil.rmtree(old.path.parent, ignore_errors=True)  # its session stays in memory for requests in flight
+        return True
+
+    def start(self) -> None:
+        """Poll the alias in a daemon thread until `stop`."""
+        threading.Thread(target=self._poll, name="digitpipe-follow", daemon=True).start()
+
+    def _poll(self) -> None:
+        while not self._stop.wait(self.poll_seconds):
+            try:
+                self.refresh()
+            except Exception as exc:  # the store may be down a while: keep answering with the version we have
+                log.warning("cannot read %s (%s); still serving v%s", self.uri, str(exc).splitlines()[0][:160],
+                            self.current.version)
+
+    def stop(self) -> None:
+        self._stop.set()
+        shutil.rmtree(self._folder, ignore_errors=True)

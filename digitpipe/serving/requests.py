@@ -1,0 +1,160 @@
+"""What a server keeps of its answers: each served digit on disk (rotated JSON-lines files, bounded), so that the
+page's "right" / "it was a ..." can be joined to its pixels, even after a restart; and the answers people gave,
+recorded as labelled feedback in batches (one feedback run per batch, not one per click)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import threading
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from digitpipe.runtime import utc_now
+
+log = logging.getLogger("digitpipe.serve")
+FILES = 4  # the answers kept are spread over this many files: the oldest file goes when a new one starts
+
+
+@dataclass(frozen=True)
+class Answer:
+    """One served digit: its request id and number, when, which version answered, what it said, its pixels."""
+
+    request_id: str
+    number: int
+    at: str
+    version: str | None
+    digit: int
+    pixels: bytes  # 784 uint8, row-major
+
+    def image(self) -> np.ndarray:
+        return np.frombuffer(self.pixels, np.uint8).reshape(28, 28)
+
+    def line(self) -> str:
+        return json.dumps({"id": self.request_id, "n": self.number, "at": self.at, "version": self.version,
+                           "digit": self.digit, "pixels": base64.b64encode(self.pixels).decode()}) + "\n"
+
+    @classmethod
+    def parse(cls, line: str) -> Answer | None:
+        try:
+            d = json.loads(line)
+            return cls(d["id"], int(d["n"]), d["at"], d["version"], int(d["digit"]), base64.b64decode(d["pixels"]))
+        except (ValueError, KeyError, TypeError):
+            return None  # a line cut short when the server was killed
+
+
+class RequestLog:
+    """The last `keep` answers, in `folder`/requests-NNNNNN.jsonl files, found again by request id."""
+
+    def __init__(self, folder: Path, keep: int) -> None:
+        self.folder, self.per_file = Path(folder), max(1, keep // FILES)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._index: dict[str, Answer] = {}
+        self._ids: dict[Path, list[str]] = {}  # per file, the ids it holds (dropped with it)
+        for path in sorted(self.folder.glob("requests-*.jsonl")):
+            answers = [a for a in map(Answer.parse, path.read_text().splitlines()) if a]
+            self._ids[path] = [a.request_id for a in answers]
+            self._index |= {a.request_id: a for a in answers}
+        self._next = 1 + max((a.number for a in self._index.values()), default=0)
+        self._file = None
+        self._open(next(reversed(self._ids), None) or self._path(1))
+
+    def _path(self, number: int) -> Path:
+        return self.folder / f"requests-{number:06d}.jsonl"
+
+    def _open(self, path: Path) -> None:
+        if self._file:
+            self._file.close()
+        self._file = path.open("a", encoding="utf-8")
+        self._ids.setdefault(path, [])
+        self._current = path
+
+    def add(self, images: np.ndarray, digits: np.ndarray, version: str | None) -> list[str]:
+        """Keep one answer per image; returns their request ids."""
+        at = utc_now()
+        with self._lock:
+            ids = []
+            for image, digit in zip(images, digits, strict=True):
+                answer = Answer(uuid.uuid4().hex, self._next, at, version, int(digit), image.tobytes())
+                self._next += 1
+                if len(self._ids[self._current]) >= self.per_file:
+                    self._rotate()
+                self._file.write(answer.line())
+                self._ids[self._current].append(answer.request_id)
+                self._index[answer.request_id] = answer
+                ids.append(answer.request_id)
+            self._file.flush()
+            return ids
+
+    def _rotate(self) -> None:
+        number = int(self._current.stem.split("-")[1]) + 1
+        self._open(self._path(number))
+        while len(self._ids) > FILES:
+            oldest = next(iter(self._ids))
+            for request_id in self._ids.pop(oldest):
+                self._index.pop(request_id, None)
+            oldest.unlink(missing_ok=True)
+
+    def find(self, request_id: str) -> Answer | None:
+        return self._index.get(request_id)
+
+    def close(self) -> None:
+        with self._lock:
+            self._file.close()
+
+
+class FeedbackQueue:
+    """People's answers waiting to be recorded: `record(answers, labels)` is called with a batch once `batch` have
+    come or `seconds` have passed (and at `close`); a batch that fails to record is kept for the next try."""
+
+    def __init__(self, record: Callable[[list[Answer], list[int]], None], batch: int, seconds: float) -> None:
+        self.record, self.batch, self.seconds = record, batch, seconds
+        self._pending: dict[str, tuple[Answer, int]] = {}  # by request id: a second answer replaces the first
+        self._lock, self._wake, self._stop = threading.Lock(), threading.Event(), threading.Event()
+        self._thread = threading.Thread(target=self._run, name="digitpipe-feedback", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def add(self, answer: Answer, label: int) -> int:
+        """Queue one answer; returns how many are waiting."""
+        with self._lock:
+            self._pending[answer.request_id] = (answer, label)
+            waiting = len(self._pending)
+        if waiting >= self.batch:
+            self._wake.set()
+        return waiting
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(self.seconds)
+            self._wake.clear()
+            self.flush()
+
+    def flush(self) -> None:
+        """Record what is waiting now, as one batch per version that answered."""
+        with self._lock:
+            taken, self._pending = self._pending, {}
+        by_version: dict[str | None, list[tuple[Answer, int]]] = {}
+        for answer, label in taken.values():
+            by_version.setdefault(answer.version, []).append((answer, label))
+        for items in by_version.values():
+            try:
+                self.record([a for a, _ in items], [label for _, label in items])
+            except Exception as exc:  # the store may be down: keep them for the next try (newer answers win)
+                log.warning("cannot record %d feedback answers yet (%s)", len(items), str(exc).splitlines()[0][:160])
+                with self._lock:
+                    self._pending = {a.request_id: (a, label) for a, label in items} | self._pending
+
+    def close(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=30)
+        self.flush()

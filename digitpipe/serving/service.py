@@ -1,0 +1,197 @@
+"""What one server does behind its HTTP routes: answer digits with the followed model, keep the answers, queue
+people's feedback into the store in batches, check each window of served digits for drift, count for /metrics."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import tempfile
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from digitpipe.monitoring.drift import BatchProfile
+from digitpipe.scorer import probabilities
+from digitpipe.serving.follower import ModelFollower, ServedModel
+from digitpipe.serving.requests import Answer, FeedbackQueue, RequestLog
+
+if TYPE_CHECKING:
+    from digitpipe.config import TrackingConfig
+    from digitpipe.monitoring.alarms import Alarm
+    from digitpipe.tracking import Tracker
+
+log = logging.getLogger("digitpipe.serve")
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+
+@dataclass(frozen=True)
+class Answered:
+    """One request's answer: the model that gave it, each digit's ten probabilities and its request id."""
+
+    served: ServedModel
+    probabilities: np.ndarray
+    request_ids: list[str]
+
+    def body(self) -> dict:
+        """/predict's reply."""
+        return {**self.served.names(), "predictions": [
+            {"request_id": rid, "digit": int(p.argmax()), "probabilities": [round(float(v), 6) for v in p]}
+            for rid, p in zip(self.request_ids, self.probabilities, strict=True)]}
+
+    def headers(self) -> dict[str, str]:
+        """Every reply names the model and version that answered (in headers where the body is MLflow's)."""
+        names = self.served.names()
+        return {"X-Model-Name": str(names["model"]), "X-Model-Version": str(names["version"]),
+                "X-Model-Precision": str(names["precision"])}
+
+
+class Metrics:
+    """The Prometheus counters of one server (their own registry, so that tests can build several)."""
+
+    def __init__(self) -> None:
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+        self.registry = r = CollectorRegistry()
+        self.requests = Counter("digitpipe_requests", "HTTP requests answered", ["route", "status"], registry=r)
+        self.errors = Counter("digitpipe_errors", "Requests refused (4xx) or failed (5xx)", ["route", "status"],
+                              registry=r)
+        self.latency = Histogram("digitpipe_request_seconds", "Time from request to response", ["route"],
+                                 buckets=LATENCY_BUCKETS, registry=r)
+        self.digits = Counter("digitpipe_digits_served", "Digits answered", registry=r)
+        self.version = Gauge("digitpipe_served_version", "1 for the version answering now",
+                             ["model", "version", "precision"], registry=r)
+        self.drift = Gauge("digitpipe_drift_verdict", "1 for the last window's drift verdict", ["verdict"],
+                           registry=r)
+        self.answers = Counter("digitpipe_feedback", "People's answers on served digits", ["answer"], registry=r)
+        self.live_accuracy = Gauge("digitpipe_web_live_accuracy", "confirmed / (confirmed + corrected)", registry=r)
+        self._answers = {True: 0, False: 0}
+
+    def observe(self, route: str, status: int, seconds: float) -> None:
+        self.requests.labels(route, str(status)).inc()
+        self.latency.labels(route).observe(seconds)
+        if status >= 400:
+            self.errors.labels(route, str(status)).inc()
+
+    def serving(self, served: ServedModel) -> None:
+        self.version.clear()
+        self.version.labels(*[str(v) for v in served.names().values()]).set(1)
+
+    def answer(self, right: bool) -> None:
+        self._answers[right] += 1
+        self.answers.labels("confirmed" if right else "corrected").inc()
+        self.live_accuracy.set(self._answers[True] / (self._answers[True] + self._answers[False]))
+
+    def text(self) -> bytes:
+        from prometheus_client import generate_latest
+
+        return generate_latest(self.registry)
+
+
+class Service:
+    """A followed model and everything kept about what it answered."""
+
+    def __init__(self, follower: ModelFollower, tracker: Tracker | None, tracking: TrackingConfig,
+                 token: str | None = None, on_alarm: Callable[[Alarm], None] | None = None) -> None:
+        cfg = tracking.serving
+        self.follower, self.tracker, self.tracking, self.token, self.on_alarm = (
+            follower, tracker, tracking, token, on_alarm)
+        self.requests = RequestLog(cfg.requests_dir, cfg.keep_requests)
+        self.feedback = FeedbackQueue(self._record_feedback, cfg.feedback_batch, cfg.feedback_seconds)
+        self.metrics = Metrics()
+        self.background = ThreadPoolExecutor(1, thread_name_prefix="digitpipe-record")  # store writes, in order
+        self._window_lock = threading.Lock()
+        self._windows = 0
+        self._start_window(follower.current)
+        follower.on_swap(self._start_window)
+
+    def answer(self, images: np.ndarray) -> Answered:
+        """The followed model's answer for each image, kept for feedback and counted into the drift window."""
+        served = self.follower.current
+        scores = served.scorer.scores(images)
+        probs = probabilities(scores)
+        ids = self.requests.add(images, probs.argmax(1), served.version)
+        self._count(served, images, scores)
+        self.metrics.digits.inc(len(images))
+        return Answered(served, probs, ids)
+
+    def give_feedback(self, answer: Answer, label: int) -> int:
+        """Queue a person's answer on a served digit; returns how many wait to be recorded."""
+        self.metrics.answer(label == answer.digit)
+        return self.feedback.add(answer, label)
+
+    def _record_feedback(self, answers: list[Answer], labels: list[int]) -> None:
+        """One feedback run for a batch of answers on one version, as `digitpipe feedback` records labels."""
+        from digitpipe.monitoring.alarms import record_feedback
+        from digitpipe.monitoring.feedback import Feedback
+
+        if self.tracker is None:
+            return
+        version = answers[0].version
+        feedback = Feedback(np.stack([a.image() for a in answers]), np.array(labels, np.int64),
+                            np.array([a.number for a in answers], np.int64),
+                            f"web-{answers[-1].at[:19].replace(':', '')}", origin="web")
+        with tempfile.TemporaryDirectory(prefix="digitpipe-feedback-") as tmp:
+            if version is None:
+                path, identity = self.follower.current.path, self.follower.current.identity
+            else:
+                name = self.follower.current.identity["registered_model"]
+                path, identity = self.tracker.registry.resolve(f"models:/{name}/{version}", Path(tmp))
+            result = record_feedback(self.tracker, feedback, path, identity, self.tracking.monitoring)
+        log.info("%s", result.line())
+
+    def _start_window(self, served: ServedModel) -> None:
+        self.metrics.serving(served)
+        with self._window_lock:
+            self._window = (served, BatchProfile(served.reference) if served.reference else None)
+
+    def _count(self, served: ServedModel, images: np.ndarray, scores: np.ndarray) -> None:
+        with self._window_lock:
+            owner, profile = self._window
+            if profile is None or owner is not served:  # no reference, or a request the old version answered
+                return
+            profile.add(images, scores)
+            if profile.rows < self.tracking.serving.drift_window:
+                return
+            self._windows += 1
+            self._window = (served, BatchProfile(served.reference))
+        drift = profile.verdict(self.tracking.monitoring)
+        self.metrics.drift.clear()
+        self.metrics.drift.labels(drift["verdict"]).set(1)
+        self.background.submit(self._record_window, served, drift, self._windows)
+
+    def _record_window(self, served: ServedModel, drift: dict, number: int) -> None:
+        """The window's verdict and each feature's PSI as a serving run; a Prefect event only where asked for."""
+        if self.tracker is None:
+            return
+        runs = self.tracker.runs
+        try:
+            with runs.run(f"served window {number}", tags={"digitpipe.kind": "serving",
+                                                           "drift_verdict": drift["verdict"]}) as run_id:
+                runs.log_params(run_id, {**served.identity, "window_digits": drift["rows"]})
+                runs.log_metrics(run_id, {f"drift_psi_{name}": f["distance"]
+                                          for name, f in drift.get("features", {}).items()})
+            if self.tracking.serving.drift_events and drift["verdict"] == "drift" and self.on_alarm:
+                from digitpipe.monitoring.alarms import batch_alarm
+
+                if alarm := batch_alarm(self.tracker, served.identity, f"served window {number}", drift):
+                    self.on_alarm(alarm)
+        except Exception as exc:  # a signal: a store that is down must not stop the answers
+            log.warning("cannot record served window %d (%s)", number, str(exc).splitlines()[0][:160])
+
+    @contextlib.asynccontextmanager
+    async def lifespan(self, app):
+        """Follow the alias and record feedback while the server runs; record what waits when it stops."""
+        self.follower.start()
+        self.feedback.start()
+        try:
+            yield
+        finally:
+            self.follower.stop()
+            self.feedback.close()
+            self.background.shutdown(wait=True)
+            self.requests.close()
