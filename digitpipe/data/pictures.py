@@ -80,7 +80,7 @@ def _fit(box: np.ndarray, size: int) -> np.ndarray:
     height, width = box.shape
     scale = size / max(height, width)
     shape = (max(1, round(width * scale)), max(1, round(height * scale)))
-    resample = Image.Resampling.BOX if scale < 1 else Image.Resampling.BILINEAR
+    resample = Image.Resampling.LANCZOS if scale < 1 else Image.Resampling.BILINEAR
     return np.asarray(Image.fromarray(box.astype(np.float32), mode="F").resize(shape, resample))
 
 

@@ -4,7 +4,7 @@ with no traceback, for every command."""
 import pytest
 
 COMMANDS = ["run", "tune", "validate", "eda", "score", "feedback", "export", "models", "promote", "data fetch",
-            "monitor reference"]
+            "monitor reference", "serve"]
 
 
 def _usage_error(result, command: str, message: str) -> None:
