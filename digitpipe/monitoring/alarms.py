@@ -82,11 +82,14 @@ def record_feedback(tracker: Tracker, feedback: Feedback, model_path: Path, iden
     accuracy = float(np.mean(OnnxScorer(model_path).predict(feedback.images) == feedback.labels))
     run_id = tracker.runs.log_feedback(feedback, identity, accuracy)
     version = identity.get("version")
-    prefix = "" if feedback.origin == "file" else f"{feedback.origin}_"  # web_live_accuracy: the page's own figure
     if version:
-        tracker.registry.set_version_tags(version, {f"{prefix}live_accuracy": f"{accuracy:.4f}",
+        tagged, rows = accuracy, len(feedback.labels)  # a scored file's labels: this batch's figure
+        prefix = "" if feedback.origin == "file" else f"{feedback.origin}_"  # web_live_accuracy: the page's own
+        if prefix:  # the page's answers come a few at a time: every answer so far
+            tagged, rows = tracker.runs.answered_accuracy(version, feedback.origin)
+        tracker.registry.set_version_tags(version, {f"{prefix}live_accuracy": f"{tagged:.4f}",
                                                     f"{prefix}live_accuracy_at": utc_now(),
-                                                    f"{prefix}live_accuracy_rows": len(feedback.labels)})
+                                                    f"{prefix}live_accuracy_rows": rows})
     if feedback.origin == "web" and not monitoring.trust_web_feedback:  # anyone's answers raise no alarm
         return FeedbackResult(feedback.source, len(feedback.labels), accuracy, run_id, version, None)
     champion = tracker.registry.champion()

@@ -5,6 +5,7 @@ stays free while requests are refused; bodies are counted as they stream and cut
 from __future__ import annotations
 
 import hmac
+import importlib.metadata
 import time
 from pathlib import Path
 
@@ -24,7 +25,7 @@ from digitpipe.serving.service import Service
 MAX_BODY = 4 * 1024 * 1024  # bytes per request body
 PAGE = Path(__file__).with_name("page")
 PICTURE_TYPES = ("image/png", "image/jpeg", "application/octet-stream")
-ROUTES = ("/", "/health", "/metrics", "/predict", "/invocations", "/feedback")
+ROUTES = ("/", "/health", "/metrics", "/ping", "/version", "/predict", "/invocations", "/feedback")
 
 
 def build_app(service: Service) -> Starlette:
@@ -37,6 +38,12 @@ def build_app(service: Service) -> Starlette:
     async def health(request: Request) -> Response:
         return JSONResponse({"status": "ready", **service.follower.current.names(),
                              "feedback_token": bool(service.token)})
+
+    async def ping(request: Request) -> Response:  # MLflow's scoring-server client waits on these two
+        return Response("\n", media_type="application/json")
+
+    async def version(request: Request) -> Response:
+        return Response(importlib.metadata.version("digitpipe"), media_type="text/plain")
 
     async def metrics(request: Request) -> Response:
         return Response(service.metrics.text(), media_type="text/plain; version=0.0.4")
@@ -80,7 +87,8 @@ def build_app(service: Service) -> Starlette:
         return JSONResponse({"request_id": answer.request_id, "served": answer.digit, "label": label,
                              "right": label == answer.digit, "waiting": waiting}, status_code=202)
 
-    routes = [Route("/", index), Route("/health", health), Route("/metrics", metrics),
+    routes = [Route("/", index), Route("/health", health), Route("/metrics", metrics), Route("/ping", ping),
+              Route("/version", version),
               Route("/predict", predict, methods=["POST"]), Route("/invocations", invocations, methods=["POST"]),
               Route("/feedback", feedback, methods=["POST"]), Mount("/static", StaticFiles(directory=PAGE))]
     handlers = {InputError: _refused, HTTPException: _http_error, Exception: _failed}

@@ -54,6 +54,14 @@ class FeedbackStore:
         """When the newest feedback run to train on started (epoch ms; 0 when there is none)."""
         return max((ms for _, ms in self.feedback_runs()), default=0)
 
+    def answered_accuracy(self, version: str, origin: str) -> tuple[float, int]:
+        """A version's accuracy over all its feedback runs from `origin` (the page's: confirmed / (confirmed +
+        corrected), every answer counted once per batch it came in) and how many answers that is."""
+        runs = self._search(f"{FEEDBACK_RUNS} and tags.source = '{origin}' and params.version = '{version}'")
+        rows = sum(r.data.metrics.get("labelled_rows", 0) for r in runs)
+        right = sum(r.data.metrics.get("labelled_rows", 0) * r.data.metrics.get("live_accuracy", 0) for r in runs)
+        return (right / rows if rows else float("nan")), int(rows)
+
     def feedback_consumed_ms(self) -> int:
         """The newest feedback a finished retraining run trained on (its `feedback_through_ms`; 0 when none did),
         promoted or not: retraining again on the same feedback would give the same verdict."""
