@@ -1,5 +1,6 @@
 # digitpipe image: installs the pinned dependencies with the team extra (psycopg, Flask-WTF), so the same image runs
-# the MLflow and Prefect servers, the Prefect workers and the Dask cluster of compose.yaml; as a non-root user.
+# the MLflow and Prefect servers, the Prefect workers, the Dask cluster and `digitpipe serve` of compose.yaml; as a
+# non-root user.
 # Build: docker build -t digitpipe .
 FROM python:3.11-slim AS build
 WORKDIR /src
@@ -7,6 +8,7 @@ COPY pyproject.toml requirements.lock README.md ./
 COPY digitpipe ./digitpipe
 COPY flows ./flows
 COPY tasks ./tasks
+COPY cli ./cli
 # The README's install plus the team extra, into a venv copied into the runtime stage (CPU index: torch==2.13.0+cpu).
 RUN python -m venv /opt/venv \
     && /opt/venv/bin/pip install --no-cache-dir --extra-index-url https://download.pytorch.org/whl/cpu \

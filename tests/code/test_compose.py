@@ -11,7 +11,7 @@ from tests.servers import BIN, compose, team_mlflow_service, team_prefect_servic
 SERVICES = compose()["services"]
 VARIABLES = team_variables()
 # a setting (KEY: value, KEY=value) or SQL (PASSWORD 'value') whose name says secret
-SECRET_SETTING = re.compile(r"(?<![\w{])\w*(PASSWORD|SECRET_KEY|AUTH_STRING)\w*(\s*[:=]\s*|\s+')(?P<value>\S+)")
+SECRET_SETTING = re.compile(r"(?<![\w{])\w*(PASSWORD|SECRET_KEY|AUTH_STRING|TOKEN)\w*(\s*[:=]\s*|\s+')(?P<value>\S+)")
 
 
 def _differences(argv: list[str], command: list[str]) -> dict[str, tuple[str, str]]:
@@ -53,7 +53,7 @@ def test_the_tests_run_prefect_as_compose_says_apart_from_host_and_port(tmp_path
 def test_published_ports_are_on_loopback_only():
     published = {name: spec["ports"] for name, spec in SERVICES.items() if "ports" in spec}
     assert published == {"mlflow": ["127.0.0.1:5000:5000"], "prefect": ["127.0.0.1:4200:4200"],
-                         "scheduler": ["127.0.0.1:8786:8786"]}
+                         "scheduler": ["127.0.0.1:8786:8786"], "serve": ["127.0.0.1:8000:8000"]}
 
 
 def test_no_secret_is_written_in_compose_prefect_yaml_or_the_image():
@@ -65,7 +65,8 @@ def test_no_secret_is_written_in_compose_prefect_yaml_or_the_image():
     # every variable compose takes is required: a missing one stops `docker compose up` with its message
     text = (ROOT / "compose.yaml").read_text()
     assert {required for _, required in re.findall(r"\$\{(\w+)(:\?)?", text)} == {":?"}
-    assert sorted(VARIABLES) == ["MLFLOW_AUTH_ADMIN_PASSWORD", "MLFLOW_AUTH_DB_PASSWORD", "MLFLOW_DB_PASSWORD",
+    assert sorted(VARIABLES) == ["DIGITPIPE_FEEDBACK_TOKEN", "MLFLOW_AUTH_ADMIN_PASSWORD", "MLFLOW_AUTH_DB_PASSWORD",
+                                 "MLFLOW_DB_PASSWORD",
                                  "MLFLOW_FLASK_SERVER_SECRET_KEY", "MLFLOW_PIPELINE_PASSWORD",
                                  "POSTGRES_PASSWORD", "PREFECT_API_AUTH_STRING", "PREFECT_DB_PASSWORD"]
 
@@ -82,6 +83,9 @@ def test_two_workers_on_the_deployments_pool_and_a_dask_cluster_of_one_thread_wo
     dask_worker = SERVICES["dask-worker"]
     assert dask_worker["command"][:5] == ["dask", "worker", "tcp://scheduler:8786", "--nthreads", "1"]
     assert dask_worker["deploy"]["replicas"] == 2
+    serve = SERVICES["serve"]  # beyond loopback inside the network: it refuses to start without the token
+    assert serve["command"] == ["digitpipe", "serve", "--host", "0.0.0.0", "--port", "8000"]
+    assert serve["environment"]["DIGITPIPE_FEEDBACK_TOKEN"].startswith("${DIGITPIPE_FEEDBACK_TOKEN:?")
 
 
 def test_postgres_is_a_named_volume_and_services_start_after_what_they_need_is_healthy():
