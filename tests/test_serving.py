@@ -106,6 +106,12 @@ def test_the_api_answers_the_digits_that_score_writes(store, champion_server, fi
     assert (answered["model"], answered["version"], answered["precision"]) == ("logreg", "1", "fp32")
     assert [p["digit"] for p in answered["predictions"]] == scored.tolist()
     assert len({p["request_id"] for p in answered["predictions"]}) == len(digits)
+    client, experiment = _store_client(folder)  # a drift window closes at 100 digits or more: this one at 1,000
+    windows = wait_for(lambda: client.search_runs([experiment], "tags.`digitpipe.kind` = 'serving'"), 60,
+                       "a served window's run")
+    assert windows[0].data.tags["drift_verdict"] == "ok"  # the digits it was trained on
+    assert windows[0].data.params["window_digits"] == "1000" and windows[0].data.params["version"] == "1"
+    assert any(key.startswith("drift_psi_") for key in windows[0].data.metrics)
 
 
 def test_invocations_answer_in_mlflows_form_for_logreg_and_for_a_net(store, champion_server, digits):

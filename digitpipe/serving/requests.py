@@ -40,7 +40,7 @@ class Answer:
                            "digit": self.digit, "pixels": base64.b64encode(self.pixels).decode()}) + "\n"
 
     @classmethod
-    def parse(cls, line: str) -> Answer | None:
+    def parse(cls, line: str | bytes) -> Answer | None:
         try:
             d = json.loads(line)
             return cls(d["id"], int(d["n"]), d["at"], d["version"], int(d["digit"]), base64.b64decode(d["pixels"]))
@@ -49,19 +49,26 @@ class Answer:
 
 
 class RequestLog:
-    """The last `keep` answers, in `folder`/requests-NNNNNN.jsonl files, found again by request id."""
+    """The last `keep` answers, in `folder`/requests-NNNNNN.jsonl files, found again by request id (in memory: each
+    id's file and offset only, so that memory stays flat while the files hold the pixels)."""
 
     def __init__(self, folder: Path, keep: int) -> None:
         self.folder, self.per_file = Path(folder), max(1, keep // FILES)
         self.folder.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._index: dict[str, Answer] = {}
+        self._where: dict[str, tuple[Path, int]] = {}
         self._ids: dict[Path, list[str]] = {}  # per file, the ids it holds (dropped with it)
+        last = 0
         for path in sorted(self.folder.glob("requests-*.jsonl")):
-            answers = [a for a in map(Answer.parse, path.read_text().splitlines()) if a]
-            self._ids[path] = [a.request_id for a in answers]
-            self._index |= {a.request_id: a for a in answers}
-        self._next = 1 + max((a.number for a in self._index.values()), default=0)
+            self._ids[path] = []
+            offset = 0
+            for line in path.read_bytes().splitlines(keepends=True):
+                if answer := Answer.parse(line):
+                    self._ids[path].append(answer.request_id)
+                    self._where[answer.request_id] = (path, offset)
+                    last = max(last, answer.number)
+                offset += len(line)
+        self._next = last + 1
         self._file = None
         self._open(next(reversed(self._ids), None) or self._path(1))
 
@@ -71,7 +78,7 @@ class RequestLog:
     def _open(self, path: Path) -> None:
         if self._file:
             self._file.close()
-        self._file = path.open("a", encoding="utf-8")
+        self._file = path.open("ab")
         self._ids.setdefault(path, [])
         self._current = path
 
@@ -85,9 +92,9 @@ class RequestLog:
                 self._next += 1
                 if len(self._ids[self._current]) >= self.per_file:
                     self._rotate()
-                self._file.write(answer.line())
+                self._where[answer.request_id] = (self._current, self._file.tell())
+                self._file.write(answer.line().encode())
                 self._ids[self._current].append(answer.request_id)
-                self._index[answer.request_id] = answer
                 ids.append(answer.request_id)
             self._file.flush()
             return ids
@@ -98,11 +105,18 @@ class RequestLog:
         while len(self._ids) > FILES:
             oldest = next(iter(self._ids))
             for request_id in self._ids.pop(oldest):
-                self._index.pop(request_id, None)
+                self._where.pop(request_id, None)
             oldest.unlink(missing_ok=True)
 
     def find(self, request_id: str) -> Answer | None:
-        return self._index.get(request_id)
+        """The answer kept under `request_id`, read back from its file; None when it is not (or no longer) kept."""
+        with self._lock:
+            path, offset = self._where.get(request_id, (None, 0))
+            if path is None:
+                return None
+            with path.open("rb") as f:
+                f.seek(offset)
+                return Answer.parse(f.readline())
 
     def close(self) -> None:
         with self._lock:

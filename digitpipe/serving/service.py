@@ -105,7 +105,7 @@ class Service:
         self.metrics = Metrics()
         self.background = ThreadPoolExecutor(1, thread_name_prefix="digitpipe-record")  # store writes, in order
         self._window_lock = threading.Lock()
-        self._windows = 0
+        self._windows = 0  # drift windows so far
         self._start_window(follower.current)
         follower.on_swap(self._start_window)
 
@@ -147,25 +147,30 @@ class Service:
     def _start_window(self, served: ServedModel) -> None:
         self.metrics.serving(served)
         with self._window_lock:
-            self._window = (served, BatchProfile(served.reference) if served.reference else None)
+            self._window: tuple[ServedModel, list[tuple[np.ndarray, np.ndarray]], int] = (served, [], 0)
 
     def _count(self, served: ServedModel, images: np.ndarray, scores: np.ndarray) -> None:
+        """Keep the digits for the drift window (profiled when it is full, off the request's path)."""
         with self._window_lock:
-            owner, profile = self._window
-            if profile is None or owner is not served:  # no reference, or a request the old version answered
+            owner, kept, rows = self._window
+            if served.reference is None or owner is not served:  # no reference, or the old version's request
                 return
-            profile.add(images, scores)
-            if profile.rows < self.tracking.serving.drift_window:
+            kept.append((images, scores))
+            self._window = (served, kept, rows + len(images))
+            if rows + len(images) < self.tracking.serving.drift_window:
                 return
             self._windows += 1
-            self._window = (served, BatchProfile(served.reference))
+            self._window = (served, [], 0)
+        self.background.submit(self._record_window, served, kept, self._windows)
+
+    def _record_window(self, served: ServedModel, kept: list, number: int) -> None:
+        """The window's verdict (for /metrics) and each feature's PSI as a serving run; a Prefect event only where
+        asked for."""
+        profile = BatchProfile(served.reference)
+        profile.add(np.concatenate([images for images, _ in kept]), np.concatenate([scores for _, scores in kept]))
         drift = profile.verdict(self.tracking.monitoring)
         self.metrics.drift.clear()
         self.metrics.drift.labels(drift["verdict"]).set(1)
-        self.background.submit(self._record_window, served, drift, self._windows)
-
-    def _record_window(self, served: ServedModel, drift: dict, number: int) -> None:
-        """The window's verdict and each feature's PSI as a serving run; a Prefect event only where asked for."""
         if self.tracker is None:
             return
         runs = self.tracker.runs
