@@ -227,7 +227,8 @@ def test_page_feedback_lands_in_the_store_as_web_feedback_out_of_retraining(stor
     client, experiment = _store_client(folder)
     wait_for(lambda: sum(r.data.metrics["labelled_rows"] for r in client.search_runs(
         [experiment], "tags.source = 'web'")) == 10, 60, "10 answers recorded as web feedback")
-    tags = client.get_model_version("digits", "1").tags
+    tags = wait_for(lambda: (t := client.get_model_version("digits", "1").tags).get("web_live_accuracy_rows") == "10"
+                    and t, 30, "the version's web_live_accuracy over all 10")  # tagged after its batch's run
     assert float(tags["web_live_accuracy"]) == 0.5 and "live_accuracy" not in tags  # the page's figure is its own
     assert 'digitpipe_web_live_accuracy 0.5' in champion_server.call("/metrics")[2].decode()
 

@@ -4,6 +4,7 @@ stays free while requests are refused; bodies are counted as they stream and cut
 
 from __future__ import annotations
 
+import functools
 import hmac
 import importlib.metadata
 import time
@@ -30,70 +31,90 @@ ROUTES = ("/", "/health", "/metrics", "/ping", "/version", "/predict", "/invocat
 
 def build_app(service: Service) -> Starlette:
     """The ASGI app of `service`."""
-    page = (PAGE / "index.html").read_text()
-
-    async def index(request: Request) -> Response:
-        return HTMLResponse(page)
-
-    async def health(request: Request) -> Response:
-        return JSONResponse({"status": "ready", **service.follower.current.names(),
-                             "feedback_token": bool(service.token)})
-
-    async def ping(request: Request) -> Response:  # MLflow's scoring-server client waits on these two
-        return Response("\n", media_type="application/json")
-
-    async def version(request: Request) -> Response:
-        return Response(importlib.metadata.version("digitpipe"), media_type="text/plain")
-
-    async def metrics(request: Request) -> Response:
-        return Response(service.metrics.text(), media_type="text/plain; version=0.0.4")
-
-    async def predict(request: Request) -> Response:
-        kind = _content_type(request)
-        if kind == "multipart/form-data":
-            images = await run_in_threadpool(picture_image, await _uploaded(request))
-        elif kind in PICTURE_TYPES:
-            images = await run_in_threadpool(picture_image, await request.body())
-        elif kind in ("application/json", ""):
-            images = await run_in_threadpool(lambda body: predict_images(parse_json(body)), await request.body())
-        else:
-            raise InputError(415, f"Content-Type {kind}: send application/json, a PNG/JPEG or a multipart upload")
-        answered = await run_in_threadpool(service.answer, images)
-        return JSONResponse(answered.body(), headers=answered.headers())
-
-    async def invocations(request: Request) -> Response:
-        kind, body = _content_type(request), await request.body()
-        if kind == "text/csv":
-            images = await run_in_threadpool(csv_images, body)
-        elif kind in ("application/json", ""):
-            images = await run_in_threadpool(lambda b: mlflow_images(parse_json(b)), body)
-        else:
-            raise InputError(415, f"Content-Type {kind}: /invocations takes application/json or text/csv")
-        answered = await run_in_threadpool(service.answer, images)
-        return JSONResponse({"predictions": answered.probabilities.tolist()}, headers=answered.headers())
-
-    async def feedback(request: Request) -> Response:
-        if service.token and not hmac.compare_digest(request.headers.get("authorization", ""),
-                                                     f"Bearer {service.token}"):
-            raise InputError(401, "POST /feedback needs the header Authorization: Bearer $DIGITPIPE_FEEDBACK_TOKEN")
-        doc = parse_json(await request.body())
-        if not isinstance(doc, dict) or not isinstance(doc.get("request_id"), str):
-            raise InputError(422, 'expected {"request_id": "...", "label": "right" or the true digit 0-9}')
-        answer = service.requests.find(doc["request_id"])
-        if answer is None:
-            raise InputError(404, f"request_id {doc['request_id'][:40]!r}: no answer kept under that id")
-        label = _label(doc.get("label"), answer.digit)
-        waiting = await run_in_threadpool(service.give_feedback, answer, label)
-        return JSONResponse({"request_id": answer.request_id, "served": answer.digit, "label": label,
-                             "right": label == answer.digit, "waiting": waiting}, status_code=202)
-
     routes = [Route("/", index), Route("/health", health), Route("/metrics", metrics), Route("/ping", ping),
-              Route("/version", version),
-              Route("/predict", predict, methods=["POST"]), Route("/invocations", invocations, methods=["POST"]),
-              Route("/feedback", feedback, methods=["POST"]), Mount("/static", StaticFiles(directory=PAGE))]
+              Route("/version", version), Route("/predict", predict, methods=["POST"]),
+              Route("/invocations", invocations, methods=["POST"]), Route("/feedback", feedback, methods=["POST"]),
+              Mount("/static", StaticFiles(directory=PAGE))]
     handlers = {InputError: _refused, HTTPException: _http_error, Exception: _failed}
-    return Starlette(routes=routes, exception_handlers=handlers, lifespan=service.lifespan,
-                     middleware=[Middleware(Measured, metrics=service.metrics), Middleware(BodyLimit)])
+    app = Starlette(routes=routes, exception_handlers=handlers, lifespan=service.lifespan,
+                    middleware=[Middleware(Measured, metrics=service.metrics), Middleware(BodyLimit)])
+    app.state.service = service
+    return app
+
+
+def _service(request: Request) -> Service:
+    return request.app.state.service
+
+
+async def index(request: Request) -> Response:
+    return HTMLResponse(_page())
+
+
+@functools.cache
+def _page() -> str:
+    return (PAGE / "index.html").read_text()
+
+
+async def health(request: Request) -> Response:
+    service = _service(request)
+    return JSONResponse({"status": "ready", **service.follower.current.names(), "feedback_token": bool(service.token)})
+
+
+async def metrics(request: Request) -> Response:
+    return Response(_service(request).metrics.text(), media_type="text/plain; version=0.0.4")
+
+
+async def ping(request: Request) -> Response:  # MLflow's scoring-server client waits on these two
+    return Response("\n", media_type="application/json")
+
+
+async def version(request: Request) -> Response:
+    return Response(importlib.metadata.version("digitpipe"), media_type="text/plain")
+
+
+async def predict(request: Request) -> Response:
+    """Digits from a JSON batch or one picture; the answers with their request ids."""
+    kind = _content_type(request)
+    if kind == "multipart/form-data":
+        images = await run_in_threadpool(picture_image, await _uploaded(request))
+    elif kind in PICTURE_TYPES:
+        images = await run_in_threadpool(picture_image, await request.body())
+    elif kind in ("application/json", ""):
+        images = await run_in_threadpool(lambda body: predict_images(parse_json(body)), await request.body())
+    else:
+        raise InputError(415, f"Content-Type {kind}: send application/json, a PNG/JPEG or a multipart upload")
+    answered = await run_in_threadpool(_service(request).answer, images)
+    return JSONResponse(answered.body(), headers=answered.headers())
+
+
+async def invocations(request: Request) -> Response:
+    """MLflow's scoring protocol: the same [N, 10] probabilities for every zoo model."""
+    kind, body = _content_type(request), await request.body()
+    if kind == "text/csv":
+        images = await run_in_threadpool(csv_images, body)
+    elif kind in ("application/json", ""):
+        images = await run_in_threadpool(lambda b: mlflow_images(parse_json(b)), body)
+    else:
+        raise InputError(415, f"Content-Type {kind}: /invocations takes application/json or text/csv")
+    answered = await run_in_threadpool(_service(request).answer, images)
+    return JSONResponse({"predictions": answered.probabilities.tolist()}, headers=answered.headers())
+
+
+async def feedback(request: Request) -> Response:
+    """A person's answer on a served digit: "right" or the true digit, queued for the store."""
+    service = _service(request)
+    if service.token and not hmac.compare_digest(request.headers.get("authorization", ""), f"Bearer {service.token}"):
+        raise InputError(401, "POST /feedback needs the header Authorization: Bearer $DIGITPIPE_FEEDBACK_TOKEN")
+    doc = parse_json(await request.body())
+    if not isinstance(doc, dict) or not isinstance(doc.get("request_id"), str):
+        raise InputError(422, 'expected {"request_id": "...", "label": "right" or the true digit 0-9}')
+    answer = await run_in_threadpool(service.requests.find, doc["request_id"])
+    if answer is None:
+        raise InputError(404, f"request_id {doc['request_id'][:40]!r}: no answer kept under that id")
+    label = _label(doc.get("label"), answer.digit)
+    waiting = await run_in_threadpool(service.give_feedback, answer, label)
+    return JSONResponse({"request_id": answer.request_id, "served": answer.digit, "label": label,
+                         "right": label == answer.digit, "waiting": waiting}, status_code=202)
 
 
 def _content_type(request: Request) -> str:

@@ -95,7 +95,7 @@ class Metrics:
 class Service:
     """A followed model and everything kept about what it answered."""
 
-    def __init__(self, follower: ModelFollower, tracker: Tracker | None, tracking: TrackingConfig,
+    def __init__(self, follower: ModelFollower, tracker: Tracker, tracking: TrackingConfig,
                  token: str | None = None, on_alarm: Callable[[Alarm], None] | None = None) -> None:
         cfg = tracking.serving
         self.follower, self.tracker, self.tracking, self.token, self.on_alarm = (
@@ -129,8 +129,6 @@ class Service:
         from digitpipe.monitoring.alarms import record_feedback
         from digitpipe.monitoring.feedback import Feedback
 
-        if self.tracker is None:
-            return
         version = answers[0].version
         feedback = Feedback(np.stack([a.image() for a in answers]), np.array(labels, np.int64),
                             np.array([a.number for a in answers], np.int64),
@@ -171,8 +169,6 @@ class Service:
         drift = profile.verdict(self.tracking.monitoring)
         self.metrics.drift.clear()
         self.metrics.drift.labels(drift["verdict"]).set(1)
-        if self.tracker is None:
-            return
         runs = self.tracker.runs
         try:
             with runs.run(f"served window {number}", tags={"digitpipe.kind": "serving",

@@ -6,7 +6,6 @@ const ink = pad.getContext("2d");
 const status = document.getElementById("status");
 let drawing = false;
 let requestId = null;
-let tokenNeeded = false;
 
 function clearPad() {
   ink.fillStyle = "#000";
@@ -103,7 +102,6 @@ document.getElementById("upload").addEventListener("change", (event) => {
 });
 
 fetch("/health").then((r) => r.json()).then((health) => {
-  tokenNeeded = health.feedback_token;
-  document.getElementById("token-row").hidden = !tokenNeeded;
+  document.getElementById("token-row").hidden = !health.feedback_token;  // the service listens beyond loopback
 });
 clearPad();
