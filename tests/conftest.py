@@ -128,6 +128,27 @@ def first_run(prefect_api, fixture_dir, tracking, tmp_path_factory):
 
 
 @pytest.fixture
+def chromium():
+    """Debian's Chromium, headless, driven by Playwright, and the folder its screenshots go to
+    ($DIGITPIPE_SCREENSHOTS); skipped where it is not installed, failed under CI (.ci/run installs it)."""
+    executable = shutil.which("chromium")
+    if executable is None:
+        if os.environ.get("CI"):
+            pytest.fail("CI must install Debian's chromium (see .ci/run)")
+        pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    shots = Path(os.environ.get("DIGITPIPE_SCREENSHOTS", ROOT / "outputs" / "screenshots")).resolve()
+    shots.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=executable, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+            "--disable-sync", "--no-first-run"])
+        yield browser, shots
+        browser.close()
+
+
+@pytest.fixture
 def digitpipe_cli(monkeypatch, capsys):
     """Runs `digitpipe ARGS...` in this process (`cli.run_cli`, the console script without its exit) and returns a
     CliResult: the exit code and what the command printed on stdout and stderr (not what the test printed before).

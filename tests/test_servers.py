@@ -4,8 +4,6 @@ headless Chromium (Prefect deployments on a real `prefect server`: tests/test_de
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from pathlib import Path
 
 import pytest
@@ -124,43 +122,30 @@ def test_rollback_and_hand_promotion_move_the_aliases_and_are_recorded(three_run
 
 
 @pytest.mark.browser
-def test_mlflow_ui_shows_runs_comparison_and_champion(three_runs, mlflow_server):
+def test_mlflow_ui_shows_runs_comparison_and_champion(three_runs, mlflow_server, chromium):
     """Debian's Chromium, headless, driven by Playwright: what a user sees in the MLflow UI."""
-    chromium = shutil.which("chromium")
-    if chromium is None:
-        if os.environ.get("CI"):
-            pytest.fail("CI must install Debian's chromium (see .ci/run)")
-        pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
-    from playwright.sync_api import sync_playwright
-
-    shots = Path(os.environ.get("DIGITPIPE_SCREENSHOTS", ROOT / "outputs" / "screenshots")).resolve()
-    shots.mkdir(parents=True, exist_ok=True)
+    browser, shots = chromium
     client = MlflowClient(mlflow_server)
     experiment = client.get_experiment_by_name("digitpipe").experiment_id
     pipeline_runs = client.search_runs([experiment], "tags.mlflow.runName = 'pipeline'")
     model_runs = client.search_runs([experiment], "tags.mlflow.runName != 'pipeline'")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=chromium, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-            "--disable-sync", "--no-first-run"])
-        page = browser.new_page(viewport={"width": 1600, "height": 1000})
-        page.goto(f"{mlflow_server}/#/experiments/{experiment}/runs")
-        page.get_by_text("Training runs").first.wait_for(timeout=60_000)
-        page.get_by_text("pipeline").first.wait_for(timeout=60_000)
-        page.screenshot(path=shots / "experiment.png")
+    page = browser.new_page(viewport={"width": 1600, "height": 1000})
+    page.goto(f"{mlflow_server}/#/experiments/{experiment}/runs")
+    page.get_by_text("Training runs").first.wait_for(timeout=60_000)
+    page.get_by_text("pipeline").first.wait_for(timeout=60_000)
+    page.screenshot(path=shots / "experiment.png")
 
-        run_ids = json.dumps([r.info.run_id for r in model_runs])
-        page.goto(f"{mlflow_server}/#/compare-runs?runs={run_ids}&experiments={json.dumps([experiment])}")
-        page.get_by_text("test_accuracy").first.wait_for(timeout=60_000)
-        compared = page.inner_text("body")
-        page.screenshot(path=shots / "compare-runs.png", full_page=True)
+    run_ids = json.dumps([r.info.run_id for r in model_runs])
+    page.goto(f"{mlflow_server}/#/compare-runs?runs={run_ids}&experiments={json.dumps([experiment])}")
+    page.get_by_text("test_accuracy").first.wait_for(timeout=60_000)
+    compared = page.inner_text("body")
+    page.screenshot(path=shots / "compare-runs.png", full_page=True)
 
-        page.goto(f"{mlflow_server}/#/models/{MODEL}")
-        page.get_by_text("Version 3").first.wait_for(timeout=60_000)
-        page.get_by_text("@ champion").or_(page.get_by_text("champion")).first.wait_for(timeout=30_000)
-        body = page.inner_text("body")
-        page.screenshot(path=shots / "registered-model.png", full_page=True)
-        browser.close()
+    page.goto(f"{mlflow_server}/#/models/{MODEL}")
+    page.get_by_text("Version 3").first.wait_for(timeout=60_000)
+    page.get_by_text("@ champion").or_(page.get_by_text("champion")).first.wait_for(timeout=30_000)
+    body = page.inner_text("body")
+    page.screenshot(path=shots / "registered-model.png", full_page=True)
     assert "champion" in body and all(f"Version {v}" in body for v in ("1", "2", "3"))
     assert len(pipeline_runs) == 3 and "lenet" in compared and "logreg" in compared
     print(f"screenshots written to {shots}")

@@ -8,9 +8,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import os
 import re
-import shutil
 import signal
 import socket
 import threading
@@ -21,9 +19,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from digitpipe.data import load_dataset
 from flows.startup import free_port
-from tests.helpers import DIGITPIPE, ROOT, assert_one_line_error, digitpipe, environ, run, wait_for, write_config
+from tests.helpers import DIGITPIPE, assert_one_line_error, digitpipe, environ, run, wait_for, write_config
 
 pytestmark = [pytest.mark.slow, pytest.mark.servers]
 SERVING = {"poll_seconds": 1, "feedback_batch": 2, "feedback_seconds": 30, "drift_window": 100}
@@ -296,22 +293,13 @@ def test_a_moved_champion_and_its_rollback_are_followed_without_a_failed_request
 
 
 @pytest.mark.browser
-def test_the_page_draws_a_digit_shows_the_answer_and_sends_a_correction(store, tmp_path):
+def test_the_page_draws_a_digit_shows_the_answer_and_sends_a_correction(store, tmp_path, chromium):
     """Debian's Chromium, headless, driven by Playwright: a person draws with pointer strokes and corrects."""
-    chromium = shutil.which("chromium")
-    if chromium is None:
-        if os.environ.get("CI"):
-            pytest.fail("CI must install Debian's chromium (see .ci/run)")
-        pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
-    from playwright.sync_api import sync_playwright
-
-    shots = Path(os.environ.get("DIGITPIPE_SCREENSHOTS", ROOT / "outputs" / "screenshots")).resolve()
-    shots.mkdir(parents=True, exist_ok=True)
+    browser, shots = chromium
     folder, config = store
     client, experiment = _store_client(folder)
     before = len(client.search_runs([experiment], "tags.source = 'web'"))
-    with serving(*store) as served, sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=chromium, args=["--no-sandbox", "--disable-gpu"])
+    with serving(*store) as served:
         page = browser.new_page(viewport={"width": 420, "height": 760})
         page.goto(served.url + "/")
         box = page.locator("#pad").bounding_box()
@@ -327,7 +315,6 @@ def test_the_page_draws_a_digit_shows_the_answer_and_sends_a_correction(store, t
         page.screenshot(path=shots / "serving-page.png")
         page.locator("#digits button", has_text="7").click()
         page.get_by_text(re.compile("thanks: (confirmed|recorded as a 7)")).wait_for(timeout=30_000)
-        browser.close()
     runs = client.search_runs([experiment], "tags.source = 'web'", order_by=["attributes.start_time DESC"])
     assert len(runs) == before + 1  # recorded when the server stopped (fewer than a batch were waiting)
     saved = np.load(client.download_artifacts(runs[0].info.run_id, "feedback/feedback.npz", str(tmp_path)))
