@@ -22,6 +22,8 @@ COPY --chown=digitpipe:digitpipe flows ./flows
 COPY --chown=digitpipe:digitpipe tasks ./tasks
 COPY --chown=digitpipe:digitpipe data ./data
 COPY --chown=digitpipe:digitpipe mlflow.yaml prefect.yaml ./
+# served/: `digitpipe serve`'s answers (compose mounts a volume here, which takes this folder's owner)
+RUN mkdir served && chown digitpipe:digitpipe served
 ENV PATH=/opt/venv/bin:$PATH DIGITPIPE_HOME=/home/digitpipe/app PYTHONUNBUFFERED=1
 USER 1000
 CMD ["prefect", "worker", "start", "--pool", "digitpipe-process", "--type", "process"]

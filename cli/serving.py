@@ -54,7 +54,8 @@ def serve(
     typer.echo(f"serving {model}: {names['model']} v{names['version']} ({names['precision']}) on "
                f"http://{bound_host}:{bound_port}/ (page /, API /predict /invocations /feedback /health /metrics)",
                err=True)
-    server = uvicorn.Server(uvicorn.Config(build_app(service), log_level="info" if verbose else "warning",
+    hosts = ["127.0.0.1", "localhost", "[::1]", "::1"] if _loopback(host) else None
+    server = uvicorn.Server(uvicorn.Config(build_app(service, hosts), log_level="info" if verbose else "warning",
                                            access_log=verbose, timeout_graceful_shutdown=10))
     server.run(sockets=[listening])
 

@@ -17,19 +17,27 @@ from digitpipe.files import first_line
 MAX_PIXELS = 16_000_000  # a picture's width x height, checked from its header before it is decoded
 INK_BOX = 20  # MNIST's digits fit a 20x20 box ...
 SIDE = 28  # ... centred by mass in 28x28
-FORMATS = ("PNG", "JPEG")
+FORMATS = ("PNG", "JPEG", "MPO")  # MPO: a JPEG with a multi-picture block, as many cameras and phones write
+WORKING_SIDE = 1024  # larger pictures are shrunk to this first: memory per request stays small
 
 
 class PictureError(UserError):
-    """A picture that cannot be read as a digit (its message is one line for the person who sent it)."""
+    """A picture that cannot be read as a digit (its message is one line for the person who sent it); `status`:
+    the HTTP status a server answers it with."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 def read_picture(data: bytes, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """The grey levels (uint8 H x W) of a PNG or JPEG; transparency is painted on white, as on paper."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image, ImageOps, UnidentifiedImageError
 
     try:
         picture = Image.open(io.BytesIO(data))  # reads the header only
+    except Image.DecompressionBombError:  # Pillow's own refusal, far above ours
+        raise PictureError(f"a picture over the limit of {max_pixels:,} pixels", 413) from None
     except (UnidentifiedImageError, OSError):
         raise PictureError("not a PNG or JPEG picture") from None
     with picture:
@@ -37,11 +45,14 @@ def read_picture(data: bytes, max_pixels: int = MAX_PIXELS) -> np.ndarray:
             raise PictureError(f"a {picture.format} picture: send a PNG or JPEG")
         width, height = picture.size
         if width * height > max_pixels:
-            raise PictureError(f"a {width}x{height} picture is over the limit of {max_pixels:,} pixels")
+            raise PictureError(f"a {width}x{height} picture is over the limit of {max_pixels:,} pixels", 413)
+        picture.draft("L", (WORKING_SIDE, WORKING_SIDE))  # a JPEG decodes straight at a reduced size
         try:
             picture.load()
         except (OSError, SyntaxError, ValueError) as exc:  # truncated or damaged data
             raise PictureError(f"a damaged {picture.format} picture ({first_line(exc)[:100]})") from None
+        picture = ImageOps.exif_transpose(picture)  # a phone's portrait photo, upright
+        picture.thumbnail((WORKING_SIDE, WORKING_SIDE), Image.Resampling.BOX)  # the digit needs 20 pixels
         if picture.mode in ("RGBA", "LA", "PA") or "transparency" in picture.info:
             white = Image.new("RGBA", picture.size, "white")
             picture = Image.alpha_composite(white, picture.convert("RGBA"))
@@ -53,7 +64,7 @@ def to_mnist_form(grey: np.ndarray) -> np.ndarray:
     ink = _ink(grey.astype(np.float32))
     rows, cols = np.flatnonzero(ink.max(1) > 0), np.flatnonzero(ink.max(0) > 0)
     if rows.size == 0:
-        raise PictureError("no digit found: the picture is blank")
+        raise PictureError("no digit found: the picture is blank", 422)
     box = ink[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
     digit = _fit(box, INK_BOX)
     return _centre_by_mass(digit, SIDE)

@@ -92,6 +92,8 @@ def record_feedback(tracker: Tracker, feedback: Feedback, model_path: Path, iden
                                                     f"{prefix}live_accuracy_rows": rows})
     if feedback.origin == "web" and not monitoring.trust_web_feedback:  # anyone's answers raise no alarm
         return FeedbackResult(feedback.source, len(feedback.labels), accuracy, run_id, version, None)
+    if version and feedback.origin == "web":  # a batch of a few clicks says little: judge every answer so far
+        accuracy = tagged
     champion = tracker.registry.champion()
     retrainable = champion is not None and champion.version == version and has_new_feedback(tracker)
     alarm = alarm_for(tracker.registry.cfg.registered_model, version, feedback.source, None, accuracy,

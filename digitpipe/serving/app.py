@@ -14,6 +14,7 @@ from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
@@ -26,18 +27,21 @@ from digitpipe.serving.service import Service
 MAX_BODY = 4 * 1024 * 1024  # bytes per request body
 PAGE = Path(__file__).with_name("page")
 PICTURE_TYPES = ("image/png", "image/jpeg", "application/octet-stream")
-ROUTES = ("/", "/health", "/metrics", "/ping", "/version", "/predict", "/invocations", "/feedback")
 
 
-def build_app(service: Service) -> Starlette:
-    """The ASGI app of `service`."""
+def build_app(service: Service, allowed_hosts: list[str] | None = None) -> Starlette:
+    """The ASGI app of `service`; with `allowed_hosts`, a request naming another Host is refused (on loopback: a page
+    elsewhere that rebinds its DNS name to 127.0.0.1 cannot read answers or send feedback)."""
     routes = [Route("/", index), Route("/health", health), Route("/metrics", metrics), Route("/ping", ping),
               Route("/version", version), Route("/predict", predict, methods=["POST"]),
               Route("/invocations", invocations, methods=["POST"]), Route("/feedback", feedback, methods=["POST"]),
               Mount("/static", StaticFiles(directory=PAGE))]
     handlers = {InputError: _refused, HTTPException: _http_error, Exception: _failed}
-    app = Starlette(routes=routes, exception_handlers=handlers, lifespan=service.lifespan,
-                    middleware=[Middleware(Measured, metrics=service.metrics), Middleware(BodyLimit)])
+    paths = {route.path for route in routes if isinstance(route, Route)}
+    middleware = [Middleware(Measured, metrics=service.metrics, paths=paths), Middleware(BodyLimit)]
+    if allowed_hosts:
+        middleware.insert(1, Middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts))
+    app = Starlette(routes=routes, exception_handlers=handlers, lifespan=service.lifespan, middleware=middleware)
     app.state.service = service
     return app
 
@@ -103,7 +107,8 @@ async def invocations(request: Request) -> Response:
 async def feedback(request: Request) -> Response:
     """A person's answer on a served digit: "right" or the true digit, queued for the store."""
     service = _service(request)
-    if service.token and not hmac.compare_digest(request.headers.get("authorization", ""), f"Bearer {service.token}"):
+    given = request.headers.get("authorization", "").encode("latin-1")  # as it came: any bytes, compared as bytes
+    if service.token and not hmac.compare_digest(given, f"Bearer {service.token}".encode()):
         raise InputError(401, "POST /feedback needs the header Authorization: Bearer $DIGITPIPE_FEEDBACK_TOKEN")
     doc = parse_json(await request.body())
     if not isinstance(doc, dict) or not isinstance(doc.get("request_id"), str):
@@ -184,8 +189,8 @@ class BodyLimit:
 class Measured:
     """Counts every request by route and status, and its latency, for /metrics."""
 
-    def __init__(self, app, metrics) -> None:
-        self.app, self.metrics = app, metrics
+    def __init__(self, app, metrics, paths: set[str]) -> None:
+        self.app, self.metrics, self.paths = app, metrics, paths
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
@@ -200,5 +205,5 @@ class Measured:
         try:
             await self.app(scope, receive, noted)
         finally:
-            route = scope["path"] if scope["path"] in ROUTES else "other"
+            route = scope["path"] if scope["path"] in self.paths else "other"
             self.metrics.observe(route, status[0], time.perf_counter() - start)

@@ -29,6 +29,7 @@ class ServedModel:
     identity: dict
     path: Path
     reference: Reference | None
+    folder: Path | None = None  # what was downloaded for it (removed when it is replaced)
 
     @property
     def version(self) -> str | None:
@@ -58,9 +59,13 @@ class ModelFollower:
                 raise UserError(f"{self.uri}: no such model file (expected a .onnx file or models:/NAME@ALIAS)")
             return ServedModel(OnnxScorer(path), {"uri": str(path.resolve())}, path, None)
         folder = Path(tempfile.mkdtemp(dir=self._folder))
-        path, identity = self.registry.resolve(self.uri, folder)  # int8 where accepted, as `score` does
-        reference = registered_reference(self.registry.monitor_reference(identity, folder / "reference"))
-        return ServedModel(OnnxScorer(path), identity, path, reference)
+        try:
+            path, identity = self.registry.resolve(self.uri, folder)  # int8 where accepted, as `score` does
+            reference = registered_reference(self.registry.monitor_reference(identity, folder / "reference"))
+            return ServedModel(OnnxScorer(path), identity, path, reference, folder)
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)  # a failed download is tried again at the next poll
+            raise
 
     def on_swap(self, callback) -> None:
         """Call `callback(new ServedModel)` after each swap."""
@@ -74,7 +79,8 @@ class ModelFollower:
         log.info("serving %s v%s (was v%s)", self.uri, self.current.version, old.version)
         for callback in self._swaps:
             callback(self.current)
-        shutil.rmtree(old.path.parent, ignore_errors=True)  # its session stays in memory for requests in flight
+        if old.folder:
+            shutil.rmtree(old.folder, ignore_errors=True)  # its session stays in memory for requests in flight
         return True
 
     def start(self) -> None:

@@ -4,13 +4,16 @@ picture. Every refusal is an InputError: an HTTP status and one line for whoever
 from __future__ import annotations
 
 import json
+import threading
 
 import numpy as np
 
 from digitpipe.data.pictures import PictureError, read_picture, to_mnist_form
 
 MAX_IMAGES = 1024  # per request
+DECODING = threading.BoundedSemaphore(2)  # pictures decoded at once
 MLFLOW_KEYS = ("dataframe_split", "dataframe_records", "instances", "inputs")
+PIXEL_COLUMNS = [f"pixel{i}" for i in range(784)]
 
 
 class InputError(Exception):
@@ -24,6 +27,8 @@ class InputError(Exception):
 def parse_json(body: bytes) -> object:
     try:
         return json.loads(body)
+    except RecursionError:
+        raise InputError(400, "the body is not valid JSON (nested too deeply)") from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise InputError(400, f"the body is not valid JSON ({str(exc).splitlines()[0][:120]})") from None
 
@@ -62,11 +67,13 @@ def predict_images(doc: object) -> np.ndarray:
 
 
 def picture_image(data: bytes) -> np.ndarray:
-    """A PNG or JPEG of one digit, any size, brought to MNIST's form (digitpipe.data.pictures)."""
-    try:
-        return to_mnist_form(read_picture(data))[None]
-    except PictureError as exc:
-        raise InputError(422 if "blank" in str(exc) else 400, str(exc)) from None
+    """A PNG or JPEG of one digit, any size, brought to MNIST's form (digitpipe.data.pictures); a few at a time,
+    so that many large pictures at once cannot take the memory."""
+    with DECODING:
+        try:
+            return to_mnist_form(read_picture(data))[None]
+        except PictureError as exc:
+            raise InputError(exc.status, str(exc)) from None
 
 
 def mlflow_images(doc: object) -> np.ndarray:
@@ -96,14 +103,13 @@ def _pixel_columns(columns: object, rows: object, key: str) -> object:
     names = [str(c) for c in columns]
     keep = [i for i, name in enumerate(names) if name.lower() != "label"]
     if any(n.startswith("pixel") for n in names):
-        try:
-            order = sorted(keep, key=lambda i: int(names[i].removeprefix("pixel")))
-        except ValueError:
-            raise InputError(422, f"{key}: columns must be pixel0..pixel783 (and an optional label)") from None
-        keep = order
+        position = {names[i]: i for i in keep}
+        if sorted(position) != sorted(PIXEL_COLUMNS):
+            raise InputError(422, f"{key}: columns must be pixel0..pixel783 (and an optional label)")
+        keep = [position[name] for name in PIXEL_COLUMNS]
     try:
         return [[row[i] for i in keep] for row in rows]
-    except (IndexError, TypeError):
+    except (IndexError, KeyError, TypeError):
         raise InputError(422, f"{key}: every row needs a value per column") from None
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from digitpipe.files import atomic_path
 from digitpipe.runtime import utc_now
 
 log = logging.getLogger("digitpipe.serve")
@@ -79,6 +80,8 @@ class RequestLog:
         if self._file:
             self._file.close()
         self._file = path.open("ab")
+        if self._file.tell() and _last_byte(path) != b"\n":
+            self._file.write(b"\n")  # end a line cut short by a kill: the next answer starts a line of its own
         self._ids.setdefault(path, [])
         self._current = path
 
@@ -123,13 +126,25 @@ class RequestLog:
             self._file.close()
 
 
+def _last_byte(path: Path) -> bytes:
+    with path.open("rb") as f:
+        f.seek(-1, 2)
+        return f.read(1)
+
+
 class FeedbackQueue:
     """People's answers waiting to be recorded: `record(answers, labels)` is called with a batch once `batch` have
     come or `seconds` have passed (and at `close`); a batch that fails to record is kept for the next try."""
 
-    def __init__(self, record: Callable[[list[Answer], list[int]], None], batch: int, seconds: float) -> None:
-        self.record, self.batch, self.seconds = record, batch, seconds
+    def __init__(self, record: Callable[[list[Answer], list[int]], None], batch: int, seconds: float,
+                 unrecorded: Path) -> None:
+        self.record, self.batch, self.seconds, self.unrecorded = record, batch, seconds, Path(unrecorded)
         self._pending: dict[str, tuple[Answer, int]] = {}  # by request id: a second answer replaces the first
+        if self.unrecorded.exists():  # what the last run could not record before it stopped
+            for line in self.unrecorded.read_text().splitlines():
+                label, _, text = line.partition("\t")
+                if (answer := Answer.parse(text)) and label.isdigit():
+                    self._pending[answer.request_id] = (answer, int(label))
         self._lock, self._wake, self._stop = threading.Lock(), threading.Event(), threading.Event()
         self._thread = threading.Thread(target=self._run, name="digitpipe-feedback", daemon=True)
 
@@ -167,8 +182,17 @@ class FeedbackQueue:
                     self._pending = {a.request_id: (a, label) for a, label in items} | self._pending
 
     def close(self) -> None:
+        """Record what waits; what the store still refuses is kept in `unrecorded` for the next start."""
         self._stop.set()
         self._wake.set()
         if self._thread.is_alive():
             self._thread.join(timeout=30)
         self.flush()
+        with self._lock:
+            if self._pending:
+                with atomic_path(self.unrecorded) as tmp:
+                    tmp.write_text("".join(f"{label}\t{a.line()}" for a, label in self._pending.values()))
+                log.warning("%d feedback answers kept in %s until the store takes them", len(self._pending),
+                            self.unrecorded)
+            else:
+                self.unrecorded.unlink(missing_ok=True)

@@ -69,7 +69,7 @@ class Metrics:
                            registry=r)
         self.answers = Counter("digitpipe_feedback", "People's answers on served digits", ["answer"], registry=r)
         self.live_accuracy = Gauge("digitpipe_web_live_accuracy", "confirmed / (confirmed + corrected)", registry=r)
-        self._answers = {True: 0, False: 0}
+        self._answers, self._lock = {True: 0, False: 0}, threading.Lock()
 
     def observe(self, route: str, status: int, seconds: float) -> None:
         self.requests.labels(route, str(status)).inc()
@@ -82,9 +82,10 @@ class Metrics:
         self.version.labels(*[str(v) for v in served.names().values()]).set(1)
 
     def answer(self, right: bool) -> None:
-        self._answers[right] += 1
+        with self._lock:
+            self._answers[right] += 1
+            self.live_accuracy.set(self._answers[True] / (self._answers[True] + self._answers[False]))
         self.answers.labels("confirmed" if right else "corrected").inc()
-        self.live_accuracy.set(self._answers[True] / (self._answers[True] + self._answers[False]))
 
     def text(self) -> bytes:
         from prometheus_client import generate_latest
@@ -101,7 +102,8 @@ class Service:
         self.follower, self.tracker, self.tracking, self.token, self.on_alarm = (
             follower, tracker, tracking, token, on_alarm)
         self.requests = RequestLog(cfg.requests_dir, cfg.keep_requests)
-        self.feedback = FeedbackQueue(self._record_feedback, cfg.feedback_batch, cfg.feedback_seconds)
+        self.feedback = FeedbackQueue(self._record_feedback, cfg.feedback_batch, cfg.feedback_seconds,
+                                      Path(cfg.requests_dir) / "unrecorded-feedback.tsv")
         self.metrics = Metrics()
         self.background = ThreadPoolExecutor(1, thread_name_prefix="digitpipe-record")  # store writes, in order
         self._window_lock = threading.Lock()
@@ -134,10 +136,11 @@ class Service:
                             np.array([a.number for a in answers], np.int64),
                             f"web-{answers[-1].at[:19].replace(':', '')}", origin="web")
         with tempfile.TemporaryDirectory(prefix="digitpipe-feedback-") as tmp:
-            if version is None:
-                path, identity = self.follower.current.path, self.follower.current.identity
+            current = self.follower.current
+            if version == current.version:  # the version answering now (or a file): its own file
+                path, identity = current.path, current.identity
             else:
-                name = self.follower.current.identity["registered_model"]
+                name = current.identity["registered_model"]
                 path, identity = self.tracker.registry.resolve(f"models:/{name}/{version}", Path(tmp))
             result = record_feedback(self.tracker, feedback, path, identity, self.tracking.monitoring)
         log.info("%s", result.line())
@@ -158,19 +161,19 @@ class Service:
             if rows + len(images) < self.tracking.serving.drift_window:
                 return
             self._windows += 1
-            self._window = (served, [], 0)
-        self.background.submit(self._record_window, served, kept, self._windows)
+            self._window, number = (served, [], 0), self._windows
+        self.background.submit(self._record_window, served, kept, number)
 
     def _record_window(self, served: ServedModel, kept: list, number: int) -> None:
         """The window's verdict (for /metrics) and each feature's PSI as a serving run; a Prefect event only where
         asked for."""
-        profile = BatchProfile(served.reference)
-        profile.add(np.concatenate([images for images, _ in kept]), np.concatenate([scores for _, scores in kept]))
-        drift = profile.verdict(self.tracking.monitoring)
-        self.metrics.drift.clear()
-        self.metrics.drift.labels(drift["verdict"]).set(1)
         runs = self.tracker.runs
         try:
+            profile = BatchProfile(served.reference)
+            profile.add(np.concatenate([images for images, _ in kept]), np.concatenate([s for _, s in kept]))
+            drift = profile.verdict(self.tracking.monitoring)
+            self.metrics.drift.clear()
+            self.metrics.drift.labels(drift["verdict"]).set(1)
             with runs.run(f"served window {number}", tags={"digitpipe.kind": "serving",
                                                            "drift_verdict": drift["verdict"]}) as run_id:
                 runs.log_params(run_id, {**served.identity, "window_digits": drift["rows"]})
@@ -191,8 +194,8 @@ class Service:
         self.feedback.start()
         try:
             yield
-        finally:
-            self.follower.stop()
+        finally:  # the follower's files go last: the feedback recorded at the end scores with them
             self.feedback.close()
             self.background.shutdown(wait=True)
+            self.follower.stop()
             self.requests.close()

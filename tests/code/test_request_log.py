@@ -42,6 +42,9 @@ def test_a_line_cut_short_by_a_kill_is_skipped(tmp_path):
         f.write('{"id": "half')
     again = RequestLog(tmp_path, keep=100)
     assert again.find(kept[1]).digit == 2
+    after = again.add(_images(1), np.array([9]), "1")  # starts a line of its own, not glued to the cut one
+    again.close()
+    assert RequestLog(tmp_path, keep=100).find(after[0]).digit == 9
 
 
 def test_feedback_is_recorded_in_batches_per_version_and_kept_when_recording_fails(tmp_path):
@@ -55,7 +58,7 @@ def test_feedback_is_recorded_in_batches_per_version_and_kept_when_recording_fai
             raise ConnectionError("store down")
         recorded.append(([a.version for a in answers], labels))
 
-    queue = FeedbackQueue(record, batch=100, seconds=3600)
+    queue = FeedbackQueue(record, batch=100, seconds=3600, unrecorded=tmp_path / "unrecorded.tsv")
     for rid, label in zip(ids, [1, 9, 3, 4, 7], strict=True):
         queue.add(log.find(rid), label)
     queue.add(log.find(ids[1]), 2)  # a second answer on one digit replaces the first
@@ -64,3 +67,32 @@ def test_feedback_is_recorded_in_batches_per_version_and_kept_when_recording_fai
     fail.clear()
     queue.close()
     assert sorted(recorded) == [(["1"] * 4, [1, 2, 3, 4]), (["2"], [7])]
+
+
+def test_a_full_batch_is_recorded_at_once_and_what_the_store_refuses_at_stop_waits_for_the_next_start(tmp_path):
+    log = RequestLog(tmp_path, keep=100)
+    ids = log.add(_images(3), np.array([1, 2, 3]), "1")
+    recorded, arrived = [], threading.Event()
+
+    def record(answers, labels):
+        recorded.append(labels)
+        arrived.set()
+
+    queue = FeedbackQueue(record, batch=2, seconds=3600, unrecorded=tmp_path / "unrecorded.tsv")
+    queue.start()
+    queue.add(log.find(ids[0]), 1)
+    queue.add(log.find(ids[1]), 5)
+    assert arrived.wait(30) and recorded == [[1, 5]]  # the second answer filled the batch: no timer waited
+    queue.close()
+
+    def refuse(answers, labels):
+        raise ConnectionError("store down")
+
+    down = FeedbackQueue(refuse, batch=100, seconds=3600, unrecorded=tmp_path / "unrecorded.tsv")
+    down.add(log.find(ids[2]), 8)
+    down.close()
+    assert (tmp_path / "unrecorded.tsv").exists()
+    back = FeedbackQueue(lambda answers, labels: recorded.append(labels), batch=100, seconds=3600,
+                         unrecorded=tmp_path / "unrecorded.tsv")
+    back.close()
+    assert recorded[-1] == [8] and not (tmp_path / "unrecorded.tsv").exists()

@@ -64,11 +64,22 @@ def test_bad_pixel_arrays_are_refused_with_their_status(values, status, message)
     ({"dataframe_split": {"columns": ["pixelX"], "data": [[1]]}}, 422,
      "dataframe_split: columns must be pixel0..pixel783 (and an optional label)"),
     ({"dataframe_records": []}, 422, "dataframe_records: expected a list of {column: value} rows"),
+    ({"dataframe_split": {"columns": ["pixel0"], "data": [{"a": 1}]}}, 422,
+     "dataframe_split: columns must be pixel0..pixel783 (and an optional label)"),
+    ({"dataframe_split": {"columns": [f"pixel{i}" for i in range(1, 785)], "data": [[0] * 784]}}, 422,
+     "dataframe_split: columns must be pixel0..pixel783 (and an optional label)"),
+    ({"dataframe_split": {"columns": COLUMNS, "data": [{"a": 1}]}}, 422,
+     "dataframe_split: every row needs a value per column"),
 ])
 def test_bad_mlflow_bodies_are_refused(doc, status, message):
     with pytest.raises(InputError) as refused:
         mlflow_images(doc)
     assert (refused.value.status, str(refused.value)) == (status, message)
+
+
+def test_json_nested_too_deeply_is_a_400_not_a_crash():
+    with pytest.raises(InputError, match=r"^the body is not valid JSON \(nested too deeply\)$"):
+        parse_json(b"[" * 100_000)
 
 
 def test_broken_json_is_a_400():

@@ -2,6 +2,8 @@
 and dark on light as on paper, and the pictures a server must refuse."""
 
 import io
+import struct
+import zlib
 
 import numpy as np
 import pytest
@@ -76,6 +78,32 @@ def test_a_truncated_png_is_refused():
 
 
 def test_a_picture_over_the_pixel_limit_is_refused_from_its_header():
-    data = _png(np.zeros((100, 200), np.uint8))
-    with pytest.raises(PictureError, match="^a 200x100 picture is over the limit of 19,999 pixels$"):
-        read_picture(data, max_pixels=19_999)
+    noise = (np.random.default_rng(0).random((100, 200)) * 255).astype(np.uint8)
+    header_only = _png(noise)[:60]  # the header and the start of the pixels: too little to decode
+    with pytest.raises(PictureError, match="^a 200x100 picture is over the limit of 19,999 pixels$") as refused:
+        read_picture(header_only, max_pixels=19_999)
+    assert refused.value.status == 413
+
+
+def test_a_decompression_bomb_is_refused_as_over_the_limit():
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", 20_000, 10_000, 8, 0, 0, 0, 0)  # 200 MP of 8-bit grey: Pillow's own refusal
+    bomb = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
+    with pytest.raises(PictureError, match="^a picture over the limit of 16,000,000 pixels$") as refused:
+        read_picture(bomb)
+    assert refused.value.status == 413
+
+
+def test_a_phone_photo_is_turned_upright_from_its_exif_orientation(digits):
+    from PIL import Image
+
+    upright = _on_paper(digits.images[0], scale=4)
+    lying = Image.fromarray(np.ascontiguousarray(np.rot90(upright))).convert("RGB")  # stored sideways ...
+    exif = Image.Exif()
+    exif[0x0112] = 6  # ... with EXIF orientation 6: turn it 90 degrees clockwise to view it
+    buffer = io.BytesIO()
+    lying.save(buffer, "JPEG", exif=exif.tobytes())
+    back = to_mnist_form(read_picture(buffer.getvalue()))
+    assert np.corrcoef(back.ravel(), digits.images[0].ravel())[0, 1] > 0.9
