@@ -327,3 +327,21 @@ def test_the_page_draws_a_digit_shows_the_answer_and_sends_a_correction(store, t
     assert len(runs) == before + 1  # recorded when the server stopped (fewer than a batch were waiting)
     saved = np.load(client.download_artifacts(runs[0].info.run_id, "feedback/feedback.npz", str(tmp_path)))
     assert saved["labels"].tolist() == [7] and saved["images"].shape == (1, 28, 28) and saved["images"].max() > 0
+
+
+def test_a_drifted_served_window_raises_an_alarm_only_where_the_setting_asks(store, digits):
+    folder, config = store
+    client, experiment = _store_client(folder)
+    shifted = np.roll(digits.images[:100], 4, axis=2)  # as tests/test_loop.py drifts a batch: 4 pixels right
+    with serving(*store) as quiet:
+        version = quiet.predict(shifted)["version"]
+    windows = client.search_runs([experiment], "tags.`digitpipe.kind` = 'serving' and tags.drift_verdict = 'drift'")
+    assert windows, "a window of digits shifted by 4 pixels is judged drifted"
+    assert "monitor_alarm" not in client.get_model_version("digits", version).tags
+    asking = write_config(folder / "drift-events.yaml", tracking_uri=f"sqlite:///{folder}/mlflow.db",
+                          serving={**SERVING, "requests_dir": str(folder / "served"), "drift_events": True})
+    with serving(folder, asking) as loud:
+        loud.predict(shifted)
+        alarm = wait_for(lambda: client.get_model_version("digits", version).tags.get("monitor_alarm"), 60,
+                         "the drifted window's alarm on the version served")
+    assert alarm.startswith(f"digitpipe.drift.detected for v{version} (the batch drifted from the training data)")
