@@ -63,7 +63,7 @@ class ServingConfig(_Frozen):
     """`digitpipe serve` (the `serving` section of `mlflow.yaml`)."""
 
     poll_seconds: float = Field(30, gt=0)  # how often the alias is read again: a moved champion is served this soon
-    requests_dir: Path = Path("served")  # answered requests, kept for feedback (rotated files)
+    requests_dir: str = "served"  # answered requests, kept for feedback (rotated files)
     keep_requests: int = Field(20_000, ge=100)  # at most this many answered requests on disk
     feedback_batch: int = Field(50, ge=1)  # page feedback is recorded as one feedback run per this many answers ...
     feedback_seconds: float = Field(60, gt=0)  # ... or after this long, whichever comes first

@@ -225,7 +225,7 @@ def test_page_feedback_lands_in_the_store_as_web_feedback_out_of_retraining(stor
                                                                          "label": label}).encode())
         assert status == 202 and reply["request_id"] == answer["request_id"]
     client, experiment = _store_client(folder)
-    wait_for(lambda: sum(r.data.metrics["labelled_rows"] for r in client.search_runs(
+    wait_for(lambda: sum(r.data.metrics.get("labelled_rows", 0) for r in client.search_runs(  # runs being written
         [experiment], "tags.source = 'web'")) == 10, 60, "10 answers recorded as web feedback")
     tags = wait_for(lambda: (t := client.get_model_version("digits", "1").tags).get("web_live_accuracy_rows") == "10"
                     and t, 30, "the version's web_live_accuracy over all 10")  # tagged after its batch's run
