@@ -40,21 +40,21 @@ def serve(
     show_stage_lines(verbose)
     tracking = load_tracking_config(config)
     model = model or f"models:/{tracking.registered_model}@{tracking.champion_alias}"
-    token = os.environ.get(TOKEN_VARIABLE) or None
-    if not _loopback(host) and not token:
+    token, loopback = os.environ.get(TOKEN_VARIABLE) or None, _loopback(host)
+    from_registry = model.startswith("models:/")
+    if not loopback and not token:
         raise UserError(f"--host {host} listens beyond loopback: set {TOKEN_VARIABLE} (POST /feedback will need "
                         "it) or listen on 127.0.0.1")
     listening = _bind(host, port)
-    tracker = tracker_for(tracking, create=not model.startswith("models:/"))
-    follower = ModelFollower(model, tracker.registry if model.startswith("models:/") else None,
-                             tracking.serving.poll_seconds)
+    tracker = tracker_for(tracking, create=not from_registry)
+    follower = ModelFollower(model, tracker.registry if from_registry else None, tracking.serving.poll_seconds)
     service = Service(follower, tracker, tracking, token, on_alarm=_announce)
     bound_host, bound_port = listening.getsockname()[:2]
     names = follower.current.names()
     typer.echo(f"serving {model}: {names['model']} v{names['version']} ({names['precision']}) on "
                f"http://{bound_host}:{bound_port}/ (page /, API /predict /invocations /feedback /health /metrics)",
                err=True)
-    hosts = ["127.0.0.1", "localhost", "[::1]", "::1"] if _loopback(host) else None
+    hosts = ["127.0.0.1", "localhost", "[::1]", "::1"] if loopback else None
     server = uvicorn.Server(uvicorn.Config(build_app(service, hosts), log_level="info" if verbose else "warning",
                                            access_log=verbose, timeout_graceful_shutdown=10))
     server.run(sockets=[listening])
