@@ -1,5 +1,5 @@
-"""Commands on the registry: list the versions, move the champion by hand, export (and quantize) a version, build
-a version's drift reference."""
+"""Commands on the registry: list the versions, move the champion by hand, write a version's evidence card, export
+(and quantize) a version, build a version's drift reference."""
 
 from __future__ import annotations
 
@@ -23,13 +23,10 @@ def promote(
 ) -> None:
     """Move the champion alias by hand: to --version N, or back to the previous champion with --rollback."""
     from digitpipe import promotion
-    from digitpipe.tracking import tracker_for
-    from flows.locks import PromotionLock, lock_mode
 
     if (version is None) == (not rollback):
         raise UserError("give exactly one of --version N or --rollback")
-    tracking = load_tracking_config(config)
-    registry = tracker_for(tracking, PromotionLock(tracking, lock_mode(unlocked_promotion)), create=False).registry
+    registry = _registry(config, unlocked_promotion)
     cfg = registry.cfg
     if rollback:
         restored, demoted = promotion.rollback(registry)
@@ -40,6 +37,51 @@ def promote(
 
 
 @app.command()
+def approve(
+    version: Annotated[str, typer.Option(help="The version awaiting approval.")],
+    comment: Annotated[str, typer.Option(help="Why (recorded on the version).")],
+    reject: Annotated[bool, typer.Option(help="Reject it instead: the champion stays.")] = False,
+    unlocked_promotion: UnlockedOption = False,
+    config: ConfigOption = None,
+) -> None:
+    """Decide on a version that earned promotion under promotion.approval: required: approve it (it becomes the
+    champion, if the champion is still the one it beat) or --reject it."""
+    from digitpipe import approval
+
+    registry = _registry(config, unlocked_promotion)
+    verdict = approval.decide(registry, version, comment, approve=not reject)
+    cfg = registry.cfg
+    moved = f"{cfg.champion_alias} -> v{version}" if verdict.promoted else f"{cfg.champion_alias} unchanged"
+    typer.echo(f"{cfg.registered_model} v{version} {verdict.verdict}: {moved} ({verdict.reason})")
+
+
+@app.command()
+def approvals(unlocked_promotion: UnlockedOption = False, config: ConfigOption = None) -> None:
+    """The versions awaiting approval; those waiting past approval_timeout_hours become not_approved (what a
+    schedule runs: a suspension has no timeout of its own)."""
+    from digitpipe import approval
+
+    registry = _registry(config, unlocked_promotion)
+    for version in approval.expire(registry):
+        typer.echo(f"v{version} not_approved: waited past approval_timeout_hours")
+    rows = approval.waiting(registry)
+    for row in rows:
+        typer.echo(f"v{row['version']} {row.get('model_name', '?')} awaiting approval since {row.get('verdict_at')}: "
+                   f"{row.get('verdict_reason', '')}")
+    if not rows:
+        typer.echo(f"{registry.cfg.registered_model}: no version is awaiting approval")
+
+
+def _registry(config: Path | None, unlocked_promotion: bool):
+    """The registry of the settings in `config`, with the promotion lock the CLI can take."""
+    from digitpipe.tracking import tracker_for
+    from flows.locks import PromotionLock, lock_mode
+
+    tracking = load_tracking_config(config)
+    return tracker_for(tracking, PromotionLock(tracking, lock_mode(unlocked_promotion)), create=False).registry
+
+
+@app.command()
 def models(config: ConfigOption = None) -> None:
     """The registered model's versions: aliases, held-out accuracy, and the promotion verdict of each."""
     from digitpipe.progress import print_versions
@@ -47,6 +89,30 @@ def models(config: ConfigOption = None) -> None:
 
     registry = tracker_for(load_tracking_config(config), create=False).registry
     print_versions(registry.cfg.registered_model, registry.versions())
+
+
+@app.command()
+def card(
+    version: Annotated[str, typer.Option(help="The registered version whose card to write.")],
+    data: Annotated[Path | None, typer.Option(
+        help="Its training data, where it moved since (the version's run names its own).")] = None,
+    output: Annotated[Path | None, typer.Option(help="Also keep the card here (default: outputs/cards/vN).")] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Write the evidence card of a version (one registered before cards existed, or again): scored on the
+    held-out part of its own split, logged on its run and named by its evidence_card tag."""
+    from digitpipe.card import write_card
+    from digitpipe.tracking import tracker_for
+
+    registry = tracker_for(load_tracking_config(config), create=False).registry
+    registry.version_tags(version)  # a clear error for a version that does not exist
+    split, made_from = training_split(registry, {"registered_model": registry.cfg.registered_model,
+                                                 "version": version, "uri": f"v{version}"}, data, None, None)
+    folder = output or Path("outputs") / "cards" / f"v{version}"
+    made = write_card(registry, version, split.test, folder)
+    typer.echo(f"{registry.cfg.registered_model} v{version} ({made['model']['name']}): held-out accuracy "
+               f"{made['held_out']['accuracy']:.2%} on {made['held_out']['images']:,} images of {made_from}; card "
+               f"on its run (card/card.html) and in {folder}")
 
 
 @app.command()

@@ -47,6 +47,8 @@ def run(
     sets: SetOption = None,
     params: ParamsOption = None,
     resume: Annotated[bool, typer.Option(help="Continue nets from an interrupted identical run.")] = False,
+    force: Annotated[bool, typer.Option(help="Train every model, even one registered already with the same data, "
+                                             "code and settings (its training key).")] = False,
     feedback: Annotated[bool, typer.Option(help="Also train on the labelled feedback in the store (a share of it "
                                                 "is held out to judge the gate).")] = False,
     quiet: Annotated[bool, typer.Option(help="No progress bars or comparison table.")] = False,
@@ -71,7 +73,7 @@ def run(
     names = tuple(m.strip() for m in models.split(",") if m.strip())
     dask_workers = _dask_workers(len(names), task_runner, dask_address)
     values = {"models": names, "epochs": epochs, "stop_at_accuracy": stop_at_accuracy, "patience": patience,
-              "resume": resume, "feedback": feedback, "seed": seed, "split_seed": split_seed, "protocol": protocol,
+              "resume": resume, "force": force, "feedback": feedback, "seed": seed, "split_seed": split_seed, "protocol": protocol,
               "val_fraction": val_fraction, "summary": summary, "out_dir": out_dir,
               "progress": not quiet and task_runner == "local" and sys.stderr.isatty(),  # no bars from Dask workers
               "threads": max(1, core_share() // dask_workers) if dask_workers else None,

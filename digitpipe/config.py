@@ -41,6 +41,10 @@ class PromotionConfig(_Frozen):
     # not worse on the base held-out images by more than `feedback_base_margin` (a fraction).
     min_feedback_images: int = Field(50, ge=1)
     feedback_base_margin: float = Field(0.005, ge=0, le=1)
+    # auto: a version that earns promotion becomes the champion; required: it waits (awaiting_approval) for
+    # `digitpipe approve`, and after approval_timeout_hours without a decision it is not_approved.
+    approval: Literal["auto", "required"] = "auto"
+    approval_timeout_hours: float = Field(72, gt=0)
 
 
 class MonitoringConfig(_Frozen):
@@ -105,6 +109,7 @@ class PipelineConfig(_Frozen):
     stop_at_accuracy: float | None = Field(None, gt=0, le=1)  # the book's early-stopping rule, for every net
     patience: int | None = Field(None, ge=1)  # early stopping on validation loss, for every net
     resume: bool = False  # continue each net from its last checkpoint of an identical run
+    force: bool = False  # train a model even where a version with its training key is registered
     feedback: bool = False  # also train on the labelled feedback in the store (its held-out share judges the gate)
     progress: bool = False  # a progress bar per model (the CLI turns it on for terminals)
     threads: int | None = Field(None, ge=1)  # torch threads per model; None: every core this process may use

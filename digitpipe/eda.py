@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import html
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from digitpipe.data.dataset import N_CLASSES, Dataset
-from digitpipe.files import write_json, write_text
+from digitpipe.files import write_json, write_once, write_text
 from digitpipe.plots import block_histograms_png, mean_digits_png, sample_digits_png
 
 CENTRE_BLOCK = (376, 377, 404, 405)  # the book's central 2x2 pixels (row 13-14, column 12-13)
@@ -47,21 +45,7 @@ def write_report(data: Dataset, out_dir: Path) -> Path:
 
 def explore(data: Dataset, cache: Path) -> Path:
     """The book's exploration of `data`, written once per dataset digest under `cache` and reused after."""
-    folder = cache / data.digest[:16]
-    if (folder / "report.html").is_file():  # report.html is written last: its presence means complete
-        return folder
-    cache.mkdir(parents=True, exist_ok=True)
-    fresh = Path(tempfile.mkdtemp(dir=cache, prefix=f".{folder.name}-"))  # runs at once never share a half-made one
-    write_report(data, fresh)
-    try:
-        fresh.rename(folder)
-    except OSError:  # there already: another run's complete copy, or a crashed one's leftover (no report.html)
-        if (folder / "report.html").is_file():
-            shutil.rmtree(fresh)
-        else:
-            shutil.rmtree(folder)
-            fresh.rename(folder)
-    return folder
+    return write_once(cache / data.digest[:16], lambda fresh: write_report(data, fresh), "report.html")
 
 
 def _html(summary: dict, pictures: list[tuple[str, Path]]) -> str:

@@ -54,6 +54,16 @@ def evaluate(labels: np.ndarray, predicted: np.ndarray) -> Evaluation:
     )
 
 
+def accuracy_interval(right: int, images: int, z: float = 1.96) -> tuple[float, float]:
+    """Wilson's 95% score interval for an accuracy of `right` of `images` (sound near 100%, unlike the normal one)."""
+    if images == 0:
+        return 0.0, 1.0
+    share, spread = right / images, z * z / images
+    centre = (share + spread / 2) / (1 + spread)
+    half = z * math.sqrt(share * (1 - share) / images + spread / (4 * images)) / (1 + spread)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
 @dataclass(frozen=True)
 class PairedComparison:
     """Two models' predictions on the same labelled images, and McNemar's exact test on where they disagree."""

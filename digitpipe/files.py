@@ -5,8 +5,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 
@@ -37,6 +38,30 @@ def write_text(path: Path, text: str) -> Path:
 def write_json(path: Path, payload: object) -> Path:
     """Write `payload` as indented JSON to `path` atomically."""
     return write_text(path, json.dumps(payload, indent=2) + "\n")
+
+
+def write_once(folder: Path, write: Callable[[Path], None], last: str) -> Path:
+    """`folder`, made by `write(empty folder)` unless a complete copy is there already (one holding the file
+    `last`, which `write` writes last); written under a temporary name and renamed, so that runs at once never
+    share a half-made folder and a failed `write` leaves nothing behind."""
+    if (folder / last).is_file():
+        return folder
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    fresh = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}-"))
+    try:
+        write(fresh)
+    except BaseException:
+        shutil.rmtree(fresh, ignore_errors=True)
+        raise
+    try:
+        fresh.rename(folder)
+    except OSError:  # there already: another run's complete copy, or a crashed one's leftover (no `last`)
+        if (folder / last).is_file():
+            shutil.rmtree(fresh)
+        else:
+            shutil.rmtree(folder, ignore_errors=True)
+            fresh.rename(folder)
+    return folder
 
 
 def first_line(exc: BaseException) -> str:

@@ -70,6 +70,22 @@ def wrong_digits_png(images: np.ndarray, labels: np.ndarray, scores: np.ndarray,
     return _save(fig, path)
 
 
+def disagreements_png(images: np.ndarray, labels: np.ndarray, ours: np.ndarray, theirs: np.ndarray, path: Path,
+                      us: str, them: str, count: int = 24) -> Path:
+    """The first `count` digits on which two models answer differently, each with both answers and the truth."""
+    shown = np.flatnonzero(ours != theirs)[:count]
+    columns = 8
+    fig, axes = plt.subplots(max(1, -(-len(shown) // columns)), columns, figsize=(12, 1.8 * -(-len(shown) // columns)),
+                             squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, i in zip(axes.flat, shown):
+        ax.imshow(images[i], cmap="gray_r")
+        ax.set_title(f"{us}: {ours[i]}  {them}: {theirs[i]}\ntrue {labels[i]}", fontsize=8)
+    fig.suptitle(f"{us} against {them}: {int(np.sum(ours != theirs))} digits answered differently")
+    return _save(fig, path)
+
+
 def flips_png(clean: np.ndarray, labels: np.ndarray, clean_predicted: np.ndarray, copies: np.ndarray,
               copies_predicted: np.ndarray, names: Sequence[str], path: Path, title: str, count: int = 8) -> Path:
     """Digits the model gets right clean but wrong once perturbed: each clean digit beside its first flipped copy."""

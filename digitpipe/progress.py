@@ -52,9 +52,11 @@ def print_comparison(summary: dict) -> None:
     for column in ("model", "accuracy", "perturbed", "train s", "ONNX KB", "registry version"):
         table.add_column(column, justify="left" if column == "model" else "right")
     for name, m in sorted(summary["models"].items(), key=lambda item: -item[1]["accuracy"]):
-        size = Path(m["onnx_path"]).stat().st_size / 1024
-        table.add_row(name, f"{m['accuracy']:.2%}", f"{m['robust_accuracy']:.2%}", f"{m['train_seconds']:.1f}",
-                      f"{size:.0f}", m["model_version"])
+        onnx = Path(m["onnx_path"])
+        robust = f"{m['robust_accuracy']:.2%}" if m["robust_accuracy"] is not None else "-"
+        table.add_row(name, f"{m['accuracy']:.2%}", robust,
+                      "unchanged" if m.get("unchanged") else f"{m['train_seconds']:.1f}",
+                      f"{onnx.stat().st_size / 1024:.0f}" if onnx.is_file() else "-", m["model_version"])
     console = Console()
     console.print(table)
     champion = summary["champion"]

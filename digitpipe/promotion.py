@@ -50,7 +50,7 @@ class Verdict:
     """One promotion decision about one registered version."""
 
     version: str
-    verdict: str  # promoted | rejected | not_comparable | promoted_by_hand | not_candidate
+    verdict: str  # promoted | rejected | not_comparable | promoted_by_hand | not_candidate | awaiting_approval ...
     reason: str
     challenger_accuracy: float | None = None
     champion_version: str | None = None  # the champion it was compared with, if any
@@ -214,8 +214,11 @@ def _judge(registry: Registry, version: str, evidence: Evidence, test: Dataset, 
     if champion is not None:
         evidence = _against(registry, version, champion, evidence, test, predicted, suite, robustness, feedback)
     verdict = gate(registry.cfg.promotion, version, evidence, champion)
+    if verdict.promoted and registry.cfg.promotion.approval == "required":
+        return dataclasses.replace(verdict, verdict="awaiting_approval", reason=f"earned promotion, waits for a "
+                                   f"person (promotion.approval: required): {verdict.reason}")
     if verdict.promoted:
-        _move_champion(registry, version, champion)
+        move_champion(registry, version, champion)
     return verdict
 
 
@@ -232,9 +235,9 @@ def promote_by_hand(registry: Registry, version: str) -> Verdict:
         champion = registry.champion()
         if champion is not None and champion.version == version:
             raise UserError(f"version {version} is already the champion")
-        _move_champion(registry, version, champion)
+        move_champion(registry, version, champion)
     was = f" (replacing v{champion.version})" if champion else ""
-    verdict = Verdict(version, "promoted_by_hand", f"promoted by hand by {_user()}{was}",
+    verdict = Verdict(version, "promoted_by_hand", f"promoted by hand by {user()}{was}",
                       champion_version=champion and champion.version)
     record_verdict(registry, verdict)
     return verdict
@@ -250,13 +253,14 @@ def rollback(registry: Registry) -> tuple[str, str]:
                             f"'{cfg.previous_alias if previous is None else cfg.champion_alias}' alias")
         registry.set_alias(cfg.champion_alias, previous)
         registry.set_alias(cfg.previous_alias, current)
-    stamp = f"{utc_now()} by {_user()}"
+    stamp = f"{utc_now()} by {user()}"
     registry.set_version_tags(previous, {"rollback": f"restored as champion from v{current} at {stamp}"})
     registry.set_version_tags(current, {"rollback": f"demoted by rollback to v{previous} at {stamp}"})
     return previous, current
 
 
-def _move_champion(registry: Registry, version: str, champion: Champion | None) -> None:
+def move_champion(registry: Registry, version: str, champion: Champion | None) -> None:
+    """Under the promotion lock: `version` becomes the champion, the champion (if any) the previous one."""
     if champion is not None:
         registry.set_alias(registry.cfg.previous_alias, champion.version)
     registry.set_alias(registry.cfg.champion_alias, version)
@@ -290,7 +294,8 @@ def _against(registry: Registry, version: str, champion: Champion, evidence: Evi
                                feedback=on_feedback)
 
 
-def _user() -> str:
+def user() -> str:
+    """The user of this machine, for the record of a decision made by hand."""
     try:
         return getpass.getuser()
     except (KeyError, OSError):  # no passwd entry (containers)

@@ -7,6 +7,7 @@ columns: the same guarantees for the checks below at a fraction of the cost (~40
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import shutil
@@ -20,7 +21,7 @@ import pandas as pd
 
 from digitpipe.data.dataset import INK, N_CLASSES, Dataset
 from digitpipe.errors import ValidationFailed
-from digitpipe.files import write_json
+from digitpipe.files import write_json, write_once
 
 if TYPE_CHECKING:
     from digitpipe.monitoring.drift import Reference
@@ -34,6 +35,13 @@ class ValidationReport:
     lines: list[str]
     statistics: dict
     seconds: float = 0.0
+    reused: bool = False  # read back from an earlier run's validation of the same digits
+
+    @classmethod
+    def read(cls, path: Path) -> ValidationReport:
+        """A report written by `as_dict` (an earlier run's), marked reused."""
+        saved = json.loads(path.read_text())
+        return cls(saved["success"], saved["expectations"], saved["statistics"], saved["seconds"], reused=True)
 
     def as_dict(self) -> dict:
         """JSON-ready form, logged to MLflow beside the run."""
@@ -43,7 +51,8 @@ class ValidationReport:
     def summary(self) -> str:
         """One line: how many expectations passed, and how long the suite took."""
         passed = sum(line.lstrip().startswith("ok") for line in self.lines)
-        return f"{passed} of {len(self.lines)} expectations passed in {self.seconds:.1f} s"
+        took = "(reused: the same digits passed before)" if self.reused else f"in {self.seconds:.1f} s"
+        return f"{passed} of {len(self.lines)} expectations passed {took}"
 
     def text(self) -> str:
         """The report as printed by the CLI."""
@@ -102,6 +111,22 @@ def check(data: Dataset, min_rows: int, docs_dir: Path | None = None) -> Validat
     if not report.success:
         raise ValidationFailed(f"{data.source}: {report.text()}")
     return report
+
+
+def check_once(data: Dataset, min_rows: int, cache: Path) -> tuple[ValidationReport, Path]:
+    """`check`, run once per dataset digest and row floor under `cache` (validation.json and GX's data docs), then
+    read back: the same digits pass or fail the same suite every time (a changed suite is a changed library, and
+    the folder name holds the library's code version)."""
+    from digitpipe.training_key import code_version
+
+    checked = []
+
+    def write(folder: Path) -> None:
+        checked.append(check(data, min_rows, folder / "data_docs"))
+        write_json(folder / "validation.json", checked[0].as_dict())
+
+    folder = write_once(cache / f"{data.digest[:16]}-{min_rows}-{code_version()[:8]}", write, "validation.json")
+    return (checked[0] if checked else ValidationReport.read(folder / "validation.json")), folder
 
 
 def reference_expectations(reference: Reference, mostly: float = 0.9) -> list:

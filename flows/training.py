@@ -4,14 +4,18 @@
 from __future__ import annotations
 
 import logging
+import re
+from dataclasses import dataclass
 from pathlib import Path
 
 from prefect import flow, task
+from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from digitpipe import promotion, runtime
+from digitpipe.card import card_markdown
 from digitpipe.config import PipelineConfig, load_tracking_config
 from digitpipe.data import Dataset, Split
 from digitpipe.evaluate import write_comparison
@@ -22,6 +26,9 @@ from digitpipe.monitoring.feedback import train_on_feedback
 from digitpipe.progress import epoch_bars
 from digitpipe.robustness import Suite
 from digitpipe.tracking import Registry, RunLog, Tracker, tracker_for
+from digitpipe.tracking.lineage import TRAINING_KEY_TAG, TrainedBefore
+from digitpipe.training_key import code_version, training_key
+from digitpipe.validation import ValidationReport
 from digitpipe.zoo import ModelResult, checkpoint_path, device_for, flat_values, spec_for
 from flows import dask_runner, startup
 from flows.locks import PromotionLock
@@ -41,59 +48,102 @@ from tasks import (
     split_data,
     train_model,
     validate_data,
+    write_card,
 )
 
 log = logging.getLogger("digitpipe")  # one line per stage; the CLI prints it, deployments send it to Prefect
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """What every model of a run trains and is judged on: the validated data, its split (with any labelled feedback
+    in the training part), the feedback held out for the gate, and the recipe of the split."""
+
+    data: Dataset
+    validation: ValidationReport
+    validated_in: Path  # the validation report and GX's data docs
+    split: Split
+    recipe: dict
+    feedback: Dataset | None
+    feedback_used: dict[str, int]
 
 
 # One model at a time by default: torch already uses every core for one net. A Dask runner (see `with_runner`)
 # trains the models at once, each in its own process.
 @flow(name="train-digits", task_runner=ThreadPoolTaskRunner(max_workers=1))
 def training_flow(cfg: PipelineConfig) -> dict:
-    """Train every configured model on cfg.data, register each, promote the best if it earned it; return the summary."""
+    """Train every configured model on cfg.data that is not registered already with its training key, register
+    each, promote the best if it earned it; return the summary."""
     startup.set_environment()  # a deployment's run starts here, not at the command line
     cfg = _with_tracking(cfg)
-    device = device_for(cfg.models) if _trains_here() else None  # None: each Dask worker picks its own
     tracker = _tracker(cfg)  # an unreachable tracking server fails the run here, before any work
-    runs, registry = tracker.runs, tracker.registry
+    prepared = prepare(cfg, tracker.runs)
+    keys = {name: training_key(name, spec_of(cfg, name), cfg.seed, prepared.data.digest, prepared.recipe,
+                               prepared.split) for name in cfg.models}
+    unchanged = {} if cfg.force else tracker.registry.trained_before(keys)
+    for before in unchanged.values():
+        log.info(before.line())
+    names = [name for name in cfg.models if name not in unchanged]
+    results, verdict = train_and_judge(cfg, tracker, prepared, {name: keys[name] for name in names}) if names \
+        else ([], None)
+    if verdict is not None:
+        log.info(f"v{verdict.version} {verdict.verdict}: {verdict.reason}")
+    summary = summarise(tracker.registry, cfg.out_dir, results, verdict, unchanged)
+    if cfg.summary:
+        write_json(cfg.summary, summary)
+    return summary
+
+
+def prepare(cfg: PipelineConfig, runs: RunLog) -> Prepared:
+    """Load and validate the data (a report of the same digits is reused), split it, add labelled feedback."""
     data = load_data(cfg.data, "train" if cfg.protocol == "standard" else None)
-    # per run: two runs of the same data on one machine (two workers) must not write the same files
-    checked = cfg.out_dir / "validation" / f"{data.digest[:16]}-{flow_run.get_id() or 'local'}"
-    validation = validate_data(data, cfg.min_rows, checked / "data_docs")
+    validation, validated_in = validate_data(data, cfg.min_rows, cfg.out_dir / "validation")
     log.info(f"validated {len(data):,} images from {data.source}: {validation.summary()}")
     split = split_data(data, cfg.protocol, cfg.data, cfg.test_fraction, cfg.val_fraction, cfg.seed_of_split)
-    check_split(cfg.params_split, data.digest,
-                split_recipe(cfg.protocol, cfg.seed_of_split, cfg.test_fraction, cfg.val_fraction), "--params")
+    recipe = split_recipe(cfg.protocol, cfg.seed_of_split, cfg.test_fraction, cfg.val_fraction)
+    check_split(cfg.params_split, data.digest, recipe, "--params")
     log.info("split ({}): {}".format(cfg.protocol, ", ".join(f"{k} {v:,}" for k, v in split.sizes().items())))
     split, feedback, used = add_feedback(runs, split) if cfg.feedback else (split, None, {})
+    return Prepared(data, validation, validated_in, split, recipe, feedback, used)
+
+
+def train_and_judge(cfg: PipelineConfig, tracker: Tracker, prepared: Prepared,
+                    keys: dict[str, str]) -> tuple[list[ModelResult], promotion.Verdict]:
+    """Train the models of `keys` (name -> training key) under one pipeline run, register each, and put the best
+    through the gate."""
+    runs, registry, split = tracker.runs, tracker.registry, prepared.split
+    device = device_for(tuple(keys)) if _trains_here() else None  # None: each Dask worker picks its own
     for run_id in runs.fail_orphaned_runs():
         log.info(f"marked run {run_id} FAILED: the process that ran it is gone")
-    lineage = {**runtime.lineage(), "prefect.flow_run_id": str(flow_run.get_id()), "data_digest": data.digest}
+    lineage = {**runtime.lineage(), "prefect.flow_run_id": str(flow_run.get_id()),
+               "data_digest": prepared.data.digest, "code_version": code_version()}
     with runs.run("pipeline", tags={**lineage, **next(iter(cfg.params_tags.values()), {})}) as parent_id:
         runs.log_inputs(parent_id, run_params(cfg, split, device or "per worker"), split.parts(), cfg.data)
-        write_json(checked / "validation.json", validation.as_dict())
-        runs.log_metrics(parent_id, {"validation_seconds": validation.seconds, **used})
-        runs.log_artifacts(parent_id, checked, "validation")
-        runs.log_artifacts(parent_id, explore_data(data, cfg.out_dir / "eda"), "eda")
+        runs.log_metrics(parent_id, {"validation_seconds": prepared.validation.seconds, **prepared.feedback_used})
+        runs.log_artifacts(parent_id, prepared.validated_in, "validation")
+        runs.log_artifacts(parent_id, explore_data(prepared.data, cfg.out_dir / "eda"), "eda")
         runs.log_trained_on(parent_id, split.seen_in_training())
         suite = perturb_held_out(split.test, cfg.seed)
         reference = describe_training_part(split.train.images)
         runs.set_tags(parent_id, suite.tags())
-        futures = [train_one.submit(name, cfg, split, suite, reference, device, parent_id, lineage)
-                   for name in cfg.models]
+        futures = [train_one.submit(name, key, cfg, split, suite, reference, device, parent_id, lineage)
+                   for name, key in keys.items()]
         results = []
         for future in futures:
             results.append(future.result())
             log.info(results[-1].line())
         runs.log_artifacts(parent_id, write_comparison(results, cfg.out_dir / parent_id / "comparison"))
-        verdict = promote_best(registry, results, split, suite, feedback)
+        verdict = promote_best(registry, results, split, suite, prepared.feedback)
+        for result in results:
+            publish_card(registry, result, split.test, cfg.out_dir / parent_id / result.name / "card")
         runs.log_metrics(parent_id, {f"{r.name}_test_accuracy": r.accuracy for r in results})
         runs.set_tags(parent_id, {"verdict": verdict.verdict, "verdict_reason": verdict.reason})
-    log.info(f"v{verdict.version} {verdict.verdict}: {verdict.reason}")
-    summary = summarise(registry, cfg.out_dir, results, verdict)
-    if cfg.summary:
-        write_json(cfg.summary, summary)
-    return summary
+    return results, verdict
+
+
+def spec_of(cfg: PipelineConfig, name: str):
+    """Model `name`'s full spec in this run: the zoo's, with the run's epochs, stopping rules and hyperparameters."""
+    return spec_for(name, cfg.epochs, cfg.stop_at_accuracy, cfg.patience, cfg.hyperparams.get(name))
 
 
 def _with_tracking(cfg: PipelineConfig) -> PipelineConfig:
@@ -137,13 +187,13 @@ def with_runner(dask_address: str | None = None):
 
 
 @task(cache_policy=NO_CACHE, task_run_name="model-{name}")
-def train_one(name: str, cfg: PipelineConfig, split: Split, suite: Suite, reference: Reference, device: str | None,
+def train_one(name: str, key: str, cfg: PipelineConfig, split: Split, suite: Suite, reference: Reference, device: str | None,
               parent_id: str, lineage: dict) -> ModelResult:
     """One model from training to a registered version, in its own MLflow run under the pipeline's (on `device`,
     else on this process's own)."""
     device = device or device_for((name,))
     tracker = _tracker(cfg)  # by config, not passed: a Dask worker gets the config, not a client
-    spec = spec_for(name, cfg.epochs, cfg.stop_at_accuracy, cfg.patience, cfg.hyperparams.get(name))
+    spec = spec_of(cfg, name)
     runs = tracker.runs
     tuned = cfg.params_tags.get(name, {})  # the params file this model's values came from
     with runs.run(name, parent_id=parent_id, tags={**lineage, **tuned}) as run_id:
@@ -168,7 +218,7 @@ def train_one(name: str, cfg: PipelineConfig, split: Split, suite: Suite, refere
         version = register_model(tracker.registry, run_id, onnx_path, split.test.images[:5], {
             "model_name": name, "test_accuracy": evaluation.accuracy, "onnx_path": onnx_path.resolve(),
             "onnx_parity": "passed", "pipeline_run_id": parent_id, "robust_accuracy": robustness.robust_accuracy,
-            "invariance_rate": robustness.invariance_rate, **suite.tags(), **tuned,
+            "invariance_rate": robustness.invariance_rate, TRAINING_KEY_TAG: key, **suite.tags(), **tuned,
             **{k: v for k, v in lineage.items() if not k.startswith("version.")}})  # versions: on the run
     return ModelResult(name, evaluation.accuracy, evaluation.macro_f1, run_id, version, str(onnx_path.resolve()),
                        onnx_path.stat().st_size / 1024, trained.train_seconds, trained.stop_reason, predicted,
@@ -184,6 +234,15 @@ def promote_best(registry: Registry, results: list[ModelResult], split: Split, s
     return promote_champion(registry, best, split.test, suite, feedback)
 
 
+def publish_card(registry: Registry, result: ModelResult, test: Dataset, folder: Path) -> None:
+    """The version's evidence card on its MLflow run, and its gist as a markdown artifact of this flow run."""
+    card = write_card(registry, result.model_version, test, folder)
+    slug = re.sub(r"[^a-z0-9]+", "-", registry.cfg.registered_model.lower()).strip("-")
+    create_markdown_artifact(card_markdown(card, f"runs:/{result.run_id}/card/card.html"),
+                             key=f"card-{slug}-v{result.model_version}",
+                             description=f"evidence card of {registry.cfg.registered_model} v{result.model_version}")
+
+
 def run_params(cfg: PipelineConfig, split: Split, device: str) -> dict[str, object]:
     """What a pipeline run was given, as MLflow parameters: data, seed, protocol, split sizes, per-digit test counts."""
     return {"data": cfg.data.resolve(), "data_digest": split.train.digest, "seed": cfg.seed,
@@ -193,11 +252,14 @@ def run_params(cfg: PipelineConfig, split: Split, device: str) -> dict[str, obje
             **{f"split_test_count_{digit}": count for digit, count in enumerate(split.test.class_counts())}}
 
 
-def summarise(registry: Registry, out_dir: Path, results: list[ModelResult], verdict: promotion.Verdict) -> dict:
-    """The run's models, the verdict on its candidate, and the champion after it (which may be an earlier run's)."""
+def summarise(registry: Registry, out_dir: Path, results: list[ModelResult], verdict: promotion.Verdict | None,
+              unchanged: dict[str, TrainedBefore]) -> dict:
+    """The run's models (those trained, those unchanged since an earlier version), the verdict on its candidate
+    (None: nothing trained), and the champion after it (which may be an earlier run's)."""
     champion = registry.champion()  # None only while no model has ever passed the gate
-    return {"models": {r.name: r.summary() for r in results},
-            "verdict": {"version": verdict.version, "verdict": verdict.verdict, "reason": verdict.reason},
+    return {"models": {**{name: before.summary() for name, before in unchanged.items()},
+                       **{r.name: r.summary() for r in results}},
+            "verdict": verdict and {"version": verdict.version, "verdict": verdict.verdict, "reason": verdict.reason},
             "champion": champion and {
                 "name": champion.model_name, "model_version": champion.version, "accuracy": champion.accuracy,
-                "onnx_path": str(registry.local_onnx(champion, out_dir / "champion")), "promoted": verdict.promoted}}
+                "onnx_path": str(registry.local_onnx(champion, out_dir / "champion")), "promoted": bool(verdict and verdict.promoted)}}

@@ -9,7 +9,7 @@ from __future__ import annotations
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from digitpipe import eda, evaluate, export, promotion, robustness, scoring, tuning, validation, zoo
+from digitpipe import card, eda, evaluate, export, promotion, robustness, scoring, tuning, validation, zoo
 from digitpipe.data import load_dataset, split_by_protocol
 from digitpipe.errors import UserError
 from digitpipe.monitoring import alarms, drift, feedback
@@ -33,7 +33,7 @@ IO_RETRIES = {"retries": 2, "retry_delay_seconds": [2, 10], "retry_condition_fn"
 
 # data
 load_data = step(load_dataset, "load_data")
-validate_data = step(validation.check, "validate_data")
+validate_data = step(validation.check_once, "validate_data")
 explore_data = step(eda.explore, "explore_data")
 split_data = step(split_by_protocol, "split_data")
 gather_feedback = step(feedback.gather, "gather_feedback", **IO_RETRIES)
@@ -51,6 +51,7 @@ record_monitor_reference = step(drift.write_reference, "record_monitor_reference
 register_model = step(Registry.register_onnx, "register_model", **IO_RETRIES)
 promote_champion = step(promotion.promote_if_earned, "promote_champion", **IO_RETRIES)
 record_verdict = step(promotion.record_verdict, "record_verdict", **IO_RETRIES)
+write_card = step(card.write_card, "write_card", task_run_name="card-v{version}", **IO_RETRIES)
 
 # tuning
 open_study = step(tuning.open_study, "open_study", **IO_RETRIES)

@@ -15,7 +15,7 @@ def _run(fixture_dir, tracking: TrackingConfig, tmp_path, seed: int) -> dict:
     from flows.training import training_flow
 
     cfg = PipelineConfig(data=fixture_dir, models=("logreg",), seed=seed, out_dir=tmp_path / f"seed{seed}",
-                         tracking=tracking)
+                         tracking=tracking, force=True)  # judged again under other gate settings
     return training_flow(cfg)
 
 

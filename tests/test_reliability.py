@@ -67,8 +67,8 @@ def test_kill_9_then_resume_ends_like_an_uninterrupted_run(tmp_path, env):
     resumed = digitpipe(*args, "--out", tmp_path / "out", "--resume", "--summary", tmp_path / "r.json", env=env,
                         wait=False, merge_stderr=True)
     assert resumed.wait(timeout=600) == 0, resumed.stdout.read()
-    whole = digitpipe(*args, "--out", tmp_path / "whole", "--summary", tmp_path / "w.json", env=env, wait=False,
-                      merge_stderr=True)
+    whole = digitpipe(*args, "--out", tmp_path / "whole", "--summary", tmp_path / "w.json", "--force", env=env,
+                      wait=False, merge_stderr=True)  # the resumed run registered this training key already
     assert whole.wait(timeout=600) == 0, whole.stdout.read()
 
     resumed_summary = json.loads((tmp_path / "r.json").read_text())["models"]["lenet"]

@@ -199,7 +199,8 @@ def test_four_deployment_runs_on_two_workers_promote_one_at_a_time_in_the_record
     deployment = prefect_call(team_prefect, f"/deployments/name/{DEPLOYMENT}")["id"]
     out = tmp_path / "outputs"  # one output folder for all four runs, as a host's workers share one checkout
     flow_runs = [prefect_call(team_prefect, f"/deployments/{deployment}/create_flow_run", {"parameters": {"cfg": {
-        "data": str(FIXTURE), "models": [name], "epochs": epochs, "out_dir": str(out), "tracking": tracking}}})["id"]
+        "data": str(FIXTURE), "models": [name], "epochs": epochs, "out_dir": str(out), "tracking": tracking,
+        "force": True}}})["id"]
         for name, epochs in RACE]
     finished = wait_for(lambda: _finished(team_prefect, flow_runs), 480, "the four flow runs")
     assert [run["state"]["type"] for run in finished] == ["COMPLETED"] * 4, [run["state"] for run in finished]

@@ -16,7 +16,7 @@ from digitpipe.config import PipelineConfig
 from digitpipe.data import load_dataset, split_dataset
 from digitpipe.scoring import OnnxScorer
 from tests.gitcheckout import checkout_head
-from tests.helpers import assert_one_line_error, fluent_tracking_uri
+from tests.helpers import assert_one_line_error, fluent_tracking_uri, write_config
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_api")]
 
@@ -118,6 +118,52 @@ def test_weaker_challenger_does_not_move_the_champion(first_run, fixture_dir, tr
     assert mv.tags["champion_version"] == first["champion"]["model_version"] and "mcnemar_p_value" in mv.tags
     expected = json.loads((Path(__file__).parent / "fixtures/mlflow_names.json").read_text())["rejected_version_tags"]
     assert sorted(mv.tags) == expected
+    comparison, tags = _card(tracking, mv.version)["comparison"], mv.tags  # scored again for the card
+    assert comparison["champion_version"] == tags["champion_version"]
+    assert comparison["excluded"] == int(tags["comparison_excluded"])
+    assert f"{comparison['mcnemar_p_value']:.3g}" == tags["mcnemar_p_value"]
+    for figure in ("only_challenger_right", "only_champion_right", "challenger_accuracy", "champion_accuracy"):
+        assert comparison[figure] == pytest.approx(float(tags[figure])), figure
+
+
+def _card(tracking, version) -> dict:
+    """The card.json logged on a version's run (named by its evidence_card tag)."""
+    client = MlflowClient(tracking.tracking_uri)
+    mv = client.get_model_version(tracking.registered_model, str(version))
+    assert mv.tags["evidence_card"] == "card/card.html"
+    return json.loads(Path(client.download_artifacts(mv.run_id, "card/card.json")).read_text())
+
+
+def test_every_version_has_a_card_whose_figures_are_its_tags(first_run, tracking):
+    _, summary = first_run
+    client = MlflowClient(tracking.tracking_uri)
+    for name, model in summary["models"].items():
+        tags = client.get_model_version(tracking.registered_model, model["model_version"]).tags
+        card = _card(tracking, model["model_version"])
+        held = card["held_out"]
+        assert card["model"]["name"] == name and card["decision"]["verdict"] == tags["verdict"]
+        assert held["accuracy"] == pytest.approx(float(tags["test_accuracy"])) and held["images"] == 250
+        assert held["accuracy_ci95"][0] < held["accuracy"] < held["accuracy_ci95"][1]
+        recall = [d["recall"] for d in held["per_digit"]]
+        assert sum(r * d["images"] for r, d in zip(recall, held["per_digit"])) == pytest.approx(held["right"])
+        assert card["trained_on"]["training_key"] == tags["training_key"]
+        assert card["model"]["onnx_kb"] == pytest.approx(Path(model["onnx_path"]).stat().st_size / 1024, abs=0.1)
+
+
+def test_the_card_command_writes_the_card_of_a_version_without_one(first_run, tracking, tmp_path, digitpipe_cli):
+    _, summary = first_run
+    version = summary["models"]["lenet"]["model_version"]
+    client = MlflowClient(tracking.tracking_uri)
+    client.delete_model_version_tag(tracking.registered_model, version, "evidence_card")  # as if from before cards
+    config = write_config(tmp_path / "mlflow.yaml", tracking_uri=tracking.tracking_uri,
+                          registered_model=tracking.registered_model)
+    done = digitpipe_cli("card", "--version", version, "--output", tmp_path / "card", "--config", config)
+    assert done.code == 0, done.err
+    assert done.out.startswith(f"digits-test v{version} (lenet): held-out accuracy ")
+    assert _card(tracking, version) == json.loads((tmp_path / "card" / "card.json").read_text())
+    assert "<h2>Held-out accuracy: " in (tmp_path / "card" / "card.html").read_text()
+    missing = digitpipe_cli("card", "--version", "999", "--config", config)
+    assert_one_line_error(missing.code, missing.err, 2, "digits-test has no version '999'")
 
 
 @pytest.mark.parametrize("content, message", [

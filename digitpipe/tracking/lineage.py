@@ -1,9 +1,12 @@
-"""Lineage: which images a pipeline run's models trained on (their hashes, an artifact of the run), and how a
-version's run split its data, so that a version can be checked again on the same held-out images."""
+"""Lineage: which images a pipeline run's models trained on (their hashes, an artifact of the run), how a version's
+run split its data, so that a version can be checked again on the same held-out images, and which version a
+training key (digitpipe.training_key) already made."""
 
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -20,6 +23,30 @@ if TYPE_CHECKING:
     from digitpipe.data import SplitRecipe
 
 TRAINED_ON_ARTIFACT = "lineage/trained_on.npy"  # on the pipeline run: hashes of every image its models trained on
+
+
+TRAINING_KEY_TAG = "training_key"
+
+
+@dataclass(frozen=True)
+class TrainedBefore:
+    """A judged version registered with the training key a run computed: the same model, not trained again."""
+
+    name: str
+    version: str
+    verdict: str
+    tags: Mapping[str, str]
+
+    def line(self) -> str:
+        """The stage line for this model."""
+        return f"{self.name} unchanged: same data, code and settings as v{self.version} (judged: {self.verdict})"
+
+    def summary(self) -> dict[str, object]:
+        """This model in a run's JSON summary."""
+        robust = self.tags.get("robust_accuracy")
+        return {"unchanged": True, "model_version": self.version, "verdict": self.verdict,
+                "accuracy": float(self.tags.get("test_accuracy", "nan")),
+                "robust_accuracy": float(robust) if robust else None, "onnx_path": self.tags.get("onnx_path", "")}
 
 
 class RunLineage:
@@ -52,6 +79,20 @@ class VersionLineage:
                 return np.load(self.client.download_artifacts(run_id, TRAINED_ON_ARTIFACT, tmp))
             except (MlflowException, OSError, ValueError):  # missing, or not a .npy file: nothing known
                 return None
+
+    def trained_before(self, keys: Mapping[str, str]) -> dict[str, TrainedBefore]:
+        """Per model name of `keys` (name -> training key), the newest version registered with that key that was
+        judged (a run that crashed before its verdict, or whose promotion was refused for want of a lock, left
+        nothing to go on); versions from before keys existed hold none, so they never match."""
+        found = {}
+        for name, key in keys.items():
+            versions = self.client.search_model_versions(
+                f"name='{self.cfg.registered_model}' and tags.{TRAINING_KEY_TAG}='{key}'")
+            judged = sorted((mv for mv in versions if mv.tags.get("verdict", "not_promoted") != "not_promoted"),
+                            key=lambda mv: -int(mv.version))
+            if judged:
+                found[name] = TrainedBefore(name, str(judged[0].version), judged[0].tags["verdict"], judged[0].tags)
+        return found
 
     def training_split(self, name: str, version: str) -> SplitRecipe:
         """How version `version` of `name` was split by its pipeline run (params and dataset digests), to check it

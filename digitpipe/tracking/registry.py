@@ -3,9 +3,10 @@ registration), the aliases that name them, and the lock under which promotion mo
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,7 @@ from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, ErrorCode
 from digitpipe.errors import UserError
 from digitpipe.files import first_line
 from digitpipe.scorer import OnnxScorer
+from digitpipe.tracking.cards import CardRecords
 from digitpipe.tracking.client import fluent_uri, iso_minute
 from digitpipe.tracking.lineage import VersionLineage
 from digitpipe.tracking.monitoring import MonitorReferences
@@ -41,7 +43,7 @@ class Champion:
     created_ms: int = 0  # when the version was registered (epoch milliseconds)
 
 
-class Registry(VersionLineage, MonitorReferences, QuantizationRecords):
+class Registry(VersionLineage, MonitorReferences, QuantizationRecords, CardRecords):
     """The registered model of `cfg`: versions with their tags and files, the aliases that name them, and the lock
     under which promotion reads, compares and moves an alias."""
 
@@ -104,8 +106,9 @@ class Registry(VersionLineage, MonitorReferences, QuantizationRecords):
 
     def set_version_tags(self, version: str, tags: Mapping[str, object]) -> None:
         """Write tags on one version (verdicts, checksums, quantization results)."""
-        for key, value in tags.items():
-            self.client.set_model_version_tag(self.cfg.registered_model, version, key, str(value))
+        with _permitted(f"write tags on v{version}"):
+            for key, value in tags.items():
+                self.client.set_model_version_tag(self.cfg.registered_model, version, key, str(value))
 
     def champion(self) -> Champion | None:
         """The version holding the champion alias, or None when there is none yet."""
@@ -128,7 +131,8 @@ class Registry(VersionLineage, MonitorReferences, QuantizationRecords):
         """Point `alias` at `version`; a lock held as a lease (flows.locks) first proves it still holds."""
         if check := getattr(self.promotion_lock, "check", None):
             check()
-        self.client.set_registered_model_alias(self.cfg.registered_model, alias, version)
+        with _permitted(f"move the {alias} alias"):
+            self.client.set_registered_model_alias(self.cfg.registered_model, alias, version)
 
     def next_promotion_order(self) -> int:
         """One more than the highest promotion_order of any version: called under the promotion lock, it records
@@ -191,6 +195,17 @@ class Registry(VersionLineage, MonitorReferences, QuantizationRecords):
             return Path(self.client.download_artifacts(run_id, artifact, str(dest)))
         except (MlflowException, OSError) as exc:
             raise UserError(f"run {run_id}: cannot download {artifact} ({first_line(exc)[:160]})") from None
+
+
+@contextlib.contextmanager
+def _permitted(what: str) -> Iterator[None]:
+    """A refusal by a tracking server with authentication (a read-only account) as one line."""
+    try:
+        yield
+    except MlflowException as exc:
+        if exc.error_code not in ("PERMISSION_DENIED", "UNAUTHENTICATED"):
+            raise
+        raise UserError(f"the MLflow account may not {what} ({first_line(exc)[:120]})") from None
 
 
 def _verified(path: Path, expected_sha256: str | None, uri: str) -> Path:

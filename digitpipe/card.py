@@ -1,0 +1,157 @@
+"""The evidence card of a registered version: what the model is, what it was trained on, how well it reads the
+held-out digits, what the gate compared it with and what it decided. Its figures are computed here, by scoring the
+version's ONNX file (and the champion's) on the held-out part; only the gate's bootstrap and feedback figures are
+read from the verdict's tags. Written as card.json, a self-contained card.html and a markdown summary."""
+
+from __future__ import annotations
+
+import base64
+import html
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from digitpipe.data import Dataset
+from digitpipe.evaluate import accuracy_interval, evaluate, mcnemar
+from digitpipe.files import write_json, write_text
+from digitpipe.scorer import OnnxScorer
+from digitpipe.tracking import Registry
+
+NOT_SPEC = {"model", "seed", "device"}  # parameters of a model's run that are not its spec
+DECISION_TAGS = ("verdict", "verdict_reason", "verdict_at", "champion_version", "challenger_robust_accuracy",
+                 "champion_robust_accuracy", "robust_digits", "robust_difference_upper_bound", "feedback_images",
+                 "challenger_feedback_accuracy", "champion_feedback_accuracy", "feedback_p_value", "approved_by",
+                 "approved_at", "approval_comment")
+
+
+def write_card(registry: Registry, version: str, test: Dataset, folder: Path) -> dict:
+    """Score `version` (and the champion its verdict names) on `test`, the held-out part it was judged on; write
+    its card into `folder`, log it on the version's run and name it by a version tag. Returns the card."""
+    facts = registry.card_facts(version)
+    tags = facts["tags"]
+    with tempfile.TemporaryDirectory(prefix="digitpipe-card-") as tmp:
+        onnx = registry.version_onnx(version, Path(tmp) / "challenger")
+        predicted = OnnxScorer(onnx).predict(test.images)
+        card = {"registered_model": registry.cfg.registered_model, "version": version,
+                "model": _model(tags, facts["params"], onnx), "trained_on": _trained_on(tags, facts),
+                "held_out": _held_out(test.labels, predicted),
+                "decision": {k: tags[k] for k in DECISION_TAGS if k in tags}}
+        champion, picture = tags.get("champion_version"), None
+        if champion and "mcnemar_p_value" in tags:  # the gate compared the two on the digits new to both
+            card["comparison"], picture = _comparison(registry, version, champion, test, predicted, Path(tmp))
+    folder.mkdir(parents=True, exist_ok=True)
+    write_json(folder / "card.json", card)
+    write_text(folder / "card.html", card_html(card, picture))
+    registry.record_card(version, facts["run_id"], folder)
+    return card
+
+
+def _model(tags: dict, params: dict, onnx: Path) -> dict:
+    import onnx as onnx_lib
+
+    graph = onnx_lib.load(str(onnx)).graph
+    return {"name": tags.get("model_name", "?"), "spec": {k: v for k, v in params.items() if k not in NOT_SPEC},
+            "parameters": int(sum(np.prod(t.dims, dtype=np.int64) for t in graph.initializer)),
+            "onnx_kb": round(onnx.stat().st_size / 1024, 1)}
+
+
+def _trained_on(tags: dict, facts: dict) -> dict:
+    pipeline = facts["pipeline"]
+    return {"data_digest": tags.get("data_digest", "not recorded"),
+            "split": {k: pipeline[k] for k in ("protocol", "split_seed", "test_fraction", "val_fraction",
+                                               "split_train", "split_val", "split_test") if k in pipeline},
+            "seed": facts["params"].get("seed", "not recorded"),
+            "code_version": tags.get("code_version", "not recorded (registered before code versions)"),
+            "git_commit": tags.get("mlflow.source.git.commit", "unknown"),
+            "training_key": tags.get("training_key", "not recorded")}
+
+
+def _held_out(labels: np.ndarray, predicted: np.ndarray) -> dict:
+    """Accuracy with its 95% interval and per-digit precision and recall, from the confusion matrix."""
+    evaluation = evaluate(labels, predicted)
+    confusion = np.array(evaluation.confusion)
+    right = int(np.trace(confusion))
+    low, high = accuracy_interval(right, int(confusion.sum()))
+    return {"images": int(confusion.sum()), "right": right, "accuracy": right / max(int(confusion.sum()), 1),
+            "accuracy_ci95": [low, high],
+            "per_digit": [{"digit": d, "images": int(confusion[d].sum()), "precision": evaluation.precision[d],
+                           "recall": evaluation.recall[d]} for d in range(len(confusion))],
+            "confusion": evaluation.confusion}
+
+
+def _comparison(registry: Registry, version: str, champion: str, test: Dataset, predicted: np.ndarray,
+                tmp: Path) -> tuple[dict, bytes | None]:
+    """McNemar's counts against `champion` on the held-out digits it never trained on, and the picture of those
+    on which the two disagree."""
+    from digitpipe.plots import disagreements_png
+
+    seen = registry.trained_on(champion)
+    new = np.ones(len(test), bool) if seen is None else ~np.isin(test.image_hashes(), seen)
+    theirs = OnnxScorer(registry.version_onnx(champion, tmp / "champion")).predict(test.images[new])
+    ours, labels = predicted[new], test.labels[new]
+    paired = mcnemar(labels, ours, theirs)
+    comparison = {"champion_version": champion, "images_new_to_both": paired.images,
+                  "excluded": int(len(test) - paired.images), "challenger_accuracy": paired.challenger_accuracy,
+                  "champion_accuracy": paired.champion_accuracy, "only_challenger_right": paired.only_challenger_right,
+                  "only_champion_right": paired.only_champion_right, "mcnemar_p_value": paired.p_value,
+                  "disagreements": int(np.sum(ours != theirs))}
+    if not comparison["disagreements"]:
+        return comparison, None
+    path = disagreements_png(test.images[new], labels, ours, theirs, tmp / "disagreements.png",
+                             f"v{version}", f"v{champion}")
+    return comparison, path.read_bytes()
+
+
+def card_html(card: dict, picture: bytes | None) -> str:
+    """The card as one self-contained page (the picture inline), readable in MLflow's artifact view."""
+    def rows(pairs) -> str:
+        return "".join(f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(_shown(v))}</td></tr>" for k, v in pairs)
+
+    held = card["held_out"]
+    digits = "".join(f"<tr><td>{d['digit']}</td><td>{d['images']}</td><td>{d['precision']:.2%}</td>"
+                     f"<td>{d['recall']:.2%}</td></tr>" for d in held["per_digit"])
+    low, high = held["accuracy_ci95"]
+    comparison = card.get("comparison")
+    parts = [
+        f"<h1>{html.escape(card['registered_model'])} v{card['version']}: {html.escape(card['model']['name'])}</h1>",
+        f"<p class=verdict>{html.escape(card['decision'].get('verdict', 'not judged yet'))}: "
+        f"{html.escape(card['decision'].get('verdict_reason', ''))}</p>",
+        "<h2>The model</h2><table>", rows([(k, v) for k, v in card["model"].items() if k != "spec"]),
+        rows(card["model"]["spec"].items()), "</table>",
+        "<h2>Trained on</h2><table>", rows(card["trained_on"].items()), "</table>",
+        f"<h2>Held-out accuracy: {held['accuracy']:.2%} (95% interval {low:.2%} to {high:.2%}, "
+        f"{held['right']:,} of {held['images']:,})</h2>",
+        "<table><tr><th>digit</th><th>images</th><th>precision</th><th>recall</th></tr>", digits, "</table>",
+        "<h2>Against the champion</h2>" + ("<table>" + rows(comparison.items()) + "</table>" if comparison
+                                          else "<p>not compared with a champion</p>"),
+        f"<img alt='digits on which the two disagree' src='data:image/png;base64,"
+        f"{base64.b64encode(picture).decode()}'>" if picture else "",
+        "<h2>The decision</h2><table>", rows(card["decision"].items()), "</table>"]
+    style = ("body{font-family:sans-serif;max-width:1000px;margin:2em auto}th,td{padding:2px 10px;text-align:left}"
+             ".verdict{font-size:1.2em;background:#eef;padding:.5em}img{max-width:100%}")
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(card['registered_model'])} "
+            f"v{card['version']}</title><style>{style}</style></head><body>{''.join(parts)}</body></html>")
+
+
+def card_markdown(card: dict, link: str = "") -> str:
+    """The card's gist in markdown (a Prefect artifact of the flow run), linking the full card."""
+    held, decision = card["held_out"], card["decision"]
+    low, high = held["accuracy_ci95"]
+    lines = [f"# {card['registered_model']} v{card['version']}: {card['model']['name']}",
+             f"**{decision.get('verdict', 'not judged yet')}**: {decision.get('verdict_reason', '')}", "",
+             f"- held-out accuracy {held['accuracy']:.2%} (95% interval {low:.2%} to {high:.2%}) on "
+             f"{held['images']:,} images",
+             f"- {card['model']['parameters']:,} parameters, ONNX {card['model']['onnx_kb']} KB",
+             f"- data {card['trained_on']['data_digest'][:16]}, code {card['trained_on']['code_version'][:16]}"]
+    if comparison := card.get("comparison"):
+        lines.append(f"- against champion v{comparison['champion_version']} on {comparison['images_new_to_both']:,} "
+                     f"digits new to both: {comparison['challenger_accuracy']:.2%} vs "
+                     f"{comparison['champion_accuracy']:.2%}, {comparison['only_challenger_right']} right only by "
+                     f"it, {comparison['only_champion_right']} only by the champion, McNemar "
+                     f"p={comparison['mcnemar_p_value']:.3g}")
+    return "\n".join(lines + ([f"\nThe whole card: {link}"] if link else []))
+
+
+def _shown(value: object) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)

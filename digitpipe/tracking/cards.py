@@ -1,0 +1,45 @@
+"""Evidence cards on the registry: what a card needs to know about a version (its tags and its runs' parameters),
+and the card itself, logged on the version's run and named by a version tag."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from mlflow.exceptions import MlflowException
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+    from digitpipe.config import TrackingConfig
+
+CARD_FOLDER = "card"  # on the version's run: card.html, card.json
+CARD_TAG = "evidence_card"
+
+
+class CardRecords:
+    """Registry's card records (a mixin: it uses Registry's version_tags)."""
+
+    client: MlflowClient
+    cfg: TrackingConfig
+
+    def card_facts(self, version: str) -> dict:
+        """What a version's card says it is and was trained on: its tags, its own run's parameters (the model's
+        spec, seed) and its pipeline run's (data, split); missing runs give empty parameters."""
+        tags = self.version_tags(version)
+        mv = self.client.get_model_version(self.cfg.registered_model, version)
+        return {"tags": tags, "run_id": mv.run_id, "params": self._params(mv.run_id),
+                "pipeline": self._params(tags.get("pipeline_run_id"))}
+
+    def _params(self, run_id: str | None) -> dict[str, str]:
+        try:
+            return dict(self.client.get_run(run_id).data.params) if run_id else {}
+        except MlflowException:
+            return {}
+
+    def record_card(self, version: str, run_id: str, folder: Path) -> str:
+        """Log the card in `folder` on the version's run; the version's tag names it. Returns the artifact path."""
+        self.client.log_artifacts(run_id, str(folder), CARD_FOLDER)
+        path = f"{CARD_FOLDER}/card.html"
+        self.client.set_model_version_tag(self.cfg.registered_model, version, CARD_TAG, path)
+        return path
