@@ -82,6 +82,25 @@ def _registry(config: Path | None, unlocked_promotion: bool):
 
 
 @app.command()
+def gc(
+    keep: Annotated[int, typer.Option(min=0, help="How many of the newest versions to keep whatever they are.")],
+    dry_run: Annotated[bool, typer.Option(help="Only list what would be deleted.")] = False,
+    unlocked_promotion: UnlockedOption = False,
+    config: ConfigOption = None,
+) -> None:
+    """Delete registered versions beyond the newest --keep N, with their model files and runs; a version an alias
+    names, or one awaiting approval, is never deleted."""
+    registry = _registry(config, unlocked_promotion)
+    gone = registry.collect_garbage(keep, dry_run)
+    doing = "would delete" if dry_run else "deleted"
+    for version in gone:
+        typer.echo(f"{doing} v{version['version']} ({version.get('model_name', '?')}, "
+                   f"{version.get('verdict', 'not judged')}, registered {version['created']})")
+    typer.echo(f"{registry.cfg.registered_model}: {doing} {len(gone)} version(s), kept the newest {keep} and every "
+               "version an alias names or that awaits approval")
+
+
+@app.command()
 def models(config: ConfigOption = None) -> None:
     """The registered model's versions: aliases, held-out accuracy, and the promotion verdict of each."""
     from digitpipe.progress import print_versions

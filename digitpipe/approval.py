@@ -17,13 +17,14 @@ from digitpipe.tracking import Registry
 AWAITING = "awaiting_approval"
 
 
-def decide(registry: Registry, version: str, comment: str, approve: bool = True) -> Verdict:
-    """A person's decision on a waiting version, under the promotion lock: the version's verdict and the champion
-    read again there, so that of two decisions at once one decides and the other is told it came too late."""
+def decide(registry: Registry, version: str, comment: str, approve: bool = True, who: str | None = None) -> Verdict:
+    """A person's decision on a waiting version (made by `who`, else `approver()`), under the promotion lock: the
+    version's verdict and the champion read again there, so that of two decisions at once one decides and the
+    other is told it came too late."""
     if not comment.strip():
         raise UserError("--comment: say why (it is recorded on the version)")
     registry.version_tags(version)  # a clear error for a version that does not exist
-    who = approver()
+    who = who or approver()
     with registry.promotion_lock():
         tags = registry.version_tags(version)
         if tags.get("verdict") != AWAITING:

@@ -1,5 +1,7 @@
 """The monitor's alarms as Prefect events: the deployment trigger in prefect.yaml starts a retraining run on the
-ones that can be fixed by retraining (labelled feedback newer than the champion exists), at most one per window."""
+ones that can be fixed by retraining (labelled feedback newer than the champion exists), at most one per window.
+A version awaiting approval is an event too; `digitpipe notify` sends these (and failed deployment runs) to a
+webhook."""
 
 from __future__ import annotations
 
@@ -24,3 +26,16 @@ def announce(alarm: Alarm, flush: bool = False) -> None:
     )
     if flush:
         EventsWorker.drain_all(timeout=30)
+
+
+AWAITING_EVENT = "digitpipe.approval.awaiting"
+
+
+def announce_awaiting(model: str, version: str, reason: str, card: str) -> None:
+    """Emit that `version` of `model` earned promotion and waits for a person."""
+    emit_event(
+        event=AWAITING_EVENT,
+        resource={"prefect.resource.id": f"digitpipe.model.{model}", "prefect.resource.name": model,
+                  "digitpipe.version": version},
+        payload={"line": f"{model} v{version} awaits approval: {reason}", "card": card},
+    )

@@ -15,6 +15,7 @@ from prefect.runtime import flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from digitpipe import promotion, runtime
+from digitpipe.approval import AWAITING
 from digitpipe.card import card_markdown
 from digitpipe.config import PipelineConfig, load_tracking_config
 from digitpipe.data import Dataset, Split
@@ -31,6 +32,7 @@ from digitpipe.training_key import code_version, training_key
 from digitpipe.validation import ValidationReport
 from digitpipe.zoo import ModelResult, checkpoint_path, device_for, flat_values, spec_for
 from flows import dask_runner, startup
+from flows.approval import ask_a_person
 from flows.locks import PromotionLock
 from tasks import (
     check_robustness,
@@ -88,6 +90,8 @@ def training_flow(cfg: PipelineConfig) -> dict:
         else ([], None)
     if verdict is not None:
         log.info(f"v{verdict.version} {verdict.verdict}: {verdict.reason}")
+    if verdict is not None and verdict.verdict == AWAITING:
+        ask_a_person(cfg.tracking.registered_model, verdict, results)
     summary = summarise(tracker.registry, cfg.out_dir, results, verdict, unchanged)
     if cfg.summary:
         write_json(cfg.summary, summary)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from digitpipe import card, eda, evaluate, export, promotion, robustness, scoring, tuning, validation, zoo
+from digitpipe import approval, card, eda, evaluate, export, promotion, robustness, scoring, tuning, validation, zoo
 from digitpipe.data import load_dataset, split_by_protocol
 from digitpipe.errors import UserError
 from digitpipe.monitoring import alarms, drift, feedback
@@ -51,6 +51,8 @@ record_monitor_reference = step(drift.write_reference, "record_monitor_reference
 register_model = step(Registry.register_onnx, "register_model", **IO_RETRIES)
 promote_champion = step(promotion.promote_if_earned, "promote_champion", **IO_RETRIES)
 record_verdict = step(promotion.record_verdict, "record_verdict", **IO_RETRIES)
+decide_approval = step(approval.decide, "decide_approval", **IO_RETRIES)
+expire_approvals = step(approval.expire, "expire_approvals", **IO_RETRIES)
 write_card = step(card.write_card, "write_card", task_run_name="card-v{version}", **IO_RETRIES)
 
 # tuning

@@ -25,6 +25,7 @@ from digitpipe.tracking.client import fluent_uri, iso_minute
 from digitpipe.tracking.lineage import VersionLineage
 from digitpipe.tracking.monitoring import MonitorReferences
 from digitpipe.tracking.quantization import INT8_ARTIFACT, QuantizationRecords
+from digitpipe.tracking.retention import Retention
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -43,7 +44,7 @@ class Champion:
     created_ms: int = 0  # when the version was registered (epoch milliseconds)
 
 
-class Registry(VersionLineage, MonitorReferences, QuantizationRecords, CardRecords):
+class Registry(VersionLineage, MonitorReferences, QuantizationRecords, CardRecords, Retention):
     """The registered model of `cfg`: versions with their tags and files, the aliases that name them, and the lock
     under which promotion reads, compares and moves an alias."""
 

@@ -1,0 +1,59 @@
+"""Retention: registered versions beyond the newest N go, with their model files and their runs, unless an alias
+names them or they await a person's approval."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from mlflow.exceptions import MlflowException
+from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+    from digitpipe.config import TrackingConfig
+
+
+class Retention:
+    """Registry's retention (a mixin: it uses Registry's versions and promotion lock)."""
+
+    client: MlflowClient
+    cfg: TrackingConfig
+
+    def collect_garbage(self, keep: int, dry_run: bool = False) -> list[dict[str, str]]:
+        """Delete (or with `dry_run`, only name) every version older than the newest `keep` that holds no alias
+        and awaits nothing, under the promotion lock so that no alias moves onto one meanwhile; returns them."""
+        with self.promotion_lock():
+            versions = self.versions()  # newest first
+            doomed = [v for v in versions[keep:] if not v["aliases"] and v.get("verdict") != "awaiting_approval"]
+            if not dry_run:
+                kept_runs = {v.get("pipeline_run_id") for v in versions if v not in doomed}
+                for version in doomed:
+                    self._delete(version, kept_runs)
+        return doomed
+
+    def _delete(self, version: dict[str, str], kept_runs: set) -> None:
+        """The version, its logged model (files and all), its run's files and the run; its pipeline run too, once no
+        version left names it (a champion's comparisons read the pipeline run's record of its training images)."""
+        mv = self.client.get_model_version(self.cfg.registered_model, version["version"])
+        self.client.delete_model_version(self.cfg.registered_model, version["version"])
+        if model_id := _logged_model_id(mv):
+            get_artifact_repository(self.client.get_logged_model(model_id).artifact_location).delete_artifacts()
+            self.client.delete_logged_model(model_id)
+        pipeline = version.get("pipeline_run_id")
+        for run_id in (mv.run_id, *([pipeline] if pipeline and pipeline not in kept_runs else [])):
+            try:
+                run = self.client.get_run(run_id)
+            except MlflowException:
+                continue  # gone from the store
+            if run.info.lifecycle_stage == "deleted":
+                continue  # with an earlier version of the same pipeline run
+            get_artifact_repository(run.info.artifact_uri).delete_artifacts()
+            self.client.delete_run(run_id)
+
+
+def _logged_model_id(mv) -> str | None:
+    """The logged model a version was registered from (its source is models:/ID; the sqlite store may not fill in
+    model_id itself)."""
+    source = mv.source or ""
+    return mv.model_id or (source.removeprefix("models:/") if source.startswith("models:/m-") else None)
