@@ -1,7 +1,8 @@
 """Against a real `prefect server` on loopback (and the session's `mlflow server`): a deployment run under
 promotion.approval: required ends awaiting approval and starts the approval flow, which suspends; while it waits,
 a worker with --limit 1 completes another run (the suspended flow holds no slot); resumed with a person's input,
-it moves the champion alias."""
+it moves the champion alias. And `digitpipe notify`: a loopback webhook hears of a waiting version, a monitor
+alarm and a failed deployment run."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from mlflow import MlflowClient
 
 from flows.startup import free_port
 from tests.conftest import ROOT
-from tests.helpers import wait_for, write_config
+from tests.helpers import assert_one_line_error, digitpipe, python, wait_for, write_config
 from tests.servers import BIN, prefect_call, prefect_cli, start_prefect_server, stop
 
 pytestmark = [pytest.mark.slow, pytest.mark.servers]
@@ -83,3 +84,64 @@ def _train(env: dict, tmp_path, model: str) -> str:
                       "--watch-timeout", "300", env=env, timeout=360)
     assert ran.code == 0 and "Completed" in ran.out, ran.out + ran.err + (tmp_path / "worker.log").read_text()[-3000:]
     return ran.out
+
+
+@pytest.fixture
+def receiver():
+    """A webhook on loopback: the JSON bodies POSTed to it, in order, and its URL."""
+    import http.server
+    import threading
+
+    bodies: list[dict] = []
+
+    class Hook(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 (http.server's name)
+            bodies.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield bodies, f"http://127.0.0.1:{server.server_port}/hook"
+    server.shutdown()
+
+
+def test_the_webhook_hears_of_a_waiting_version_an_alarm_and_a_failed_deployment_run(prefect_server, receiver,
+                                                                                     tmp_path, fixture_dir):
+    bodies, url = receiver
+    env = {**prefect_server, "DIGITPIPE_HOME": str(ROOT)}
+    refused = digitpipe("notify", "--url", "not a url", env=env)
+    assert_one_line_error(refused.code, refused.err, 2, "--url 'not a url': expected an http:// or https:// URL")
+    done = digitpipe("notify", "--url", url, env=env)
+    assert done.code == 0, done.err
+    assert done.out == f"automations digitpipe-notify-alarms, digitpipe-notify-failed-runs post to {url}\n"
+
+    config = write_config(tmp_path / "mlflow.yaml", tracking_uri=f"sqlite:///{tmp_path}/m.db",
+                          registered_model="digits-told", promotion={"min_accuracy": 0, "approval": "required"})
+    waiting = digitpipe("run", "--data", fixture_dir, "--models", "logreg", "--quiet", "--config", config, "--out",
+                        tmp_path / "out", env=env)
+    assert waiting.code == 0, waiting.err
+    alarm = python("from digitpipe.monitoring.alarms import Alarm; from flows.events import announce\n"
+                   "announce(Alarm('digitpipe.drift.detected', 'digits-told', '1', 'night.csv', 'the batch drifted "
+                   "from the training data', False), flush=True)", env=env)
+    assert alarm.code == 0, alarm.err
+    assert prefect_cli("work-pool", "create", "digitpipe-process", "--type", "process", "--overwrite", env=env).code == 0
+    assert prefect_cli("deploy", "--name", "weekly-retrain", env=env).code == 0
+    deployment = prefect_call(env, "/deployments/name/train-digits/weekly-retrain")["id"]
+    flow_run = prefect_call(env, f"/deployments/{deployment}/create_flow_run", {})
+    prefect_call(env, f"/flow_runs/{flow_run['id']}/set_state", {"state": {"type": "FAILED", "message": "boom"},
+                                                                 "force": True})
+
+    wait_for(lambda: len(bodies) >= 3, 90, "three notifications")
+    by_event = {body["event"]: body for body in bodies}
+    assert by_event["digitpipe.approval.awaiting"]["text"].startswith(
+        "digits-told v1 awaits approval: earned promotion, waits for a person")
+    assert by_event["digitpipe.drift.detected"] == {
+        "event": "digitpipe.drift.detected", "model": "digits-told", "version": "1",
+        "text": "digitpipe.drift.detected for v1 (the batch drifted from the training data); alert for a person: no "
+                "labelled feedback newer than the champion to retrain on"}
+    assert by_event["prefect.flow-run.Failed"] == {"event": "prefect.flow-run.Failed", "flow_run": flow_run["name"],
+                                                   "text": f"flow run {flow_run['name']} ended Failed"}

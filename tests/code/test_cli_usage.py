@@ -4,7 +4,7 @@ with no traceback, for every command."""
 import pytest
 
 COMMANDS = ["run", "tune", "validate", "eda", "score", "feedback", "export", "models", "promote", "data fetch",
-            "monitor reference", "serve", "card", "approve", "approvals", "gc"]
+            "monitor reference", "serve", "card", "approve", "approvals", "gc", "notify"]
 
 
 def _usage_error(result, command: str, message: str) -> None:
@@ -25,7 +25,7 @@ def test_a_mistyped_flag_is_a_usage_error(digitpipe_cli, command):
 
 @pytest.mark.parametrize(("command", "missing"), [("score", "--model"), ("tune", "--model"), ("validate", "--data"), ("eda", "--data"),
                                                   ("export", "--model"), ("feedback", "--input"),
-                                                  ("card", "--version"), ("approve", "--version"), ("gc", "--keep")])
+                                                  ("card", "--version"), ("approve", "--version"), ("gc", "--keep"), ("notify", "--url")])
 def test_a_missing_option_is_a_usage_error(digitpipe_cli, command, missing):
     _usage_error(digitpipe_cli(command), command, f"Missing option '{missing}'.")
 
