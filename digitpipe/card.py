@@ -31,7 +31,7 @@ def write_card(registry: Registry, version: str, test: Dataset, folder: Path) ->
     facts = registry.card_facts(version)
     tags = facts["tags"]
     with tempfile.TemporaryDirectory(prefix="digitpipe-card-") as tmp:
-        onnx = registry.version_onnx(version, Path(tmp) / "challenger")
+        onnx = registry.version_onnx(version, Path(tmp) / "challenger", tags)
         predicted = OnnxScorer(onnx).predict(test.images)
         card = {"registered_model": registry.cfg.registered_model, "version": version,
                 "model": _model(tags, facts["params"], onnx), "trained_on": _trained_on(tags, facts),
@@ -86,9 +86,10 @@ def _comparison(registry: Registry, version: str, champion: str, test: Dataset, 
     on which the two disagree."""
     from digitpipe.plots import disagreements_png
 
-    seen = registry.trained_on(champion)
+    tags = registry.version_tags(champion)
+    seen = registry.trained_on(champion, tags)
     new = np.ones(len(test), bool) if seen is None else ~np.isin(test.image_hashes(), seen)
-    theirs = OnnxScorer(registry.version_onnx(champion, tmp / "champion")).predict(test.images[new])
+    theirs = OnnxScorer(registry.version_onnx(champion, tmp / "champion", tags)).predict(test.images[new])
     ours, labels = predicted[new], test.labels[new]
     paired = mcnemar(labels, ours, theirs)
     comparison = {"champion_version": champion, "images_new_to_both": paired.images,

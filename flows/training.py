@@ -20,7 +20,7 @@ from digitpipe.card import card_markdown
 from digitpipe.config import PipelineConfig, load_tracking_config
 from digitpipe.data import Dataset, Split
 from digitpipe.evaluate import write_comparison
-from digitpipe.files import write_json
+from digitpipe.files import first_line, write_json
 from digitpipe.hyperparams import check_split, split_recipe
 from digitpipe.monitoring.drift import Reference
 from digitpipe.monitoring.feedback import train_on_feedback
@@ -239,8 +239,14 @@ def promote_best(registry: Registry, results: list[ModelResult], split: Split, s
 
 
 def publish_card(registry: Registry, result: ModelResult, test: Dataset, folder: Path) -> None:
-    """The version's evidence card on its MLflow run, and its gist as a markdown artifact of this flow run."""
-    card = write_card(registry, result.model_version, test, folder)
+    """The version's evidence card on its MLflow run, and its gist as a markdown artifact of this flow run. The
+    verdict is recorded (and the alias moved) by now: a card that cannot be written is said, not a failed run."""
+    try:
+        card = write_card(registry, result.model_version, test, folder)
+    except Exception as exc:  # the store went away after the verdict; `digitpipe card` writes it later
+        log.warning(f"v{result.model_version}: no evidence card ({first_line(exc)[:160]}); write it with "
+                    f"`digitpipe card --version {result.model_version}`")
+        return
     slug = re.sub(r"[^a-z0-9]+", "-", registry.cfg.registered_model.lower()).strip("-")
     create_markdown_artifact(card_markdown(card, f"runs:/{result.run_id}/card/card.html"),
                              key=f"card-{slug}-v{result.model_version}",

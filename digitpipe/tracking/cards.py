@@ -26,8 +26,12 @@ class CardRecords:
     def card_facts(self, version: str) -> dict:
         """What a version's card says it is and was trained on: its tags, its own run's parameters (the model's
         spec, seed) and its pipeline run's (data, split); missing runs give empty parameters."""
-        tags = self.version_tags(version)
-        mv = self.client.get_model_version(self.cfg.registered_model, version)
+        try:
+            mv = self.client.get_model_version(self.cfg.registered_model, version)
+        except MlflowException:
+            self.version_tags(version)  # its clear error
+            raise
+        tags = dict(mv.tags)
         return {"tags": tags, "run_id": mv.run_id, "params": self._params(mv.run_id),
                 "pipeline": self._params(tags.get("pipeline_run_id"))}
 

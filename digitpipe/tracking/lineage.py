@@ -69,9 +69,10 @@ class VersionLineage:
     client: MlflowClient
     cfg: TrackingConfig
 
-    def trained_on(self, version: str) -> np.ndarray | None:
-        """The image hashes `version` trained on, from its pipeline run; None for a version that recorded none."""
-        run_id = self.version_tags(version).get("pipeline_run_id")
+    def trained_on(self, version: str, tags: Mapping[str, str] | None = None) -> np.ndarray | None:
+        """The image hashes `version` (whose `tags` the caller may have read already) trained on, from its pipeline
+        run; None for a version that recorded none."""
+        run_id = (tags if tags is not None else self.version_tags(version)).get("pipeline_run_id")
         if not run_id:
             return None
         with tempfile.TemporaryDirectory() as tmp:
