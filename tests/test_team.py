@@ -209,13 +209,19 @@ def test_four_deployment_runs_on_two_workers_promote_one_at_a_time_in_the_record
     assert max(started) < min(ended)
     workers = [run["labels"]["prefect.worker.name"] for run in finished]
     assert sorted(Counter(workers).values()) == [2, 2], workers
-    assert len(list((out / "validation").iterdir())) == 4  # no run wrote over another's files
+    # the same data was validated once for all four (a folder written under a temporary name and renamed) and no
+    # hidden half-made copy is left; each run wrote its own files in a folder named by its MLflow run
+    assert [p.name for p in (out / "validation").iterdir()] == [p.name for p in (out / "validation").glob("[!.]*")]
+    assert len(list((out / "validation").iterdir())) == 1
+    shared = {"validation", "eda", "checkpoints", "champion"}
+    run_folders = {p.name for p in out.iterdir() if p.is_dir() and p.name not in shared}
 
     client = _admin(monkeypatch, team_mlflow)
     versions = sorted(client.search_model_versions(f"name='{model}'"), key=lambda v: int(v.tags["promotion_order"]))
     assert sorted(v.tags["model_name"] for v in versions) == sorted(name for name, _ in RACE)
     assert [int(v.tags["promotion_order"]) for v in versions] == [1, 2, 3, 4]
     assert {v.tags["prefect.flow_run_id"] for v in versions} == set(flow_runs)
+    assert run_folders == {client.get_run(v.run_id).data.tags["mlflow.parentRunId"] for v in versions}
     # replayed in lock order, each verdict was reached against the champion the previous ones left
     champion = previous = None
     for v in versions:

@@ -232,3 +232,25 @@ def test_a_run_logs_exactly_the_recorded_mlflow_names(first_run, tracking):
         assert sorted(t for t in tags if not _added_by_export(t)) == expected["version_tags"][name], name
     parent = client.get_run(run.data.tags["mlflow.parentRunId"])
     assert _names(client, parent) == expected["pipeline_run"]
+
+
+@pytest.mark.browser
+def test_the_card_page_shows_the_decision_and_the_disagreements_in_chromium(first_run, tracking, tmp_path, chromium):
+    """The weaker challenger's card (compared with the champion) as a person opens it from the MLflow run; the
+    screenshot is docs/evidence_card.png."""
+    from flows.training import training_flow
+
+    browser, shots = chromium
+    _, first = first_run
+    cfg = PipelineConfig(data=first_run[0].data, models=("logreg",), epochs=1, out_dir=tmp_path, tracking=tracking,
+                         hyperparams={"logreg": {"max_iter": 5}})
+    version = training_flow(cfg)["models"]["logreg"]["model_version"]
+    client = MlflowClient(tracking.tracking_uri)
+    page_file = Path(client.download_artifacts(client.get_model_version(tracking.registered_model, version).run_id,
+                                               "card/card.html", str(tmp_path)))
+    page = browser.new_page(viewport={"width": 1100, "height": 900})
+    page.goto(page_file.as_uri())
+    assert page.locator("h1").inner_text() == f"digits-test v{version}: logreg"
+    assert page.locator(".verdict").inner_text().startswith("rejected: ")
+    assert page.locator("img[alt='digits on which the two disagree']").evaluate("i => i.naturalWidth") > 500
+    page.screenshot(path=shots / "evidence_card.png", full_page=True)
