@@ -155,4 +155,12 @@ def card_markdown(card: dict, link: str = "") -> str:
 
 
 def _shown(value: object) -> str:
+    """A figure as a person reads it: 4 significant digits (tags hold floats as long strings), a dict as pairs."""
+    if isinstance(value, dict):
+        return ", ".join(f"{key} {_shown(item)}" for key, item in value.items())
+    if isinstance(value, str) and "." in value:
+        try:
+            value = float(value)
+        except ValueError:
+            pass
     return f"{value:.4g}" if isinstance(value, float) else str(value)

@@ -60,29 +60,29 @@ def wrong_digits_png(images: np.ndarray, labels: np.ndarray, scores: np.ndarray,
     predicted, confidence = probs.argmax(1), probs.max(1)
     wrong = np.flatnonzero(predicted != labels)
     worst = wrong[np.argsort(-confidence[wrong])][:count]
-    fig, axes = plt.subplots(2, 8, figsize=(12, 3.6))
-    for ax in axes.flat:
-        ax.axis("off")
-    for ax, i in zip(axes.flat, worst):
-        ax.imshow(images[i], cmap="gray_r")
-        ax.set_title(f"true {labels[i]} / {predicted[i]}\n{confidence[i]:.0%}", fontsize=8)
-    fig.suptitle(f"{title}: most confidently wrong ({len(wrong)} wrong in all)")
-    return _save(fig, path)
+    captions = [f"true {labels[i]} / {predicted[i]}\n{confidence[i]:.0%}" for i in worst]
+    return _digit_grid(images[worst], captions, f"{title}: most confidently wrong ({len(wrong)} wrong in all)", path)
 
 
 def disagreements_png(images: np.ndarray, labels: np.ndarray, ours: np.ndarray, theirs: np.ndarray, path: Path,
                       us: str, them: str, count: int = 24) -> Path:
     """The first `count` digits on which two models answer differently, each with both answers and the truth."""
-    shown = np.flatnonzero(ours != theirs)[:count]
-    columns = 8
-    fig, axes = plt.subplots(max(1, -(-len(shown) // columns)), columns, figsize=(12, 1.8 * -(-len(shown) // columns)),
-                             squeeze=False)
+    differ = np.flatnonzero(ours != theirs)
+    shown = differ[:count]
+    captions = [f"{us}: {ours[i]}  {them}: {theirs[i]}\ntrue {labels[i]}" for i in shown]
+    return _digit_grid(images[shown], captions, f"{us} against {them}: {len(differ)} digits answered differently", path)
+
+
+def _digit_grid(images: np.ndarray, captions: Sequence[str], title: str, path: Path, columns: int = 8) -> Path:
+    """Digits upright in rows of `columns`, each under its caption."""
+    rows = max(1, math.ceil(len(images) / columns))
+    fig, axes = plt.subplots(rows, columns, figsize=(12, 1.8 * rows), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
-    for ax, i in zip(axes.flat, shown):
-        ax.imshow(images[i], cmap="gray_r")
-        ax.set_title(f"{us}: {ours[i]}  {them}: {theirs[i]}\ntrue {labels[i]}", fontsize=8)
-    fig.suptitle(f"{us} against {them}: {int(np.sum(ours != theirs))} digits answered differently")
+    for ax, image, caption in zip(axes.flat, images, captions):
+        ax.imshow(image, cmap="gray_r")
+        ax.set_title(caption, fontsize=8)
+    fig.suptitle(title)
     return _save(fig, path)
 
 
