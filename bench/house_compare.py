@@ -63,7 +63,7 @@ if __name__ == "__main__":
     mnist = mnist_path([])  # exits 0 with a note where ../shared/mnist is absent
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        print(f"| command | old (s) | new (s) | new / old |\n|---|---:|---:|---:|")
+        print("| command | old (s) | new (s) | new / old |\n|---|---:|---:|---:|")
         for name, argv in rows(mnist, work).items():
             times = {"old": [], "new": []}
             for _ in range(args.repeats):  # alternating: load on the machine falls on both

@@ -59,7 +59,7 @@ def demo_pair(work: Path, repeats: int, epochs: int, verbose: bool = False) -> l
     """`run --data data/demo --models mlp,dnn,lenet` on the local runner and on Dask, alternating; two rows
     (median wall s, median summed train_seconds), and with `verbose` each pair's ratio and per-model seconds."""
     demo = ["run", "--data", str(ROOT / "data/demo"), "--models", "mlp,dnn,lenet", "--epochs", str(epochs),
-            "--quiet", "--out", str(work / "o")]
+            "--quiet", "--out", str(work / "o"), "--force"]  # --force: each repeat trains (the same key would skip)
     wall(demo[:3] + ["--models", "mlp", "--epochs", "1", "--quiet", "--out", str(work / "o")], work, 1)  # a new store
     walls: dict[str, list[float]] = {"local": [], "dask": []}
     trained: dict[str, list[dict[str, float]]] = {"local": [], "dask": []}
@@ -143,7 +143,7 @@ def main() -> None:
                  validate(data).seconds))
     if args.skip_dask:
         demo = ["run", "--data", str(ROOT / "data/demo"), "--models", "mlp,dnn,lenet", "--epochs", str(args.epochs),
-                "--quiet", "--out", str(work / "o"), "--summary", str(work / "s.json")]
+                "--quiet", "--out", str(work / "o"), "--summary", str(work / "s.json"), "--force"]
         rows.append((f"run demo mlp,dnn,lenet --epochs {args.epochs}", wall(demo, work, n),
                      summary_train_seconds(work / "s.json")))
     else:

@@ -126,7 +126,8 @@ def card(
     registry = tracker_for(load_tracking_config(config), create=False).registry
     registry.version_tags(version)  # a clear error for a version that does not exist
     split, made_from = training_split(registry, {"registered_model": registry.cfg.registered_model,
-                                                 "version": version, "uri": f"v{version}"}, data, None, None)
+                                                 "version": version, "uri": f"v{version}"}, data, None, None,
+                                     held_out_only=True)  # a card scores the held-out part only
     folder = output or Path("outputs") / "cards" / f"v{version}"
     made = write_card(registry, version, split.test, folder)
     typer.echo(f"{registry.cfg.registered_model} v{version} ({made['model']['name']}): held-out accuracy "
@@ -205,9 +206,11 @@ def monitor_reference(
     typer.echo(f"recorded the drift reference of {model} on its run (from {made_from})")
 
 
-def training_split(registry, identity: dict, data: Path | None, protocol: str | None, seed: int | None):
+def training_split(registry, identity: dict, data: Path | None, protocol: str | None, seed: int | None,
+                   held_out_only: bool = False):
     """The split a model was trained on, rebuilt, and a phrase saying which: a registry version's own (its run's
-    recipe, checked against the recorded digests), else the one the user names for a .onnx file."""
+    recipe, checked against the recorded digests, with `held_out_only` only the held-out part's), else the one the
+    user names for a .onnx file."""
     from digitpipe.data import SplitRecipe
 
     if registry is None:
@@ -219,7 +222,7 @@ def training_split(registry, identity: dict, data: Path | None, protocol: str | 
         return SplitRecipe(data, protocol, seed).rebuild(), f"the split named ({protocol}, seed {seed})"
     if protocol is not None or seed is not None:
         raise UserError(f"{identity['uri']} is checked on its training run's split: leave out --protocol and --seed")
-    recipe = registry.training_split(identity["registered_model"], identity["version"])
+    recipe = registry.training_split(identity["registered_model"], identity["version"], held_out_only)
     if data is not None:
         recipe = dataclasses.replace(recipe, data=data)
     return recipe.rebuild(), f"its training run's split ({recipe.protocol}, seed {recipe.seed})"

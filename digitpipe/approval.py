@@ -6,75 +6,107 @@ version: approved_by, approved_at, approval_comment."""
 from __future__ import annotations
 
 import calendar
-import os
+import logging
 import time
 
 from digitpipe.errors import UserError
+from digitpipe.files import first_line
 from digitpipe.promotion import Verdict, move_champion, record_verdict, user
 from digitpipe.runtime import utc_now
-from digitpipe.tracking import Registry
+from digitpipe.tracking import Champion, Registry
 
 AWAITING = "awaiting_approval"
+log = logging.getLogger("digitpipe")
 
 
 def decide(registry: Registry, version: str, comment: str, approve: bool = True, who: str | None = None) -> Verdict:
-    """A person's decision on a waiting version (made by `who`, else `approver()`), under the promotion lock: the
+    """A person's decision on a waiting version (made by `who`, else `user()`), under the promotion lock: the
     version's verdict and the champion read again there, so that of two decisions at once one decides and the
-    other is told it came too late."""
+    other is told it came too late. An approval after the timeout, or after the champion the gate judged against
+    moved, is refused and the version becomes not_approved (so that the next run trains and judges it again)."""
     if not comment.strip():
         raise UserError("--comment: say why (it is recorded on the version)")
     registry.version_tags(version)  # a clear error for a version that does not exist
-    who = who or approver()
     with registry.promotion_lock():
         tags = registry.version_tags(version)
         if tags.get("verdict") != AWAITING:
             raise UserError(f"v{version} is not awaiting approval: it was decided already "
                             f"({tags.get('verdict', 'not judged')}: {tags.get('verdict_reason', '')[:120]})")
         champion = registry.champion()
-        judged_against = tags.get("champion_version")
-        if approve and (champion and champion.version) != judged_against:
-            raise UserError(f"v{version} was judged against champion "
-                            f"{'v' + judged_against if judged_against else 'none'}, but the champion is now "
-                            f"{'v' + champion.version if champion else 'none'}: not approved (the next run judges "
-                            "against the new champion)")
-        if approve:
-            move_champion(registry, version, champion)
-        verdict = Verdict(version, "promoted" if approve else "rejected",
-                          f"{'approved' if approve else 'rejected'} by {who}: {comment} (the gate: "
-                          f"{tags.get('verdict_reason', '').removeprefix('earned promotion, waits for a person ')})",
-                          champion_version=judged_against)
-        record_verdict(registry, verdict)
-        registry.set_version_tags(version, {"approved_by": who, "approved_at": utc_now(),
-                                            "approval_comment": comment,
-                                            "approval_decision": "approved" if approve else "rejected"})
+        verdict = (approve and _too_late(registry, version, tags, champion)) or _decided(
+            registry, version, tags, champion, comment, approve, who or user())
+        record_verdict(registry, verdict)  # last: while the verdict still says awaiting, a retry completes this
+    _complete_card(registry, version)
+    if verdict.verdict == "not_approved":
+        raise UserError(f"v{version} not approved: {verdict.reason}")
     return verdict
+
+
+def _too_late(registry: Registry, version: str, tags: dict, champion: Champion | None) -> Verdict | None:
+    """not_approved where the wait ran out, or where the champion is no longer the one the gate judged against."""
+    hours = registry.cfg.promotion.approval_timeout_hours
+    if _waited_too_long(tags, hours):
+        return _timed_out(version, hours)
+    judged, now = tags.get("champion_version"), champion and champion.version
+    if now in (judged, version):  # version: a retry after the alias moved and before the verdict was recorded
+        return None
+    return Verdict(version, "not_approved", f"judged against champion {'v' + judged if judged else 'none'}, but "
+                   f"the champion is now {'v' + now if now else 'none'} (the next run trains it again and judges it "
+                   "against the new champion)", champion_version=judged)
+
+
+def _decided(registry: Registry, version: str, tags: dict, champion: Champion | None, comment: str, approve: bool,
+             who: str) -> Verdict:
+    """The person's decision: the alias moved where approved, who, when and why on the version."""
+    if approve and not (champion and champion.version == version):
+        move_champion(registry, version, champion)
+    registry.set_version_tags(version, {"approved_by": who, "approved_at": utc_now(), "approval_comment": comment,
+                                        "approval_decision": "approved" if approve else "rejected"})
+    gate = tags.get("verdict_reason", "").partition("required): ")[2]
+    return Verdict(version, "promoted" if approve else "rejected",
+                   f"{'approved' if approve else 'rejected'} by {who}: {comment} (the gate: {gate})",
+                   champion_version=tags.get("champion_version"))
 
 
 def expire(registry: Registry) -> list[str]:
     """Versions that waited longer than approval_timeout_hours become not_approved; returns them."""
-    limit = registry.cfg.promotion.approval_timeout_hours * 3600
+    hours = registry.cfg.promotion.approval_timeout_hours
     expired = []
     for row in registry.versions():
-        since = row.get("verdict_at")
-        if row.get("verdict") != AWAITING or not since or time.time() - _epoch(since) < limit:
+        if row.get("verdict") != AWAITING or not _waited_too_long(row, hours):
             continue
         with registry.promotion_lock():
             if registry.version_tags(row["version"]).get("verdict") != AWAITING:
                 continue  # decided meanwhile
-            record_verdict(registry, Verdict(row["version"], "not_approved", f"waited {limit / 3600:g} hours "
-                                             f"(approval_timeout_hours) without a decision"))
+            record_verdict(registry, _timed_out(row["version"], hours))
+        _complete_card(registry, row["version"])
         expired.append(row["version"])
     return expired
+
+
+def _complete_card(registry: Registry, version: str) -> None:
+    """The decision on the version's evidence card too; it stands if that fails (`digitpipe card` writes it again)."""
+    from digitpipe.card import refresh_decision
+
+    try:
+        refresh_decision(registry, version)
+    except Exception as exc:  # noqa: BLE001 (the card is a report of a decision already recorded)
+        log.warning(f"v{version}: its evidence card still shows the earlier verdict ({first_line(exc)[:160]}); "
+                    f"`digitpipe card --version {version}` writes it again")
+
+
+def _waited_too_long(tags: dict, hours: float) -> bool:
+    since = tags.get("verdict_at")
+    return bool(since) and time.time() - _epoch(since) >= hours * 3600
+
+
+def _timed_out(version: str, hours: float) -> Verdict:
+    return Verdict(version, "not_approved", f"waited {hours:g} hours (approval_timeout_hours) without a decision")
 
 
 def waiting(registry: Registry) -> list[dict[str, str]]:
     """The versions awaiting approval, newest first."""
     return [row for row in registry.versions() if row.get("verdict") == AWAITING]
-
-
-def approver() -> str:
-    """Who decides: the MLflow account where the server has authentication, else the user of this machine."""
-    return os.environ.get("MLFLOW_TRACKING_USERNAME") or user()
 
 
 def _epoch(stamp: str) -> float:

@@ -7,17 +7,21 @@ from __future__ import annotations
 
 import base64
 import html
+import json
+import shutil
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from digitpipe.data import Dataset
+from digitpipe.errors import UserError
 from digitpipe.evaluate import accuracy_interval, evaluate, mcnemar
-from digitpipe.files import write_json, write_text
+from digitpipe.files import atomic_path, write_json, write_text
 from digitpipe.scorer import OnnxScorer
 from digitpipe.tracking import Registry
 
+PICTURE = "disagreements.png"  # beside card.json on the run, so that the page can be made again with a new decision
 NOT_SPEC = {"model", "seed", "device"}  # parameters of a model's run that are not its spec
 DECISION_TAGS = ("verdict", "verdict_reason", "verdict_at", "champion_version", "challenger_robust_accuracy",
                  "champion_robust_accuracy", "robust_digits", "robust_difference_upper_bound", "feedback_images",
@@ -26,25 +30,53 @@ DECISION_TAGS = ("verdict", "verdict_reason", "verdict_at", "champion_version", 
 
 
 def write_card(registry: Registry, version: str, test: Dataset, folder: Path) -> dict:
-    """Score `version` (and the champion its verdict names) on `test`, the held-out part it was judged on; write
-    its card into `folder`, log it on the version's run and name it by a version tag. Returns the card."""
+    """Score `version` (and the champion its verdict names) on `test`, the held-out part it was judged on; log its
+    card on the version's run, name it by a version tag, and keep a copy in `folder`. Returns the card."""
     facts = registry.card_facts(version)
     tags = facts["tags"]
     with tempfile.TemporaryDirectory(prefix="digitpipe-card-") as tmp:
+        made = Path(tmp) / "card"
+        made.mkdir()
         onnx = registry.version_onnx(version, Path(tmp) / "challenger", tags)
         predicted = OnnxScorer(onnx).predict(test.images)
         card = {"registered_model": registry.cfg.registered_model, "version": version,
                 "model": _model(tags, facts["params"], onnx), "trained_on": _trained_on(tags, facts),
-                "held_out": _held_out(test.labels, predicted),
-                "decision": {k: tags[k] for k in DECISION_TAGS if k in tags}}
-        champion, picture = tags.get("champion_version"), None
+                "held_out": _held_out(test.labels, predicted), "decision": _decision(tags)}
+        champion = tags.get("champion_version")
         if champion and "mcnemar_p_value" in tags:  # the gate compared the two on the digits new to both
-            card["comparison"], picture = _comparison(registry, version, champion, test, predicted, Path(tmp))
-    folder.mkdir(parents=True, exist_ok=True)
-    write_json(folder / "card.json", card)
-    write_text(folder / "card.html", card_html(card, picture))
-    registry.record_card(version, facts["run_id"], folder)
+            card["comparison"] = _comparison(registry, version, champion, test, predicted, made / PICTURE)
+        _publish(registry, card, made, facts["run_id"])
+        folder.mkdir(parents=True, exist_ok=True)
+        for part in made.iterdir():  # only the card's own files: a folder the user names is never logged whole
+            with atomic_path(folder / part.name) as kept:
+                shutil.copyfile(part, kept)
     return card
+
+
+def refresh_decision(registry: Registry, version: str) -> dict | None:
+    """The logged card of `version` with its decision read again from the version's tags (a person decided, or
+    the wait ran out), logged again; None where the version has no card."""
+    with tempfile.TemporaryDirectory(prefix="digitpipe-card-") as tmp:
+        recorded = registry.recorded_card(version, Path(tmp))
+        if recorded is None:
+            return None
+        made, run_id = recorded
+        card = json.loads((made / "card.json").read_text())
+        card["decision"] = _decision(registry.version_tags(version))
+        _publish(registry, card, made, run_id)
+    return card
+
+
+def _publish(registry: Registry, card: dict, made: Path, run_id: str) -> None:
+    """card.json and card.html (the picture inline) in `made`, logged on the version's run."""
+    write_json(made / "card.json", card)
+    picture = made / PICTURE
+    write_text(made / "card.html", card_html(card, picture.read_bytes() if picture.is_file() else None))
+    registry.record_card(card["version"], run_id, made)
+
+
+def _decision(tags: dict) -> dict:
+    return {key: tags[key] for key in DECISION_TAGS if key in tags}
 
 
 def _model(tags: dict, params: dict, onnx: Path) -> dict:
@@ -81,27 +113,29 @@ def _held_out(labels: np.ndarray, predicted: np.ndarray) -> dict:
 
 
 def _comparison(registry: Registry, version: str, champion: str, test: Dataset, predicted: np.ndarray,
-                tmp: Path) -> tuple[dict, bytes | None]:
+                picture: Path) -> dict:
     """McNemar's counts against `champion` on the held-out digits it never trained on, and the picture of those
-    on which the two disagree."""
+    on which the two disagree (written to `picture`)."""
     from digitpipe.plots import disagreements_png
 
-    tags = registry.version_tags(champion)
+    try:
+        tags = registry.version_tags(champion)
+    except UserError:  # deleted since (digitpipe gc): the gate's own counts stay in the decision
+        return {"champion_version": champion, "not_compared": f"v{champion} is no longer registered"}
     seen = registry.trained_on(champion, tags)
     new = np.ones(len(test), bool) if seen is None else ~np.isin(test.image_hashes(), seen)
-    theirs = OnnxScorer(registry.version_onnx(champion, tmp / "champion", tags)).predict(test.images[new])
+    theirs = OnnxScorer(registry.version_onnx(champion, picture.parent.parent / "champion", tags)).predict(
+        test.images[new])
     ours, labels = predicted[new], test.labels[new]
     paired = mcnemar(labels, ours, theirs)
-    comparison = {"champion_version": champion, "images_new_to_both": paired.images,
-                  "excluded": int(len(test) - paired.images), "challenger_accuracy": paired.challenger_accuracy,
-                  "champion_accuracy": paired.champion_accuracy, "only_challenger_right": paired.only_challenger_right,
-                  "only_champion_right": paired.only_champion_right, "mcnemar_p_value": paired.p_value,
-                  "disagreements": int(np.sum(ours != theirs))}
-    if not comparison["disagreements"]:
-        return comparison, None
-    path = disagreements_png(test.images[new], labels, ours, theirs, tmp / "disagreements.png",
-                             f"v{version}", f"v{champion}")
-    return comparison, path.read_bytes()
+    disagreements = int(np.sum(ours != theirs))
+    if disagreements:
+        disagreements_png(test.images[new], labels, ours, theirs, picture, f"v{version}", f"v{champion}")
+    return {"champion_version": champion, "images_new_to_both": paired.images,
+            "excluded": int(len(test) - paired.images), "challenger_accuracy": paired.challenger_accuracy,
+            "champion_accuracy": paired.champion_accuracy, "only_challenger_right": paired.only_challenger_right,
+            "only_champion_right": paired.only_champion_right, "mcnemar_p_value": paired.p_value,
+            "disagreements": disagreements}
 
 
 def card_html(card: dict, picture: bytes | None) -> str:
@@ -145,7 +179,7 @@ def card_markdown(card: dict, link: str = "") -> str:
              f"{held['images']:,} images",
              f"- {card['model']['parameters']:,} parameters, ONNX {card['model']['onnx_kb']} KB",
              f"- data {card['trained_on']['data_digest'][:16]}, code {card['trained_on']['code_version'][:16]}"]
-    if comparison := card.get("comparison"):
+    if (comparison := card.get("comparison")) and "mcnemar_p_value" in comparison:
         lines.append(f"- against champion v{comparison['champion_version']} on {comparison['images_new_to_both']:,} "
                      f"digits new to both: {comparison['challenger_accuracy']:.2%} vs "
                      f"{comparison['champion_accuracy']:.2%}, {comparison['only_challenger_right']} right only by "

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import getpass
+import os
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -295,7 +296,10 @@ def _against(registry: Registry, version: str, champion: Champion, evidence: Evi
 
 
 def user() -> str:
-    """The user of this machine, for the record of a decision made by hand."""
+    """Who made a decision by hand: the MLflow account where the server has authentication, else the user of this
+    machine."""
+    if account := os.environ.get("MLFLOW_TRACKING_USERNAME"):
+        return account
     try:
         return getpass.getuser()
     except (KeyError, OSError):  # no passwd entry (containers)

@@ -8,22 +8,25 @@ from __future__ import annotations
 
 import logging
 
-from prefect import flow
+from prefect import flow, get_client
+from prefect.client.schemas.filters import (FlowFilter, FlowFilterName, FlowRunFilter, FlowRunFilterState,
+                                            FlowRunFilterStateName)
 from prefect.deployments import run_deployment
-from prefect.flow_runs import suspend_flow_run
 from prefect.exceptions import ObjectNotFound
+from prefect.flow_runs import suspend_flow_run
 from prefect.input import RunInput
 from prefect.runtime import deployment
+from prefect.states import Cancelled
 from pydantic import Field
 
 from digitpipe.config import load_tracking_config
 from digitpipe.promotion import Verdict
 from digitpipe.tracking import Registry, tracker_for
-from flows import startup
 from digitpipe.zoo import ModelResult
+from flows import startup
 from flows.events import announce_awaiting
 from flows.locks import PromotionLock
-from tasks import decide_approval, expire_approvals
+from tasks import decide_approval, expire_approvals, waiting_approvals
 
 log = logging.getLogger("digitpipe")
 APPROVAL_DEPLOYMENT = "approve-version/by-a-person"  # prefect.yaml
@@ -34,7 +37,7 @@ class Decision(RunInput):
     deciding here is as trusted as the server's one shared auth string."""
 
     approve: bool = Field(description="Approve: the version becomes the champion. Leave unticked to reject it.")
-    comment: str = Field(description="Why (recorded on the version as approval_comment).")
+    comment: str = Field(min_length=1, description="Why (recorded on the version as approval_comment).")
     approver: str = Field("", description="Your name (recorded as approved_by).")
 
 
@@ -78,12 +81,27 @@ def approval_flow(version: str, registered_model: str | None = None, card: str =
 
 @flow(name="expire-approvals")
 def expiry_flow(registered_model: str | None = None) -> list[str]:
-    """Versions left waiting past approval_timeout_hours become not_approved (prefect.yaml runs this hourly)."""
+    """Versions left waiting past approval_timeout_hours become not_approved (prefect.yaml runs this hourly), and
+    the suspended approval flows of versions decided elsewhere are cancelled: their forms could only fail."""
     startup.set_environment()
-    expired = expire_approvals(_registry(registered_model))
+    registry = _registry(registered_model)
+    expired = expire_approvals(registry)
     for version in expired:
         log.info(f"v{version} not_approved: waited past approval_timeout_hours")
+    cancel_undecidable(registry.cfg.registered_model, {row["version"] for row in waiting_approvals(registry)})
     return expired
+
+
+def cancel_undecidable(registered_model: str, waiting: set[str]) -> None:
+    """Cancel the suspended approval flow runs for `registered_model` whose version is not in `waiting`."""
+    suspended = FlowRunFilter(state=FlowRunFilterState(name=FlowRunFilterStateName(any_=["Suspended"])))
+    with get_client(sync_client=True) as client:
+        for run in client.read_flow_runs(flow_filter=FlowFilter(name=FlowFilterName(any_=["approve-version"])),
+                                         flow_run_filter=suspended):
+            version = str(run.parameters.get("version"))
+            if run.parameters.get("registered_model") == registered_model and version not in waiting:
+                client.set_flow_run_state(run.id, Cancelled(message=f"v{version} was decided elsewhere"), force=True)
+                log.info(f"cancelled approval flow run {run.name}: v{version} is no longer awaiting approval")
 
 
 def _registry(registered_model: str | None) -> Registry:

@@ -53,6 +53,7 @@ promote_champion = step(promotion.promote_if_earned, "promote_champion", **IO_RE
 record_verdict = step(promotion.record_verdict, "record_verdict", **IO_RETRIES)
 decide_approval = step(approval.decide, "decide_approval", **IO_RETRIES)
 expire_approvals = step(approval.expire, "expire_approvals", **IO_RETRIES)
+waiting_approvals = step(approval.waiting, "waiting_approvals", **IO_RETRIES)
 write_card = step(card.write_card, "write_card", task_run_name="card-v{version}", **IO_RETRIES)
 
 # tuning

@@ -94,7 +94,8 @@ def prefect_cli(*args: str, env: dict, timeout: float = 300) -> CliResult:
 
 def prefect_call(env: dict, path: str, body: dict | None = None, method: str | None = None) -> dict | list | None:
     """One call to the Prefect API at env's PREFECT_API_URL (POST with `body`, else GET, unless `method`), with the
-    server's auth string where env has one; the decoded answer (None: no content)."""
+    server's auth string where env has one; the decoded answer (None: no content). Like Prefect's own client, it
+    tries again while the server answers 503 (its SQLite database busy, as under a loaded CI machine)."""
     import base64
 
     import requests
@@ -102,8 +103,12 @@ def prefect_call(env: dict, path: str, body: dict | None = None, method: str | N
     headers = {}
     if auth := env.get("PREFECT_API_AUTH_STRING"):
         headers["Authorization"] = "Basic " + base64.b64encode(auth.encode()).decode()
-    response = requests.request(method or ("POST" if body is not None else "GET"), env["PREFECT_API_URL"] + path,
-                                json=body, headers=headers, timeout=30)
+    for attempt in range(6):
+        response = requests.request(method or ("POST" if body is not None else "GET"), env["PREFECT_API_URL"] + path,
+                                    json=body, headers=headers, timeout=30)
+        if response.status_code != 503:
+            break
+        time.sleep(2 ** attempt / 2)
     assert response.status_code in (200, 201, 204), response.text
     return response.json() if response.content else None
 

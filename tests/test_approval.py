@@ -1,13 +1,17 @@
 """End to end: promotion.approval: required. A run that earns promotion leaves awaiting_approval and the champion
 where it was; `approve` promotes and records who and why, `--reject` does not; a champion that moved meanwhile
-makes the approval refuse; two approvals at once decide once; a version left waiting past the timeout becomes
-not_approved; each bad input gets one line and exit 2, aliases unchanged."""
+makes the approval refuse and the next run judge the model again; two approvals at once decide once; a version left
+waiting past the timeout becomes not_approved; the card follows each decision; each bad input gets one line and
+exit 2, aliases unchanged."""
 
 from __future__ import annotations
+
+import time
 
 import pytest
 from mlflow import MlflowClient
 
+from digitpipe.locks import local_promotion_lock
 from digitpipe.promotion import user
 from tests.helpers import assert_one_line_error, digitpipe, write_config
 
@@ -60,14 +64,21 @@ def test_a_person_approves_or_rejects_what_the_gate_let_through(store, fixture_d
     assert rejected.code == 0, rejected.err
     assert rejected.out.startswith(f"digits v2 rejected: champion unchanged (rejected by {user()}: not on a Friday")
     assert _champion(uri) == "1" and _tags(uri, "2")["approval_decision"] == "rejected"
+    card = _card(uri, "2")  # the card on the run says what the person decided
+    assert (card["decision"]["verdict"], card["decision"]["approved_by"]) == ("rejected", user())
 
     digitpipe_cli(*run, "--models", "mlp", "--epochs", "10")  # v3 waits, judged against v1 ...
     assert _tags(uri, "3")["verdict"] == "awaiting_approval"
     assert digitpipe_cli("promote", "--version", 2, "--config", config).code == 0  # ... which then moves
     late = digitpipe_cli("approve", "--version", 3, "--comment", "ok", "--config", config)
-    assert_one_line_error(late.code, late.err, 2, "v3 was judged against champion v1, but the champion is now v2: "
-                                                  "not approved (the next run judges against the new champion)")
-    assert _champion(uri) == "2" and _tags(uri, "3")["verdict"] == "awaiting_approval"
+    assert_one_line_error(late.code, late.err, 2, "v3 not approved: judged against champion v1, but the champion is "
+                                                  "now v2 (the next run trains it again and judges it against the "
+                                                  "new champion)")
+    assert _champion(uri) == "2" and _tags(uri, "3")["verdict"] == "not_approved"
+    again = digitpipe_cli(*run, "--models", "mlp", "--epochs", "10")  # same key as v3, which no verdict settled
+    assert "v4 awaiting_approval: " in again.err and "unchanged" not in again.err, again.err
+    assert _tags(uri, "4")["champion_version"] == "2" and _tags(uri, "4")["training_key"] == _tags(uri, "3")[
+        "training_key"]
 
     for args, message in ((("--version", 99, "--comment", "x"), "digits has no version '99'"),
                           (("--version", 3, "--comment", " "), "--comment: say why"),
@@ -82,16 +93,35 @@ def test_two_approvals_at_once_decide_once_and_a_forgotten_version_times_out(sto
     uri, config = store
     run = ("run", "--data", fixture_dir, "--quiet", "--config", config, "--out", tmp_path / "out", "--models")
     assert digitpipe_cli(*run, *WEAK[1:]).code == 0
-    both = [digitpipe("approve", "--version", 1, "--comment", f"approver {i}", "--config", config, wait=False)
-            for i in range(2)]
+    with local_promotion_lock(uri):  # both reach the lock before either decides: a check outside it would pass twice
+        both = [digitpipe("approve", "--version", 1, "--comment", f"approver {i}", "--config", config, wait=False)
+                for i in range(2)]
+        time.sleep(15)
     done = sorted((process.wait(timeout=120), process.stderr.read()) for process in both)
     assert [code for code, _ in done] == [0, 2], done
     assert "v1 is not awaiting approval: it was decided already (promoted" in done[1][1]
     assert _champion(uri) == "1"
 
-    assert digitpipe_cli(*run, "mlp").code == 0
-    MlflowClient(uri).set_model_version_tag("digits", "2", "verdict_at", "2026-01-01T00:00:00Z")  # long ago
+    for model in ("mlp", "dnn"):
+        assert digitpipe_cli(*run, model).code == 0
+    for version in ("2", "3"):
+        MlflowClient(uri).set_model_version_tag("digits", version, "verdict_at", "2026-01-01T00:00:00Z")  # long ago
+    late = digitpipe_cli("approve", "--version", 2, "--comment", "back from holiday", "--config", config)
+    assert_one_line_error(late.code, late.err, 2, "v2 not approved: waited 72 hours (approval_timeout_hours) "
+                                                  "without a decision")
     expired = digitpipe_cli("approvals", "--config", config)
-    assert expired.out.splitlines() == ["v2 not_approved: waited past approval_timeout_hours",
+    assert expired.out.splitlines() == ["v3 not_approved: waited past approval_timeout_hours",
                                         "digits: no version is awaiting approval"]
-    assert _tags(uri, "2")["verdict"] == "not_approved" and _champion(uri) == "1"
+    assert [_tags(uri, v)["verdict"] for v in ("2", "3")] == ["not_approved"] * 2 and _champion(uri) == "1"
+    assert _card(uri, "3")["decision"]["verdict"] == "not_approved"
+
+
+def _card(uri: str, version: str) -> dict:
+    """The card.json logged on the version's run."""
+    import json
+    import tempfile
+
+    client = MlflowClient(uri)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = client.download_artifacts(client.get_model_version("digits", version).run_id, "card/card.json", tmp)
+        return json.loads(open(path).read())

@@ -1,7 +1,8 @@
 """Against a real `prefect server` on loopback (and the session's `mlflow server`): a deployment run under
 promotion.approval: required ends awaiting approval and starts the approval flow, which suspends; while it waits,
 a worker with --limit 1 completes another run (the suspended flow holds no slot); resumed with a person's input,
-it moves the champion alias. And `digitpipe notify`: a loopback webhook hears of a waiting version, a monitor
+it moves the champion alias; the form of a version decided elsewhere is cancelled by the hourly expiry flow. And
+`digitpipe notify`: a loopback webhook hears of a waiting version, a monitor
 alarm and a failed deployment run."""
 
 from __future__ import annotations
@@ -75,6 +76,17 @@ def test_a_suspended_approval_flow_holds_no_worker_and_its_input_moves_the_alias
     assert str(champion.version) == "1" and champion.tags["verdict"] == "promoted"
     assert (champion.tags["approved_by"], champion.tags["approval_comment"]) == ("Ada (Prefect UI)", "read the card")
     assert client.get_model_version(MODEL, "2").tags["verdict"] == "awaiting_approval"  # still the person's to decide
+
+    # v2 decided from the CLI instead: the hourly expiry flow cancels its suspended form, which could only fail
+    rejected = digitpipe("approve", "--version", "2", "--reject", "--comment", "not this one", "--config",
+                         home / "mlflow.yaml", env=env)
+    assert rejected.code == 0, rejected.err
+    second = [r for r in _flow_runs(env, "approve-version/by-a-person") if r["parameters"]["version"] == "2"]
+    assert [r["state"]["name"] for r in second] == ["Suspended"]
+    tidied = python("from flows.approval import expiry_flow; print(expiry_flow())", env=env, cwd=home)
+    assert tidied.code == 0 and tidied.out.strip().endswith("[]"), tidied.err
+    assert prefect_call(env, f"/flow_runs/{second[0]['id']}")["state"]["type"] == "CANCELLED"
+    assert prefect_call(env, f"/flow_runs/{decided[0]['id']}")["state"]["type"] == "COMPLETED"
 
 
 def _train(env: dict, tmp_path, model: str) -> str:

@@ -4,6 +4,8 @@ retraining, a retraining run on the base data plus the feedback (`run --feedback
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import yaml
@@ -80,6 +82,10 @@ def test_feedback_on_drifted_digits_raises_an_alarm_and_a_retraining_on_it_is_pr
     assert f"on {held} held-out feedback digits neither trained on" in new.tags["verdict_reason"]
     assert new.tags["feedback_images"] == str(held)
     assert float(new.tags["challenger_feedback_accuracy"]) > float(new.tags["champion_feedback_accuracy"])
+    card = digitpipe_cli("card", "--version", new.version, "--output", tmp_path / "card", "--config", config)
+    assert card.code == 0, card.err  # its held-out part rebuilt from the data files: feedback never joins it
+    decision = json.loads((tmp_path / "card" / "card.json").read_text())["decision"]
+    assert (decision["verdict"], decision["feedback_images"]) == ("promoted", str(held))
 
 
 def test_labels_for_rows_that_were_not_scored_are_one_line_and_record_nothing(

@@ -1,5 +1,6 @@
 """End to end: `digitpipe gc --keep N` deletes the versions beyond the newest N with their model files and runs,
-never one an alias names or one awaiting approval; --dry-run only lists them."""
+never one an alias names, one awaiting approval or one a running pipeline has not judged yet; --dry-run only lists
+them."""
 
 from __future__ import annotations
 
@@ -42,10 +43,20 @@ def test_gc_keeps_the_newest_the_aliased_and_the_awaiting(tmp_path, fixture_dir,
     assert sorted(str(mv.version) for mv in client.search_model_versions("name='digits'")) == ["1", "2", "4"]
     assert client.get_run(doomed.run_id).info.lifecycle_stage == "deleted" and not (files / "report").exists()
     assert not model_files.exists()
+    pipeline = doomed.tags["pipeline_run_id"]  # v3's run of the pipeline, which no version left names
+    assert client.get_run(pipeline).info.lifecycle_stage == "deleted"
+    champion = client.get_model_version("digits", "2")  # what is kept keeps its files
+    assert (Path(urlparse(client.get_run(champion.run_id).info.artifact_uri).path) / "report" / "model.onnx").is_file()
+    assert client.get_run(champion.tags["pipeline_run_id"]).info.lifecycle_stage == "active"
 
+    last = client.get_model_version("digits", "4")
     client.set_model_version_tag("digits", "4", "verdict", "awaiting_approval")
-    nothing = digitpipe_cli("gc", "--keep", 0, "--config", config)
-    assert nothing.out.splitlines() == ["digits: deleted 0 version(s), kept the newest 0 and every version an alias "
-                                        "names or that awaits approval"]
+    awaiting = digitpipe_cli("gc", "--keep", 0, "--config", config)
+    client.delete_model_version_tag("digits", "4", "verdict")  # registered, its pipeline still running: in flight
+    client.update_run(last.tags["pipeline_run_id"], status="RUNNING")
+    in_flight = digitpipe_cli("gc", "--keep", 0, "--config", config)
+    for nothing in (awaiting, in_flight):
+        assert nothing.out.splitlines() == ["digits: deleted 0 version(s), kept the newest 0 and every version an "
+                                            "alias names or that awaits approval"], nothing.err
     assert sorted(str(mv.version) for mv in client.search_model_versions("name='digits'")) == ["1", "2", "4"]
     assert {a: str(v) for a, v in client.get_registered_model("digits").aliases.items()} == aliases

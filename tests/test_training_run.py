@@ -144,8 +144,10 @@ def test_every_version_has_a_card_whose_figures_are_its_tags(first_run, tracking
         assert card["model"]["name"] == name and card["decision"]["verdict"] == tags["verdict"]
         assert held["accuracy"] == pytest.approx(float(tags["test_accuracy"])) and held["images"] == 250
         assert held["accuracy_ci95"][0] < held["accuracy"] < held["accuracy_ci95"][1]
-        recall = [d["recall"] for d in held["per_digit"]]
-        assert sum(r * d["images"] for r, d in zip(recall, held["per_digit"])) == pytest.approx(held["right"])
+        metrics = client.get_run(model["run_id"]).data.metrics  # from the trained model, the card from its ONNX file
+        for digit in held["per_digit"]:
+            assert (digit["precision"], digit["recall"]) == pytest.approx(
+                (metrics[f"test_precision_{digit['digit']}"], metrics[f"test_recall_{digit['digit']}"])), name
         assert card["trained_on"]["training_key"] == tags["training_key"]
         assert card["model"]["onnx_kb"] == pytest.approx(Path(model["onnx_path"]).stat().st_size / 1024, abs=0.1)
 
@@ -160,7 +162,12 @@ def test_the_card_command_writes_the_card_of_a_version_without_one(first_run, tr
     done = digitpipe_cli("card", "--version", version, "--output", tmp_path / "card", "--config", config)
     assert done.code == 0, done.err
     assert done.out.startswith(f"digits-test v{version} (lenet): held-out accuracy ")
-    assert _card(tracking, version) == json.loads((tmp_path / "card" / "card.json").read_text())
+    card = json.loads((tmp_path / "card" / "card.json").read_text())
+    assert _card(tracking, version) == card and sorted(p.name for p in (tmp_path / "card").iterdir()) == [
+        "card.html", "card.json"]  # nothing else written into --output, nor logged from it
+    tags = client.get_model_version(tracking.registered_model, version).tags
+    assert (tags["evidence_card"], card["held_out"]["accuracy"]) == ("card/card.html",
+                                                                     pytest.approx(float(tags["test_accuracy"])))
     assert "<h2>Held-out accuracy: " in (tmp_path / "card" / "card.html").read_text()
     missing = digitpipe_cli("card", "--version", "999", "--config", config)
     assert_one_line_error(missing.code, missing.err, 2, "digits-test has no version '999'")
@@ -236,8 +243,8 @@ def test_a_run_logs_exactly_the_recorded_mlflow_names(first_run, tracking):
 
 @pytest.mark.browser
 def test_the_card_page_shows_the_decision_and_the_disagreements_in_chromium(first_run, tracking, tmp_path, chromium):
-    """The weaker challenger's card (compared with the champion) as a person opens it from the MLflow run; the
-    screenshot is docs/evidence_card.png."""
+    """The weaker challenger's card, its comparison with the champion the gate's own counts, as a person opens it
+    from the MLflow run; the screenshot is docs/evidence_card.png."""
     from flows.training import training_flow
 
     browser, shots = chromium
@@ -246,6 +253,11 @@ def test_the_card_page_shows_the_decision_and_the_disagreements_in_chromium(firs
                          hyperparams={"logreg": {"max_iter": 5}})
     version = training_flow(cfg)["models"]["logreg"]["model_version"]
     client = MlflowClient(tracking.tracking_uri)
+    tags, comparison = client.get_model_version(tracking.registered_model, version).tags, _card(tracking, version)[
+        "comparison"]  # scored again from both ONNX files, the same counts as the gate's
+    assert {key: str(comparison[key]) for key in ("champion_version", "only_challenger_right", "only_champion_right")} \
+        == {key: tags[key] for key in ("champion_version", "only_challenger_right", "only_champion_right")}
+    assert comparison["mcnemar_p_value"] == pytest.approx(float(tags["mcnemar_p_value"]), rel=1e-3)  # tag: 4 digits
     page_file = Path(client.download_artifacts(client.get_model_version(tracking.registered_model, version).run_id,
                                                "card/card.html", str(tmp_path)))
     page = browser.new_page(viewport={"width": 1100, "height": 900})

@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING
 
 from mlflow.exceptions import MlflowException
 
+from digitpipe.tracking.client import permitted
+
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
@@ -43,7 +45,16 @@ class CardRecords:
 
     def record_card(self, version: str, run_id: str, folder: Path) -> str:
         """Log the card in `folder` on the version's run; the version's tag names it. Returns the artifact path."""
-        self.client.log_artifacts(run_id, str(folder), CARD_FOLDER)
+        with permitted(f"log the card of v{version}"):
+            self.client.log_artifacts(run_id, str(folder), CARD_FOLDER)
         path = f"{CARD_FOLDER}/card.html"
-        self.client.set_model_version_tag(self.cfg.registered_model, version, CARD_TAG, path)
+        self.set_version_tags(version, {CARD_TAG: path})
         return path
+
+    def recorded_card(self, version: str, dest: Path) -> tuple[Path, str] | None:
+        """The card logged on the version's run, downloaded into `dest`, and the run; None where it has none."""
+        mv = self.client.get_model_version(self.cfg.registered_model, version)
+        if CARD_TAG not in mv.tags:
+            return None
+        folder = self.client.download_artifacts(mv.run_id, CARD_FOLDER, str(dest))
+        return Path(folder), mv.run_id

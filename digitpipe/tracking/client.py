@@ -1,5 +1,5 @@
-"""What the tracking modules share: MLflow's process-global URI set for one call, which process owns a run, and
-the store's times (epoch milliseconds)."""
+"""What the tracking modules share: MLflow's process-global URI set for one call, which process owns a run, a
+server's refusal as one line, and the store's times (epoch milliseconds)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,11 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from mlflow.exceptions import MlflowException
 from mlflow.tracking._tracking_service.utils import _use_tracking_uri  # private, but the only scoped form
+
+from digitpipe.errors import UserError
+from digitpipe.files import first_line
 
 
 @contextmanager
@@ -40,3 +44,14 @@ def iso_minute(ms: int) -> str:
 def now_ms() -> int:
     """The time now in epoch milliseconds, MLflow's unit."""
     return int(time.time() * 1000)
+
+
+@contextmanager
+def permitted(what: str) -> Iterator[None]:
+    """A refusal by a tracking server with authentication (a read-only account) as one line."""
+    try:
+        yield
+    except MlflowException as exc:
+        if exc.error_code not in ("PERMISSION_DENIED", "UNAUTHENTICATED"):
+            raise
+        raise UserError(f"the MLflow account may not {what} ({first_line(exc)[:120]})") from None

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 TRAINED_ON_ARTIFACT = "lineage/trained_on.npy"  # on the pipeline run: hashes of every image its models trained on
 
 
+JUDGE_AGAIN = {"not_promoted", "not_approved"}  # verdicts that leave a model to train again with the same key
 TRAINING_KEY_TAG = "training_key"
 
 
@@ -82,22 +83,24 @@ class VersionLineage:
                 return None
 
     def trained_before(self, keys: Mapping[str, str]) -> dict[str, TrainedBefore]:
-        """Per model name of `keys` (name -> training key), the newest version registered with that key that was
-        judged (a run that crashed before its verdict, or whose promotion was refused for want of a lock, left
-        nothing to go on); versions from before keys existed hold none, so they never match."""
+        """Per model name of `keys` (name -> training key), the newest version registered with that key whose
+        verdict stands (a run that crashed before its verdict, a promotion refused for want of a lock, and an
+        approval that came too late leave the model to be trained and judged again); versions from before keys
+        existed hold none, so they never match."""
         found = {}
         for name, key in keys.items():
             versions = self.client.search_model_versions(
                 f"name='{self.cfg.registered_model}' and tags.{TRAINING_KEY_TAG}='{key}'")
-            judged = sorted((mv for mv in versions if mv.tags.get("verdict", "not_promoted") != "not_promoted"),
+            judged = sorted((mv for mv in versions if mv.tags.get("verdict", "not_promoted") not in JUDGE_AGAIN),
                             key=lambda mv: -int(mv.version))
             if judged:
                 found[name] = TrainedBefore(name, str(judged[0].version), judged[0].tags["verdict"], judged[0].tags)
         return found
 
-    def training_split(self, name: str, version: str) -> SplitRecipe:
+    def training_split(self, name: str, version: str, held_out_only: bool = False) -> SplitRecipe:
         """How version `version` of `name` was split by its pipeline run (params and dataset digests), to check it
-        again on the same held-out images; fractions it did not record are the defaults it then had."""
+        again on the same held-out images; fractions it did not record are the defaults it then had. With
+        `held_out_only`, only the held-out part is checked, which labelled feedback never joins."""
         from digitpipe.data import SplitRecipe
 
         run_id = self.version_tags(version, name).get("pipeline_run_id")
@@ -109,11 +112,11 @@ class VersionLineage:
         if "data" not in params:
             raise UserError(f"models:/{name}/{version}: its training run (pipeline_run_id {run_id or 'not recorded'}) "
                             f"is not in the store at {self.cfg.tracking_uri} with its data, so its split is unknown")
-        if run.data.metrics.get("feedback_train_rows", 0) > 0:
+        if run.data.metrics.get("feedback_train_rows", 0) > 0 and not held_out_only:
             raise UserError(f"models:/{name}/{version}: trained with labelled feedback from the store, so its split "
                             "cannot be rebuilt from data files; export its .onnx file and give --data to check on")
         digests = {tag.value: d.dataset.digest for d in run.inputs.dataset_inputs for tag in d.tags
-                   if tag.key == MLFLOW_DATASET_CONTEXT}
+                   if tag.key == MLFLOW_DATASET_CONTEXT and (tag.value == "evaluation" or not held_out_only)}
         seed = params.get("split_seed", params.get("seed", 42))  # runs before --split-seed split by --seed
         return SplitRecipe(Path(params["data"]), params.get("protocol", "book"), int(seed),
                            float(params.get("test_fraction", 0.25)), float(params.get("val_fraction", 0.1)), digests)

@@ -3,10 +3,9 @@ registration), the aliases that name them, and the lock under which promotion mo
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +20,7 @@ from digitpipe.errors import UserError
 from digitpipe.files import first_line
 from digitpipe.scorer import OnnxScorer
 from digitpipe.tracking.cards import CardRecords
-from digitpipe.tracking.client import fluent_uri, iso_minute
+from digitpipe.tracking.client import fluent_uri, iso_minute, permitted
 from digitpipe.tracking.lineage import VersionLineage
 from digitpipe.tracking.monitoring import MonitorReferences
 from digitpipe.tracking.quantization import INT8_ARTIFACT, QuantizationRecords
@@ -107,7 +106,7 @@ class Registry(VersionLineage, MonitorReferences, QuantizationRecords, CardRecor
 
     def set_version_tags(self, version: str, tags: Mapping[str, object]) -> None:
         """Write tags on one version (verdicts, checksums, quantization results)."""
-        with _permitted(f"write tags on v{version}"):
+        with permitted(f"write tags on v{version}"):
             for key, value in tags.items():
                 self.client.set_model_version_tag(self.cfg.registered_model, version, key, str(value))
 
@@ -132,7 +131,7 @@ class Registry(VersionLineage, MonitorReferences, QuantizationRecords, CardRecor
         """Point `alias` at `version`; a lock held as a lease (flows.locks) first proves it still holds."""
         if check := getattr(self.promotion_lock, "check", None):
             check()
-        with _permitted(f"move the {alias} alias"):
+        with permitted(f"move the {alias} alias"):
             self.client.set_registered_model_alias(self.cfg.registered_model, alias, version)
 
     def next_promotion_order(self) -> int:
@@ -202,17 +201,6 @@ class Registry(VersionLineage, MonitorReferences, QuantizationRecords, CardRecor
             return Path(self.client.download_artifacts(run_id, artifact, str(dest)))
         except (MlflowException, OSError) as exc:
             raise UserError(f"run {run_id}: cannot download {artifact} ({first_line(exc)[:160]})") from None
-
-
-@contextlib.contextmanager
-def _permitted(what: str) -> Iterator[None]:
-    """A refusal by a tracking server with authentication (a read-only account) as one line."""
-    try:
-        yield
-    except MlflowException as exc:
-        if exc.error_code not in ("PERMISSION_DENIED", "UNAUTHENTICATED"):
-            raise
-        raise UserError(f"the MLflow account may not {what} ({first_line(exc)[:120]})") from None
 
 
 def _verified(path: Path, expected_sha256: str | None, uri: str) -> Path:

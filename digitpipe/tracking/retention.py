@@ -21,16 +21,30 @@ class Retention:
     cfg: TrackingConfig
 
     def collect_garbage(self, keep: int, dry_run: bool = False) -> list[dict[str, str]]:
-        """Delete (or with `dry_run`, only name) every version older than the newest `keep` that holds no alias
-        and awaits nothing, under the promotion lock so that no alias moves onto one meanwhile; returns them."""
+        """Delete (or with `dry_run`, only name) every version older than the newest `keep` that holds no alias,
+        awaits nothing and is not still being judged by a running pipeline; under the promotion lock, so that no
+        alias moves onto one meanwhile. Returns them."""
+        if dry_run:
+            return self._doomed(self.versions(), keep)
         with self.promotion_lock():
-            versions = self.versions()  # newest first
-            doomed = [v for v in versions[keep:] if not v["aliases"] and v.get("verdict") != "awaiting_approval"]
-            if not dry_run:
-                kept_runs = {v.get("pipeline_run_id") for v in versions if v not in doomed}
-                for version in doomed:
-                    self._delete(version, kept_runs)
+            versions = self.versions()
+            doomed = self._doomed(versions, keep)
+            kept_runs = {v.get("pipeline_run_id") for v in versions if v not in doomed}
+            for version in doomed:
+                self._delete(version, kept_runs)
         return doomed
+
+    def _doomed(self, versions: list[dict[str, str]], keep: int) -> list[dict[str, str]]:
+        """Of `versions` (newest first), those beyond the newest `keep` that gc may delete."""
+        return [v for v in versions[keep:] if not v["aliases"] and v.get("verdict") != "awaiting_approval"
+                and not (v.get("verdict") is None and self._running(v.get("pipeline_run_id")))]
+
+    def _running(self, run_id: str | None) -> bool:
+        """Whether the run is still going: its version is registered and not yet judged."""
+        try:
+            return bool(run_id) and self.client.get_run(run_id).info.status == "RUNNING"
+        except MlflowException:
+            return False
 
     def _delete(self, version: dict[str, str], kept_runs: set) -> None:
         """The version, its logged model (files and all), its run's files and the run; its pipeline run too, once no

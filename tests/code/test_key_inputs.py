@@ -60,3 +60,22 @@ def test_every_input_of_training_changes_the_key(digits):
         "feedback": tk.training_key("lenet", spec_for("lenet"), 42, digits.digest, RECIPE, with_feedback),
     }
     assert base not in changed.values() and len(set(changed.values())) == len(changed)
+
+
+def test_only_a_version_whose_verdict_stands_is_matched(tmp_path):
+    """A run that died before its verdict, a promotion refused for want of a lock and an approval that came too late
+    leave the model to be trained again; a judged version (any verdict that stands) is matched, the newest first."""
+    from mlflow import MlflowClient
+
+    from digitpipe.config import TrackingConfig
+    from digitpipe.tracking import tracker_for
+
+    cfg = TrackingConfig(tracking_uri=f"sqlite:///{tmp_path}/m.db", registered_model="keys")
+    registry = tracker_for(cfg).registry
+    client = MlflowClient(cfg.tracking_uri)
+    client.create_registered_model("keys")
+    for verdict in (None, "rejected", "promoted", "not_promoted", "not_approved", None):
+        tags = {"training_key": "k", "model_name": "lenet", **({"verdict": verdict} if verdict else {})}
+        client.create_model_version("keys", source=str(tmp_path), tags=tags)
+    found = registry.trained_before({"lenet": "k", "mlp": "other"})
+    assert list(found) == ["lenet"] and (found["lenet"].version, found["lenet"].verdict) == ("3", "promoted")
