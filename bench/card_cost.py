@@ -23,7 +23,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from digitpipe.config import PipelineConfig, PromotionConfig, TrackingConfig
-    from flows import approval, startup, training
+    from flows import startup, training
 
     spent = []
     publish = training.publish_card
@@ -46,7 +46,6 @@ def main() -> None:
             wall = time.perf_counter() - start
             print(f"{attempt}: run {wall:.1f} s, cards {sum(spent):.2f} s ({len(spent)} cards), "
                   f"cards / run {sum(spent) / wall:.3f}")
-    del approval
 
 
 if __name__ == "__main__":
