@@ -59,11 +59,14 @@ def print_comparison(summary: dict) -> None:
                       f"{onnx.stat().st_size / 1024:.0f}" if onnx.is_file() else "-", m["model_version"])
     console = Console()
     console.print(table)
-    champion = summary["champion"]
+    champion, verdict = summary["champion"], summary.get("verdict") or {}
+    waiting = (f"v{verdict['version']} passed the gate and awaits approval (digitpipe approve)"
+               if verdict.get("verdict") == "awaiting_approval" else "")
     if champion is None:
-        console.print("no champion yet: no model has passed the promotion gate (see mlflow.yaml)")
+        console.print(f"no champion yet: {waiting or 'no model has passed the promotion gate (see mlflow.yaml)'}")
     else:
-        console.print(f"champion: {champion['name']} v{champion['model_version']} ({champion['accuracy']:.2%})")
+        console.print(f"champion: {champion['name']} v{champion['model_version']} ({champion['accuracy']:.2%})"
+                      + (f"; {waiting}" if waiting else ""))
 
 
 def print_versions(name: str, versions: list[dict[str, str]]) -> None:
