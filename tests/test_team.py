@@ -20,7 +20,7 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 from tests.conftest import FIXTURE, ROOT
-from tests.helpers import digitpipe, python, wait_for, write_config
+from tests.helpers import assert_one_line_error, digitpipe, python, wait_for, write_config
 from tests.servers import compose_service, prefect_call, prefect_cli, start_replicas, stop, team_places
 
 pytestmark = [pytest.mark.slow, pytest.mark.servers]
@@ -89,6 +89,28 @@ def test_reader_reads_runs_but_cannot_move_the_champion(pipeline_run, team_mlflo
     assert str(raised.value) == ("API request to endpoint /api/2.0/mlflow/registered-models/alias failed with error "
                                  "code 403 != 200. Response body: 'Permission denied'")
     assert client.get_model_version_by_alias(MODEL, "champion").version == champion
+
+
+def test_the_reader_account_can_neither_approve_nor_reject(pipeline_run, team_mlflow, team_prefect, tmp_path,
+                                                           monkeypatch):
+    model = "digits-approval-reader"
+    client = _admin(monkeypatch, team_mlflow)
+    version = client.copy_model_version(f"models:/{MODEL}/{pipeline_run['models']['logreg']['model_version']}",
+                                        model).version
+    waiting = {"verdict": "awaiting_approval", "verdict_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+               "verdict_reason": "earned promotion, waits for a person (promotion.approval: required): first champion"}
+    for key, value in waiting.items():
+        client.set_model_version_tag(model, version, key, value)
+    config = _team_config(tmp_path, team_mlflow, model, approval="required")
+    env = {**_team_env(team_mlflow, team_prefect, tmp_path), "MLFLOW_TRACKING_USERNAME": "reader",
+           "MLFLOW_TRACKING_PASSWORD": team_mlflow["passwords"]["reader"]}
+    for decision, refused in (((), "move the champion alias"), (("--reject",), f"write tags on v{version}")):
+        done = digitpipe("approve", "--version", version, "--comment", "looks fine", *decision, "--config", config,
+                         env=env)
+        assert_one_line_error(done.code, done.err, 2, f"the MLflow account may not {refused} (")
+    assert not client.get_registered_model(model).aliases
+    tags = client.get_model_version(model, version).tags
+    assert tags["verdict"] == "awaiting_approval" and "approved_by" not in tags
 
 
 def as_user(monkeypatch, team_mlflow: dict, user: str) -> None:
