@@ -11,11 +11,10 @@ import time
 
 from digitpipe.errors import UserError
 from digitpipe.files import first_line
-from digitpipe.promotion import Verdict, move_champion, record_verdict, user
+from digitpipe.promotion import AWAITING, WAITS, Verdict, move_champion, record_verdict, user
 from digitpipe.runtime import utc_now
 from digitpipe.tracking import Champion, Registry
 
-AWAITING = "awaiting_approval"
 log = logging.getLogger("digitpipe")
 
 
@@ -62,7 +61,7 @@ def _decided(registry: Registry, version: str, tags: dict, champion: Champion | 
         move_champion(registry, version, champion)
     registry.set_version_tags(version, {"approved_by": who, "approved_at": utc_now(), "approval_comment": comment,
                                         "approval_decision": "approved" if approve else "rejected"})
-    gate = tags.get("verdict_reason", "").partition("required): ")[2]
+    gate = tags.get("verdict_reason", "").removeprefix(WAITS)
     return Verdict(version, "promoted" if approve else "rejected",
                    f"{'approved' if approve else 'rejected'} by {who}: {comment} (the gate: {gate})",
                    champion_version=tags.get("champion_version"))

@@ -44,7 +44,7 @@ def write_card(registry: Registry, version: str, test: Dataset, folder: Path) ->
                 "held_out": _held_out(test.labels, predicted), "decision": _decision(tags)}
         champion = tags.get("champion_version")
         if champion and "mcnemar_p_value" in tags:  # the gate compared the two on the digits new to both
-            card["comparison"] = _comparison(registry, version, champion, test, predicted, made / PICTURE)
+            card["comparison"] = _comparison(registry, version, champion, test, predicted, Path(tmp), made / PICTURE)
         _publish(registry, card, made, facts["run_id"])
         folder.mkdir(parents=True, exist_ok=True)
         for part in made.iterdir():  # only the card's own files: a folder the user names is never logged whole
@@ -60,9 +60,9 @@ def refresh_decision(registry: Registry, version: str) -> dict | None:
         recorded = registry.recorded_card(version, Path(tmp))
         if recorded is None:
             return None
-        made, run_id = recorded
+        made, run_id, tags = recorded
         card = json.loads((made / "card.json").read_text())
-        card["decision"] = _decision(registry.version_tags(version))
+        card["decision"] = _decision(tags)
         _publish(registry, card, made, run_id)
     return card
 
@@ -113,7 +113,7 @@ def _held_out(labels: np.ndarray, predicted: np.ndarray) -> dict:
 
 
 def _comparison(registry: Registry, version: str, champion: str, test: Dataset, predicted: np.ndarray,
-                picture: Path) -> dict:
+                scratch: Path, picture: Path) -> dict:
     """McNemar's counts against `champion` on the held-out digits it never trained on, and the picture of those
     on which the two disagree (written to `picture`)."""
     from digitpipe.plots import disagreements_png
@@ -124,8 +124,7 @@ def _comparison(registry: Registry, version: str, champion: str, test: Dataset, 
         return {"champion_version": champion, "not_compared": f"v{champion} is no longer registered"}
     seen = registry.trained_on(champion, tags)
     new = np.ones(len(test), bool) if seen is None else ~np.isin(test.image_hashes(), seen)
-    theirs = OnnxScorer(registry.version_onnx(champion, picture.parent.parent / "champion", tags)).predict(
-        test.images[new])
+    theirs = OnnxScorer(registry.version_onnx(champion, scratch / "champion", tags)).predict(test.images[new])
     ours, labels = predicted[new], test.labels[new]
     paired = mcnemar(labels, ours, theirs)
     disagreements = int(np.sum(ours != theirs))

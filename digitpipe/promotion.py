@@ -29,6 +29,8 @@ from digitpipe.tracking import Champion, Registry
 if TYPE_CHECKING:
     from digitpipe.zoo import ModelResult
 
+AWAITING = "awaiting_approval"  # promotion.approval: required, a version the gate let through waits for a person
+WAITS = "earned promotion, waits for a person (promotion.approval: required): "  # before the gate's own reason
 MIN_ROBUST_DIGITS = 50  # fewer perturbed digits new to the champion say too little to judge robustness by
 
 
@@ -216,8 +218,7 @@ def _judge(registry: Registry, version: str, evidence: Evidence, test: Dataset, 
         evidence = _against(registry, version, champion, evidence, test, predicted, suite, robustness, feedback)
     verdict = gate(registry.cfg.promotion, version, evidence, champion)
     if verdict.promoted and registry.cfg.promotion.approval == "required":
-        return dataclasses.replace(verdict, verdict="awaiting_approval", reason=f"earned promotion, waits for a "
-                                   f"person (promotion.approval: required): {verdict.reason}")
+        return dataclasses.replace(verdict, verdict=AWAITING, reason=WAITS + verdict.reason)
     if verdict.promoted:
         move_champion(registry, version, champion)
     return verdict

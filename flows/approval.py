@@ -96,7 +96,7 @@ def cancel_undecidable(registered_model: str, waiting: set[str]) -> None:
     """Cancel the suspended approval flow runs for `registered_model` whose version is not in `waiting`."""
     suspended = FlowRunFilter(state=FlowRunFilterState(name=FlowRunFilterStateName(any_=["Suspended"])))
     with get_client(sync_client=True) as client:
-        for run in client.read_flow_runs(flow_filter=FlowFilter(name=FlowFilterName(any_=["approve-version"])),
+        for run in client.read_flow_runs(flow_filter=FlowFilter(name=FlowFilterName(any_=[approval_flow.name])),
                                          flow_run_filter=suspended):
             version = str(run.parameters.get("version"))
             if run.parameters.get("registered_model") == registered_model and version not in waiting:

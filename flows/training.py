@@ -15,7 +15,7 @@ from prefect.runtime import flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from digitpipe import promotion, runtime
-from digitpipe.approval import AWAITING
+from digitpipe.promotion import AWAITING
 from digitpipe.card import card_markdown
 from digitpipe.config import PipelineConfig, load_tracking_config
 from digitpipe.data import Dataset, Split

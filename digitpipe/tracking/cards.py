@@ -51,10 +51,11 @@ class CardRecords:
         self.set_version_tags(version, {CARD_TAG: path})
         return path
 
-    def recorded_card(self, version: str, dest: Path) -> tuple[Path, str] | None:
-        """The card logged on the version's run, downloaded into `dest`, and the run; None where it has none."""
+    def recorded_card(self, version: str, dest: Path) -> tuple[Path, str, dict[str, str]] | None:
+        """The card logged on the version's run, downloaded into `dest`, the run and the version's tags; None
+        where it has none."""
         mv = self.client.get_model_version(self.cfg.registered_model, version)
         if CARD_TAG not in mv.tags:
             return None
         folder = self.client.download_artifacts(mv.run_id, CARD_FOLDER, str(dest))
-        return Path(folder), mv.run_id
+        return Path(folder), mv.run_id, dict(mv.tags)
