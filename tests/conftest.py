@@ -45,6 +45,19 @@ def digits():
     return load_dataset(FIXTURE)
 
 
+@pytest.fixture(scope="session")
+def logreg_onnx(digits, tmp_path_factory) -> Path:
+    """A logistic regression fitted on the fixture and exported as digitpipe exports it: a .onnx file that
+    `digitpipe serve --model FILE` answers with, without a store or a pipeline run."""
+    from sklearn.linear_model import LogisticRegression
+
+    from digitpipe.export import export_onnx
+
+    model = LogisticRegression(max_iter=200).fit(digits.images.reshape(-1, 784) / 255.0, digits.labels)
+    model.coef_ /= 255.0  # raw pixels in, as digitpipe.baseline.fit_logreg folds it
+    return export_onnx(model, tmp_path_factory.mktemp("onnx") / "logreg.onnx")
+
+
 def pytest_configure(config) -> None:
     """The run's controller (or its only process) names the folder of the run's temporary Prefect API: the
     pytest-xdist workers it starts inherit the name."""
