@@ -1,30 +1,30 @@
 """The HTTP face of a Service (Starlette on uvicorn): the page, /predict, MLflow's /invocations, /feedback,
-/health, /metrics. Parsing, scoring and picture decoding run in the thread pool, so the event loop (and /health)
-stays free while requests are refused; bodies are counted as they stream and cut at MAX_BODY."""
+/health, /metrics and /openapi.json, all from one table of operations (digitpipe.serving.api). Parsing, scoring and
+picture decoding run in the thread pool, so the event loop (and /health) stays free while requests are refused."""
 
 from __future__ import annotations
 
 import functools
 import hmac
 import importlib.metadata
-import time
 from pathlib import Path
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
-from starlette.middleware.trustedhost import TrustedHostMiddleware
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from digitpipe.serving.inputs import (InputError, csv_images, mlflow_images, parse_json, picture_image,
+from digitpipe.serving import bodies
+from digitpipe.serving.api import Operation, openapi
+from digitpipe.serving.inputs import (InputError, csv_images, feedback_body, mlflow_images, picture_image,
                                       predict_images)
-from digitpipe.serving.service import Service
+from digitpipe.serving.middleware import BodyLimit, HostCheck, Stamped, content_type
+from digitpipe.serving.service import DISCONNECTED, Service
 
-MAX_BODY = 4 * 1024 * 1024  # bytes per request body
 PAGE = Path(__file__).with_name("page")
 PICTURE_TYPES = ("image/png", "image/jpeg", "application/octet-stream")
 
@@ -32,15 +32,14 @@ PICTURE_TYPES = ("image/png", "image/jpeg", "application/octet-stream")
 def build_app(service: Service, allowed_hosts: list[str] | None = None) -> Starlette:
     """The ASGI app of `service`; with `allowed_hosts`, a request naming another Host is refused (on loopback: a page
     elsewhere that rebinds its DNS name to 127.0.0.1 cannot read answers or send feedback)."""
-    routes = [Route("/", index), Route("/health", health), Route("/metrics", metrics), Route("/ping", ping),
-              Route("/version", version), Route("/predict", predict, methods=["POST"]),
-              Route("/invocations", invocations, methods=["POST"]), Route("/feedback", feedback, methods=["POST"]),
-              Mount("/static", StaticFiles(directory=PAGE))]
-    handlers = {InputError: _refused, HTTPException: _http_error, Exception: _failed}
-    paths = {route.path for route in routes if isinstance(route, Route)}
-    middleware = [Middleware(Measured, metrics=service.metrics, paths=paths), Middleware(BodyLimit)]
+    routes = [Route(op.path, op.handler, methods=[op.method]) for op in OPERATIONS]
+    routes.append(Mount("/static", StaticFiles(directory=PAGE)))
+    handlers = {InputError: _refused, HTTPException: _http_error, ClientDisconnect: _hung_up, Exception: _failed}
+    paths = {op.path for op in OPERATIONS}
+    middleware = [Middleware(Stamped, metrics=service.metrics, paths=paths, names=lambda: service.follower.current
+                             .names()), Middleware(BodyLimit)]
     if allowed_hosts:
-        middleware.insert(1, Middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts))
+        middleware.insert(1, Middleware(HostCheck, allowed=allowed_hosts))
     app = Starlette(routes=routes, exception_handlers=handlers, lifespan=service.lifespan, middleware=middleware)
     app.state.service = service
     return app
@@ -69,78 +68,78 @@ async def metrics(request: Request) -> Response:
 
 
 async def ping(request: Request) -> Response:  # MLflow's scoring-server client waits on these two
-    return Response("\n", media_type="application/json")
+    return JSONResponse({})
 
 
 async def version(request: Request) -> Response:
     return Response(importlib.metadata.version("digitpipe"), media_type="text/plain")
 
 
+async def openapi_json(request: Request) -> Response:
+    return JSONResponse(_openapi())
+
+
+@functools.cache
+def _openapi() -> dict:
+    return openapi(OPERATIONS, "digitpipe serve", importlib.metadata.version("digitpipe"))
+
+
 async def predict(request: Request) -> Response:
     """Digits from a JSON batch or one picture; the answers with their request ids."""
-    kind = _content_type(request)
+    kind = content_type(request.scope)
     if kind == "multipart/form-data":
         images = await run_in_threadpool(picture_image, await _uploaded(request))
     elif kind in PICTURE_TYPES:
         images = await run_in_threadpool(picture_image, await request.body())
     elif kind in ("application/json", ""):
-        images = await run_in_threadpool(lambda body: predict_images(parse_json(body)), await request.body())
+        images = await run_in_threadpool(predict_images, await request.body())
     else:
-        raise InputError(415, f"Content-Type {kind}: send application/json, a PNG/JPEG or a multipart upload")
+        raise InputError(415, f"Content-Type {kind[:60]}: send application/json, a PNG/JPEG or a multipart upload")
     answered = await run_in_threadpool(_service(request).answer, images)
     return JSONResponse(answered.body(), headers=answered.headers())
 
 
 async def invocations(request: Request) -> Response:
     """MLflow's scoring protocol: the same [N, 10] probabilities for every zoo model."""
-    kind, body = _content_type(request), await request.body()
+    kind = content_type(request.scope)
     if kind == "text/csv":
-        images = await run_in_threadpool(csv_images, body)
+        images = await run_in_threadpool(csv_images, await request.body())
     elif kind in ("application/json", ""):
-        images = await run_in_threadpool(lambda b: mlflow_images(parse_json(b)), body)
+        images = await run_in_threadpool(mlflow_images, await request.body())
     else:
-        raise InputError(415, f"Content-Type {kind}: /invocations takes application/json or text/csv")
+        raise InputError(415, f"Content-Type {kind[:60]}: /invocations takes application/json or text/csv")
     answered = await run_in_threadpool(_service(request).answer, images)
     return JSONResponse({"predictions": answered.probabilities.tolist()}, headers=answered.headers())
 
 
 async def feedback(request: Request) -> Response:
-    """A person's answer on a served digit: "right" or the true digit, queued for the store."""
+    """A person's answer on a served digit: "right" or the true digit, queued for the store (once per answer)."""
     service = _service(request)
     given = request.headers.get("authorization", "").encode("latin-1")  # as it came: any bytes, compared as bytes
     if service.token and not hmac.compare_digest(given, f"Bearer {service.token}".encode()):
         raise InputError(401, "POST /feedback needs the header Authorization: Bearer $DIGITPIPE_FEEDBACK_TOKEN")
-    doc = parse_json(await request.body())
-    if not isinstance(doc, dict) or not isinstance(doc.get("request_id"), str):
-        raise InputError(422, 'expected {"request_id": "...", "label": "right" or the true digit 0-9}')
-    answer = await run_in_threadpool(service.requests.find, doc["request_id"])
+    if (kind := content_type(request.scope)) not in ("application/json", ""):
+        raise InputError(415, f"Content-Type {kind[:60]}: /feedback takes application/json")
+    doc = feedback_body(await request.body())
+    answer = await run_in_threadpool(service.requests.find, doc.request_id)
     if answer is None:
-        raise InputError(404, f"request_id {doc['request_id'][:40]!r}: no answer kept under that id")
-    label = _label(doc.get("label"), answer.digit)
+        raise InputError(404, f"request_id {doc.request_id[:40]!r}: no answer kept under that id")
+    label = answer.digit if doc.label == "right" else doc.label
     waiting = await run_in_threadpool(service.give_feedback, answer, label)
     return JSONResponse({"request_id": answer.request_id, "served": answer.digit, "label": label,
                          "right": label == answer.digit, "waiting": waiting}, status_code=202)
 
 
-def _content_type(request: Request) -> str:
-    return request.headers.get("content-type", "").split(";")[0].strip().lower()
-
-
 async def _uploaded(request: Request) -> bytes:
     """The one file of a multipart upload."""
-    async with request.form(max_files=1, max_fields=10) as form:
-        files = [v for v in form.values() if hasattr(v, "read")]
-        if not files:
-            raise InputError(422, "the multipart upload holds no file")
-        return await files[0].read()
-
-
-def _label(value: object, served: int) -> int:
-    if value == "right":
-        return served
-    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 9:
-        return value
-    raise InputError(422, f'label {value!r}: expected "right" or the true digit 0-9')
+    try:
+        async with request.form(max_files=1, max_fields=10) as form:
+            files = [v for v in form.values() if hasattr(v, "read")]
+            if not files:
+                raise InputError(422, "the multipart upload holds no file")
+            return await files[0].read()
+    except HTTPException as exc:  # python-multipart's refusals of a malformed body
+        raise InputError(400, f"the multipart upload cannot be read ({exc.detail})") from None
 
 
 async def _refused(request: Request, exc: InputError) -> Response:
@@ -151,59 +150,33 @@ async def _http_error(request: Request, exc: HTTPException) -> Response:
     return JSONResponse({"error": exc.detail}, status_code=exc.status_code, headers=exc.headers)
 
 
+async def _hung_up(request: Request, exc: ClientDisconnect) -> Response:
+    """A client that left before its answer: nobody to answer, nothing failed (counted apart, see Metrics)."""
+    return Response(status_code=DISCONNECTED)
+
+
 async def _failed(request: Request, exc: Exception) -> Response:
     return JSONResponse({"error": f"internal error ({type(exc).__name__}); see the server's log"}, status_code=500)
 
 
-class BodyLimit:
-    """Refuses a body over MAX_BODY with 413: at once when its Content-Length says so, else as soon as the bytes
-    streamed in pass it (uvicorn sets no limit, and Starlette reads whole bodies)."""
-
-    def __init__(self, app, max_bytes: int = MAX_BODY) -> None:
-        self.app, self.max_bytes = app, max_bytes
-
-    async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        declared = dict(scope["headers"]).get(b"content-length", b"")
-        if declared.isdigit() and int(declared) > self.max_bytes:
-            response = JSONResponse({"error": self._message(int(declared))}, status_code=413)
-            return await response(scope, receive, send)
-        seen = 0
-
-        async def counted():
-            nonlocal seen
-            message = await receive()
-            seen += len(message.get("body", b""))
-            if seen > self.max_bytes:
-                raise HTTPException(413, self._message(seen, streamed=True))
-            return message
-
-        await self.app(scope, counted, send)
-
-    def _message(self, size: int, streamed: bool = False) -> str:
-        size_text = f"over {size:,} bytes so far" if streamed else f"of {size:,} bytes"
-        return f"request body {size_text}: the limit is {self.max_bytes:,} bytes"
-
-
-class Measured:
-    """Counts every request by route and status, and its latency, for /metrics."""
-
-    def __init__(self, app, metrics, paths: set[str]) -> None:
-        self.app, self.metrics, self.paths = app, metrics, paths
-
-    async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        start, status = time.perf_counter(), [500]
-
-        async def noted(message):
-            if message["type"] == "http.response.start":
-                status[0] = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, noted)
-        finally:
-            route = scope["path"] if scope["path"] in self.paths else "other"
-            self.metrics.observe(route, status[0], time.perf_counter() - start)
+REFUSED = (400, 408, 413, 415, 422)
+OPERATIONS = [
+    Operation("/", "GET", index, "the drawing page", replies={200: "text/html"}),
+    Operation("/predict", "POST", predict, "digits from a JSON batch or one picture",
+              bodies={"application/json": bodies.PredictBody, "image/png": None, "image/jpeg": None,
+                      "application/octet-stream": None, "multipart/form-data": None},
+              replies={200: bodies.PredictReply}, refusals=REFUSED,
+              links={"GiveFeedback": {"operationId": "feedback", "requestBody": {
+                  "request_id": "$response.body#/predictions/0/request_id", "label": "right"}}}),
+    Operation("/invocations", "POST", invocations, "MLflow's scoring protocol",
+              bodies={"application/json": bodies.InvocationsBody, "text/csv": None},
+              replies={200: bodies.InvocationsReply}, refusals=REFUSED),
+    Operation("/feedback", "POST", feedback, "a person's answer on a served digit",
+              bodies={"application/json": bodies.FeedbackBody}, replies={202: bodies.FeedbackReply},
+              refusals=(400, 401, 404, 408, 409, 413, 415, 422)),
+    Operation("/health", "GET", health, "the version answering", replies={200: bodies.HealthReply}),
+    Operation("/metrics", "GET", metrics, "Prometheus metrics", replies={200: "text/plain"}),
+    Operation("/ping", "GET", ping, "MLflow's client waits on it", replies={200: "application/json"}),
+    Operation("/version", "GET", version, "digitpipe's version", replies={200: "text/plain"}),
+    Operation("/openapi.json", "GET", openapi_json, "this document", replies={200: "application/json"}),
+]

@@ -30,6 +30,7 @@ class ServedModel:
     path: Path
     reference: Reference | None
     folder: Path | None = None  # what was downloaded for it (removed when it is replaced)
+    answered: tuple[int, int] = (0, 0)  # the page's answers on it in the store so far: (confirmed, all)
 
     @property
     def version(self) -> str | None:
@@ -39,6 +40,15 @@ class ServedModel:
         """What every response says about the model that answered it."""
         return {"model": self.identity.get("model_name", Path(self.identity["uri"]).stem),
                 "version": self.version, "precision": self.identity.get("precision", "fp32")}
+
+
+def _answered(tags: dict[str, str]) -> tuple[int, int]:
+    """(confirmed, all) of the page's answers recorded on a version (its web_live_accuracy tags)."""
+    try:
+        rows = int(tags.get("web_live_accuracy_rows", 0))
+        return round(float(tags.get("web_live_accuracy", 0)) * rows), rows
+    except ValueError:
+        return 0, 0
 
 
 class ModelFollower:
@@ -62,7 +72,8 @@ class ModelFollower:
         try:
             path, identity = self.registry.resolve(self.uri, folder)  # int8 where accepted, as `score` does
             reference = registered_reference(self.registry.monitor_reference(identity, folder / "reference"))
-            return ServedModel(OnnxScorer(path), identity, path, reference, folder)
+            answered = _answered(self.registry.version_tags(identity["version"]))
+            return ServedModel(OnnxScorer(path), identity, path, reference, folder, answered)
         except BaseException:
             shutil.rmtree(folder, ignore_errors=True)  # a failed download is tried again at the next poll
             raise

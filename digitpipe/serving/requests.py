@@ -1,6 +1,7 @@
 """What a server keeps of its answers: each served digit on disk (rotated JSON-lines files, bounded), so that the
-page's "right" / "it was a ..." can be joined to its pixels, even after a restart; and the answers people gave,
-recorded as labelled feedback in batches (one feedback run per batch, not one per click)."""
+page's "right" / "it was a ..." can be joined to its pixels, even after a restart, and the one label each answer
+may get; and the answers people gave, recorded as labelled feedback in batches (one feedback run per batch, not one
+per click)."""
 
 from __future__ import annotations
 
@@ -51,7 +52,8 @@ class Answer:
 
 class RequestLog:
     """The last `keep` answers, in `folder`/requests-NNNNNN.jsonl files, found again by request id (in memory: each
-    id's file and offset only, so that memory stays flat while the files hold the pixels)."""
+    id's file and offset only, so that memory stays flat while the files hold the pixels), and the label a person
+    gave each (a line {"id", "label"} in the same files: one label per answer, kept across restarts)."""
 
     def __init__(self, folder: Path, keep: int) -> None:
         self.folder, self.per_file = Path(folder), max(1, keep // FILES)
@@ -59,6 +61,7 @@ class RequestLog:
         self._lock = threading.Lock()
         self._where: dict[str, tuple[Path, int]] = {}
         self._ids: dict[Path, list[str]] = {}  # per file, the ids it holds (dropped with it)
+        self._labels: dict[str, int] = {}
         last = 0
         for path in sorted(self.folder.glob("requests-*.jsonl")):
             self._ids[path] = []
@@ -68,7 +71,10 @@ class RequestLog:
                     self._ids[path].append(answer.request_id)
                     self._where[answer.request_id] = (path, offset)
                     last = max(last, answer.number)
+                elif labelled := _label_line(line):
+                    self._labels[labelled[0]] = labelled[1]
                 offset += len(line)
+        self._labels = {rid: label for rid, label in self._labels.items() if rid in self._where}
         self._next = last + 1
         self._file = None
         self._open(next(reversed(self._ids), None) or self._path(1))
@@ -109,6 +115,7 @@ class RequestLog:
             oldest = next(iter(self._ids))
             for request_id in self._ids.pop(oldest):
                 self._where.pop(request_id, None)
+                self._labels.pop(request_id, None)
             oldest.unlink(missing_ok=True)
 
     def find(self, request_id: str) -> Answer | None:
@@ -121,9 +128,27 @@ class RequestLog:
                 f.seek(offset)
                 return Answer.parse(f.readline())
 
+    def label(self, request_id: str, label: int) -> int | None:
+        """Keep `label` as the answer's one label; returns the label kept before instead, if it has one."""
+        with self._lock:
+            if (kept := self._labels.get(request_id)) is not None:
+                return kept
+            self._file.write(json.dumps({"id": request_id, "label": label}).encode() + b"\n")
+            self._file.flush()
+            self._labels[request_id] = label
+            return None
+
     def close(self) -> None:
         with self._lock:
             self._file.close()
+
+
+def _label_line(line: bytes) -> tuple[str, int] | None:
+    try:
+        d = json.loads(line)
+        return str(d["id"]), int(d["label"])
+    except (ValueError, KeyError, TypeError):
+        return None
 
 
 def _last_byte(path: Path) -> bytes:

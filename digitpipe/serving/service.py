@@ -18,6 +18,8 @@ import numpy as np
 from digitpipe.monitoring.drift import BatchProfile
 from digitpipe.scorer import probabilities
 from digitpipe.serving.follower import ModelFollower, ServedModel
+from digitpipe.serving.inputs import InputError
+from digitpipe.serving.middleware import model_headers
 from digitpipe.serving.requests import Answer, FeedbackQueue, RequestLog
 
 if TYPE_CHECKING:
@@ -26,6 +28,7 @@ if TYPE_CHECKING:
     from digitpipe.tracking import Tracker
 
 log = logging.getLogger("digitpipe.serve")
+DISCONNECTED = 499  # the status a request whose client hung up is counted under (nginx's); nothing is sent
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
 
@@ -44,10 +47,8 @@ class Answered:
             for rid, p in zip(self.request_ids, self.probabilities, strict=True)]}
 
     def headers(self) -> dict[str, str]:
-        """Every reply names the model and version that answered (in headers where the body is MLflow's)."""
-        names = self.served.names()
-        return {"X-Model-Name": str(names["model"]), "X-Model-Version": str(names["version"]),
-                "X-Model-Precision": str(names["precision"])}
+        """The model and version that answered (the only names in MLflow's body), even when swapped out since."""
+        return {name.decode(): value.decode("latin-1") for name, value in model_headers(self.served.names())}
 
 
 class Metrics:
@@ -60,6 +61,8 @@ class Metrics:
         self.requests = Counter("digitpipe_requests", "HTTP requests answered", ["route", "status"], registry=r)
         self.errors = Counter("digitpipe_errors", "Requests refused (4xx) or failed (5xx)", ["route", "status"],
                               registry=r)
+        self.disconnects = Counter("digitpipe_client_disconnects", "Clients that hung up before their answer",
+                                   ["route"], registry=r)
         self.latency = Histogram("digitpipe_request_seconds", "Time from request to response", ["route"],
                                  buckets=LATENCY_BUCKETS, registry=r)
         self.digits = Counter("digitpipe_digits_served", "Digits answered", registry=r)
@@ -68,24 +71,38 @@ class Metrics:
         self.drift = Gauge("digitpipe_drift_verdict", "1 for the last window's drift verdict", ["verdict"],
                            registry=r)
         self.answers = Counter("digitpipe_feedback", "People's answers on served digits", ["answer"], registry=r)
-        self.live_accuracy = Gauge("digitpipe_web_live_accuracy", "confirmed / (confirmed + corrected)", registry=r)
-        self._answers, self._lock = {True: 0, False: 0}, threading.Lock()
+        self.live_accuracy = Gauge("digitpipe_web_live_accuracy", "confirmed / (confirmed + corrected) of the "
+                                   "version served, from the store's figures at its start on", registry=r)
+        self._answered, self._lock = (0, 0), threading.Lock()  # (confirmed, all) of the version served
 
     def observe(self, route: str, status: int, seconds: float) -> None:
+        if status == DISCONNECTED:
+            self.disconnects.labels(route).inc()
+            return
         self.requests.labels(route, str(status)).inc()
         self.latency.labels(route).observe(seconds)
         if status >= 400:
             self.errors.labels(route, str(status)).inc()
 
     def serving(self, served: ServedModel) -> None:
+        """A new version answers: its gauges, and the page's live accuracy from its figures in the store."""
         self.version.clear()
         self.version.labels(*[str(v) for v in served.names().values()]).set(1)
-
-    def answer(self, right: bool) -> None:
         with self._lock:
-            self._answers[right] += 1
-            self.live_accuracy.set(self._answers[True] / (self._answers[True] + self._answers[False]))
+            self._answered = served.answered
+            self._set_live_accuracy()
+
+    def answer(self, right: bool, current: bool) -> None:
+        """Count one person's answer; into live accuracy if it was on the version served now."""
         self.answers.labels("confirmed" if right else "corrected").inc()
+        if current:
+            with self._lock:
+                self._answered = (self._answered[0] + right, self._answered[1] + 1)
+                self._set_live_accuracy()
+
+    def _set_live_accuracy(self) -> None:
+        confirmed, answered = self._answered
+        self.live_accuracy.set(confirmed / answered if answered else float("nan"))
 
     def text(self) -> bytes:
         from prometheus_client import generate_latest
@@ -122,8 +139,12 @@ class Service:
         return Answered(served, probs, ids)
 
     def give_feedback(self, answer: Answer, label: int) -> int:
-        """Queue a person's answer on a served digit; returns how many wait to be recorded."""
-        self.metrics.answer(label == answer.digit)
+        """Queue a person's answer on a served digit (the first label given to an answer stands: a second is
+        refused); returns how many wait to be recorded."""
+        if (kept := self.requests.label(answer.request_id, label)) is not None:
+            raise InputError(409, f"request_id {answer.request_id}: feedback was given already (the digit {kept}); "
+                                  "an answer takes one label, the first")
+        self.metrics.answer(label == answer.digit, current=answer.version == self.follower.current.version)
         return self.feedback.add(answer, label)
 
     def _record_feedback(self, answers: list[Answer], labels: list[int]) -> None:
