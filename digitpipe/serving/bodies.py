@@ -6,9 +6,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, RootModel, Strict
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, RootModel, Strict
 
 MAX_IMAGES = 1024  # per request
+MLFLOW_KEYS = ("dataframe_split", "dataframe_records", "instances", "inputs")
 
 Pixel = Annotated[float, Strict(), Field(ge=0, le=255, allow_inf_nan=False)]  # strict: no booleans, no strings
 Flat = Annotated[list[Pixel], Field(min_length=784, max_length=784)]
@@ -17,8 +18,11 @@ Square = Annotated[list[Row], Field(min_length=28, max_length=28)]
 Channel = Annotated[list[Square], Field(min_length=1, max_length=1)]  # 1x28x28, as a torch batch holds it
 Image = Flat | Square | Channel
 Images = Annotated[list[Image], Field(min_length=1, max_length=MAX_IMAGES)]
-PixelRow = Annotated[list[Pixel], Field(min_length=1, max_length=785)]  # 784 pixels and an optional label
-RecordRow = Annotated[dict[str, Pixel], Field(min_length=1, max_length=785)]
+PixelRow = Annotated[list[Pixel], Field(min_length=784, max_length=785)]  # 784 pixels and an optional label
+# a column: pixel0..pixel783, label, or pandas' name for an unnamed column (its position, 0..783)
+ColumnName = Annotated[str, Field(pattern=r"^(pixel)?([0-9]|[1-9][0-9]|[1-6][0-9][0-9]|7[0-7][0-9]|78[0-3])$|^label$")]
+RecordRow = Annotated[dict[ColumnName, Pixel], Field(min_length=784, max_length=785,  # other names are refused
+                                                     json_schema_extra={"additionalProperties": False})]
 
 
 class _Strict(BaseModel):
@@ -42,7 +46,7 @@ class PredictBody(RootModel[ImageBatch | ImageList]):
 class DataframeSplit(_Strict):
     """pandas' `to_dict(orient="split")`, as MLflow's client writes a DataFrame."""
 
-    columns: Annotated[list[str], Field(max_length=785)] | None = None
+    columns: Annotated[list[ColumnName], Field(min_length=784, max_length=785)] | None = None
     data: Annotated[list[PixelRow], Field(min_length=1, max_length=MAX_IMAGES)]
     index: list[int | str] | None = None  # MLflow's client sends it; the order of `data` is the answer's
 
@@ -50,18 +54,29 @@ class DataframeSplit(_Strict):
 class InvocationsBody(_Strict):
     """MLflow's scoring-server JSON: exactly one of the four inputs (checked by digitpipe.serving.inputs)."""
 
-    dataframe_split: DataframeSplit | None = None
-    dataframe_records: Annotated[list[RecordRow], Field(min_length=1, max_length=MAX_IMAGES)] | None = None
-    instances: Images | None = None
-    inputs: Images | None = None
+    model_config = ConfigDict(json_schema_extra={"oneOf": [{"required": [key]} for key in MLFLOW_KEYS]})
+
+    # absent, never null: None is only the default of the three not given
+    dataframe_split: DataframeSplit = None  # type: ignore[assignment]
+    dataframe_records: Annotated[list[RecordRow], Field(min_length=1, max_length=MAX_IMAGES)] = None  # type: ignore
+    instances: Images = None  # type: ignore[assignment]
+    inputs: Images = None  # type: ignore[assignment]
     params: dict[str, Any] | None = None  # MLflow's inference parameters: none apply to a digit model
+
+
+def _whole(value: object) -> object:
+    """7.0 is the integer 7 in JSON (and in its schema), while true and "7" stay refused."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+Digit = Annotated[int, Strict(), Field(ge=0, le=9), BeforeValidator(_whole)]
 
 
 class FeedbackBody(_Strict):
     """A person's answer on a served digit."""
 
     request_id: Annotated[str, Field(min_length=1, max_length=64)]
-    label: Literal["right"] | Annotated[int, Strict(), Field(ge=0, le=9)]
+    label: Literal["right"] | Digit
 
 
 Probabilities = Annotated[list[float], Field(min_length=10, max_length=10)]

@@ -12,10 +12,9 @@ import numpy as np
 from pydantic import BaseModel, ValidationError
 
 from digitpipe.data.pictures import PictureError, read_picture, to_mnist_form
-from digitpipe.serving.bodies import MAX_IMAGES, FeedbackBody, ImageBatch, ImageList, InvocationsBody
+from digitpipe.serving.bodies import MAX_IMAGES, MLFLOW_KEYS, FeedbackBody, ImageBatch, ImageList, InvocationsBody
 
 DECODING = threading.BoundedSemaphore(2)  # pictures decoded at once
-MLFLOW_KEYS = ("dataframe_split", "dataframe_records", "instances", "inputs")
 PIXEL_COLUMNS = [f"pixel{i}" for i in range(784)]
 IMAGE_SHAPES = "784 numbers, 28 rows of 28 numbers, or 1x28x28"
 # pydantic's error kinds that say a single value is wrong (a pixel, a label), as against the shape around it
@@ -53,6 +52,8 @@ def _refusal(exc: ValidationError) -> InputError:
         return InputError(413, f"{where}: {len(error['input']):,} images; at most {MAX_IMAGES:,} per request")
     if values:
         return InputError(422, f"{where}: {_value_problem(error)}")
+    if error["type"] == "string_pattern_mismatch":
+        return InputError(422, f"{where}: a column is named pixel0..pixel783 or label (or 0..783 in order)")
     if _inside_an_image(error["loc"]):
         return InputError(422, f"{_where(error['loc'][:_image_depth(error['loc'])])}: an image is {IMAGE_SHAPES}")
     return InputError(422, f"{where}: {error['msg'][0].lower()}{error['msg'][1:]}")

@@ -43,9 +43,9 @@ class Tracker:
     """One connection to the MLflow store of `cfg`: its run log and its model registry, sharing one client."""
 
     def __init__(self, cfg: TrackingConfig, promotion_lock: Callable[[], AbstractContextManager] | None = None) -> None:
-        client = MlflowClient(cfg.tracking_uri)
-        for noisy in ("mlflow", "alembic"):
+        for noisy in ("mlflow", "alembic"):  # before the client: it creates a new store's tables, saying so at INFO
             logging.getLogger(noisy).setLevel(logging.WARNING)
+        client = MlflowClient(cfg.tracking_uri)
         try:  # fail fast and clearly before any work is done, rather than mid-run
             client.search_experiments(max_results=1)
         except Exception as exc:  # MlflowException, requests' and sqlalchemy's errors: all mean "no store"
