@@ -140,15 +140,23 @@ def _png(image: np.ndarray, scale: int = 1) -> bytes:
 
 BAD = [  # (path, body, content type, status, the start of the one line)
     ("/predict", b'{"images": [1, 2', "application/json", 400, "the body is not valid JSON"),
-    ("/predict", json.dumps({"images": [[1, 2]]}).encode(), "application/json", 422, "images: shape [1, 2]"),
+    ("/predict", json.dumps({"images": [[1, 2]]}).encode(), "application/json", 422,
+     "images[0]: an image is 784 numbers, 28 rows of 28 numbers, or 1x28x28"),
     ("/predict", json.dumps({"images": [[300] * 784]}).encode(), "application/json", 422,
-     "images: pixel values from 300 to 300; expected 0-255"),
-    ("/predict", b'{"images": [[NaN' + b", 0" * 783 + b"]]}", "application/json", 422, "images: NaN or infinite"),
+     "images[0][0]: a pixel must be a number from 0 to 255, not 300"),
+    ("/predict", b'{"images": [[NaN' + b", 0" * 783 + b"]]}", "application/json", 422,
+     "images[0][0]: a pixel must be a number from 0 to 255, not NaN"),
+    ("/predict", b'{"images": [[' + b"1" * 401 + b", 0" * 783 + b"]]}", "application/json", 422,
+     "images[0][0]: a pixel must be a number from 0 to 255, not an out-of-range number"),
+    ("/predict", b'{"images": [["12"' + b", 0" * 783 + b"]]}", "application/json", 422,
+     "images[0][0]: a pixel must be a number from 0 to 255, not a string"),
     ("/predict", json.dumps({"images": [[0] * 784] * 1025}).encode(), "application/json", 413,
      "images: 1,025 images; at most 1,024"),
     ("/predict", b"hello", "text/plain", 415, "Content-Type text/plain"),
     ("/predict", b"GIF89a....", "image/png", 400, "not a PNG or JPEG picture"),
-    ("/invocations", json.dumps({"rows": []}).encode(), "application/json", 400, "expected exactly one of"),
+    ("/invocations", json.dumps({"rows": []}).encode(), "application/json", 422,
+     "rows: not a field of this body (its fields: dataframe_split, dataframe_records, instances, inputs, params)"),
+    ("/invocations", b"0," * 783 + b"0\n", "text/csv", 422, "text/csv: the first row must be the header"),
     ("/feedback", json.dumps({"request_id": "nope", "label": 3}).encode(), "application/json", 404,
      "request_id 'nope': no answer kept"),
     ("/nowhere", b"{}", "application/json", 404, "Not Found"),
@@ -167,7 +175,7 @@ def test_a_truncated_png_and_a_bad_feedback_label_are_refused(champion_server, d
     assert status == 400 and reply["error"].startswith("a damaged PNG picture")
     rid = champion_server.predict(digits.images[:1])["predictions"][0]["request_id"]
     status, _, reply = champion_server.call("/feedback", json.dumps({"request_id": rid, "label": 10}).encode())
-    assert (status, reply["error"]) == (422, 'label 10: expected "right" or the true digit 0-9')
+    assert (status, reply["error"]) == (422, 'label: expected "right" or the true digit 0-9, not 10')
 
 
 def test_bodies_over_the_limit_are_refused_early_and_as_they_stream(champion_server):
@@ -231,6 +239,11 @@ def test_page_feedback_lands_in_the_store_as_web_feedback_out_of_retraining(stor
                     and t, 30, "the version's web_live_accuracy over all 10")  # tagged after its batch's run
     assert float(tags["web_live_accuracy"]) == 0.5 and "live_accuracy" not in tags  # the page's figure is its own
     assert 'digitpipe_web_live_accuracy 0.5' in champion_server.call("/metrics")[2].decode()
+    again = champion_server.call("/feedback", json.dumps({"request_id": answered[0]["request_id"], "label": 9}).encode())
+    assert again[:3:2] == (409, {"error": f"request_id {answered[0]['request_id']}: feedback was given already (the "
+                                          f"digit {answered[0]['digit']}); an answer takes one label, the first"})
+    with serving(*store) as restarted:  # a new start reads the version's figures from the store
+        assert 'digitpipe_web_live_accuracy 0.5' in restarted.call("/metrics")[2].decode()
 
     untrusted = _retrain(folder, config)
     assert "labelled feedback: 0 digits added to training" in untrusted.err, untrusted.err

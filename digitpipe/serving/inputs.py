@@ -37,10 +37,10 @@ def parsed(model: type[M], body: bytes) -> M:
     try:
         return model.model_validate_json(body)
     except ValidationError as exc:
-        raise _refusal(exc) from None
+        raise _refusal(exc, model) from None
 
 
-def _refusal(exc: ValidationError) -> InputError:
+def _refusal(exc: ValidationError, model: type[BaseModel]) -> InputError:
     """The one error of a failed validation a person needs first: a wrong value before a wrong shape."""
     errors = exc.errors(include_url=False, include_context=True)
     if errors[0]["type"] == "json_invalid":
@@ -52,6 +52,8 @@ def _refusal(exc: ValidationError) -> InputError:
         return InputError(413, f"{where}: {len(error['input']):,} images; at most {MAX_IMAGES:,} per request")
     if values:
         return InputError(422, f"{where}: {_value_problem(error)}")
+    if error["type"] == "extra_forbidden" and len(error["loc"]) == 1:
+        return InputError(422, f"{where}: not a field of this body (its fields: {', '.join(model.model_fields)})")
     if error["type"] == "string_pattern_mismatch":
         return InputError(422, f"{where}: a column is named pixel0..pixel783 or label (or 0..783 in order)")
     if _inside_an_image(error["loc"]):
@@ -82,7 +84,7 @@ def _image_depth(loc: tuple) -> int:
 def _value_problem(error: dict) -> str:
     value = error.get("input")
     shown = ("true" if value else "false") if isinstance(value, bool) else (
-        "null" if value is None else "a string" if isinstance(value, str) else
+        "null" if value is None else "a string" if isinstance(value, str) else "NaN" if value != value else
         f"{value:g}" if isinstance(value, int | float) and abs(value) < 1e9 else "an out-of-range number")
     if error["type"] in ("literal_error", "int_type") or error["loc"][-1:] == ("label",):
         return f'expected "right" or the true digit 0-9, not {shown}'

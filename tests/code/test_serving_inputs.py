@@ -135,7 +135,7 @@ def _flat(first: str) -> bytes:
     (_json([[1, 2]]), 422, "images[0]: an image is 784 numbers, 28 rows of 28 numbers, or 1x28x28"),
     (_json({"images": [[0] * 784] * 1025}), 413, "images: 1,025 images; at most 1,024 per request"),
     (_json({"pixels": []}), 422, "images: field required"),
-    (_json({"images": [[0] * 784], "extra": 1}), 422, "extra: extra inputs are not permitted"),
+    (_json({"images": [[0] * 784], "extra": 1}), 422, "extra: not a field of this body (its fields: images)"),
 ])
 def test_a_predict_body_is_parsed_strictly_with_one_line_per_refusal(body, status, message):
     with pytest.raises(InputError) as refused:
