@@ -184,14 +184,15 @@ def test_bodies_over_the_limit_are_refused_early_and_as_they_stream(champion_ser
         conn.sendall(b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
                      b"Content-Length: 52428800\r\n\r\n")
         assert conn.recv(200).startswith(b"HTTP/1.1 413 ")
-    with socket.create_connection((host, int(port)), timeout=30) as conn:  # chunked: no length to read first
-        conn.sendall(b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-                     b"Transfer-Encoding: chunked\r\n\r\n")
-        chunk = b"1" * 1_000_000
-        with contextlib.suppress(OSError):  # the server may close as soon as it has answered
-            for _ in range(6):
-                conn.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
-        assert conn.recv(200).startswith(b"HTTP/1.1 413 ")
+    for kind, megabytes in ((b"image/png", 6), (b"application/json", 30)):  # over 4 and 24 MiB
+        with socket.create_connection((host, int(port)), timeout=30) as conn:  # chunked: no length to read first
+            conn.sendall(b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: " + kind + b"\r\n"
+                         b"Transfer-Encoding: chunked\r\n\r\n")
+            chunk = b"1" * 1_000_000
+            with contextlib.suppress(OSError):  # the server may close as soon as it has answered
+                for _ in range(megabytes):
+                    conn.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+            assert conn.recv(200).startswith(b"HTTP/1.1 413 ")
 
 
 def test_health_answers_while_bad_requests_are_refused(champion_server):
