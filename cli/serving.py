@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import socket
 from typing import Annotated
 
@@ -34,30 +35,56 @@ def serve(
 
     from digitpipe.serving.app import build_app
     from digitpipe.serving.follower import ModelFollower
+    from digitpipe.serving.middleware import model_headers
     from digitpipe.serving.service import Service
+    from digitpipe.serving.timeouts import receiving_limits
     from digitpipe.tracking import tracker_for
 
     show_stage_lines(verbose)
     tracking = load_tracking_config(config)
     model = model or f"models:/{tracking.registered_model}@{tracking.champion_alias}"
-    token, loopback = os.environ.get(TOKEN_VARIABLE) or None, _loopback(host)
+    token, loopback = os.environ.get(TOKEN_VARIABLE) or None, _loopback(_checked_host(host))
     from_registry = model.startswith("models:/")
     if not loopback and not token:
         raise UserError(f"--host {host} listens beyond loopback: set {TOKEN_VARIABLE} (POST /feedback will need "
                         "it) or listen on 127.0.0.1")
     listening = _bind(host, port)
+    # a file is loaded before the store is opened: a bad file is one line, and leaves no new mlflow.db behind
+    follower = None if from_registry else ModelFollower(model, None, tracking.serving.poll_seconds)
     tracker = tracker_for(tracking, create=not from_registry)
-    follower = ModelFollower(model, tracker.registry if from_registry else None, tracking.serving.poll_seconds)
+    follower = follower or ModelFollower(model, tracker.registry, tracking.serving.poll_seconds)
     service = Service(follower, tracker, tracking, token, on_alarm=_announce)
-    bound_host, bound_port = listening.getsockname()[:2]
-    names = follower.current.names()
-    typer.echo(f"serving {model}: {names['model']} v{names['version']} ({names['precision']}) on "
-               f"http://{bound_host}:{bound_port}/ (page /, API /predict /invocations /feedback /health /metrics)",
-               err=True)
+    typer.echo(f"serving {model}: {_described(follower.current.names())} on {_url(listening)} "
+               "(page /, API /predict /invocations /feedback /health /metrics /openapi.json)", err=True)
     hosts = ["127.0.0.1", "localhost", "[::1]", "::1"] if loopback else None
+    limits = receiving_limits(tracking.serving.header_seconds, tracking.serving.body_seconds,
+                              headers=lambda: model_headers(follower.current.names()))
     server = uvicorn.Server(uvicorn.Config(build_app(service, hosts), log_level="info" if verbose else "warning",
-                                           access_log=verbose, timeout_graceful_shutdown=10))
+                                           access_log=verbose, timeout_graceful_shutdown=10, http=limits))
     server.run(sockets=[listening])
+
+
+def _checked_host(host: str) -> str:
+    """`host` if it is an IP address or a host name (a port belongs in --port)."""
+    try:
+        ipaddress.ip_address(host)
+        return host
+    except ValueError:
+        if re.fullmatch(r"(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*",
+                        host):
+            return host
+    raise UserError(f"--host {host[:80]!r}: not an IP address or a host name (the port goes in --port)")
+
+
+def _described(names: dict) -> str:
+    if names["version"]:
+        return f"{names['model']} v{names['version']} ({names['precision']})"
+    return f"{names['model']} ({names['precision']}; a file, not a registered version)"
+
+
+def _url(listening: socket.socket) -> str:
+    host, port = listening.getsockname()[:2]
+    return f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
 
 
 def _loopback(host: str) -> bool:

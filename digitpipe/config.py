@@ -73,6 +73,13 @@ class ServingConfig(_Frozen):
     feedback_seconds: float = Field(60, gt=0)  # ... or after this long, whichever comes first
     drift_window: int = Field(500, ge=10)  # served digits per drift check against the version's reference
     drift_events: bool = False  # also send a drifted window as a Prefect event (drawn digits drift by nature)
+    # Time limits on receiving a request (digitpipe.serving.timeouts), past which the client gets a 408 and the
+    # connection is closed. Headers (~1 KB), from the connection opening or a later request's first byte: 20 s lets
+    # a packet lost three times on a bad phone link be resent (TCP backs off 1+2+4+8 s). The body, from its headers:
+    # 60 s carries the page's largest picture (a few hundred KB) at 100 kbit/s (EDGE), a picture at the 4 MiB limit at
+    # 0.6 Mbit/s and a batch at the 24 MiB limit (MLflow clients, on a LAN) at 3.4 Mbit/s.
+    header_seconds: float = Field(20, gt=0)
+    body_seconds: float = Field(60, gt=0)
 
 
 class TrackingConfig(_Frozen):
