@@ -21,7 +21,7 @@ from flows.startup import free_port
 from tests.helpers import DIGITPIPE, run, wait_for, write_config
 
 pytestmark = [pytest.mark.slow, pytest.mark.servers]
-EXAMPLES = 60  # per operation and generation mode: ~1,400 requests in all (docs/tests.md)
+EXAMPLES = 100  # per operation and generation mode (docs/tests.md: how many requests, how long)
 FUZZED = settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,
                   suppress_health_check=list(HealthCheck))
 
@@ -102,4 +102,4 @@ def test_stateful_sequences_follow_predict_into_feedback(api):
             case.validate_response(response, additional_checks=[one_line_json_error], excluded_checks=_not_for(case),
                                    transport_kwargs=kwargs or None, recorder=self.recorder)
 
-    Checked.run(settings=settings(FUZZED, max_examples=25, stateful_step_count=6))
+    Checked.run(settings=settings(FUZZED, max_examples=40, stateful_step_count=6))

@@ -1,5 +1,9 @@
-"""A picture of one digit (a photo of paper, a drawing on a page) brought to MNIST's form, as MNIST itself was made:
-grey, white ink on black, the ink's box scaled to fit 20x20 and centred by its centre of mass in 28x28.
+"""A picture of one digit (a photo of paper, a drawing on a page, chalk on a board) brought to MNIST's form, as MNIST
+itself was made: grey, white ink on black, the ink's box scaled to fit 20x20 and centred by its centre of mass in 28x28.
+
+The ink is told from the page by contrast, not by a fixed grey: the page's light is estimated across the picture (a
+shadow or a dim photo is taken off), the ink lies on the side of the page's level away from the border, and Otsu's
+threshold between the two classes of grey finds the ink's core.
 
 Unlike the PNG-folder reader (digitpipe.data.images), which refuses anything that is not already 28x28 MNIST-like,
 this converts: it is for a single picture a person sends, not for a dataset.
@@ -19,6 +23,12 @@ INK_BOX = 20  # MNIST's digits fit a 20x20 box ...
 SIDE = 28  # ... centred by mass in 28x28
 FORMATS = ("PNG", "JPEG", "MPO")  # MPO: a JPEG with a multi-picture block, as many cameras and phones write
 WORKING_SIDE = 1024  # larger pictures are shrunk to this first: memory per request stays small
+ANALYSIS_SIDE = 384  # the ink is looked for at most this size: a 20x20 box needs far less, and averaging calms noise
+COARSE_SIDE = 48  # the page's light is estimated on a grid this size: shadows are broad, strokes are narrow
+DARKEST_PAGE = 16  # grey: below this a page's light cannot be measured (chalk on black keeps its own contrast)
+MIN_CONTRAST = 16  # grey levels between the ink's core and the page: less is a stain, not a digit
+MIN_NOISE_RATIO = 6  # the ink's contrast over the page's noise: sensor noise alone, split in two by Otsu, gives 2.5
+EDGE = 0.1  # of the ink's level: fainter pixels are the page (as before the contrast reading: MNIST's soft edges)
 
 
 class PictureError(UserError):
@@ -31,8 +41,28 @@ class PictureError(UserError):
 
 
 def read_picture(data: bytes, max_pixels: int = MAX_PIXELS) -> np.ndarray:
-    """The grey levels (uint8 H x W) of a PNG or JPEG; transparency is painted on white, as on paper."""
-    from PIL import Image, ImageOps, UnidentifiedImageError
+    """The grey levels (uint8 H x W) of a PNG or JPEG: 16-bit ones scaled to 8, colour ones from the channel where the
+    ink stands out most; transparency is painted on white, as on paper."""
+    from PIL import Image, ImageOps
+
+    picture = _open(data, max_pixels)
+    with picture:
+        picture.draft(None, (WORKING_SIDE, WORKING_SIDE))  # a JPEG decodes straight at a reduced size, in colour
+        try:
+            picture.load()
+        except (OSError, SyntaxError, ValueError) as exc:  # truncated or damaged data
+            raise PictureError(f"a damaged {picture.format} picture ({first_line(exc)[:100]})") from None
+        picture = _eight_bit(ImageOps.exif_transpose(picture))  # a phone's portrait photo, upright
+        picture.thumbnail((WORKING_SIDE, WORKING_SIDE), Image.Resampling.BOX)  # the digit needs 20 pixels
+        if picture.mode in ("RGBA", "LA", "PA") or "transparency" in picture.info:
+            white = Image.new("RGBA", picture.size, "white")
+            picture = Image.alpha_composite(white, picture.convert("RGBA"))
+        return _clearest_channel(picture)
+
+
+def _open(data: bytes, max_pixels: int):
+    """The picture's header, refused here if it is not a PNG or JPEG or has too many pixels."""
+    from PIL import Image, UnidentifiedImageError
 
     try:
         picture = Image.open(io.BytesIO(data))  # reads the header only
@@ -40,23 +70,45 @@ def read_picture(data: bytes, max_pixels: int = MAX_PIXELS) -> np.ndarray:
         raise PictureError(f"a picture over the limit of {max_pixels:,} pixels", 413) from None
     except (UnidentifiedImageError, OSError):
         raise PictureError("not a PNG or JPEG picture") from None
-    with picture:
-        if picture.format not in FORMATS:
-            raise PictureError(f"a {picture.format} picture: send a PNG or JPEG")
-        width, height = picture.size
-        if width * height > max_pixels:
-            raise PictureError(f"a {width}x{height} picture is over the limit of {max_pixels:,} pixels", 413)
-        picture.draft("L", (WORKING_SIDE, WORKING_SIDE))  # a JPEG decodes straight at a reduced size
-        try:
-            picture.load()
-        except (OSError, SyntaxError, ValueError) as exc:  # truncated or damaged data
-            raise PictureError(f"a damaged {picture.format} picture ({first_line(exc)[:100]})") from None
-        picture = ImageOps.exif_transpose(picture)  # a phone's portrait photo, upright
-        picture.thumbnail((WORKING_SIDE, WORKING_SIDE), Image.Resampling.BOX)  # the digit needs 20 pixels
-        if picture.mode in ("RGBA", "LA", "PA") or "transparency" in picture.info:
-            white = Image.new("RGBA", picture.size, "white")
-            picture = Image.alpha_composite(white, picture.convert("RGBA"))
-        return np.asarray(picture.convert("L"))
+    if picture.format not in FORMATS:
+        picture.close()
+        raise PictureError(f"a {picture.format} picture: send a PNG or JPEG")
+    width, height = picture.size
+    if width * height > max_pixels:
+        picture.close()
+        raise PictureError(f"a {width}x{height} picture is over the limit of {max_pixels:,} pixels", 413)
+    return picture
+
+
+def _eight_bit(picture):
+    """`picture` with 8 bits a channel. Pillow's own conversion of 16-bit grey clips at 255 (a white page, ink and
+    all, turns white): the high byte keeps the levels (within one of level / 257); a transparent grey is painted white."""
+    from PIL import Image
+
+    if not picture.mode.startswith("I"):  # I;16, I;16B (16-bit grey PNGs) and I; 16-bit colour opens as 8-bit
+        return picture
+    levels = np.clip(np.asarray(picture), 0, 65535)
+    grey = (levels >> 8).astype(np.uint8)
+    key = picture.info.get("transparency")
+    if isinstance(key, int):
+        grey[levels == key] = 255
+    return Image.fromarray(grey)
+
+
+def _clearest_channel(picture) -> np.ndarray:
+    """The picture's luminance, or the red, green or blue channel where two levels (ink and page) lie clearly further
+    apart by Otsu's measure: dark ink on red paper is dark on light in red, dark on dark in luminance."""
+    luminance = np.asarray(picture.convert("L"))
+    if picture.mode in ("1", "L"):
+        return luminance
+    rgb = np.asarray(picture.convert("RGB"))
+    step = max(1, max(luminance.shape) // 256)  # a sample tells the channels apart as well as every pixel
+    channels = [luminance, rgb[..., 0], rgb[..., 1], rgb[..., 2]]
+    spread = [_otsu(channel[::step, ::step].astype(np.float32))[1] for channel in channels]
+    best = int(np.argmax(spread))
+    if spread[best] <= 1.25 * spread[0]:  # luminance unless a colour is clearly better: JPEG's colour noise differs
+        return luminance
+    return np.ascontiguousarray(channels[best])
 
 
 def to_mnist_form(grey: np.ndarray) -> np.ndarray:
@@ -71,17 +123,166 @@ def to_mnist_form(grey: np.ndarray) -> np.ndarray:
 
 
 def _ink(grey: np.ndarray) -> np.ndarray:
-    """Ink as bright on black, the background at 0: dark ink on a light page is inverted (the border tells which
-    is the page), and the page's own grey level is taken off so that paper is not read as faint ink."""
-    border = np.concatenate([grey[0], grey[-1], grey[:, 0], grey[:, -1]])
-    if np.median(border) > 127:
-        grey, border = 255 - grey, 255 - border
-    ink = np.clip(grey - np.percentile(border, 90), 0, None)
-    peak = ink.max()
-    if peak < 32:  # under an eighth of the range above the page: noise, not ink
-        return np.zeros_like(ink)
-    ink = ink * (255 / peak)
-    return np.where(ink >= 26, ink, 0)  # a tenth of the range: specks and shadows out of the ink's box
+    """Ink as bright on black (0-255), the page at 0, near the ink's core only; all 0 where no ink stands out of the
+    page's noise. Contrast is a share of the page's local light, so a shadow dims ink and page alike and not the
+    ink's level here."""
+    picture = _shrink(grey, ANALYSIS_SIDE)
+    page, sign = _page(picture)
+    contrast = sign * (picture - page)
+    light = np.maximum(page, DARKEST_PAGE)
+    relative = contrast / light
+    smooth = _local_mean(relative, 3)  # decisions on a calmer picture than the values
+    threshold, _ = _otsu(smooth)
+    core = smooth > threshold
+    if not _stands_out(contrast, smooth, core):
+        return np.zeros_like(picture)
+    scale = _box_side(core) / INK_BOX  # how many times larger than MNIST's ink box the digit is
+    near = _box_sum(core, 4 * int(np.ceil(scale)) + 3) > 0.5
+    return np.where(near, _soft_ink(relative, light, core, scale), 0)  # soft edges, not noise specks away from the strokes
+
+
+def _soft_ink(relative: np.ndarray, light: np.ndarray, core: np.ndarray, scale: float) -> np.ndarray:
+    """The ink's grey levels (0-255): `relative` as a share of solid ink's level, averaged over a window of under half
+    a pixel of the 20x20 digit (noise averages out, strokes keep their edges); what is fainter than a tenth of the
+    ink or than the page's noise is page."""
+    values = _local_mean(relative, int(scale // 3) | 1)
+    level = float(np.percentile(_sample(values[core]), 90))  # solid ink, not its soft edges
+    noise = _noise((values * light)[~core])  # in grey levels: a sensor's noise is as large in shadow as in light
+    cut = np.maximum(EDGE, 3 * noise / (light * level))
+    ink = np.clip(values / level, 0, 1)
+    return np.where(ink >= cut, ink * 255, 0)
+
+
+def _box_side(mask: np.ndarray) -> int:
+    """The longer side of the box around `mask`'s true pixels (at least one)."""
+    rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
+    return int(max(rows[-1] - rows[0], cols[-1] - cols[0])) + 1
+
+
+def _stands_out(contrast: np.ndarray, smooth: np.ndarray, core: np.ndarray) -> bool:
+    """Whether the core (Otsu's brighter class) is ink: far enough from the page in grey levels and in its noise."""
+    if not core.any() or core.all():
+        return False
+    if np.median(_sample(contrast[core])) < MIN_CONTRAST:
+        return False
+    page = _sample(smooth[~core])
+    return float(np.median(_sample(smooth[core])) - np.median(page)) >= MIN_NOISE_RATIO * _noise(page)
+
+
+def _noise(values: np.ndarray) -> float:
+    """The spread of `values` as a normal's sigma, from the median absolute deviation (ink among them does not count)."""
+    values = _sample(values)
+    return 1.4826 * float(np.median(np.abs(values - np.median(values)))) if values.size else 0.0
+
+
+def _sample(values: np.ndarray) -> np.ndarray:
+    """Every n-th of `values` (flattened), about 20,000 of them: enough for a median, and cheaper."""
+    return values.ravel()[:: max(1, values.size // 20_000)]
+
+
+def _page(picture: np.ndarray) -> tuple[np.ndarray, int]:
+    """The page's grey level at each pixel (its light, shadows and all) and the ink's side of it: -1 for ink darker
+    than the page, 1 for lighter. Estimated on a coarse grid: a median over windows wider than a stroke, then the
+    surface and local mean of the pixels plainly on the page, twice (the median is pulled towards dense ink)."""
+    from PIL import Image, ImageFilter
+
+    coarse = _shrink(picture, COARSE_SIDE)
+    window = max(3, min(coarse.shape) // 3) | 1  # odd, and broader than a stroke
+    light = np.asarray(Image.fromarray(coarse).filter(ImageFilter.MedianFilter(window)))
+    sign = _ink_side(coarse - light)
+    for _ in range(2):
+        on_page = _clear_page(sign * (coarse - light))
+        surface = _surface(coarse, on_page)
+        light = surface + _local_mean(coarse - surface, window, on_page)  # the surface alone where no page is near
+    return _resize(np.clip(light, 0, 255).astype(np.float32), picture.shape), sign
+
+
+def _surface(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """The quadratic surface in x and y nearest `values` where `weights` is 1 (least squares): a shadow's slope,
+    which a local mean would bend at the picture's edges and around the ink."""
+    height, width = values.shape
+    y, x = np.mgrid[0:height, 0:width] / max(height, width, 1)
+    terms = np.stack([np.ones_like(x), x, y, x * x, x * y, y * y], -1).reshape(-1, 6)
+    on = weights.ravel() > 0
+    coefficients = np.linalg.lstsq(terms[on], values.ravel()[on], rcond=None)[0]
+    return (terms @ coefficients).reshape(height, width).astype(np.float32)
+
+
+def _clear_page(residual: np.ndarray) -> np.ndarray:
+    """1 where `residual` (ink positive) is plainly page: near the level of Otsu's lower class and not beside ink
+    (a coarse cell a stroke passes through, even in part, would pull the page's level towards the ink), else 0. On a
+    blank page Otsu splits the noise and few cells are clear: then the lower class, or every cell."""
+    threshold, _ = _otsu(residual)
+    level = float(np.median(residual[residual <= threshold]))
+    page = (residual <= level + (threshold - level) / 4).astype(np.float32)
+    clear = (_box_sum(page, 3) > 8.5).astype(np.float32)
+    for mask in (clear, page):
+        if mask.sum() >= max(12, mask.size // 20):  # enough cells, spread enough, to fit a surface to
+            return mask
+    return np.ones_like(residual)
+
+
+def _ink_side(residual: np.ndarray) -> int:
+    """-1 if the class of `residual` (Otsu's two) that lies further from the border's level is the lower one, else 1."""
+    threshold, _ = _otsu(residual)
+    low, high = residual[residual <= threshold], residual[residual > threshold]
+    if low.size == 0 or high.size == 0:
+        return -1
+    border = float(np.median(np.concatenate([residual[0], residual[-1], residual[:, 0], residual[:, -1]])))
+    return -1 if border - low.mean() > high.mean() - border else 1
+
+
+def _otsu(values: np.ndarray) -> tuple[float, float]:
+    """Otsu's threshold between two classes of `values` (256 bins over their range) and its between-class variance;
+    (their minimum, 0.0) when all are equal."""
+    low, high = float(values.min()), float(values.max())
+    if not high - low > 1e-6:
+        return low, 0.0
+    counts, edges = np.histogram(values, 256, (low, high))
+    share = counts / counts.sum()
+    centres = (edges[:-1] + edges[1:]) / 2
+    below = np.cumsum(share)[:-1]  # the lower class's weight and mass for each of the 255 splits
+    mass = np.cumsum(share * centres)[:-1]
+    mean = float(share @ centres)
+    between = (mean * below - mass) ** 2 / np.maximum(below * (1 - below), 1e-12)
+    split = int(np.argmax(between))
+    return float(edges[split + 1]), float(between[split])
+
+
+def _local_mean(values: np.ndarray, window: int, weights: np.ndarray | None = None) -> np.ndarray:
+    """The mean of `values` over a window x window square around each pixel, weighted by `weights` (equal if None;
+    0 where a window holds no weight); the square is cut off at the picture's edges."""
+    if weights is None:
+        rows, cols = (_box_sum(np.ones((n, 1)), window)[:, 0] for n in values.shape)
+        return (_box_sum(values, window) / np.outer(rows, cols)).astype(np.float32)
+    weight = _box_sum(weights, window)
+    mean = _box_sum(values * weights, window) / np.maximum(weight, 1e-9)
+    return np.where(weight > 1e-9, mean, 0).astype(np.float32)
+
+
+def _box_sum(array: np.ndarray, window: int) -> np.ndarray:
+    """The sums of `array` over a window x window square around each pixel (zeros beyond the edges), from running
+    sums: the same cost for any window."""
+    half = window // 2
+    total = np.pad(array.astype(np.float64), ((half + 1, half), (half + 1, half))).cumsum(0).cumsum(1)
+    return total[window:, window:] - total[:-window, window:] - total[window:, :-window] + total[:-window, :-window]
+
+
+def _shrink(values: np.ndarray, side: int) -> np.ndarray:
+    """`values` area-averaged to fit side x side (aspect kept), or as they are if they already fit."""
+    height, width = values.shape
+    if max(height, width) <= side:
+        return values
+    scale = side / max(height, width)
+    return _resize(values, (max(1, round(height * scale)), max(1, round(width * scale))), box=True)
+
+
+def _resize(values: np.ndarray, shape: tuple[int, int], box: bool = False) -> np.ndarray:
+    """`values` (float32) resized to `shape`: area-averaged when shrinking, bilinear when growing."""
+    from PIL import Image
+
+    resample = Image.Resampling.BOX if box else Image.Resampling.BILINEAR
+    return np.asarray(Image.fromarray(values, mode="F").resize(shape[::-1], resample))
 
 
 def _fit(box: np.ndarray, size: int) -> np.ndarray:

@@ -21,6 +21,7 @@ IMAGE_SHAPES = "784 numbers, 28 rows of 28 numbers, or 1x28x28"
 VALUE_ERRORS = {"float_type", "finite_number", "greater_than_equal", "less_than_equal", "int_type", "string_type",
                 "literal_error", "string_too_long", "string_too_short"}
 M = TypeVar("M", bound=BaseModel)
+UNION_MEMBER = re.compile(r"[a-z-]+\[.*\]")  # how pydantic names a union's member in a location: list[...]
 NUMBER = re.compile(r"\s*[0-9]*\.?[0-9]+([eE][-+]?[0-9]+)?\s*")  # a CSV value: no nan, inf, signs or underscores
 
 
@@ -67,8 +68,9 @@ def _where(loc: tuple) -> str:
     for part in loc:
         if isinstance(part, int):
             text += f"[{part}]"
-        elif "[" not in part:
-            text += f".{part}" if text else part
+        elif not UNION_MEMBER.fullmatch(part):
+            name = part if part.isidentifier() and len(part) <= 40 else repr(part[:40])  # a key a client chose
+            text += f".{name}" if text else name
     return ("images" + text if text.startswith("[") else text) or "the body"  # a bare list is the images
 
 
@@ -162,9 +164,10 @@ def mlflow_images(body: bytes) -> np.ndarray:
 
 
 def _pixel_columns(columns: list[str] | None, rows: list[list[float]], key: str) -> list[list[float]]:
-    """The rows' 784 pixel values in pixel0..pixel783 order (named columns) or as given (unnamed)."""
+    """The rows' 784 pixel values in pixel0..pixel783 order (named columns) or as given (unnamed: 784 pixels, or a
+    label then 784 pixels as in Kaggle's train.csv)."""
     if columns is None:
-        return rows
+        return [row[1:] if len(row) == 785 else row for row in rows]
     keep = [i for i, name in enumerate(columns) if name.lower() != "label"]
     if any(name.startswith("pixel") for name in columns):
         position = {columns[i]: i for i in keep}

@@ -33,6 +33,7 @@ def _json(doc: object) -> bytes:
     {"dataframe_split": {"columns": ["label", *COLUMNS[::-1]],  # named columns in any order; label ignored
                          "data": [[7, *row[::-1]] for row in IMAGES.reshape(2, 784).tolist()]}},
     {"dataframe_split": {"data": IMAGES.reshape(2, 784).tolist()}},
+    {"dataframe_split": {"data": [[7, *row] for row in IMAGES.reshape(2, 784).tolist()]}},  # label first, unnamed
     {"dataframe_records": [dict(zip(COLUMNS, row, strict=True)) for row in IMAGES.reshape(2, 784).tolist()]},
     {"instances": IMAGES.tolist()},
     {"inputs": IMAGES.reshape(2, 784).tolist()},
