@@ -10,6 +10,7 @@ import asyncio
 import http.client
 import json
 import math
+import re
 import select
 import signal
 import socket
@@ -184,3 +185,28 @@ def test_a_body_the_service_is_slow_to_read_is_not_cut():
     finally:
         server.should_exit = True
         thread.join(timeout=30)
+
+
+def test_clients_that_hang_up_mid_upload_are_counted_apart_and_not_logged(port):
+    """Fifty clients drop their connection half way through a body: no 5xx, no error counted, their own counter."""
+    before = _disconnects(port)  # the bodies cut by their time limit above are disconnects too
+    for _ in range(50):
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            sock.sendall(HEAD % len(IMAGE) + IMAGE[: len(IMAGE) // 2])
+    wait_for(lambda: _disconnects(port) == before + 50, 30, "fifty more disconnects counted")
+    metrics = _metrics(port)
+    assert 'status="5' not in metrics and 'status="499"' not in metrics
+
+
+def _metrics(port: int) -> str:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        connection.request("GET", "/metrics")
+        return connection.getresponse().read().decode()
+    finally:
+        connection.close()
+
+
+def _disconnects(port: int) -> float:
+    counted = re.search(r'^digitpipe_client_disconnects_total\{route="/predict"\} (\S+)$', _metrics(port), re.M)
+    return float(counted[1]) if counted else 0.0

@@ -87,7 +87,7 @@ class Metrics:
     def serving(self, served: ServedModel) -> None:
         """A new version answers: its gauges, and the page's live accuracy from its figures in the store."""
         self.version.clear()
-        self.version.labels(*[str(v) for v in served.names().values()]).set(1)
+        self.version.labels(*[v or "" for v in served.names().values()]).set(1)  # a file has no version
         with self._lock:
             self._answered = served.answered
             self._set_live_accuracy()
