@@ -1,9 +1,9 @@
 """A picture of one digit (a photo of paper, a drawing on a page, chalk on a board) brought to MNIST's form, as MNIST
 itself was made: grey, white ink on black, the ink's box scaled to fit 20x20 and centred by its centre of mass in 28x28.
 
-The ink is told from the page by contrast, not by a fixed grey: the page's light is estimated across the picture (a
-shadow or a dim photo is taken off), the ink lies on the side of the page's level away from the border, and Otsu's
-threshold between the two classes of grey finds the ink's core.
+The ink is told from the page by contrast, not by a fixed grey: the page's level is estimated across the picture (a
+shadow, a dim photo, coloured paper are taken off), the page is the class of grey the border belongs to, and Otsu's
+threshold between the two classes finds the ink's core. Colour pictures are read in their clearest channel.
 
 Unlike the PNG-folder reader (digitpipe.data.images), which refuses anything that is not already 28x28 MNIST-like,
 this converts: it is for a single picture a person sends, not for a dataset.
@@ -24,7 +24,7 @@ SIDE = 28  # ... centred by mass in 28x28
 FORMATS = ("PNG", "JPEG", "MPO")  # MPO: a JPEG with a multi-picture block, as many cameras and phones write
 WORKING_SIDE = 1024  # larger pictures are shrunk to this first: memory per request stays small
 ANALYSIS_SIDE = 384  # the ink is looked for at most this size: a 20x20 box needs far less, and averaging calms noise
-COARSE_SIDE = 48  # the page's light is estimated on a grid this size: shadows are broad, strokes are narrow
+COARSE_SIDE = 32  # the page's light is estimated on a grid this size: shadows are broad, strokes are narrow
 DARKEST_PAGE = 16  # grey: below this a page's light cannot be measured (chalk on black keeps its own contrast)
 MIN_CONTRAST = 16  # grey levels between the ink's core and the page: less is a stain, not a digit
 MIN_NOISE_RATIO = 6  # the ink's contrast over the page's noise: sensor noise alone, split in two by Otsu, gives 2.5
@@ -41,8 +41,7 @@ class PictureError(UserError):
 
 
 def read_picture(data: bytes, max_pixels: int = MAX_PIXELS) -> np.ndarray:
-    """The grey levels (uint8 H x W) of a PNG or JPEG: 16-bit ones scaled to 8, colour ones from the channel where the
-    ink stands out most; transparency is painted on white, as on paper."""
+    """The grey levels (uint8 H x W) of a PNG or JPEG, from its clearest channel; transparency is painted white."""
     from PIL import Image, ImageOps
 
     picture = _open(data, max_pixels)
@@ -81,13 +80,16 @@ def _open(data: bytes, max_pixels: int):
 
 
 def _eight_bit(picture):
-    """`picture` with 8 bits a channel. Pillow's own conversion of 16-bit grey clips at 255 (a white page, ink and
-    all, turns white): the high byte keeps the levels (within one of level / 257); a transparent grey is painted white."""
+    """`picture` with 8 bits a channel. Pillow's own conversion of 16-bit grey (modes I;16, I;16B, I) clips at 255, so
+    a white page turns white ink and all: the high byte keeps every level (within one of level / 257). A transparent
+    grey is painted white here, where its 16-bit key is known. (Pillow opens 16-bit colour as 8-bit itself.)"""
     from PIL import Image
 
-    if not picture.mode.startswith("I"):  # I;16, I;16B (16-bit grey PNGs) and I; 16-bit colour opens as 8-bit
+    if not picture.mode.startswith("I"):
         return picture
-    levels = np.clip(np.asarray(picture), 0, 65535)
+    levels = np.asarray(picture)
+    if levels.dtype != np.uint16:  # mode I holds 32-bit integers
+        levels = np.clip(levels, 0, 65535)
     grey = (levels >> 8).astype(np.uint8)
     key = picture.info.get("transparency")
     if isinstance(key, int):
@@ -106,7 +108,7 @@ def _clearest_channel(picture) -> np.ndarray:
     channels = [luminance, rgb[..., 0], rgb[..., 1], rgb[..., 2]]
     spread = [_otsu(channel[::step, ::step].astype(np.float32))[1] for channel in channels]
     best = int(np.argmax(spread))
-    if spread[best] <= 1.25 * spread[0]:  # luminance unless a colour is clearly better: JPEG's colour noise differs
+    if spread[best] <= 1.25 * spread[0]:  # a grey picture's channels differ by JPEG's colour noise alone
         return luminance
     return np.ascontiguousarray(channels[best])
 
@@ -123,60 +125,48 @@ def to_mnist_form(grey: np.ndarray) -> np.ndarray:
 
 
 def _ink(grey: np.ndarray) -> np.ndarray:
-    """Ink as bright on black (0-255), the page at 0, near the ink's core only; all 0 where no ink stands out of the
-    page's noise. Contrast is a share of the page's local light, so a shadow dims ink and page alike and not the
-    ink's level here."""
+    """Ink as bright on black (0-255), the page at 0, kept near the ink's core; all 0 where nothing stands out of the
+    page. Contrast is counted as a share of the page's local light: a shadow dims ink and page alike."""
     picture = _shrink(grey, ANALYSIS_SIDE)
     page, sign = _page(picture)
-    contrast = sign * (picture - page)
     light = np.maximum(page, DARKEST_PAGE)
-    relative = contrast / light
-    smooth = _local_mean(relative, 3)  # decisions on a calmer picture than the values
-    threshold, _ = _otsu(smooth)
-    core = smooth > threshold
-    if not _stands_out(contrast, smooth, core):
+    relative = sign * (picture - page) / light
+    smooth = _local_mean(relative, 3)  # the decisions on a calmer picture than the values
+    core = smooth > _otsu(smooth)[0]
+    if not _stands_out(relative * light, smooth, core):
         return np.zeros_like(picture)
-    scale = _box_side(core) / INK_BOX  # how many times larger than MNIST's ink box the digit is
-    near = _box_sum(core, 4 * int(np.ceil(scale)) + 3) > 0.5
-    return np.where(near, _soft_ink(relative, light, core, scale), 0)  # soft edges, not noise specks away from the strokes
-
-
-def _soft_ink(relative: np.ndarray, light: np.ndarray, core: np.ndarray, scale: float) -> np.ndarray:
-    """The ink's grey levels (0-255): `relative` as a share of solid ink's level, averaged over a window of under half
-    a pixel of the 20x20 digit (noise averages out, strokes keep their edges); what is fainter than a tenth of the
-    ink or than the page's noise is page."""
-    values = _local_mean(relative, int(scale // 3) | 1)
-    level = float(np.percentile(_sample(values[core]), 90))  # solid ink, not its soft edges
-    noise = _noise((values * light)[~core])  # in grey levels: a sensor's noise is as large in shadow as in light
-    cut = np.maximum(EDGE, 3 * noise / (light * level))
-    ink = np.clip(values / level, 0, 1)
-    return np.where(ink >= cut, ink * 255, 0)
-
-
-def _box_side(mask: np.ndarray) -> int:
-    """The longer side of the box around `mask`'s true pixels (at least one)."""
-    rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
-    return int(max(rows[-1] - rows[0], cols[-1] - cols[0])) + 1
+    rows, cols = np.flatnonzero(core.any(1)), np.flatnonzero(core.any(0))
+    scale = max(rows[-1] - rows[0] + 1, cols[-1] - cols[0] + 1) / INK_BOX  # the digit's size in MNIST's pixels
+    near = _box_sum(core, 4 * int(np.ceil(scale)) + 3) > 0.5  # two such pixels around the core: soft edges, no specks
+    return np.where(near, _soft_ink(relative, light, core, scale), 0)
 
 
 def _stands_out(contrast: np.ndarray, smooth: np.ndarray, core: np.ndarray) -> bool:
     """Whether the core (Otsu's brighter class) is ink: far enough from the page in grey levels and in its noise."""
-    if not core.any() or core.all():
-        return False
-    if np.median(_sample(contrast[core])) < MIN_CONTRAST:
+    if not core.any() or core.all() or np.median(_sample(contrast[core])) < MIN_CONTRAST:
         return False
     page = _sample(smooth[~core])
     return float(np.median(_sample(smooth[core])) - np.median(page)) >= MIN_NOISE_RATIO * _noise(page)
 
 
+def _soft_ink(relative: np.ndarray, light: np.ndarray, core: np.ndarray, scale: float) -> np.ndarray:
+    """The ink's grey levels (0-255): `relative` as a share of solid ink's level, averaged over under half a pixel of
+    the 20x20 digit (noise averages out, strokes keep their edges); fainter than a tenth or than the noise is page."""
+    values = _local_mean(relative, int(scale // 3) | 1)
+    level = float(np.percentile(_sample(values[core]), 90))  # solid ink, not its soft edges
+    noise = _noise((values * light)[~core])  # in grey levels: a sensor's noise is as large in shadow as in light
+    ink = np.clip(values / level, 0, 1)
+    return np.where(ink >= np.maximum(EDGE, 3 * noise / (light * level)), ink * 255, 0)
+
+
 def _noise(values: np.ndarray) -> float:
-    """The spread of `values` as a normal's sigma, from the median absolute deviation (ink among them does not count)."""
+    """The spread of `values` as a normal's sigma, from the median absolute deviation (a little ink does not count)."""
     values = _sample(values)
     return 1.4826 * float(np.median(np.abs(values - np.median(values)))) if values.size else 0.0
 
 
 def _sample(values: np.ndarray) -> np.ndarray:
-    """Every n-th of `values` (flattened), about 20,000 of them: enough for a median, and cheaper."""
+    """Every n-th of `values` (flattened), about 20,000 of them: as good for a median, and cheaper."""
     return values.ravel()[:: max(1, values.size // 20_000)]
 
 
@@ -235,6 +225,7 @@ def _ink_side(residual: np.ndarray) -> int:
 def _otsu(values: np.ndarray) -> tuple[float, float]:
     """Otsu's threshold between two classes of `values` (256 bins over their range) and its between-class variance;
     (their minimum, 0.0) when all are equal."""
+    values = _sample(values)
     low, high = float(values.min()), float(values.max())
     if not high - low > 1e-6:
         return low, 0.0
@@ -262,10 +253,11 @@ def _local_mean(values: np.ndarray, window: int, weights: np.ndarray | None = No
 
 def _box_sum(array: np.ndarray, window: int) -> np.ndarray:
     """The sums of `array` over a window x window square around each pixel (zeros beyond the edges), from running
-    sums: the same cost for any window."""
+    sums down the columns, then along the rows: the same cost for any window."""
     half = window // 2
-    total = np.pad(array.astype(np.float64), ((half + 1, half), (half + 1, half))).cumsum(0).cumsum(1)
-    return total[window:, window:] - total[:-window, window:] - total[window:, :-window] + total[:-window, :-window]
+    total = np.pad(array.astype(np.float64), ((half + 1, half), (0, 0))).cumsum(0)
+    total = np.pad(total[window:] - total[:-window], ((0, 0), (half + 1, half))).cumsum(1)
+    return total[:, window:] - total[:, :-window]
 
 
 def _shrink(values: np.ndarray, side: int) -> np.ndarray:
