@@ -47,8 +47,8 @@ def make_store(folder: Path, data: Path) -> Path:
     write_idx(folder / "data" / "train-labels-idx1-ubyte.gz", digits.labels[:10_000], IDX_LABELS_MAGIC)
     config = folder / "mlflow.yaml"
     settings = TrackingConfig(tracking_uri=f"sqlite:///{folder}/mlflow.db", promotion=PromotionConfig(min_accuracy=0),
-                              serving=ServingConfig(poll_seconds=1, requests_dir=folder / "served"))
-    config.write_text(json.dumps(settings.model_dump(mode="json", exclude={"config_file"})))
+                              serving=ServingConfig(poll_seconds=1, requests_dir=str(folder / "served")))
+    config.write_text(json.dumps(settings.model_dump(mode="json", exclude={"config_file"}, exclude_defaults=True)))
     subprocess.run([DIGITPIPE, "run", "--data", folder / "data", "--models", "fastcnn,lenet", "--epochs", "1",
                     "--quiet", "--out", folder / "out", "--config", config], cwd=folder, check=True)
     return config

@@ -21,10 +21,11 @@ from _common import SHARED_MNIST, mnist_path
 from serving import make_store
 
 RUN = """import sys
+from pathlib import Path
 sys.path[:0] = [{tree!r}, {tree!r} + "/bench"]
 from digitpipe.data import load_dataset
 from serving import one_at_a_time
-one_at_a_time({config!r}, "1", load_dataset({data!r}).images[-2000:], {calls})
+one_at_a_time(Path({config!r}), "1", load_dataset({data!r}).images[-2000:], {calls})
 """
 INSIDE = re.compile(r"inside the service \(ASGI app, request in to response out\): p50 ([\d.]+) ms, p99 ([\d.]+) ms")
 

@@ -43,7 +43,8 @@ def serve(
     show_stage_lines(verbose)
     tracking = load_tracking_config(config)
     model = model or f"models:/{tracking.registered_model}@{tracking.champion_alias}"
-    token, loopback = os.environ.get(TOKEN_VARIABLE) or None, _loopback(_checked_host(host))
+    host = _checked_host(host)
+    token, loopback = os.environ.get(TOKEN_VARIABLE) or None, _loopback(host)
     from_registry = model.startswith("models:/")
     if not loopback and not token:
         raise UserError(f"--host {host} listens beyond loopback: set {TOKEN_VARIABLE} (POST /feedback will need "
@@ -56,16 +57,19 @@ def serve(
     service = Service(follower, tracker, tracking, token, on_alarm=_announce)
     typer.echo(f"serving {model}: {_described(follower.current.names())} on {_url(listening)} "
                "(page /, API /predict /invocations /feedback /health /metrics /openapi.json)", err=True)
-    hosts = ["127.0.0.1", "localhost", "[::1]", "::1"] if loopback else None
+    bound = listening.getsockname()[0]  # as a Host header names it: brackets around an IPv6 address
+    hosts = {"127.0.0.1", "localhost", "[::1]", f"[{bound}]" if ":" in bound else bound} if loopback else None
     limits = receiving_limits(tracking.serving.header_seconds, tracking.serving.body_seconds,
-                              headers=lambda: model_headers(follower.current.names()))
-    server = uvicorn.Server(uvicorn.Config(build_app(service, hosts), log_level="info" if verbose else "warning",
+                              headers=lambda: model_headers(follower.current.names()),
+                              refused=lambda status: service.metrics.observe("other", status, 0.0))
+    server = uvicorn.Server(uvicorn.Config(build_app(service, hosts, _url(listening)), log_level="info" if verbose else "warning",
                                            access_log=verbose, timeout_graceful_shutdown=10, http=limits))
     server.run(sockets=[listening])
 
 
 def _checked_host(host: str) -> str:
-    """`host` if it is an IP address or a host name (a port belongs in --port)."""
+    """`host` if it is an IP address (brackets around IPv6 taken off) or a host name (a port belongs in --port)."""
+    host = host.removeprefix("[").removesuffix("]") if host.startswith("[") else host
     try:
         ipaddress.ip_address(host)
         return host

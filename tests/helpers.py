@@ -1,6 +1,7 @@
 """Helpers the tests share: Kaggle-layout files from a Dataset, the one runner of subprocesses (`digitpipe`, `python`
 and other commands), the one writer of mlflow.yaml files, MLflow's global tracking URI for a block, the check that a
-command failed with one clear line, and waiting for something a server does in the background."""
+command failed with one clear line, waiting for something a server does in the background, and a `digitpipe serve`
+for a block."""
 
 from __future__ import annotations
 
@@ -154,3 +155,41 @@ def fluent_tracking_uri(uri: str) -> Iterator[None]:
         yield
     finally:
         mlflow.set_tracking_uri(None)
+
+
+class Serving:
+    """A running `digitpipe serve`: its URL and port; `log`, its stderr, once it has stopped."""
+
+    def __init__(self, port: int) -> None:
+        self.port, self.url, self.log = port, f"http://127.0.0.1:{port}", ""
+
+
+@contextlib.contextmanager
+def serving_process(folder: Path, config: Path, *args: str | Path, env: dict | None = None) -> Iterator[Serving]:
+    """`digitpipe serve --config CONFIG ARGS...` in `folder` on a free loopback port, answering /health, until the
+    block ends; then stopped as a user would (SIGTERM)."""
+    import signal
+    import urllib.request
+
+    from flows.startup import free_port
+
+    def healthy() -> bool:
+        with contextlib.suppress(OSError), urllib.request.urlopen(served.url + "/health", timeout=5) as reply:
+            return reply.status == 200
+        return False
+
+    served = Serving(free_port())
+    process = run([DIGITPIPE, "serve", "--config", config, "--port", str(served.port), *args], cwd=folder, env=env,
+                  wait=False)
+    try:
+        wait_for(lambda: process.poll() is not None or healthy(), 120, "digitpipe serve's /health")
+        assert process.poll() is None, process.stderr.read()
+        yield served
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            served.log = process.communicate(timeout=60)[1]
+        except subprocess.TimeoutExpired:  # a hung stop fails the test, never leaves a server behind
+            process.kill()
+            served.log = process.communicate()[1]
+            raise

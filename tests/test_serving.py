@@ -9,7 +9,6 @@ import contextlib
 import io
 import json
 import re
-import signal
 import socket
 import threading
 import urllib.error
@@ -19,8 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from flows.startup import free_port
-from tests.helpers import DIGITPIPE, assert_one_line_error, digitpipe, environ, run, wait_for, write_config
+from tests.helpers import assert_one_line_error, digitpipe, environ, serving_process, wait_for, write_config
 
 pytestmark = [pytest.mark.slow, pytest.mark.servers]
 SERVING = {"poll_seconds": 1, "feedback_batch": 2, "feedback_seconds": 30, "drift_window": 100}
@@ -67,24 +65,11 @@ class Served:
 
 @contextlib.contextmanager
 def serving(folder: Path, config: Path, *args: str, env: dict | None = None):
-    """`digitpipe serve` in its own session until the block ends, then stopped as a user would (SIGTERM)."""
-    port = free_port()
-    process = run([DIGITPIPE, "serve", "--config", config, "--port", str(port), *args], cwd=folder, env=env,
-                  wait=False)
-    served = Served(f"http://127.0.0.1:{port}")
-    try:
-        wait_for(lambda: process.poll() is not None or _answers(served), 120, "digitpipe serve's /health")
-        assert process.poll() is None, process.stderr.read()
+    """`digitpipe serve` until the block ends, then stopped as a user would (SIGTERM); its stderr in `.log`."""
+    with serving_process(folder, config, *args, env=env) as process:
+        served = Served(process.url)
         yield served
-    finally:
-        process.send_signal(signal.SIGTERM)
-        served.log = process.communicate(timeout=60)[1]
-
-
-def _answers(served: Served) -> bool:
-    with contextlib.suppress(OSError):
-        return served.call("/health")[0] == 200
-    return False
+    served.log = process.log
 
 
 @pytest.fixture(scope="module")

@@ -4,17 +4,13 @@ serve` of a .onnx file: only the newest drawing's answer shows, a refused upload
 
 from __future__ import annotations
 
-import contextlib
 import io
 import json
-import signal
-import urllib.request
 
 import numpy as np
 import pytest
 
-from flows.startup import free_port
-from tests.helpers import DIGITPIPE, run, wait_for, write_config
+from tests.helpers import serving_process, wait_for, write_config
 
 pytestmark = [pytest.mark.slow, pytest.mark.servers, pytest.mark.browser]
 WAIT_MS = 30_000  # a guard against a hung test, not a timing check
@@ -28,23 +24,8 @@ def server(logreg_onnx, tmp_path_factory) -> str:
     folder = tmp_path_factory.mktemp("page")
     config = write_config(folder / "mlflow.yaml", tracking_uri=f"sqlite:///{folder}/mlflow.db", serving={
         "requests_dir": str(folder / "served"), "feedback_batch": 1000, "feedback_seconds": 600})
-    port = free_port()
-    process = run([DIGITPIPE, "serve", "--model", logreg_onnx, "--port", port, "--config", config], cwd=folder,
-                  wait=False)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_for(lambda: process.poll() is not None or _healthy(url), 120, "digitpipe serve's /health")
-        assert process.poll() is None, process.stderr.read()
-        yield url
-    finally:
-        process.send_signal(signal.SIGTERM)
-        process.communicate(timeout=60)
-
-
-def _healthy(url: str) -> bool:
-    with contextlib.suppress(OSError), urllib.request.urlopen(url + "/health", timeout=5) as reply:
-        return reply.status == 200
-    return False
+    with serving_process(folder, config, "--model", logreg_onnx) as served:
+        yield served.url
 
 
 @pytest.fixture
@@ -158,7 +139,7 @@ def test_a_phone_photo_over_the_body_limit_is_shrunk_in_the_browser_and_answered
     page.screenshot(path=shots / "serving-page-upload.png")
 
 
-def test_a_correction_to_8_reads_an_8_and_the_buttons_wait_for_the_reply(page):
+def test_a_correction_to_8_reads_an_8_and_the_answer_takes_no_second_label(page):
     page, _ = page
     with page.expect_response("**/predict", timeout=WAIT_MS) as answered:
         draw(page, ONE)
@@ -174,6 +155,10 @@ def test_a_correction_to_8_reads_an_8_and_the_buttons_wait_for_the_reply(page):
     held[0].continue_()
     page.get_by_text("thanks: recorded as an 8").wait_for(timeout=WAIT_MS)
     assert page.inner_text("#status") == "thanks: recorded as an 8"
+    assert all(buttons.nth(i).is_disabled() for i in range(11))  # the answer has its one label
+    with page.expect_response("**/predict", timeout=WAIT_MS) as answered:
+        draw(page, ONE)  # the next answer's buttons are free again
+    wait_for_answer(page, answered.value.json()["predictions"][0]["request_id"])
     assert all(buttons.nth(i).is_enabled() for i in range(11))
 
 

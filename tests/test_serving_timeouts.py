@@ -12,7 +12,6 @@ import json
 import math
 import re
 import select
-import signal
 import socket
 import threading
 import time
@@ -25,8 +24,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from digitpipe.serving.timeouts import receiving_limits
-from flows.startup import free_port
-from tests.helpers import DIGITPIPE, run, wait_for, write_config
+from tests.helpers import serving_process, wait_for, write_config
 
 pytestmark = [pytest.mark.slow, pytest.mark.servers]
 LIMITS = {"headers": 2.0, "body": 3.0}
@@ -52,17 +50,9 @@ def port(logreg_onnx, tmp_path_factory):
     config = write_config(folder / "mlflow.yaml", tracking_uri=f"sqlite:///{folder}/mlflow.db",
                           serving={"header_seconds": LIMITS["headers"], "body_seconds": LIMITS["body"],
                                    "requests_dir": str(folder / "served")})
-    port = free_port()
-    process = run([DIGITPIPE, "serve", "--model", logreg_onnx, "--port", port, "--config", config], cwd=folder,
-                  wait=False)
-    try:
-        wait_for(lambda: process.poll() is not None or _health(port)[0] == 200, 120, "digitpipe serve's /health")
-        assert process.poll() is None, process.stderr.read()
-        yield port
-    finally:
-        process.send_signal(signal.SIGTERM)
-        log = process.communicate(timeout=60)[1]
-    assert "Traceback" not in log, log  # a cut request's handler ends quietly (its receive() saw a disconnect)
+    with serving_process(folder, config, "--model", logreg_onnx) as served:
+        yield served.port
+    assert "Traceback" not in served.log, served.log  # a cut request's handler ends quietly (receive(): a disconnect)
 
 
 def _health(port: int) -> tuple[int | None, float]:
@@ -210,3 +200,18 @@ def _metrics(port: int) -> str:
 def _disconnects(port: int) -> float:
     counted = re.search(r'^digitpipe_client_disconnects_total\{route="/predict"\} (\S+)$', _metrics(port), re.M)
     return float(counted[1]) if counted else 0.0
+
+
+def test_a_request_h11_cannot_read_is_one_line_of_json_and_every_refusal_is_counted(port):
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(b"NOT HTTP AT ALL\r\n\r\n")
+        received = b""
+        while chunk := sock.recv(4096):
+            received += chunk
+    head, _, body = received.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400 ") and b"x-model-name: logreg" in head.lower()
+    assert json.loads(body) == {"error": "Invalid HTTP request received (not HTTP/1.1 as h11 reads it)"}
+    metrics = _metrics(port)  # the slow clients above: headers cut by the protocol, bodies seen by the app
+    assert 'digitpipe_errors_total{route="other",status="400"} 1.0' in metrics
+    assert 'digitpipe_errors_total{route="other",status="408"}' in metrics
+    assert 'digitpipe_errors_total{route="/predict",status="408"}' in metrics

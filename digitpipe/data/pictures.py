@@ -12,6 +12,7 @@ this converts: it is for a single picture a person sends, not for a dataset.
 from __future__ import annotations
 
 import io
+import struct
 
 import numpy as np
 
@@ -49,9 +50,10 @@ def read_picture(data: bytes, max_pixels: int = MAX_PIXELS) -> np.ndarray:
         picture.draft(None, (WORKING_SIDE, WORKING_SIDE))  # a JPEG decodes straight at a reduced size, in colour
         try:
             picture.load()
-        except (OSError, SyntaxError, ValueError) as exc:  # truncated or damaged data
+            picture = ImageOps.exif_transpose(picture)  # a phone's portrait photo, upright
+        except (OSError, SyntaxError, ValueError, struct.error) as exc:  # truncated data, a damaged EXIF block
             raise PictureError(f"a damaged {picture.format} picture ({first_line(exc)[:100]})") from None
-        picture = _eight_bit(ImageOps.exif_transpose(picture))  # a phone's portrait photo, upright
+        picture = _eight_bit(picture)
         picture.thumbnail((WORKING_SIDE, WORKING_SIDE), Image.Resampling.BOX)  # the digit needs 20 pixels
         if picture.mode in ("RGBA", "LA", "PA") or "transparency" in picture.info:
             white = Image.new("RGBA", picture.size, "white")
@@ -69,6 +71,8 @@ def _open(data: bytes, max_pixels: int):
         raise PictureError(f"a picture over the limit of {max_pixels:,} pixels", 413) from None
     except (UnidentifiedImageError, OSError):
         raise PictureError("not a PNG or JPEG picture") from None
+    except (SyntaxError, ValueError, struct.error) as exc:  # a damaged header: a text chunk too large to unpack, ...
+        raise PictureError(f"a damaged picture ({first_line(exc)[:100]})") from None
     if picture.format not in FORMATS:
         picture.close()
         raise PictureError(f"a {picture.format} picture: send a PNG or JPEG")

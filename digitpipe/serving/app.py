@@ -22,16 +22,17 @@ from digitpipe.serving import bodies
 from digitpipe.serving.api import Operation, openapi
 from digitpipe.serving.inputs import (InputError, csv_images, feedback_body, mlflow_images, picture_image,
                                       predict_images)
-from digitpipe.serving.middleware import BodyLimit, HostCheck, Stamped, content_type
+from digitpipe.serving.middleware import BodyLimit, HostCheck, Stamped, content_type, model_headers
 from digitpipe.serving.service import DISCONNECTED, Service
+from digitpipe.serving.timeouts import TIMED_OUT
 
 PAGE = Path(__file__).with_name("page")
 PICTURE_TYPES = ("image/png", "image/jpeg", "application/octet-stream")
 
 
-def build_app(service: Service, allowed_hosts: list[str] | None = None) -> Starlette:
-    """The ASGI app of `service`; with `allowed_hosts`, a request naming another Host is refused (on loopback: a page
-    elsewhere that rebinds its DNS name to 127.0.0.1 cannot read answers or send feedback)."""
+def build_app(service: Service, allowed_hosts: set[str] | None = None, url: str = "http://127.0.0.1") -> Starlette:
+    """The ASGI app of `service` at `url`; with `allowed_hosts`, a request naming another Host is refused (on
+    loopback: a page elsewhere that rebinds its DNS name to 127.0.0.1 cannot read answers or send feedback)."""
     routes = [Route(op.path, op.handler, methods=[op.method]) for op in OPERATIONS]
     routes.append(Mount("/static", StaticFiles(directory=PAGE)))
     handlers = {InputError: _refused, HTTPException: _http_error, ClientDisconnect: _hung_up, Exception: _failed}
@@ -39,7 +40,7 @@ def build_app(service: Service, allowed_hosts: list[str] | None = None) -> Starl
     middleware = [Middleware(Stamped, metrics=service.metrics, paths=paths, names=lambda: service.follower.current
                              .names()), Middleware(BodyLimit)]
     if allowed_hosts:
-        middleware.insert(1, Middleware(HostCheck, allowed=allowed_hosts))
+        middleware.insert(1, Middleware(HostCheck, allowed=allowed_hosts, url=url))
     app = Starlette(routes=routes, exception_handlers=handlers, lifespan=service.lifespan, middleware=middleware)
     app.state.service = service
     return app
@@ -138,7 +139,9 @@ async def _uploaded(request: Request) -> bytes:
             if not files:
                 raise InputError(422, "the multipart upload holds no file")
             return await files[0].read()
-    except HTTPException as exc:  # python-multipart's refusals of a malformed body
+    except HTTPException as exc:  # python-multipart's refusals of a malformed body (a 413 of the limit goes on)
+        if exc.status_code != 400:
+            raise
         raise InputError(400, f"the multipart upload cannot be read ({exc.detail})") from None
 
 
@@ -151,12 +154,16 @@ async def _http_error(request: Request, exc: HTTPException) -> Response:
 
 
 async def _hung_up(request: Request, exc: ClientDisconnect) -> Response:
-    """A client that left before its answer: nobody to answer, nothing failed (counted apart, see Metrics)."""
-    return Response(status_code=DISCONNECTED)
+    """A client that left before its answer: nobody to answer, nothing failed (counted apart, see Metrics); or one
+    whose body the time limit cut (digitpipe.serving.timeouts answered it 408, and so it is counted)."""
+    return Response(status_code=408 if request.scope.get(TIMED_OUT) else DISCONNECTED)
 
 
 async def _failed(request: Request, exc: Exception) -> Response:
-    return JSONResponse({"error": f"internal error ({type(exc).__name__}); see the server's log"}, status_code=500)
+    """A bug: answered outside the middleware that names the model, so it names it here."""
+    names = model_headers(_service(request).follower.current.names())
+    return JSONResponse({"error": f"internal error ({type(exc).__name__}); see the server's log"}, status_code=500,
+                        headers={name.decode(): value.decode("latin-1") for name, value in names})
 
 
 REFUSED = (400, 408, 413, 415, 422)

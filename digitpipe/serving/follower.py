@@ -3,6 +3,7 @@ one when the alias moves (read again every poll interval), so that no request fa
 
 from __future__ import annotations
 
+import functools
 import logging
 import shutil
 import tempfile
@@ -38,7 +39,11 @@ class ServedModel:
 
     def names(self) -> dict[str, str | None]:
         """What every response says about the model that answered it."""
-        return {"model": self.identity.get("model_name", Path(self.identity["uri"]).stem),
+        return dict(self._names)
+
+    @functools.cached_property
+    def _names(self) -> dict[str, str | None]:  # once per version, not per reply
+        return {"model": self.identity.get("model_name") or Path(self.identity["uri"]).stem,
                 "version": self.version, "precision": self.identity.get("precision", "fp32")}
 
 

@@ -168,12 +168,12 @@ def _pixel_columns(columns: list[str] | None, rows: list[list[float]], key: str)
     label then 784 pixels as in Kaggle's train.csv)."""
     if columns is None:
         return [row[1:] if len(row) == 785 else row for row in rows]
-    keep = [i for i, name in enumerate(columns) if name.lower() != "label"]
-    if any(name.startswith("pixel") for name in columns):
-        position = {columns[i]: i for i in keep}
-        if sorted(position) != sorted(PIXEL_COLUMNS) or len(keep) != 784:
-            raise InputError(422, f"{key}: columns must be pixel0..pixel783 (and an optional label)")
-        keep = [position[name] for name in PIXEL_COLUMNS]
+    names = [f"pixel{name}" if name.isdigit() else name for name in columns]  # pandas' 0..783: pixel N by number
+    keep = [i for i, name in enumerate(names) if name.lower() != "label"]
+    position = {names[i]: i for i in keep}
+    if sorted(position) != sorted(PIXEL_COLUMNS) or len(keep) != 784:
+        raise InputError(422, f"{key}: columns must be pixel0..pixel783 (and an optional label), each once")
+    keep = [position[name] for name in PIXEL_COLUMNS]
     if any(len(row) != len(columns) for row in rows):
         raise InputError(422, f"{key}: every row needs a value per column ({len(columns)})")
     return [[row[i] for i in keep] for row in rows]
@@ -186,9 +186,8 @@ def csv_images(body: bytes) -> np.ndarray:
     except UnicodeDecodeError:
         raise InputError(422, "text/csv: the body is not UTF-8 text") from None
     header = [name.strip() for name in lines[0].split(",")] if lines else []
-    if header == [str(i) for i in range(784)]:  # pandas' names for unnamed columns: the 784 pixels in order
-        header = PIXEL_COLUMNS
-    if not any(name.lower().startswith(("pixel", "label")) for name in header):
+    names = set(PIXEL_COLUMNS) | {str(i) for i in range(784)} | {"label"}
+    if not header or not set(header) <= names or len(set(header)) < len(header):  # 784 pixels repeat some value
         raise InputError(422, "text/csv: the first row must be the header pixel0,...,pixel783 (and an optional "
                               "label): a row of pixels cannot be told from a header without it")
     if len(lines) < 2:

@@ -28,10 +28,14 @@ def body_limit(path: str, content_type: str) -> int:
     return BATCH_BODY if content_type in BATCH_TYPES else PICTURE_BODY
 
 
+def header(scope, name: bytes) -> str:
+    """The request's header `name` (lower case), as it came ("" when absent)."""
+    return next((value for key, value in scope["headers"] if key == name), b"").decode("latin-1")
+
+
 def content_type(scope) -> str:
     """The request's media type, lower case, without parameters."""
-    raw = dict(scope["headers"]).get(b"content-type", b"").decode("latin-1")
-    return raw.split(";")[0].strip().lower()
+    return header(scope, b"content-type").split(";")[0].strip().lower()
 
 
 class BodyLimit:
@@ -67,8 +71,8 @@ class BodyLimit:
 
 
 def _declared_length(scope) -> int | None:
-    declared = dict(scope["headers"]).get(b"content-length", b"")
-    return int(declared) if declared.isdigit() and len(declared) < 19 else None
+    declared = header(scope, b"content-length")
+    return int(declared) if declared.isascii() and declared.isdigit() and len(declared) < 19 else None
 
 
 def _over(size: int, limit: int, streamed: bool = False) -> str:
@@ -80,15 +84,15 @@ class HostCheck:
     """Refuses a request naming a Host other than `allowed` (on loopback: a page elsewhere that rebinds its DNS
     name to 127.0.0.1 cannot read answers or send feedback), in the JSON of every other refusal."""
 
-    def __init__(self, app, allowed: list[str]) -> None:
-        self.app, self.allowed = app, set(allowed)
+    def __init__(self, app, allowed: set[str], url: str) -> None:
+        self.app, self.allowed, self.url = app, allowed, url
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] == "http":
-            host = dict(scope["headers"]).get(b"host", b"").decode("latin-1")
-            name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
-            if name not in self.allowed:
-                message = f"Host {host[:60]!r} is not served here: use http://127.0.0.1 or http://localhost"
+            host = header(scope, b"host")
+            name = host.lower() if host.endswith("]") else host.lower().rsplit(":", 1)[0]  # without a port
+            if name.removesuffix(".") not in self.allowed:
+                message = f"Host {host[:60]!r} is not served here: use {self.url} or http://localhost"
                 return await JSONResponse({"error": message}, 400)(scope, receive, send)
         await self.app(scope, receive, send)
 

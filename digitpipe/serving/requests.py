@@ -131,8 +131,8 @@ class RequestLog:
     def label(self, request_id: str, label: int) -> int | None:
         """Keep `label` as the answer's one label; returns the label kept before instead, if it has one."""
         with self._lock:
-            if (kept := self._labels.get(request_id)) is not None:
-                return kept
+            if (kept := self._labels.get(request_id)) is not None or request_id not in self._where:
+                return kept  # None for an answer rotated out since it was found: nothing to label
             self._file.write(json.dumps({"id": request_id, "label": label}).encode() + b"\n")
             self._file.flush()
             self._labels[request_id] = label
@@ -164,7 +164,7 @@ class FeedbackQueue:
     def __init__(self, record: Callable[[list[Answer], list[int]], None], batch: int, seconds: float,
                  unrecorded: Path) -> None:
         self.record, self.batch, self.seconds, self.unrecorded = record, batch, seconds, Path(unrecorded)
-        self._pending: dict[str, tuple[Answer, int]] = {}  # by request id: a second answer replaces the first
+        self._pending: dict[str, tuple[Answer, int]] = {}  # by request id (RequestLog lets each have one label)
         if self.unrecorded.exists():  # what the last run could not record before it stopped
             for line in self.unrecorded.read_text().splitlines():
                 label, _, text = line.partition("\t")

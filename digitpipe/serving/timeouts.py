@@ -21,13 +21,17 @@ LINGER_SECONDS = 2.0  # after a 408, how long what the client still sends is rea
 
 
 Headers = Callable[[], list[tuple[bytes, bytes]]]
+TIMED_OUT = "digitpipe.timed_out"  # set in a request's scope when its body was cut: its handler counts a 408
 
 
-def receiving_limits(header_seconds: float, body_seconds: float, headers: Headers = list) -> type[H11Protocol]:
-    """uvicorn's h11 protocol with these time limits, for `uvicorn.Config(http=...)`; its 408s carry `headers()`
-    (the service's X-Model-* headers, as its other replies do)."""
+def receiving_limits(header_seconds: float, body_seconds: float, headers: Headers = list,
+                     refused: Callable[[int], None] = lambda status: None) -> type[H11Protocol]:
+    """uvicorn's h11 protocol with these time limits, for `uvicorn.Config(http=...)`; the answers it writes itself
+    (a 408 for headers too slow, a 400 for a request h11 cannot parse) carry `headers()` (the service's X-Model-*
+    headers, as its other replies do) and are counted with `refused(status)`, as the app never sees them."""
     return type("ReceivingLimits", (ReceivingLimits,), {"seconds": {"headers": header_seconds, "body": body_seconds},
-                                                         "reply_headers": staticmethod(headers)})
+                                                         "reply_headers": staticmethod(headers),
+                                                         "refused": staticmethod(refused)})
 
 
 class ReceivingLimits(H11Protocol):
@@ -36,6 +40,7 @@ class ReceivingLimits(H11Protocol):
 
     seconds: dict[Owed, float]  # set by receiving_limits (the defaults live in ServingConfig)
     reply_headers: Headers  # set by receiving_limits (not `headers`: H11Protocol's own, the request's)
+    refused: Callable[[int], None]
     _owed: Owed | None = None  # what the armed deadline waits for
     _deadline: asyncio.TimerHandle | None = None
     _lingering = False  # a 408 was sent: what comes now is dropped until the client or LINGER_SECONDS closes
@@ -91,6 +96,7 @@ class ReceivingLimits(H11Protocol):
             return
         if owed == "body":
             answer = not self.cycle.response_started  # the app may have answered already (a 413) and be draining
+            self.cycle.scope[TIMED_OUT] = True
             self.cycle.disconnected = True  # the app's receive() returns http.disconnect, its send() does nothing
             self.cycle.message_event.set()
         else:
@@ -100,7 +106,9 @@ class ReceivingLimits(H11Protocol):
         message = f"request {owed} not received within {self.seconds[owed]:g} s"
         self.logger.info("timed out %s: %s", self.client, message)
         if answer:
-            self.transport.write(timeout_response(message, self.reply_headers()))
+            self.transport.write(raw_response(408, "Request Timeout", message, self.reply_headers()))
+            if owed == "headers":  # no app saw this request: count it here
+                self.refused(408)
             self._linger()
         else:
             self.transport.close()
@@ -115,10 +123,19 @@ class ReceivingLimits(H11Protocol):
         self.loop.call_later(LINGER_SECONDS, self.transport.close)
 
 
-def timeout_response(message: str, headers: list[tuple[bytes, bytes]]) -> bytes:
-    """A whole HTTP/1.1 408 response with `{"error": message}` and `headers` that closes the connection."""
+    def send_400_response(self, msg: str) -> None:
+        """A request h11 cannot parse (or headers over its size limit): the one-line JSON of every refusal."""
+        self._arm(None)
+        self.transport.write(raw_response(400, "Bad Request", msg.rstrip(".") + " (not HTTP/1.1 as h11 reads it)",
+                                          self.reply_headers()))
+        self.refused(400)
+        self.transport.close()
+
+
+def raw_response(status: int, reason: str, message: str, headers: list[tuple[bytes, bytes]]) -> bytes:
+    """A whole HTTP/1.1 response with `{"error": message}` and `headers` that closes the connection."""
     # Written raw: h11 cannot send a response before it has parsed a request, which slow headers never finish.
     body = json.dumps({"error": message}).encode()
-    head = (f"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\ncontent-length: {len(body)}\r\n"
+    head = (f"HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\ncontent-length: {len(body)}\r\n"
             "connection: close\r\n").encode()
     return head + b"".join(name + b": " + value + b"\r\n" for name, value in headers) + b"\r\n" + body

@@ -98,7 +98,7 @@ def test_bad_pixel_arrays_are_refused_with_their_status(values, status, message)
     ({"dataframe_records": [{"pixel0": True}]}, 422,
      "dataframe_records[0].pixel0: a pixel must be a number from 0 to 255, not true"),
     ({"dataframe_split": {"columns": [*COLUMNS[1:], "pixel1"], "data": [[0] * 784]}}, 422,
-     "dataframe_split: columns must be pixel0..pixel783 (and an optional label)"),
+     "dataframe_split: columns must be pixel0..pixel783 (and an optional label), each once"),
     ({"dataframe_split": {"columns": ["label", *COLUMNS], "data": [[0] * 784]}}, 422,
      "dataframe_split: every row needs a value per column (785)"),
 ])
@@ -156,3 +156,26 @@ def test_a_feedback_body_is_a_request_id_and_right_or_a_digit(doc, message):
         feedback_body(_json(doc))
     assert (refused.value.status, str(refused.value)) == (422, message)
     assert feedback_body(_json({"request_id": "a", "label": "right"})).label == "right"
+
+
+def test_a_refused_batch_of_1024_bad_images_costs_one_error_not_a_gigabyte():
+    import tracemalloc
+
+    body = json.dumps({"images": [[True] * 784] * 1024}).encode()
+    tracemalloc.start()
+    try:
+        with pytest.raises(InputError, match=r"^images\[0\]\[0\]: a pixel must be a number from 0 to 255, not true$"):
+            predict_images(body)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 20_000_000  # 4.8 MB of body; every error built (before fail_fast) peaked at 1 GB
+
+
+def test_unnamed_columns_are_matched_by_their_number_not_their_place():
+    reversed_columns = [str(i) for i in range(783, -1, -1)]
+    doc = {"dataframe_split": {"columns": reversed_columns, "data": IMAGES.reshape(2, 784)[:, ::-1].tolist()}}
+    assert np.array_equal(mlflow_images(_json(doc)), IMAGES)
+    doc = {"dataframe_split": {"columns": ["0"] * 784, "data": [[0] * 784]}}
+    with pytest.raises(InputError, match=r"^dataframe_split: columns must be pixel0\.\.pixel783"):
+        mlflow_images(_json(doc))

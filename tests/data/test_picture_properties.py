@@ -90,3 +90,27 @@ def test_small_pictures_in_any_mode_give_a_digit_or_one_refusal(picture, format,
     if format == "PNG" and transparency is not None and picture.mode in ("L", "I;16", "P"):  # a transparent grey
         options["transparency"] = min(transparency, 255) if picture.mode != "I;16" else transparency
     _digit_or_one_refusal(_saved(picture, format, **options))
+
+
+def _chunk(kind: bytes, data: bytes) -> bytes:
+    import struct
+    import zlib
+
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+ANCILLARY = st.sampled_from([b"eXIf", b"tEXt", b"zTXt", b"iTXt", b"iCCP", b"pHYs", b"sRGB", b"gAMA"])
+
+
+@BOUNDED
+@given(st.lists(st.tuples(ANCILLARY, st.binary(max_size=300)), min_size=1, max_size=3),
+       st.sampled_from([b"", b"Raw profile type exif\x00", b"Comment\x00\x00", b"icc\x00\x00"]))
+def test_a_png_with_any_metadata_chunks_gives_a_digit_or_one_refusal(chunks, prefix):
+    import zlib
+
+    buffer = io.BytesIO()
+    Image.fromarray(np.full((40, 40), 255, np.uint8) - np.eye(40, dtype=np.uint8) * 200).save(buffer, "PNG")
+    png = buffer.getvalue()
+    extra = b"".join(_chunk(kind, prefix + (zlib.compress(data * 20_000) if kind in (b"zTXt", b"iCCP") and
+                                             len(data) % 2 else data)) for kind, data in chunks)
+    _digit_or_one_refusal(png[:33] + extra + png[33:])  # after IHDR, where a camera or an editor writes them

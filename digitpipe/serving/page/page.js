@@ -50,6 +50,7 @@ function showAnswer(answer) {
     `answered by ${answer.model} v${answer.version ?? "-"} (${answer.precision})`;
   result.hidden = false;
   status.textContent = "";
+  setSending(false);  // a new answer: its buttons are free
 }
 
 function bar(p, digit) {
@@ -90,21 +91,27 @@ function blank() {
 }
 
 async function sendFeedback(label) {
-  if (!state.requestId || state.sending) return;
+  const judged = state.requestId;  // the answer on screen now: the reply is about it, whatever is drawn meanwhile
+  if (!judged || state.sending) return;
   setSending(true);  // one post per click: a double click must not record the digit twice
   const headers = { "Content-Type": "application/json" };
   const token = document.getElementById("token").value;
   if (token) headers.Authorization = `Bearer ${token}`;
+  let recorded = false;
   try {
     const reply = await fetch("/feedback", { method: "POST", headers,
-      body: JSON.stringify({ request_id: state.requestId, label }) });
+      body: JSON.stringify({ request_id: judged, label }) });
     const said = await reply.json().catch(() => ({}));
-    status.textContent = reply.ok ? (said.right ? "thanks: confirmed" : `thanks: recorded as ${article(said.label)}`)
-      : `not recorded: ${said.error || `${reply.status} ${reply.statusText}`}`;
+    recorded = reply.ok;
+    if (state.requestId === judged) {  // else a newer drawing's status stays
+      status.textContent = reply.ok ? (said.right ? "thanks: confirmed" : `thanks: recorded as ${article(said.label)}`)
+        : `not recorded: ${said.error || `${reply.status} ${reply.statusText}`}`;
+    }
   } catch (error) {
-    status.textContent = `not recorded: ${error.message}`;
+    if (state.requestId === judged) status.textContent = `not recorded: ${error.message}`;
   } finally {
-    setSending(false);
+    // an answer takes one label: once recorded its buttons stay off until the next answer shows
+    if (!recorded && state.requestId === judged) setSending(false);
   }
 }
 
