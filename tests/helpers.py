@@ -158,10 +158,35 @@ def fluent_tracking_uri(uri: str) -> Iterator[None]:
 
 
 class Serving:
-    """A running `digitpipe serve`: its URL and port; `log`, its stderr, once it has stopped."""
+    """A running `digitpipe serve`: its URL and port, requests to it; `log`, its stderr, once it has stopped."""
 
     def __init__(self, port: int) -> None:
         self.port, self.url, self.log = port, f"http://127.0.0.1:{port}", ""
+
+    def call(self, path: str, body: bytes | None = None, content_type: str = "application/json",
+             headers: dict | None = None) -> tuple[int, dict, object]:
+        """(status, headers, the body parsed where it is JSON) of one request."""
+        import urllib.error
+        import urllib.request
+
+        request = urllib.request.Request(self.url + path, data=body, headers={"Content-Type": content_type,
+                                                                             **(headers or {})})
+        try:
+            with urllib.request.urlopen(request, timeout=60) as reply:
+                status, head, raw = reply.status, dict(reply.headers), reply.read()
+        except urllib.error.HTTPError as refused:
+            status, head, raw = refused.code, dict(refused.headers), refused.read()
+        is_json = head.get("content-type", "").startswith("application/json")
+        return status, head, json.loads(raw) if is_json and raw.strip() else raw
+
+    def predict(self, images: np.ndarray) -> dict:
+        """/predict's answer to a JSON batch of `images` (200 asserted)."""
+        status, _, body = self.call("/predict", json.dumps({"images": images.tolist()}).encode())
+        assert status == 200, body
+        return body
+
+    def version(self) -> str:
+        return self.call("/health")[2]["version"]
 
 
 @contextlib.contextmanager
@@ -169,13 +194,12 @@ def serving_process(folder: Path, config: Path, *args: str | Path, env: dict | N
     """`digitpipe serve --config CONFIG ARGS...` in `folder` on a free loopback port, answering /health, until the
     block ends; then stopped as a user would (SIGTERM)."""
     import signal
-    import urllib.request
 
     from flows.startup import free_port
 
     def healthy() -> bool:
-        with contextlib.suppress(OSError), urllib.request.urlopen(served.url + "/health", timeout=5) as reply:
-            return reply.status == 200
+        with contextlib.suppress(OSError):
+            return served.call("/health")[0] == 200
         return False
 
     served = Serving(free_port())

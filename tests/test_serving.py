@@ -11,8 +11,6 @@ import json
 import re
 import socket
 import threading
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -36,45 +34,9 @@ def store(tmp_path_factory, fixture_dir, prefect_api):
     return folder, config
 
 
-class Served:
-    """A running `digitpipe serve`: its URL, and requests to it that return (status, headers, parsed body)."""
-
-    def __init__(self, url: str) -> None:
-        self.url = url
-
-    def call(self, path: str, body: bytes | None = None, content_type: str = "application/json",
-             headers: dict | None = None) -> tuple[int, dict, object]:
-        request = urllib.request.Request(self.url + path, data=body, headers={"Content-Type": content_type,
-                                                                             **(headers or {})})
-        try:
-            with urllib.request.urlopen(request, timeout=60) as reply:
-                status, head, raw = reply.status, dict(reply.headers), reply.read()
-        except urllib.error.HTTPError as refused:
-            status, head, raw = refused.code, dict(refused.headers), refused.read()
-        is_json = head.get("content-type", "").startswith("application/json")
-        return status, head, json.loads(raw) if is_json and raw.strip() else raw
-
-    def predict(self, images: np.ndarray) -> dict:
-        status, _, body = self.call("/predict", json.dumps({"images": images.tolist()}).encode())
-        assert status == 200, body
-        return body
-
-    def version(self) -> str:
-        return self.call("/health")[2]["version"]
-
-
-@contextlib.contextmanager
-def serving(folder: Path, config: Path, *args: str, env: dict | None = None):
-    """`digitpipe serve` until the block ends, then stopped as a user would (SIGTERM); its stderr in `.log`."""
-    with serving_process(folder, config, *args, env=env) as process:
-        served = Served(process.url)
-        yield served
-    served.log = process.log
-
-
 @pytest.fixture(scope="module")
 def champion_server(store):
-    with serving(*store) as served:
+    with serving_process(*store) as served:
         yield served
 
 
@@ -101,7 +63,7 @@ def test_invocations_answer_in_mlflows_form_for_logreg_and_for_a_net(store, cham
     from mlflow.pyfunc.scoring_server.client import ScoringServerClient
 
     frame = pd.DataFrame(digits.images[:20].reshape(20, 784), columns=[f"pixel{i}" for i in range(784)])
-    with serving(*store, "--model", "models:/digits/2") as net_server:
+    with serving_process(*store, "--model", "models:/digits/2") as net_server:
         for served, model in ((champion_server, "logreg"), (net_server, "mlp")):
             host, port = served.url.removeprefix("http://").split(":")
             client = ScoringServerClient(host, int(port))
@@ -228,7 +190,7 @@ def test_page_feedback_lands_in_the_store_as_web_feedback_out_of_retraining(stor
     again = champion_server.call("/feedback", json.dumps({"request_id": answered[0]["request_id"], "label": 9}).encode())
     assert again[:3:2] == (409, {"error": f"request_id {answered[0]['request_id']}: feedback was given already (the "
                                           f"digit {answered[0]['digit']}); an answer takes one label, the first"})
-    with serving(*store) as restarted:  # a new start reads the version's figures from the store
+    with serving_process(*store) as restarted:  # a new start reads the version's figures from the store
         assert 'digitpipe_web_live_accuracy 0.5' in restarted.call("/metrics")[2].decode()
 
     untrusted = _retrain(folder, config)
@@ -262,7 +224,7 @@ def test_listening_beyond_loopback_needs_a_feedback_token(store):
 
 
 def test_with_a_token_feedback_needs_it(store, digits):
-    with serving(*store, env=environ(DIGITPIPE_FEEDBACK_TOKEN="s3cret")) as served:
+    with serving_process(*store, env=environ(DIGITPIPE_FEEDBACK_TOKEN="s3cret")) as served:
         rid = served.predict(digits.images[:1])["predictions"][0]["request_id"]
         body = json.dumps({"request_id": rid, "label": "right"}).encode()
         assert served.call("/feedback", body)[0] == 401
@@ -272,7 +234,7 @@ def test_with_a_token_feedback_needs_it(store, digits):
 
 def test_a_moved_champion_and_its_rollback_are_followed_without_a_failed_request(store, digits):
     folder, config = store
-    with serving(*store) as served:
+    with serving_process(*store) as served:
         before, seen, failed, stop = served.version(), [], [], threading.Event()
 
         def ask():
@@ -306,7 +268,7 @@ def test_the_page_draws_a_digit_shows_the_answer_and_sends_a_correction(store, t
     folder, config = store
     client, experiment = _store_client(folder)
     before = len(client.search_runs([experiment], "tags.source = 'web'"))
-    with serving(*store) as served:
+    with serving_process(*store) as served:
         page = browser.new_page(viewport={"width": 420, "height": 760})
         page.goto(served.url + "/")
         box = page.locator("#pad").bounding_box()
@@ -332,14 +294,14 @@ def test_a_drifted_served_window_raises_an_alarm_only_where_the_setting_asks(sto
     folder, config = store
     client, experiment = _store_client(folder)
     shifted = np.roll(digits.images[:100], 4, axis=2)  # as tests/test_loop.py drifts a batch: 4 pixels right
-    with serving(*store) as quiet:
+    with serving_process(*store) as quiet:
         version = quiet.predict(shifted)["version"]
     windows = client.search_runs([experiment], "tags.`digitpipe.kind` = 'serving' and tags.drift_verdict = 'drift'")
     assert windows, "a window of digits shifted by 4 pixels is judged drifted"
     assert "monitor_alarm" not in client.get_model_version("digits", version).tags
     asking = write_config(folder / "drift-events.yaml", tracking_uri=f"sqlite:///{folder}/mlflow.db",
                           serving={**SERVING, "requests_dir": str(folder / "served"), "drift_events": True})
-    with serving(folder, asking) as loud:
+    with serving_process(folder, asking) as loud:
         loud.predict(shifted)
         alarm = wait_for(lambda: client.get_model_version("digits", version).tags.get("monitor_alarm"), 60,
                          "the drifted window's alarm on the version served")

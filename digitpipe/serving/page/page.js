@@ -1,6 +1,6 @@
 // The drawing page: strokes on a canvas (pointer events: mouse, touch, pen), sent as a PNG to /predict when a
 // stroke ends, or an uploaded picture; the answer, its top three probabilities and the version that answered;
-// "Right" / "it was a ..." go to /feedback with the request id of the answer on screen.
+// "Right" / "no, it was ..." go to /feedback with the request id of the answer on screen, once per answer.
 //
 // One small state machine. Every /predict request gets the next sequence number, and only the newest request may
 // show its answer: a drawing goes on changing while earlier strokes' replies are on their way, and on a slow network
