@@ -131,7 +131,7 @@ def test_bodies_over_the_limit_are_refused_early_and_as_they_stream(champion_ser
         conn.sendall(b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
                      b"Content-Length: 52428800\r\n\r\n")
         assert conn.recv(200).startswith(b"HTTP/1.1 413 ")
-    for kind, megabytes in ((b"image/png", 6), (b"application/json", 30)):  # over 4 and 24 MiB
+    for kind, megabytes in ((b"image/png", 6), (b"application/json", 35)):  # over 4 and 32 MiB
         with socket.create_connection((host, int(port)), timeout=30) as conn:  # chunked: no length to read first
             conn.sendall(b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: " + kind + b"\r\n"
                          b"Transfer-Encoding: chunked\r\n\r\n")

@@ -77,12 +77,15 @@ def test_refusals_are_one_line_of_json(client):
         "error": "images[0][0]: a pixel must be a number from 0 to 255, not true"}
 
 
-def test_1024_float32_rows_as_mlflows_client_writes_them_are_answered(client):
+@pytest.mark.parametrize("records", [False, True], ids=["dataframe_split", "dataframe_records"])
+def test_1024_float32_rows_as_mlflows_client_writes_them_are_answered(client, records):
     import pandas as pd
     from mlflow.utils.proto_json_utils import dump_input_data
 
     pixels = (np.random.default_rng(0).random((1024, 784)) * 255).astype(np.float32)  # the longest decimals
-    body = dump_input_data(pd.DataFrame(pixels, columns=[f"pixel{i}" for i in range(784)])).encode()
+    frame = pd.DataFrame(pixels, columns=[f"pixel{i}" for i in range(784)])
+    body = (json.dumps({"dataframe_records": [dict(zip(frame.columns, map(float, row))) for row in pixels]})
+            if records else dump_input_data(frame)).encode()
     assert 15_000_000 < len(body) < BATCH_BODY
     reply = client.post("/invocations", content=body, headers={"content-type": "application/json"})
     assert reply.status_code == 200 and len(reply.json()["predictions"]) == 1024
