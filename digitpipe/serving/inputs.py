@@ -56,7 +56,7 @@ def _refusal(exc: ValidationError, model: type[BaseModel]) -> InputError:
     if error["type"] == "extra_forbidden" and len(error["loc"]) == 1:
         return InputError(422, f"{where}: not a field of this body (its fields: {', '.join(model.model_fields)})")
     if error["type"] == "string_pattern_mismatch":
-        return InputError(422, f"{where}: a column is named pixel0..pixel783 or label (or 0..783 in order)")
+        return InputError(422, f"{where}: a column is named pixel0..pixel783 or label (or 0..783, by number)")
     if _inside_an_image(error["loc"]):
         return InputError(422, f"{_where(error['loc'][:_image_depth(error['loc'])])}: an image is {IMAGE_SHAPES}")
     return InputError(422, f"{where}: {error['msg'][0].lower()}{error['msg'][1:]}")

@@ -87,7 +87,7 @@ def test_bad_pixel_arrays_are_refused_with_their_status(values, status, message)
      "expected exactly one of dataframe_split, dataframe_records, instances, inputs (MLflow's formats)"),
     ({"dataframe_split": [1, 2]}, 422, "dataframe_split: input should be an object"),
     ({"dataframe_split": {"columns": ["pixelX"] * 784, "data": [[1] * 784]}}, 422,
-     "dataframe_split.columns[0]: a column is named pixel0..pixel783 or label (or 0..783 in order)"),
+     "dataframe_split.columns[0]: a column is named pixel0..pixel783 or label (or 0..783, by number)"),
     ({"dataframe_records": []}, 422, "dataframe_records: list should have at least 1 item after validation, not 0"),
     ({"dataframe_split": {"columns": COLUMNS, "data": [{"a": 1}]}}, 422,
      "dataframe_split.data[0]: input should be a valid array"),
