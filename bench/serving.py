@@ -1,4 +1,5 @@
-"""What `digitpipe serve` costs over onnxruntime alone, for fastcnn and LeNet, in one run; then an alias move under load.
+"""What `digitpipe serve` costs over onnxruntime alone, for fastcnn and LeNet, in one run; then an alias move under
+load.
 
 Usage: python bench/serving.py [MNIST_DIR] [--seconds 30] [--clients 50] [--calls 2000]
 1. A store: `digitpipe run --models fastcnn,lenet --epochs 1` on 10,000 digits (accuracy is not the point).

@@ -15,6 +15,8 @@ from digitpipe.config import load_tracking_config
 from digitpipe.errors import UserError
 
 TOKEN_VARIABLE = "DIGITPIPE_FEEDBACK_TOKEN"
+LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?"  # one part of a host name (RFC 1123)
+HOST_NAME = re.compile(rf"(?=.{{1,253}}$){LABEL}(\.{LABEL})*")
 
 
 @app.command()
@@ -55,14 +57,15 @@ def serve(
     tracker = tracker_for(tracking, create=not from_registry)
     follower = follower or ModelFollower(model, tracker.registry, tracking.serving.poll_seconds)
     service = Service(follower, tracker, tracking, token, on_alarm=_announce)
-    typer.echo(f"serving {model}: {_described(follower.current.names())} on {_url(listening)} "
+    url = _url(listening)
+    typer.echo(f"serving {model}: {_described(follower.current.names())} on {url} "
                "(page /, API /predict /invocations /feedback /health /metrics /openapi.json)", err=True)
-    bound = listening.getsockname()[0]  # as a Host header names it: brackets around an IPv6 address
-    hosts = {"127.0.0.1", "localhost", "[::1]", f"[{bound}]" if ":" in bound else bound} if loopback else None
+    # on loopback, the names a page on this machine uses for it, the bound address as a Host header writes it
+    hosts = {"127.0.0.1", "localhost", "[::1]", url.split("/")[2].rsplit(":", 1)[0]} if loopback else None
     limits = receiving_limits(tracking.serving.header_seconds, tracking.serving.body_seconds,
                               headers=lambda: model_headers(follower.current.names()),
                               refused=lambda status: service.metrics.observe("other", status, 0.0))
-    server = uvicorn.Server(uvicorn.Config(build_app(service, hosts, _url(listening)), log_level="info" if verbose else "warning",
+    server = uvicorn.Server(uvicorn.Config(build_app(service, hosts, url), log_level="info" if verbose else "warning",
                                            access_log=verbose, timeout_graceful_shutdown=10, http=limits))
     server.run(sockets=[listening])
 
@@ -74,8 +77,7 @@ def _checked_host(host: str) -> str:
         ipaddress.ip_address(host)
         return host
     except ValueError:
-        if re.fullmatch(r"(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*",
-                        host):
+        if HOST_NAME.fullmatch(host):
             return host
     raise UserError(f"--host {host[:80]!r}: not an IP address or a host name (the port goes in --port)")
 

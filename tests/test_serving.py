@@ -187,7 +187,8 @@ def test_page_feedback_lands_in_the_store_as_web_feedback_out_of_retraining(stor
                     and t, 30, "the version's web_live_accuracy over all 10")  # tagged after its batch's run
     assert float(tags["web_live_accuracy"]) == 0.5 and "live_accuracy" not in tags  # the page's figure is its own
     assert 'digitpipe_web_live_accuracy 0.5' in champion_server.call("/metrics")[2].decode()
-    again = champion_server.call("/feedback", json.dumps({"request_id": answered[0]["request_id"], "label": 9}).encode())
+    second = json.dumps({"request_id": answered[0]["request_id"], "label": 9}).encode()
+    again = champion_server.call("/feedback", second)
     assert again[:3:2] == (409, {"error": f"request_id {answered[0]['request_id']}: feedback was given already (the "
                                           f"digit {answered[0]['digit']}); an answer takes one label, the first"})
     with serving_process(*store) as restarted:  # a new start reads the version's figures from the store

@@ -22,7 +22,7 @@ from digitpipe.serving import bodies
 from digitpipe.serving.api import Operation, openapi
 from digitpipe.serving.inputs import (InputError, csv_images, feedback_body, mlflow_images, picture_image,
                                       predict_images)
-from digitpipe.serving.middleware import BodyLimit, HostCheck, Stamped, content_type, model_headers
+from digitpipe.serving.middleware import BodyLimit, HostCheck, Stamped, content_type, model_header_dict
 from digitpipe.serving.service import DISCONNECTED, Service
 from digitpipe.serving.timeouts import TIMED_OUT
 
@@ -161,9 +161,8 @@ async def _hung_up(request: Request, exc: ClientDisconnect) -> Response:
 
 async def _failed(request: Request, exc: Exception) -> Response:
     """A bug: answered outside the middleware that names the model, so it names it here."""
-    names = model_headers(_service(request).follower.current.names())
     return JSONResponse({"error": f"internal error ({type(exc).__name__}); see the server's log"}, status_code=500,
-                        headers={name.decode(): value.decode("latin-1") for name, value in names})
+                        headers=model_header_dict(_service(request).follower.current.names()))
 
 
 REFUSED = (400, 408, 413, 415, 422)

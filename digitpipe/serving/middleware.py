@@ -126,7 +126,12 @@ class Stamped:
 
 
 def model_headers(names: dict[str, str | None]) -> list[tuple[bytes, bytes]]:
-    """The X-Model-Name, -Version (empty for a file) and -Precision headers of a reply."""
+    """The X-Model-Name, -Version (empty for a file) and -Precision headers of a reply, as ASGI sends them."""
     return [(b"x-model-name", str(names["model"]).encode("latin-1", "replace")),
             (b"x-model-version", (names["version"] or "").encode("latin-1", "replace")),
             (b"x-model-precision", str(names["precision"]).encode("latin-1", "replace"))]
+
+
+def model_header_dict(names: dict[str, str | None]) -> dict[str, str]:
+    """model_headers as a Starlette response takes them."""
+    return {name.decode(): value.decode("latin-1") for name, value in model_headers(names)}

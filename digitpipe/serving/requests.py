@@ -1,5 +1,5 @@
 """What a server keeps of its answers: each served digit on disk (rotated JSON-lines files, bounded), so that the
-page's "right" / "it was a ..." can be joined to its pixels, even after a restart, and the one label each answer
+page's "Right" / "no, it was ..." can be joined to its pixels, even after a restart, and the one label each answer
 may get; and the answers people gave, recorded as labelled feedback in batches (one feedback run per batch, not one
 per click)."""
 

@@ -19,7 +19,7 @@ from digitpipe.monitoring.drift import BatchProfile
 from digitpipe.scorer import probabilities
 from digitpipe.serving.follower import ModelFollower, ServedModel
 from digitpipe.serving.inputs import InputError
-from digitpipe.serving.middleware import model_headers
+from digitpipe.serving.middleware import model_header_dict
 from digitpipe.serving.requests import Answer, FeedbackQueue, RequestLog
 
 if TYPE_CHECKING:
@@ -48,7 +48,7 @@ class Answered:
 
     def headers(self) -> dict[str, str]:
         """The model and version that answered (the only names in MLflow's body), even when swapped out since."""
-        return {name.decode(): value.decode("latin-1") for name, value in model_headers(self.served.names())}
+        return model_header_dict(self.served.names())
 
 
 class Metrics:

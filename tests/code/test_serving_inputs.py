@@ -109,7 +109,7 @@ def test_bad_mlflow_bodies_are_refused(doc, status, message):
 
 
 def test_json_nested_too_deeply_is_a_400_not_a_crash():
-    with pytest.raises(InputError, match=r"^the body is not valid JSON \(recursion limit exceeded at line 1 ") as refused:
+    with pytest.raises(InputError, match=r"^the body is not valid JSON \(recursion limit exceeded ") as refused:
         predict_images(b"[" * 100_000)
     assert refused.value.status == 400
 
@@ -132,7 +132,8 @@ def _flat(first: str) -> bytes:
     (_flat("1e400"), 422, "images[0][0]: a pixel must be a number from 0 to 255, not an out-of-range number"),
     (_flat("300"), 422, "images[0][0]: a pixel must be a number from 0 to 255, not 300"),
     (_flat("9" * 5000), 400, "the body is not valid JSON (number out of range at line 1 column 4315)"),
-    (_json({"images": [[[0] * 28] * 27]}), 422, "images[0]: an image is 784 numbers, 28 rows of 28 numbers, or 1x28x28"),
+    (_json({"images": [[[0] * 28] * 27]}), 422,
+     "images[0]: an image is 784 numbers, 28 rows of 28 numbers, or 1x28x28"),
     (_json([[1, 2]]), 422, "images[0]: an image is 784 numbers, 28 rows of 28 numbers, or 1x28x28"),
     (_json({"images": [[0] * 784] * 1025}), 413, "images: 1,025 images; at most 1,024 per request"),
     (_json({"pixels": []}), 422, "images: field required"),
