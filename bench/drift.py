@@ -23,7 +23,7 @@ from digitpipe.export import export_onnx
 from digitpipe.config import MonitoringConfig
 from digitpipe.monitoring.drift import BatchProfile, build_reference, with_model
 from digitpipe.zoo import train_model
-from digitpipe.scorer import OnnxScorer
+from digitpipe.onnx_scorer import OnnxScorer
 from digitpipe.zoo import SPECS
 
 

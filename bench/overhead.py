@@ -26,7 +26,7 @@ from _common import ROOT, best_of, mnist_path, timed
 from digitpipe.baseline import fit_logreg
 from digitpipe.data import load_dataset, split_dataset
 from digitpipe.export import export_onnx
-from digitpipe.scorer import OnnxScorer
+from digitpipe.onnx_scorer import OnnxScorer
 from digitpipe.zoo import SPECS
 
 CLI = [sys.executable, "-m", "cli"]

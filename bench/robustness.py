@@ -21,7 +21,7 @@ from digitpipe.export import export_onnx
 from digitpipe.zoo import train_model
 from digitpipe.robustness import FAMILIES, build_suite, measure
 from digitpipe.runtime import pick_device, use_cores
-from digitpipe.scorer import OnnxScorer
+from digitpipe.onnx_scorer import OnnxScorer
 from digitpipe.zoo import MODEL_NAMES, SPECS, NetSpec, spec_for
 
 

@@ -22,8 +22,8 @@ from digitpipe.data import load_dataset, split_dataset
 from digitpipe.export import export_onnx, quantize_checked
 from digitpipe.zoo import SPECS, NetSpec
 from digitpipe.runtime import seed_everything, use_cores
-from digitpipe.scorer import OnnxScorer
-from digitpipe.scoring import score_file
+from digitpipe.onnx_scorer import OnnxScorer
+from digitpipe.batch_scoring import score_file
 from digitpipe.zoo import train_model
 from digitpipe.train import predict_scores
 

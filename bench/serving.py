@@ -29,7 +29,7 @@ from _common import SHARED_MNIST, mnist_path
 from digitpipe.config import PromotionConfig, TrackingConfig, ServingConfig
 from digitpipe.data import load_dataset
 from digitpipe.data.idx import IDX_IMAGES_MAGIC, IDX_LABELS_MAGIC, write_idx
-from digitpipe.scorer import OnnxScorer
+from digitpipe.onnx_scorer import OnnxScorer
 from flows.startup import free_port
 
 DIGITPIPE = Path(sys.executable).with_name("digitpipe")

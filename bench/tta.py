@@ -22,7 +22,7 @@ from digitpipe.export import export_onnx
 from digitpipe.zoo import train_model
 from digitpipe.robustness import build_suite, measure
 from digitpipe.runtime import pick_device, use_cores
-from digitpipe.scorer import OnnxScorer
+from digitpipe.onnx_scorer import OnnxScorer
 from digitpipe.zoo import SPECS
 
 VARIANTS = {  # name -> the (down, right) pixel shifts whose copies are averaged

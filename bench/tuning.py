@@ -19,17 +19,17 @@ from pathlib import Path
 import numpy as np
 from _common import ROOT, SHARED_MNIST
 
-from digitpipe import tuning
+from digitpipe import studies
 from digitpipe.data import load_dataset, split_dataset
 from digitpipe.data.idx import write_idx
 from digitpipe.runtime import core_share
 
 
 def study(folder: Path, split, args, prune: bool) -> tuple[float, tuning.optuna.Study]:
-    plan = tuning.StudyPlan(args.model, args.trials, f"prune-{prune}", f"sqlite:///{folder / 'optuna.db'}",
+    plan = studies.StudyPlan(args.model, args.trials, f"prune-{prune}", f"sqlite:///{folder / 'optuna.db'}",
                             {"epochs": args.epochs}, prune=prune)
     start = time.perf_counter()
-    found = tuning.search(plan, split, tuning.open_study(plan, split))
+    found = studies.search(plan, split, studies.open_study(plan, split))
     return time.perf_counter() - start, found
 
 
@@ -39,7 +39,7 @@ def pruning(split, args) -> None:
             (Path(tmp) / name).mkdir()
         plain_s, plain = study(Path(tmp) / "a", split, args, prune=False)
         pruned_s, pruned = study(Path(tmp) / "b", split, args, prune=True)
-    share = tuning.counts(pruned).get("pruned", 0) / len(pruned.trials)
+    share = studies.counts(pruned).get("pruned", 0) / len(pruned.trials)
     print(f"pruning: {args.trials} trials of {args.model}, {args.epochs} epochs each at most")
     print(f"  without pruner {plain_s:7.1f} s, best {plain.best_value:.4f}")
     print(f"  with Hyperband {pruned_s:7.1f} s, best {pruned.best_value:.4f}, {share:.0%} of trials pruned")

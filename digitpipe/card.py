@@ -18,7 +18,7 @@ from digitpipe.data import Dataset
 from digitpipe.errors import UserError
 from digitpipe.evaluate import accuracy_interval, evaluate, mcnemar
 from digitpipe.files import atomic_path, write_json, write_text
-from digitpipe.scorer import OnnxScorer
+from digitpipe.onnx_scorer import OnnxScorer
 from digitpipe.tracking import Registry
 
 PICTURE = "disagreements.png"  # beside card.json on the run, so that the page can be made again with a new decision

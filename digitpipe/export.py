@@ -22,7 +22,7 @@ import onnx
 
 from digitpipe.errors import UserError
 from digitpipe.files import atomic_path
-from digitpipe.scorer import OnnxScorer
+from digitpipe.onnx_scorer import OnnxScorer
 
 if TYPE_CHECKING:
     from digitpipe.data import Dataset

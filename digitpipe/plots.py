@@ -17,7 +17,7 @@ matplotlib.use("Agg")  # headless: no display on servers and CI
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from digitpipe.scorer import probabilities  # noqa: E402
+from digitpipe.onnx_scorer import probabilities  # noqa: E402
 from digitpipe.zoo import EpochResult, ModelResult  # noqa: E402
 
 if TYPE_CHECKING:

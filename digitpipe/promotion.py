@@ -23,7 +23,7 @@ from digitpipe.errors import PromotionRefused, UserError
 from digitpipe.evaluate import PairedComparison, mcnemar
 from digitpipe.robustness import RobustComparison, Robustness, Suite, compare_robustness, measure
 from digitpipe.runtime import utc_now
-from digitpipe.scorer import OnnxScorer
+from digitpipe.onnx_scorer import OnnxScorer
 from digitpipe.tracking import Champion, Registry
 
 if TYPE_CHECKING:

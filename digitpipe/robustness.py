@@ -165,7 +165,7 @@ def compare_robustness(challenger: np.ndarray, champion: np.ndarray, seed: int =
 def check_robustness(onnx_path: Path, suite: Suite, folder: Path) -> Robustness:
     """The exported model on the perturbation suite: metrics, robustness.json and the flipped digits' picture."""
     from digitpipe import plots
-    from digitpipe.scorer import OnnxScorer
+    from digitpipe.onnx_scorer import OnnxScorer
 
     result, predicted = measure(OnnxScorer(onnx_path).predict, suite)
     write_json(folder / "robustness.json", {**suite.tags(), **result.metrics(), "clean_accuracy": result.clean_accuracy})

@@ -105,7 +105,7 @@ class Choice:
     options: tuple
 
 
-# What `digitpipe tune` searches for each model (digitpipe.tuning); epochs stay the spec's (a study's budget), and
+# What `digitpipe tune` searches for each model (digitpipe.studies); epochs stay the spec's (a study's budget), and
 # the other fields keep their values. Field names as in --set: "augmentation.degrees" is a field of a field.
 SPACES: dict[str, dict[str, Range | Choice]] = {
     "logreg": {"decay": Range(1e-5, 1e-1, log=True), "max_iter": Range(50, 400, integer=True)},

@@ -9,7 +9,7 @@ from __future__ import annotations
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from digitpipe import approval, card, eda, evaluate, export, promotion, robustness, scoring, tuning, validation, zoo
+from digitpipe import approval, batch_scoring, card, eda, evaluate, export, promotion, robustness, studies, validation, zoo
 from digitpipe.data import load_dataset, split_by_protocol
 from digitpipe.errors import UserError
 from digitpipe.monitoring import alarms, drift, feedback
@@ -57,13 +57,13 @@ waiting_approvals = step(approval.waiting, "waiting_approvals", **IO_RETRIES)
 write_card = step(card.write_card, "write_card", task_run_name="card-v{version}", **IO_RETRIES)
 
 # tuning
-open_study = step(tuning.open_study, "open_study", **IO_RETRIES)
-search_study = step(tuning.search, "search_study")
-retrain_seeds = step(tuning.seed_spread, "retrain_seeds")
+open_study = step(studies.open_study, "open_study", **IO_RETRIES)
+search_study = step(studies.search, "search_study")
+retrain_seeds = step(studies.seed_spread, "retrain_seeds")
 
 # scoring
-fetch_model = step(scoring.fetch_model, "fetch_model", **IO_RETRIES)
-score_one = step(scoring.score_beside, "score_one", task_run_name="score-{input_path.name}")
-keep_feedback = step(scoring.record_scored_labels, "keep_feedback", **IO_RETRIES)
+fetch_model = step(batch_scoring.fetch_model, "fetch_model", **IO_RETRIES)
+score_one = step(batch_scoring.score_beside, "score_one", task_run_name="score-{input_path.name}")
+keep_feedback = step(batch_scoring.record_scored_labels, "keep_feedback", **IO_RETRIES)
 check_batch = step(alarms.batch_alarm, "check_batch", **IO_RETRIES)
 document_batch = step(validation.document_batch, "document_batch")

@@ -77,7 +77,7 @@ def record_feedback(tracker: Tracker, feedback: Feedback, model_path: Path, iden
     """Score the labelled digits with the model that served them, log the live accuracy and keep the digits in the
     store (a feedback run), tag the version with it; below the floor, raise an alarm, which asks for retraining when
     the version is the champion and feedback it has not seen exists (this batch, unless recorded before)."""
-    from digitpipe.scorer import OnnxScorer  # onnxruntime: only where labels are recorded
+    from digitpipe.onnx_scorer import OnnxScorer  # onnxruntime: only where labels are recorded
 
     accuracy = float(np.mean(OnnxScorer(model_path).predict(feedback.images) == feedback.labels))
     run_id = tracker.runs.log_feedback(feedback, identity, accuracy)

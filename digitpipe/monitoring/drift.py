@@ -94,7 +94,7 @@ def with_model(reference: Reference, held_out_scores: np.ndarray) -> Reference:
 
 
 def _top1(scores: np.ndarray) -> np.ndarray:
-    from digitpipe.scorer import probabilities
+    from digitpipe.onnx_scorer import probabilities
 
     return probabilities(scores).max(1)
 
@@ -182,7 +182,7 @@ def psi(reference_shares: list[float], batch_counts: np.ndarray | int) -> float:
 def write_reference(onnx_path: Path, base: Reference, held_out: Dataset, folder: Path) -> Path:
     """The drift monitor's reference for this model (the training part's `base` plus the model's confidence on the
     held-out part), written as monitor_reference.json beside the model's report."""
-    from digitpipe.scorer import OnnxScorer
+    from digitpipe.onnx_scorer import OnnxScorer
 
     return with_model(base, OnnxScorer(onnx_path).scores(held_out.images)).save(folder / REFERENCE_FILE)
 

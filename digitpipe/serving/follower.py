@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from digitpipe.errors import UserError
 from digitpipe.monitoring.drift import Reference, registered_reference
-from digitpipe.scorer import OnnxScorer
+from digitpipe.onnx_scorer import OnnxScorer
 
 if TYPE_CHECKING:
     from digitpipe.tracking import Registry

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from digitpipe.monitoring.drift import BatchProfile
-from digitpipe.scorer import probabilities
+from digitpipe.onnx_scorer import probabilities
 from digitpipe.serving.follower import ModelFollower, ServedModel
 from digitpipe.serving.inputs import InputError
 from digitpipe.serving.middleware import model_header_dict

@@ -18,7 +18,7 @@ from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, ErrorCode
 
 from digitpipe.errors import UserError
 from digitpipe.files import first_line
-from digitpipe.scorer import OnnxScorer
+from digitpipe.onnx_scorer import OnnxScorer
 from digitpipe.tracking.cards import CardRecords
 from digitpipe.tracking.client import fluent_uri, iso_minute, permitted
 from digitpipe.tracking.lineage import VersionLineage

@@ -10,14 +10,14 @@ import numpy as np
 import optuna
 import pytest
 
-from digitpipe import tuning
+from digitpipe import studies
 from digitpipe.data import Dataset
 from digitpipe.errors import UserError
 from digitpipe.zoo import SPACES, SPECS, flat_values
 
 
-def _plan(tmp_path, name="s", **changes) -> tuning.StudyPlan:
-    plan = tuning.StudyPlan("mlp", trials=4, name=name, storage=f"sqlite:///{tmp_path / 'optuna.db'}",
+def _plan(tmp_path, name="s", **changes) -> studies.StudyPlan:
+    plan = studies.StudyPlan("mlp", trials=4, name=name, storage=f"sqlite:///{tmp_path / 'optuna.db'}",
                             base={"epochs": 3}, threads=1)
     return dataclasses.replace(plan, **changes)
 
@@ -30,22 +30,22 @@ def test_shuffled_test_labels_leave_every_trial_bit_identical(split, tmp_path):
     rng = np.random.default_rng(0)
     shuffled = dataclasses.replace(split, test=Dataset(split.test.images, rng.permutation(split.test.labels)))
     assert (shuffled.test.labels != split.test.labels).any()
-    studies = []
+    searched = []
     for name, parts in (("plain", split), ("shuffled", shuffled)):
         plan = _plan(tmp_path / name, name=name)
         (tmp_path / name).mkdir()
-        studies.append(tuning.search(plan, parts, tuning.open_study(plan, parts)))
-    assert _values(studies[0]) == _values(studies[1])
-    assert len(studies[0].trials) == 4 and all(v is not None for _, v in _values(studies[0]) if _ == "COMPLETE")
+        searched.append(studies.search(plan, parts, studies.open_study(plan, parts)))
+    assert _values(searched[0]) == _values(searched[1])
+    assert len(searched[0].trials) == 4 and all(v is not None for _, v in _values(searched[0]) if _ == "COMPLETE")
 
 
 def test_the_first_trial_is_the_shipped_defaults_and_a_study_stops_at_its_total(split, tmp_path):
     plan = _plan(tmp_path, trials=3)
-    study = tuning.search(plan, split, tuning.open_study(plan, split))
+    study = studies.search(plan, split, studies.open_study(plan, split))
     defaults = {k: v for k, v in flat_values(SPECS["mlp"]).items() if k in SPACES["mlp"]}
     assert study.trials[0].params == defaults
     assert len(study.trials) == 3
-    again = tuning.search(plan, split, tuning.open_study(plan, split))  # resumed: nothing left to do
+    again = studies.search(plan, split, studies.open_study(plan, split))  # resumed: nothing left to do
     assert len(again.trials) == 3
 
 
@@ -53,9 +53,9 @@ def test_pruning_stops_a_trial_through_the_loops_callback(split, tmp_path):
     """A pruner that prunes everything: every trial stops at its first report, after one of its six epochs, and
     its state is PRUNED."""
     plan = _plan(tmp_path, trials=3, base={"epochs": 6})
-    study = tuning.open_study(plan, split)
+    study = studies.open_study(plan, split)
     study.pruner = optuna.pruners.ThresholdPruner(lower=1.01)  # no accuracy reaches it
-    tuning.search(plan, split, study)
+    studies.search(plan, split, study)
     assert [t.state.name for t in study.trials] == ["PRUNED"] * 3
     assert all(max(t.intermediate_values) == 1 for t in study.trials)
 
@@ -64,10 +64,10 @@ def test_a_study_of_another_split_is_refused_in_one_line(split, digits, tmp_path
     from digitpipe.data import split_dataset
 
     plan = _plan(tmp_path)
-    tuning.open_study(plan, split)
+    studies.open_study(plan, split)
     other = split_dataset(digits, seed=7)
     with pytest.raises(UserError) as caught:
-        tuning.open_study(plan, other)
+        studies.open_study(plan, other)
     assert str(caught.value) == (
         f"study 's' in sqlite:///{tmp_path}/optuna.db searched another train_digest ({split.train.digest[:16]}, "
         f"not {other.train.digest[:16]}), val_digest ({split.val.digest[:16]}, not {other.val.digest[:16]}); "
@@ -76,36 +76,36 @@ def test_a_study_of_another_split_is_refused_in_one_line(split, digits, tmp_path
 
 def test_a_trial_whose_process_died_is_failed_at_once(split, tmp_path):
     plan = _plan(tmp_path)
-    study = tuning.open_study(plan, split)
+    study = studies.open_study(plan, split)
     dead = subprocess.Popen(["true"])
     dead.wait()
     trial = study.ask()
     trial.set_user_attr("host", __import__("socket").gethostname())
     trial.set_user_attr("pid", dead.pid)
-    assert tuning.fail_orphaned_trials(study) == [trial.number]
+    assert studies.fail_orphaned_trials(study) == [trial.number]
     assert study.trials[-1].state.name == "FAIL"
 
 
 def test_a_dead_defaults_trial_is_enqueued_again(split, tmp_path):
     """The summary compares the best with the shipped defaults: a kill -9 of that first trial must not lose it."""
     plan = _plan(tmp_path, trials=2, prune=False)
-    study = tuning.open_study(plan, split)
-    tuning.enqueue_defaults(study, plan)
+    study = studies.open_study(plan, split)
+    studies.enqueue_defaults(study, plan)
     study.tell(study.ask().number, state=optuna.trial.TrialState.FAIL)  # the defaults' trial, killed
-    tuning.search(plan, split, study)
+    studies.search(plan, split, study)
     assert [t.state.name for t in study.trials] == ["FAIL", "COMPLETE", "COMPLETE"]
     assert study.trials[1].params == plan.defaults()
 
 
 def test_a_field_the_user_fixed_is_not_searched(split, tmp_path):
     plan = _plan(tmp_path, trials=2, base={"epochs": 2, "lr": 0.05, "hidden": 20})
-    study = tuning.search(plan, split, tuning.open_study(plan, split))
+    study = studies.search(plan, split, studies.open_study(plan, split))
     assert all(set(t.params) == set(SPACES["mlp"]) - {"lr", "hidden"} for t in study.trials)
 
 
 def test_accuracy_against_time_is_a_two_objective_study_without_pruning(split, tmp_path):
     plan = _plan(tmp_path, trials=3, pareto=True, base={"epochs": 4})
-    study = tuning.search(plan, split, tuning.open_study(plan, split))
+    study = studies.search(plan, split, studies.open_study(plan, split))
     assert [d.name for d in study.directions] == ["MAXIMIZE", "MINIMIZE"]
     assert all(t.state.name == "COMPLETE" and len(t.values) == 2 and not t.intermediate_values for t in study.trials)
     assert study.best_trials  # the Pareto front

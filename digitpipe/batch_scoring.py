@@ -20,7 +20,7 @@ from digitpipe.data.chunks import Chunk
 from digitpipe.data.reader import read_chunks
 from digitpipe.files import atomic_path, write_json
 from digitpipe.monitoring.drift import BatchProfile, Reference
-from digitpipe.scorer import OnnxScorer, probabilities
+from digitpipe.onnx_scorer import OnnxScorer, probabilities
 
 if TYPE_CHECKING:
     from digitpipe.monitoring.alarms import FeedbackResult

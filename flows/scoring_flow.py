@@ -12,7 +12,7 @@ from prefect import flow, unmapped
 from digitpipe.config import load_tracking_config
 from digitpipe.errors import TooManyRejected
 from digitpipe.monitoring.drift import Reference, write_drift_report
-from digitpipe.scoring import ScoreReport
+from digitpipe.batch_scoring import ScoreReport
 from digitpipe.tracking import RunLog, tracker_for
 from flows import dask_runner, startup
 from flows.events import announce

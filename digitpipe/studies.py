@@ -133,7 +133,7 @@ def _pruner(plan: StudyPlan) -> optuna.pruners.BasePruner:
 def search(plan: StudyPlan, split: Split, study: optuna.Study, device: str = "cpu",
            on_trial: Callable | None = None, progress: bool = False) -> optuna.Study:
     """Run trials until the study has `plan.trials` finished ones (or `plan.timeout` passes); `on_trial(trial,
-    values)` is the tracking context of one trial (digitpipe.tracking.tuning.StudyLog.trial). Only split.train and
+    values)` is the tracking context of one trial (digitpipe.tracking.trials.StudyLog.trial). Only split.train and
     split.val are read."""
     try:
         return _search(plan, split, study, device, on_trial, progress)

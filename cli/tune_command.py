@@ -86,7 +86,7 @@ def tune(
 
 
 def _tuning_flow():
-    from flows.tuning import tuning_flow
+    from flows.tuning_flow import tuning_flow
 
     return tuning_flow
 

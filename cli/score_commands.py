@@ -34,8 +34,8 @@ def score(
 
     from digitpipe.data.formats import find_idx_pair, idx_parts
     from digitpipe.monitoring.drift import Reference, registered_reference
-    from digitpipe.scorer import OnnxScorer
-    from digitpipe.scoring import score_file
+    from digitpipe.onnx_scorer import OnnxScorer
+    from digitpipe.batch_scoring import score_file
 
     tracking = load_tracking_config(config)
     if not input.exists():
