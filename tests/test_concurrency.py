@@ -15,7 +15,7 @@ from mlflow import MlflowClient
 
 from digitpipe.config import TrackingConfig
 from digitpipe.data import load_dataset, split_dataset
-from digitpipe.scoring import OnnxScorer
+from digitpipe.batch_scoring import OnnxScorer
 from tests.helpers import fluent_tracking_uri, write_config
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_api")]

@@ -14,14 +14,14 @@ from mlflow import MlflowClient
 
 from digitpipe.config import PipelineConfig
 from digitpipe.data import load_dataset
-from digitpipe.scoring import OnnxScorer
+from digitpipe.batch_scoring import OnnxScorer
 from tests.helpers import assert_one_line_error, kaggle_frame, write_config
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_api")]
 
 
 def test_scoring_flow_scores_each_file_with_the_champion_and_logs_to_mlflow(first_run, fixture_dir, tracking, tmp_path):
-    from flows.scoring import scoring_flow
+    from flows.scoring_flow import scoring_flow
 
     _, summary = first_run
     config = write_config(tmp_path / "mlflow.yaml", **tracking.model_dump(exclude={"config_file"}))
@@ -87,7 +87,7 @@ def test_scoring_refuses_a_damaged_registry_artifact(damage, first_run, tracking
 # after the scoring flow's test: it counts the scoring runs in the experiment, and this one logs three more
 def test_scoring_scales_out_on_a_local_dask_cluster(first_run, fixture_dir, tracking, tmp_path):
     from flows import local_cluster
-    from flows.scoring import score_files
+    from flows.scoring_flow import score_files
 
     config = write_config(tmp_path / "mlflow.yaml", **tracking.model_dump(exclude={"config_file"}))
     frame = kaggle_frame(load_dataset(fixture_dir), labelled=False)

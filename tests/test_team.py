@@ -355,12 +355,12 @@ def test_a_remote_store_without_a_prefect_server_refuses_promotion_unless_the_ri
 # --- The team's Dask cluster (issue 14) --------------------------------------------------------------------------
 
 # Scores the files argv[3:] with the champion of the model named in the mlflow.yaml argv[2], one task per file on
-# the Dask scheduler argv[1] (flows.scoring); prints the rows each file scored.
+# the Dask scheduler argv[1] (flows.scoring_flow); prints the rows each file scored.
 SCORE_ON_DASK = """
 import sys
 from pathlib import Path
 from digitpipe.config import load_tracking_config
-from flows.scoring import score_files
+from flows.scoring_flow import score_files
 config = Path(sys.argv[2])
 model = f"models:/{load_tracking_config(config).registered_model}@champion"
 reports = score_files([Path(p) for p in sys.argv[3:]], dask_address=sys.argv[1], model=model, config=config)

@@ -14,7 +14,7 @@ from mlflow import MlflowClient
 
 from digitpipe.config import PipelineConfig
 from digitpipe.data import load_dataset, split_dataset
-from digitpipe.scoring import OnnxScorer
+from digitpipe.batch_scoring import OnnxScorer
 from tests.gitcheckout import checkout_head
 from tests.helpers import assert_one_line_error, fluent_tracking_uri, write_config
 

@@ -10,7 +10,7 @@ import torch
 from digitpipe.baseline import fit_logreg
 from digitpipe.export import INPUT_NAME, OPSET, export_onnx, quantize_checked
 from digitpipe.models import build_net
-from digitpipe.scorer import OnnxScorer
+from digitpipe.onnx_scorer import OnnxScorer
 from digitpipe.zoo import MODEL_NAMES, LogRegSpec
 
 

@@ -11,8 +11,8 @@ from digitpipe.data import split_dataset
 from digitpipe.errors import DataError
 from digitpipe.export import export_onnx
 from digitpipe.zoo import SPECS
-from digitpipe.scorer import OnnxScorer
-from digitpipe.scoring import score_file
+from digitpipe.onnx_scorer import OnnxScorer
+from digitpipe.batch_scoring import score_file
 from digitpipe.baseline import fit_logreg
 from tests.helpers import assert_one_line_error, kaggle_frame, write_kaggle_csv
 

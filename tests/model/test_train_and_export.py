@@ -7,7 +7,7 @@ import onnx
 import pytest
 
 from digitpipe.export import export_onnx, parity_mismatches
-from digitpipe.scorer import OnnxScorer
+from digitpipe.onnx_scorer import OnnxScorer
 from digitpipe.train import predict_scores
 from digitpipe.zoo import SPECS, train_model
 
