@@ -14,7 +14,7 @@ import numpy as np
 from _common import data_parser, data_path
 
 from digitpipe.data import load_dataset, split_by_protocol
-from digitpipe.zoo import MODEL_NAMES, SPECS
+from digitpipe.records.specs import MODEL_NAMES, SPECS
 from digitpipe.runtime import pick_device, seed_everything, use_cores
 from digitpipe.zoo import train_model
 

@@ -24,7 +24,7 @@ from digitpipe.config import MonitoringConfig
 from digitpipe.monitoring.drift import BatchProfile, build_reference, with_model
 from digitpipe.zoo import train_model
 from digitpipe.onnx_scorer import OnnxScorer
-from digitpipe.zoo import SPECS
+from digitpipe.records.specs import SPECS
 
 
 def inverted(images, rng):
@@ -88,7 +88,7 @@ def main() -> None:
 def _verdict(scorer, reference, images, thresholds) -> str:
     profile = BatchProfile(reference)
     profile.add(images, scorer.scores(images))
-    return profile.verdict(thresholds)["verdict"]
+    return profile.verdict(thresholds).kind.value
 
 
 def _cost(scorer, reference, images) -> None:

@@ -13,7 +13,7 @@ import torch
 
 from digitpipe.data import load_dataset, split_dataset
 from digitpipe.models import FastCNN
-from digitpipe.zoo import SPECS
+from digitpipe.records.specs import SPECS
 from digitpipe.runtime import pick_device, seed_everything
 from digitpipe.train import fit, predict_scores
 

@@ -20,7 +20,7 @@ from _common import mnist_path
 from digitpipe.baseline import fit_logreg
 from digitpipe.data import load_dataset, split_dataset
 from digitpipe.export import export_onnx
-from digitpipe.zoo import SPECS
+from digitpipe.records.specs import SPECS
 
 FIXTURE = Path(__file__).resolve().parents[1] / "tests/fixtures/mnist-1000"
 

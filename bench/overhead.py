@@ -27,7 +27,7 @@ from digitpipe.baseline import fit_logreg
 from digitpipe.data import load_dataset, split_dataset
 from digitpipe.export import export_onnx
 from digitpipe.onnx_scorer import OnnxScorer
-from digitpipe.zoo import SPECS
+from digitpipe.records.specs import SPECS
 
 CLI = [sys.executable, "-m", "cli"]
 

@@ -22,7 +22,7 @@ from digitpipe.zoo import train_model
 from digitpipe.robustness import FAMILIES, build_suite, measure
 from digitpipe.runtime import pick_device, use_cores
 from digitpipe.onnx_scorer import OnnxScorer
-from digitpipe.zoo import MODEL_NAMES, SPECS, NetSpec, spec_for
+from digitpipe.records.specs import MODEL_NAMES, SPECS, NetSpec, spec_for
 
 
 def main() -> None:

@@ -20,7 +20,8 @@ from _common import best_of, data_path, model_bench_args, timed
 
 from digitpipe.data import load_dataset, split_dataset
 from digitpipe.export import export_onnx, quantize_checked
-from digitpipe.zoo import SPECS, NetSpec
+from digitpipe.records.models import ModelIdentity
+from digitpipe.records.specs import SPECS, NetSpec
 from digitpipe.runtime import seed_everything, use_cores
 from digitpipe.onnx_scorer import OnnxScorer
 from digitpipe.batch_scoring import score_file
@@ -55,7 +56,7 @@ def main() -> None:
             alone, end_to_end = [], []
             for _ in range(args.rounds):  # alternating, so that other load on the machine falls on both sides
                 alone.append(timed(lambda p=path: OnnxScorer(p).scores(images)))
-                end_to_end.append(timed(lambda p=path: score_file(OnnxScorer(p), csv, tmp / "out.csv", {})))
+                end_to_end.append(timed(lambda p=path: score_file(OnnxScorer(p), csv, tmp / "out.csv", ModelIdentity(str(p)))))
             rates[f"onnxruntime {name}"] = len(images) / min(alone)
             rates[f"end-to-end CSV scoring, {name}"] = len(images) / min(end_to_end)
             ratios[name] = min(alone) / min(end_to_end)

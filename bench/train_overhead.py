@@ -17,7 +17,7 @@ from _common import data_path, model_bench_args, timed
 
 from digitpipe.data import load_dataset, split_dataset
 from digitpipe.models import build_net
-from digitpipe.zoo import SPECS
+from digitpipe.records.specs import SPECS
 from digitpipe.runtime import seed_everything, use_cores
 from digitpipe.train import fit
 

@@ -23,7 +23,7 @@ from digitpipe.zoo import train_model
 from digitpipe.robustness import build_suite, measure
 from digitpipe.runtime import pick_device, use_cores
 from digitpipe.onnx_scorer import OnnxScorer
-from digitpipe.zoo import SPECS
+from digitpipe.records.specs import SPECS
 
 VARIANTS = {  # name -> the (down, right) pixel shifts whose copies are averaged
     "plain": [(0, 0)],

@@ -19,6 +19,7 @@ import numpy as np
 from _common import ROOT
 
 from digitpipe import hyperparams, zoo
+from digitpipe.records.specs import spec_for
 from digitpipe.data import load_dataset
 from digitpipe.data.split import split_by_protocol
 from digitpipe.runtime import pick_device
@@ -66,7 +67,7 @@ def main() -> None:
     results = {}
     for label, overrides in (("default", {}), ("tuned", tuned.values.get(args.model, {}))):
         print(f"{args.model} {label} {overrides or ''}", flush=True)
-        results[label] = side(args.model, zoo.spec_for(args.model, overrides=overrides), split, seeds, device)
+        results[label] = side(args.model, spec_for(args.model, overrides=overrides), split, seeds, device)
     for label, (acc, secs) in results.items():
         print(f"{label}: t10k {statistics.mean(acc):.4f} +- {statistics.stdev(acc) if len(acc) > 1 else 0:.4f} "
               f"(min {min(acc):.4f}, max {max(acc):.4f}), training {statistics.mean(secs):.1f} s")

@@ -25,7 +25,7 @@ from digitpipe.data.idx import write_idx
 from digitpipe.runtime import core_share
 
 
-def study(folder: Path, split, args, prune: bool) -> tuple[float, tuning.optuna.Study]:
+def study(folder: Path, split, args, prune: bool) -> tuple[float, studies.optuna.Study]:
     plan = studies.StudyPlan(args.model, args.trials, f"prune-{prune}", f"sqlite:///{folder / 'optuna.db'}",
                             {"epochs": args.epochs}, prune=prune)
     start = time.perf_counter()
@@ -70,7 +70,7 @@ def parallel(data_dir: Path, args) -> None:
                 workers = [subprocess.Popen(list(map(str, command)), cwd=cwd) for _ in range(processes)]
                 assert all(w.wait() == 0 for w in workers)
                 seconds = time.perf_counter() - start
-            found = tuning.optuna.load_study(study_name=args.model, storage=cluster.url(database))
+            found = studies.optuna.load_study(study_name=args.model, storage=cluster.url(database))
             finished = len([t for t in found.trials if t.state.name == "COMPLETE"])
             rates[processes] = 60 * finished / seconds
             print(f"parallel: {processes} process(es), {threads} thread(s) each: {finished} trials in "

@@ -3,14 +3,13 @@
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from cli.app import ConfigOption, UnlockedOption, app, monitor_app
-from digitpipe.config import TrackingConfig, load_tracking_config
+from digitpipe.config import load_tracking_config
 from digitpipe.errors import DataError, UserError
 
 
@@ -52,7 +51,7 @@ def approve(
     verdict = approval.decide(registry, version, comment, approve=not reject)
     cfg = registry.cfg
     moved = f"{cfg.champion_alias} -> v{version}" if verdict.promoted else f"{cfg.champion_alias} unchanged"
-    typer.echo(f"{cfg.registered_model} v{version} {verdict.verdict}: {moved} ({verdict.reason})")
+    typer.echo(f"{cfg.registered_model} v{version} {verdict.kind.value}: {moved} ({verdict.said})")
 
 
 @app.command()
@@ -66,8 +65,7 @@ def approvals(unlocked_promotion: UnlockedOption = False, config: ConfigOption =
         typer.echo(f"v{version} not_approved: waited past approval_timeout_hours")
     rows = approval.waiting(registry)
     for row in rows:
-        typer.echo(f"v{row['version']} {row.get('model_name', '?')} awaiting approval since {row.get('verdict_at')}: "
-                   f"{row.get('verdict_reason', '')}")
+        typer.echo(f"v{row.version} {row.model_name} awaiting approval since {row.verdict.at}: {row.verdict.said}")
     if not rows:
         typer.echo(f"{registry.cfg.registered_model}: no version is awaiting approval")
 
@@ -91,11 +89,11 @@ def gc(
     """Delete registered versions beyond the newest --keep N, with their model files and runs; a version an alias
     names, or one awaiting approval, is never deleted."""
     registry = _registry(config, unlocked_promotion)
-    gone = registry.collect_garbage(keep, dry_run)
+    gone = registry.retention.collect_garbage(keep, dry_run)
     doing = "would delete" if dry_run else "deleted"
     for version in gone:
-        typer.echo(f"{doing} v{version['version']} ({version.get('model_name', '?')}, "
-                   f"{version.get('verdict', 'not judged')}, registered {version['created']})")
+        typer.echo(f"{doing} v{version.version} ({version.model_name}, "
+                   f"{version.verdict.kind.value if version.verdict else 'not judged'}, registered {version.created})")
     typer.echo(f"{registry.cfg.registered_model}: {doing} {len(gone)} version(s), kept the newest {keep} and every "
                "version an alias names or that awaits approval")
 
@@ -121,13 +119,15 @@ def card(
     """Write the evidence card of a version (one registered before cards existed, or again): scored on the
     held-out part of its own split, logged on its run and named by its evidence_card tag."""
     from digitpipe.card import write_card
+    from digitpipe.model_loading import training_split
+    from digitpipe.records.models import ModelIdentity
     from digitpipe.tracking import tracker_for
 
     registry = tracker_for(load_tracking_config(config), create=False).registry
     registry.version_tags(version)  # a clear error for a version that does not exist
-    split, made_from = training_split(registry, {"registered_model": registry.cfg.registered_model,
-                                                 "version": version, "uri": f"v{version}"}, data, None, None,
-                                     held_out_only=True)  # a card scores the held-out part only
+    identity = ModelIdentity(f"v{version}", registry.cfg.registered_model, version)
+    split, made_from = training_split(registry, identity, data, None, None,
+                                      held_out_only=True)  # a card scores the held-out part only
     folder = output or Path("outputs") / "cards" / f"v{version}"
     made = write_card(registry, version, split.test, folder)
     typer.echo(f"{registry.cfg.registered_model} v{version} ({made['model']['name']}): held-out accuracy "
@@ -153,9 +153,12 @@ def export(
     import shutil
     import tempfile
 
+    from digitpipe.model_loading import load_model, training_split
+
     tracking = load_tracking_config(config)
     with tempfile.TemporaryDirectory(prefix="digitpipe-model-") as tmp:
-        registry, path, identity = resolve_model(model, Path(tmp), tracking, prefer_int8=False)
+        loaded = load_model(model, tracking, Path(tmp), prefer_int8=False)
+        registry, path, identity = loaded.registry, loaded.path, loaded.identity
         if not quantize:
             shutil.copyfile(path, output)
             typer.echo(f"wrote {output}")
@@ -166,7 +169,7 @@ def export(
         checked_on = f"checked on the held-out part of {made_from}"
         result = quantize_checked(path, split.train.images[:1024], split.test, output, max_drop)
     if registry is not None:
-        registry.record_quantization(identity, result, checked_on)
+        registry.quantization.record(identity, result, checked_on)
     typer.echo(f"{result.reason()}, {checked_on}" + (f" -> {output}" if result.accepted else ""))
     if not result.accepted:
         raise typer.Exit(1)
@@ -187,11 +190,13 @@ def monitor_reference(
     import shutil
     import tempfile
 
+    from digitpipe.model_loading import load_model, training_split
     from digitpipe.monitoring.drift import build_reference, write_reference
 
     tracking = load_tracking_config(config)
     with tempfile.TemporaryDirectory(prefix="digitpipe-model-") as tmp:
-        registry, path, identity = resolve_model(model, Path(tmp), tracking, prefer_int8=False)
+        loaded = load_model(model, tracking, Path(tmp), prefer_int8=False)
+        registry, path, identity = loaded.registry, loaded.path, loaded.identity
         if registry is None and output is None:
             raise UserError("a .onnx file has no run to record its reference on: give --output")
         try:
@@ -202,40 +207,5 @@ def monitor_reference(
         if registry is None:
             typer.echo(f"wrote {shutil.copyfile(written, output)} (from {made_from})")
             return
-        registry.record_monitor_reference(identity, written)
+        registry.monitor_references.record(identity, written)
     typer.echo(f"recorded the drift reference of {model} on its run (from {made_from})")
-
-
-def training_split(registry, identity: dict, data: Path | None, protocol: str | None, seed: int | None,
-                   held_out_only: bool = False):
-    """The split a model was trained on, rebuilt, and a phrase saying which: a registry version's own (its run's
-    recipe, checked against the recorded digests, with `held_out_only` only the held-out part's), else the one the
-    user names for a .onnx file."""
-    from digitpipe.data import SplitRecipe
-
-    if registry is None:
-        if data is None or protocol is None or seed is None:
-            raise UserError("a .onnx file has no training run to rebuild its split from: give --data, --protocol "
-                            "and --seed")
-        if protocol not in ("book", "standard"):
-            raise UserError(f"--protocol {protocol!r}: expected book or standard")
-        return SplitRecipe(data, protocol, seed).rebuild(), f"the split named ({protocol}, seed {seed})"
-    if protocol is not None or seed is not None:
-        raise UserError(f"{identity['uri']} is checked on its training run's split: leave out --protocol and --seed")
-    recipe = registry.training_split(identity["registered_model"], identity["version"], held_out_only)
-    if data is not None:
-        recipe = dataclasses.replace(recipe, data=data)
-    return recipe.rebuild(), f"its training run's split ({recipe.protocol}, seed {recipe.seed})"
-
-
-def resolve_model(model: str, tmp: Path, tracking: TrackingConfig, prefer_int8: bool = True):
-    """(registry or None, local ONNX path, identity) for a registry URI or a file."""
-    if model.startswith("models:/"):
-        from digitpipe.tracking import tracker_for
-
-        registry = tracker_for(tracking, create=False).registry
-        return (registry, *registry.resolve(model, tmp, prefer_int8))
-    path = Path(model)
-    if not path.is_file():
-        raise UserError(f"{model}: no such model file (expected a .onnx file or models:/NAME@ALIAS)")
-    return None, path, {"uri": str(path.resolve())}

@@ -10,7 +10,6 @@ from typing import Annotated
 import typer
 
 from cli.app import ConfigOption, app
-from cli.registry import resolve_model
 from digitpipe.config import load_tracking_config
 from digitpipe.errors import TooManyRejected, UserError
 
@@ -32,10 +31,9 @@ def score(
     checked for drift against the model's training data (a signal: the scores are written either way)."""
     import tempfile
 
-    from digitpipe.data.formats import find_idx_pair, idx_parts
-    from digitpipe.monitoring.drift import Reference, registered_reference
-    from digitpipe.onnx_scorer import OnnxScorer
     from digitpipe.batch_scoring import score_file
+    from digitpipe.data.formats import find_idx_pair, idx_parts
+    from digitpipe.model_loading import load_model
 
     tracking = load_tracking_config(config)
     if not input.exists():
@@ -45,17 +43,12 @@ def score(
     if reference is not None and not reference.is_file():
         raise UserError(f"{reference}: no such reference file")
     with tempfile.TemporaryDirectory(prefix="digitpipe-model-") as tmp:
-        registry, path, identity = resolve_model(model, Path(tmp), tracking)
-        scorer = OnnxScorer(path, batch_size)
-        if reference is not None:
-            baseline = Reference.load(reference)  # named by the user: a bad file is their error
-        else:
-            baseline = registered_reference(registry and registry.monitor_reference(identity, Path(tmp) / "ref"))
+        loaded = load_model(model, tracking, Path(tmp), reference=reference)
         with _progress(input) as advance:
-            report = score_file(scorer, input, output, identity, probabilities, advance, reference=baseline,
-                                thresholds=tracking.monitoring)
+            report = score_file(loaded.scorer(batch_size), input, output, loaded.identity, probabilities, advance,
+                                reference=loaded.reference, thresholds=tracking.monitoring)
     typer.echo(report.line())
-    typer.echo(report.drift_line())
+    typer.echo(report.drift.line())
     if report.rejected:
         typer.echo(f"{report.rejected:,} rejected rows with reasons -> {report.rejects_file}", err=True)
     if report.reject_fraction > max_reject_fraction:
@@ -78,6 +71,7 @@ def feedback(
     section, an alarm is recorded on the version, and sent as a Prefect event where a Prefect server is configured."""
     import tempfile
 
+    from digitpipe.model_loading import load_model
     from digitpipe.monitoring.alarms import record_feedback
     from digitpipe.monitoring.feedback import join_labels
     from digitpipe.tracking import tracker_for
@@ -90,8 +84,8 @@ def feedback(
     labelled, skipped = join_labels(input, labels)
     tracker = tracker_for(tracking, create=False)
     with tempfile.TemporaryDirectory(prefix="digitpipe-model-") as tmp:
-        path, identity = tracker.registry.resolve(model, Path(tmp))  # int8 where accepted, as `score` uses it
-        result = record_feedback(tracker, labelled, path, identity, tracking.monitoring)
+        loaded = load_model(model, tracking, Path(tmp))  # int8 where accepted, as `score` uses it
+        result = record_feedback(tracker, labelled, loaded.path, loaded.identity, tracking.monitoring)
     typer.echo(result.line() + (f"; {skipped:,} labels name rows the file rejected (skipped)" if skipped else ""))
     if result.alarm:
         typer.echo(result.alarm.line())

@@ -47,15 +47,14 @@ def serve(
     model = model or f"models:/{tracking.registered_model}@{tracking.champion_alias}"
     host = _checked_host(host)
     token, loopback = os.environ.get(TOKEN_VARIABLE) or None, _loopback(host)
-    from_registry = model.startswith("models:/")
     if not loopback and not token:
         raise UserError(f"--host {host} listens beyond loopback: set {TOKEN_VARIABLE} (POST /feedback will need "
                         "it) or listen on 127.0.0.1")
     listening = _bind(host, port)
-    # a file is loaded before the store is opened: a bad file is one line, and leaves no new mlflow.db behind
-    follower = None if from_registry else ModelFollower(model, None, tracking.serving.poll_seconds)
-    tracker = tracker_for(tracking, create=not from_registry)
-    follower = follower or ModelFollower(model, tracker.registry, tracking.serving.poll_seconds)
+    # the model is loaded before the store is opened for the service: a bad file is one line, and leaves no new
+    # mlflow.db behind (a registered model needs a store that exists)
+    follower = ModelFollower(model, tracking, tracking.serving.poll_seconds)
+    tracker = tracker_for(tracking, create=not follower.ref.registered)
     service = Service(follower, tracker, tracking, token, on_alarm=_announce)
     url = _url(listening)
     typer.echo(f"serving {model}: {_described(follower.current.names())} on {url} "

@@ -26,7 +26,7 @@ from cli.data import fetch_mnist
 from digitpipe.config import PipelineConfig, build, load_tracking_config
 from digitpipe.errors import UserError
 from digitpipe.runtime import core_share
-from digitpipe.zoo import MODEL_NAMES
+from digitpipe.records.specs import MODEL_NAMES
 from flows import startup
 
 
@@ -137,7 +137,7 @@ def _dask_workers(models: int, task_runner: str, dask_address: str | None) -> in
 def _worker_preload(names: tuple[str, ...]) -> list[str]:
     """What a local Dask worker imports as it starts: the libraries a model's task uses (~6 s of imports that would
     otherwise come after the data is split), scikit-learn's for the baseline and torch's for nets."""
-    from digitpipe.zoo import SPECS, LogRegSpec, NetSpec
+    from digitpipe.records.specs import SPECS, LogRegSpec, NetSpec
 
     kinds = {type(SPECS.get(name)) for name in names}
     return (["flows.training", "mlflow", "digitpipe.export", "digitpipe.plots"]

@@ -21,7 +21,7 @@ from cli.app import (
 )
 from cli.data import fetch_mnist
 from cli.training import hyperparameters
-from digitpipe.config import TuneConfig, build, load_tracking_config
+from digitpipe.config import SQLITE, TuneConfig, build, load_tracking_config, sqlite_file
 from digitpipe.errors import UserError
 from flows import startup
 
@@ -71,7 +71,7 @@ def tune(
         values = {"model": model, "trials": trials, "data": data or fetch_mnist(None, None),
                   "study": study or model, "storage": storage or default_storage(tracking.tracking_uri),
                   "timeout": timeout, "seeds": seeds, "seed": seed,
-                  "split_seed": seed if split_seed is None else split_seed, "protocol": protocol, "prune": prune,
+                  "split_seed": split_seed, "protocol": protocol, "prune": prune,
                   "objective": objective,
                   "threads": threads, "base": base, "base_tags": given["params_tags"].get(model, {}), "output": output,
                   "progress": not quiet and sys.stderr.isatty(), "tracking": tracking}
@@ -93,5 +93,5 @@ def _tuning_flow():
 
 def default_storage(tracking_uri: str) -> str:
     """optuna.db beside a local sqlite MLflow store, else in the working directory."""
-    folder = Path(tracking_uri.removeprefix("sqlite:///")).parent if tracking_uri.startswith("sqlite:///") else Path()
-    return f"sqlite:///{folder / 'optuna.db'}"
+    store = sqlite_file(tracking_uri)
+    return f"{SQLITE}{(store.parent if store else Path()) / 'optuna.db'}"

@@ -11,8 +11,9 @@ import time
 
 from digitpipe.errors import UserError
 from digitpipe.files import first_line
-from digitpipe.promotion import AWAITING, WAITS, Verdict, move_champion, record_verdict, user
-from digitpipe.runtime import utc_now
+from digitpipe.promotion import move_champion, record_verdict, user
+from digitpipe.records.models import VersionRecord
+from digitpipe.records.verdicts import Verdict, VerdictKind, approval_tags, from_tags
 from digitpipe.tracking import Champion, Registry
 
 log = logging.getLogger("digitpipe")
@@ -27,59 +28,59 @@ def decide(registry: Registry, version: str, comment: str, approve: bool = True,
         raise UserError("--comment: say why (it is recorded on the version)")
     registry.version_tags(version)  # a clear error for a version that does not exist
     with registry.promotion_lock():
-        tags = registry.version_tags(version)
-        if tags.get("verdict") != AWAITING:
-            raise UserError(f"v{version} is not awaiting approval: it was decided already "
-                            f"({tags.get('verdict', 'not judged')}: {tags.get('verdict_reason', '')[:120]})")
+        waited = from_tags(version, registry.version_tags(version))
+        if waited is None or waited.kind is not VerdictKind.AWAITING_APPROVAL:
+            decided = f"{waited.kind.value}: {waited.said[:120]}" if waited else "not judged: "
+            raise UserError(f"v{version} is not awaiting approval: it was decided already ({decided})")
         champion = registry.champion()
-        verdict = (approve and _too_late(registry, version, tags, champion)) or _decided(
-            registry, version, tags, champion, comment, approve, who or user())
+        verdict = (approve and _too_late(registry, waited, champion)) or _decided(
+            registry, waited, champion, comment, approve, who or user())
         record_verdict(registry, verdict)  # last: while the verdict still says awaiting, a retry completes this
     _complete_card(registry, version)
-    if verdict.verdict == "not_approved":
+    if verdict.kind is VerdictKind.NOT_APPROVED:
         raise UserError(f"v{version} not approved: {verdict.reason}")
     return verdict
 
 
-def _too_late(registry: Registry, version: str, tags: dict, champion: Champion | None) -> Verdict | None:
+def _too_late(registry: Registry, waited: Verdict, champion: Champion | None) -> Verdict | None:
     """not_approved where the wait ran out, or where the champion is no longer the one the gate judged against."""
     hours = registry.cfg.promotion.approval_timeout_hours
-    if _waited_too_long(tags, hours):
-        return _timed_out(version, hours)
-    judged, now = tags.get("champion_version"), champion and champion.version
-    if now in (judged, version):  # version: a retry after the alias moved and before the verdict was recorded
+    if _waited_too_long(waited, hours):
+        return _timed_out(waited.version, hours)
+    judged, now = waited.champion_version, champion and champion.version
+    if now in (judged, waited.version):  # a retry after the alias moved and before the verdict was recorded
         return None
-    return Verdict(version, "not_approved", f"judged against champion {'v' + judged if judged else 'none'}, but "
-                   f"the champion is now {'v' + now if now else 'none'} (the next run trains it again and judges it "
-                   "against the new champion)", champion_version=judged)
+    return Verdict(waited.version, VerdictKind.NOT_APPROVED, f"judged against champion "
+                   f"{'v' + judged if judged else 'none'}, but the champion is now {'v' + now if now else 'none'} "
+                   "(the next run trains it again and judges it against the new champion)", champion_version=judged)
 
 
-def _decided(registry: Registry, version: str, tags: dict, champion: Champion | None, comment: str, approve: bool,
+def _decided(registry: Registry, waited: Verdict, champion: Champion | None, comment: str, approve: bool,
              who: str) -> Verdict:
     """The person's decision: the alias moved where approved, who, when and why on the version."""
+    version = waited.version
     if approve and not (champion and champion.version == version):
         move_champion(registry, version, champion)
-    registry.set_version_tags(version, {"approved_by": who, "approved_at": utc_now(), "approval_comment": comment,
-                                        "approval_decision": "approved" if approve else "rejected"})
-    gate = tags.get("verdict_reason", "").removeprefix(WAITS)
-    return Verdict(version, "promoted" if approve else "rejected",
-                   f"{'approved' if approve else 'rejected'} by {who}: {comment} (the gate: {gate})",
-                   champion_version=tags.get("champion_version"))
+    registry.set_version_tags(version, approval_tags(approve, who, comment))
+    return Verdict(version, VerdictKind.PROMOTED if approve else VerdictKind.REJECTED,
+                   f"{'approved' if approve else 'rejected'} by {who}: {comment} (the gate: {waited.reason})",
+                   champion_version=waited.champion_version)
 
 
 def expire(registry: Registry) -> list[str]:
     """Versions that waited longer than approval_timeout_hours become not_approved; returns them."""
     hours = registry.cfg.promotion.approval_timeout_hours
     expired = []
-    for row in registry.versions():
-        if row.get("verdict") != AWAITING or not _waited_too_long(row, hours):
+    for row in waiting(registry):
+        if not _waited_too_long(row.verdict, hours):
             continue
         with registry.promotion_lock():
-            if registry.version_tags(row["version"]).get("verdict") != AWAITING:
+            now = from_tags(row.version, registry.version_tags(row.version))
+            if now is None or now.kind is not VerdictKind.AWAITING_APPROVAL:
                 continue  # decided meanwhile
-            record_verdict(registry, _timed_out(row["version"], hours))
-        _complete_card(registry, row["version"])
-        expired.append(row["version"])
+            record_verdict(registry, _timed_out(row.version, hours))
+        _complete_card(registry, row.version)
+        expired.append(row.version)
     return expired
 
 
@@ -94,18 +95,18 @@ def _complete_card(registry: Registry, version: str) -> None:
                     f"`digitpipe card --version {version}` writes it again")
 
 
-def _waited_too_long(tags: dict, hours: float) -> bool:
-    since = tags.get("verdict_at")
-    return bool(since) and time.time() - _epoch(since) >= hours * 3600
+def _waited_too_long(waited: Verdict, hours: float) -> bool:
+    return bool(waited.at) and time.time() - _epoch(waited.at) >= hours * 3600
 
 
 def _timed_out(version: str, hours: float) -> Verdict:
-    return Verdict(version, "not_approved", f"waited {hours:g} hours (approval_timeout_hours) without a decision")
+    return Verdict(version, VerdictKind.NOT_APPROVED,
+                   f"waited {hours:g} hours (approval_timeout_hours) without a decision")
 
 
-def waiting(registry: Registry) -> list[dict[str, str]]:
+def waiting(registry: Registry) -> list[VersionRecord]:
     """The versions awaiting approval, newest first."""
-    return [row for row in registry.versions() if row.get("verdict") == AWAITING]
+    return [row for row in registry.versions() if row.awaiting]
 
 
 def _epoch(stamp: str) -> float:

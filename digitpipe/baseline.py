@@ -8,7 +8,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 
 from digitpipe.data.dataset import Dataset
-from digitpipe.zoo import LogRegSpec
+from digitpipe.records.specs import LogRegSpec
 
 
 def fit_logreg(spec: LogRegSpec, train: Dataset) -> LogisticRegression:

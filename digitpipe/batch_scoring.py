@@ -21,10 +21,12 @@ from digitpipe.data.reader import read_chunks
 from digitpipe.files import atomic_path, write_json
 from digitpipe.monitoring.drift import BatchProfile, Reference
 from digitpipe.onnx_scorer import OnnxScorer, probabilities
+from digitpipe.records.drift import DriftKind, DriftVerdict
+from digitpipe.records.models import ModelIdentity
 
 if TYPE_CHECKING:
     from digitpipe.monitoring.alarms import FeedbackResult
-    from digitpipe.tracking import Registry, Tracker
+    from digitpipe.tracking import Tracker
 
 READ_ROWS = 16_384  # rows read per chunk: bounds memory (~50 MB of CSV text) whatever the input size
 REJECTS_SCHEMA = pa.schema([("row", pa.int64()), ("reason", pa.string())])
@@ -40,9 +42,9 @@ class ScoreReport:
     scored: int
     rejected: int
     seconds: float
-    model: dict
+    model: ModelIdentity
     accuracy: float | None = None  # only when the input carries labels
-    drift: dict | None = None  # the monitor's verdict against the model's training data (digitpipe.monitoring.drift)
+    drift: DriftVerdict | None = None  # against the model's training data (digitpipe.monitoring.drift)
 
     @property
     def reject_fraction(self) -> float:
@@ -59,17 +61,13 @@ class ScoreReport:
         return (f"scored {self.scored:,} rows, rejected {self.rejected:,} ({self.reject_fraction:.2%}) in "
                 f"{self.seconds:.1f} s ({self.rows_per_second:,.0f} rows/s){accuracy} -> {self.output}")
 
-    def drift_line(self) -> str:
-        """One line on the drift check: a signal for a person, never a reason to withhold the scores."""
-        drift = self.drift or {}
-        if drift.get("verdict") == "no_reference":
-            return f"drift check: none ({drift['reason']})"
-        moved = ", ".join(f"{name} PSI {drift['features'][name]['distance']:.2f}" for name in drift["moved"][:4])
-        return (f"drift check: {drift['verdict']} against the training data of {drift['reference']}"
-                + (f" ({moved})" if moved else ""))
+    def as_dict(self) -> dict:
+        """The report as its JSON sidecar holds it (and the scoring flow returns it)."""
+        return {**asdict(self), "model": self.model.params(), "drift": self.drift and self.drift.as_dict(),
+                "reject_fraction": self.reject_fraction, "rows_per_second": self.rows_per_second}
 
 
-def score_file(scorer: OnnxScorer, input_path: Path, output: Path, model: dict, probabilities: bool = False,
+def score_file(scorer: OnnxScorer, input_path: Path, output: Path, model: ModelIdentity, probabilities: bool = False,
                progress: Callable[[int], None] | None = None, chunk_rows: int = READ_ROWS,
                reference: Reference | None = None, thresholds: MonitoringConfig | None = None) -> ScoreReport:
     """Score `input_path` chunk by chunk into `output` (CSV `ImageId,Label` or Parquet), plus rejects and a JSON
@@ -106,13 +104,13 @@ def score_file(scorer: OnnxScorer, input_path: Path, output: Path, model: dict, 
     return report
 
 
-def _drift(profile: BatchProfile | None, thresholds: MonitoringConfig, model: dict) -> dict:
-    named = f"v{model['version']}" if "version" in model else model.get("uri", "the model")
+def _drift(profile: BatchProfile | None, thresholds: MonitoringConfig, model: ModelIdentity) -> DriftVerdict:
+    named = f"v{model.version}" if model.version else model.uri
     if profile is None:
         reason = (f"{named} has no usable monitor reference: `digitpipe monitor reference` builds one"
-                  if "version" in model else f"{named} is a .onnx file: give --reference to check for drift")
-        return {"verdict": "no_reference", "reason": reason}
-    return {**profile.verdict(thresholds), "reference": named, "reference_version": model.get("version")}
+                  if model.version else f"{named} is a .onnx file: give --reference to check for drift")
+        return DriftVerdict(DriftKind.NO_REFERENCE, reason=reason)
+    return profile.verdict(thresholds).against(named, model.version)
 
 
 def _output_schema(probabilities: bool) -> pa.Schema:
@@ -129,8 +127,7 @@ def _output_table(rows: np.ndarray, predicted: np.ndarray, scores: np.ndarray | 
 
 
 def _write_sidecar(output: Path, report: ScoreReport) -> None:
-    payload = {**asdict(report), "reject_fraction": report.reject_fraction, "rows_per_second": report.rows_per_second}
-    write_json(output.with_name(output.name + ".json"), payload)
+    write_json(output.with_name(output.name + ".json"), report.as_dict())
 
 
 @contextlib.contextmanager
@@ -161,16 +158,7 @@ def _read_ahead(chunks: Iterator[Chunk]) -> Iterator[Chunk]:
             yield chunk
 
 
-def fetch_model(registry: Registry, uri: str, dest: Path) -> tuple[Path, dict, Reference | None]:
-    """The registered ONNX file named by `uri` (its int8 file where one was accepted) downloaded into `dest`, its
-    identity, and its drift reference where it has one."""
-    from digitpipe.monitoring.drift import registered_reference
-
-    path, identity = registry.resolve(uri, dest)
-    return path, identity, registered_reference(registry.monitor_reference(identity, dest / "reference"))
-
-
-def score_beside(model_path: Path, identity: dict, input_path: Path, suffix: str, probabilities: bool,
+def score_beside(model_path: Path, identity: ModelIdentity, input_path: Path, suffix: str, probabilities: bool,
                  reference: Reference | None, thresholds: MonitoringConfig) -> ScoreReport:
     """Score one input file into INPUT + suffix beside it, checking it for drift against `reference`."""
     output = input_path.with_name(input_path.name + suffix)

@@ -19,11 +19,12 @@ from digitpipe.errors import UserError
 from digitpipe.evaluate import accuracy_interval, evaluate, mcnemar
 from digitpipe.files import atomic_path, write_json, write_text
 from digitpipe.onnx_scorer import OnnxScorer
+from digitpipe.records.verdicts import from_tags
 from digitpipe.tracking import Registry
 
 PICTURE = "disagreements.png"  # beside card.json on the run, so that the page can be made again with a new decision
 NOT_SPEC = {"model", "seed", "device"}  # parameters of a model's run that are not its spec
-DECISION_TAGS = ("verdict", "verdict_reason", "verdict_at", "champion_version", "challenger_robust_accuracy",
+EVIDENCE_TAGS = ("champion_version", "challenger_robust_accuracy",
                  "champion_robust_accuracy", "robust_digits", "robust_difference_upper_bound", "feedback_images",
                  "challenger_feedback_accuracy", "champion_feedback_accuracy", "feedback_p_value", "approved_by",
                  "approved_at", "approval_comment")
@@ -32,7 +33,7 @@ DECISION_TAGS = ("verdict", "verdict_reason", "verdict_at", "champion_version", 
 def write_card(registry: Registry, version: str, test: Dataset, folder: Path) -> dict:
     """Score `version` (and the champion its verdict names) on `test`, the held-out part it was judged on; log its
     card on the version's run, name it by a version tag, and keep a copy in `folder`. Returns the card."""
-    facts = registry.card_facts(version)
+    facts = registry.cards.facts(version)
     tags = facts["tags"]
     with tempfile.TemporaryDirectory(prefix="digitpipe-card-") as tmp:
         made = Path(tmp) / "card"
@@ -41,7 +42,7 @@ def write_card(registry: Registry, version: str, test: Dataset, folder: Path) ->
         predicted = OnnxScorer(onnx).predict(test.images)
         card = {"registered_model": registry.cfg.registered_model, "version": version,
                 "model": _model(tags, facts["params"], onnx), "trained_on": _trained_on(tags, facts),
-                "held_out": _held_out(test.labels, predicted), "decision": _decision(tags)}
+                "held_out": _held_out(test.labels, predicted), "decision": _decision(version, tags)}
         champion = tags.get("champion_version")
         if champion and "mcnemar_p_value" in tags:  # the gate compared the two on the digits new to both
             card["comparison"] = _comparison(registry, version, champion, test, predicted, Path(tmp), made / PICTURE)
@@ -57,12 +58,12 @@ def refresh_decision(registry: Registry, version: str) -> dict | None:
     """The logged card of `version` with its decision read again from the version's tags (a person decided, or
     the wait ran out), logged again; None where the version has no card."""
     with tempfile.TemporaryDirectory(prefix="digitpipe-card-") as tmp:
-        recorded = registry.recorded_card(version, Path(tmp))
+        recorded = registry.cards.recorded(version, Path(tmp))
         if recorded is None:
             return None
         made, run_id, tags = recorded
         card = json.loads((made / "card.json").read_text())
-        card["decision"] = _decision(tags)
+        card["decision"] = _decision(version, tags)
         _publish(registry, card, made, run_id)
     return card
 
@@ -72,11 +73,14 @@ def _publish(registry: Registry, card: dict, made: Path, run_id: str) -> None:
     write_json(made / "card.json", card)
     picture = made / PICTURE
     write_text(made / "card.html", card_html(card, picture.read_bytes() if picture.is_file() else None))
-    registry.record_card(card["version"], run_id, made)
+    registry.cards.record(card["version"], run_id, made)
 
 
-def _decision(tags: dict) -> dict:
-    return {key: tags[key] for key in DECISION_TAGS if key in tags}
+def _decision(version: str, tags: dict) -> dict:
+    """The decision on the version and the evidence it recorded (nothing for a version not judged yet)."""
+    verdict = from_tags(version, tags)
+    said = {"verdict": verdict.kind.value, "verdict_reason": verdict.said, "verdict_at": verdict.at} if verdict else {}
+    return {k: v for k, v in said.items() if v is not None} | {key: tags[key] for key in EVIDENCE_TAGS if key in tags}
 
 
 def _model(tags: dict, params: dict, onnx: Path) -> dict:
@@ -122,7 +126,7 @@ def _comparison(registry: Registry, version: str, champion: str, test: Dataset, 
         tags = registry.version_tags(champion)
     except UserError:  # deleted since (digitpipe gc): the gate's own counts stay in the decision
         return {"champion_version": champion, "not_compared": f"v{champion} is no longer registered"}
-    seen = registry.trained_on(champion, tags)
+    seen = registry.lineage.trained_on(champion, tags)
     new = np.ones(len(test), bool) if seen is None else ~np.isin(test.image_hashes(), seen)
     theirs = OnnxScorer(registry.version_onnx(champion, scratch / "champion", tags)).predict(test.images[new])
     ours, labels = predicted[new], test.labels[new]

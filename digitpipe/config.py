@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from digitpipe.errors import UserError
 from digitpipe.files import first_line
-from digitpipe.zoo import MODEL_NAMES
+from digitpipe.records.specs import MODEL_NAMES, LogRegSpec, NetSpec, spec_for
 
 BUILT_IN = "built-in defaults"
 CONFIG_FILE = Path("mlflow.yaml")  # read from the working directory when no --config names a file
@@ -82,6 +82,14 @@ class ServingConfig(_Frozen):
     body_seconds: float = Field(60, gt=0)
 
 
+SQLITE = "sqlite:///"
+
+
+def sqlite_file(url: str) -> Path | None:
+    """The database file of a sqlite:/// URL (an MLflow store, an Optuna storage); None for any other store."""
+    return Path(url.removeprefix(SQLITE)) if url.startswith(SQLITE) else None
+
+
 class TrackingConfig(_Frozen):
     """Where runs and models go, and when a model earns the champion alias (the `mlflow.yaml` file)."""
 
@@ -96,6 +104,11 @@ class TrackingConfig(_Frozen):
     serving: ServingConfig = ServingConfig()
     config_file: str = BUILT_IN  # which file these settings came from (recorded on every run), set by the loader
 
+    @property
+    def local_store(self) -> Path | None:
+        """The database file of a local sqlite store (None for a tracking server or another database)."""
+        return sqlite_file(self.tracking_uri)
+
     @model_validator(mode="before")
     @classmethod
     def _gate_keys_at_top_level(cls, values: object) -> object:
@@ -107,7 +120,27 @@ class TrackingConfig(_Frozen):
         return values
 
 
-class PipelineConfig(_Frozen):
+class SplitSettings(_Frozen):
+    """How a run or a study splits its data, and the training seed the split's seed defaults to (shared by the
+    pipeline's and tuning's configurations)."""
+
+    protocol: Literal["book", "standard"] = "book"  # standard: test on the t10k files beside the training files
+    test_fraction: float = Field(0.25, gt=0, lt=1)
+    val_fraction: float = Field(0.1, gt=0, lt=1)
+    seed: int = 42  # training seeds; the split's too unless split_seed is given
+    split_seed: int | None = None  # the split on its own (tuning retrains one split with several training seeds)
+
+    @property
+    def seed_of_split(self) -> int:
+        return self.seed if self.split_seed is None else self.split_seed
+
+    def recipe(self) -> dict[str, object]:
+        """How the data is split: what a params file records and digitpipe.hyperparams.check_split compares."""
+        return {"protocol": self.protocol, "split_seed": self.seed_of_split, "test_fraction": self.test_fraction,
+                "val_fraction": self.val_fraction}
+
+
+class PipelineConfig(SplitSettings):
     """Everything one pipeline run needs, passed down from the entry point."""
 
     data: Path
@@ -120,16 +153,11 @@ class PipelineConfig(_Frozen):
     feedback: bool = False  # also train on the labelled feedback in the store (its held-out share judges the gate)
     progress: bool = False  # a progress bar per model (the CLI turns it on for terminals)
     threads: int | None = Field(None, ge=1)  # torch threads per model; None: every core this process may use
-    seed: int = 42  # training seeds; the split's too unless split_seed is given
-    split_seed: int | None = None  # the split on its own (tuning retrains one split with several training seeds)
     # Per model, fields of its spec that differ from the zoo's (--set, --params; checked by digitpipe.hyperparams)
     hyperparams: dict[str, dict[str, Any]] = {}
     # Per model, the params file its values came from (path, digest, study): tags of its run and version
     params_tags: dict[str, dict[str, str]] = {}
     params_split: dict[str, Any] | None = None  # the split the params file's study tuned on (hyperparams.check_split)
-    protocol: Literal["book", "standard"] = "book"  # standard: test on the t10k files beside the training files
-    test_fraction: float = Field(0.25, gt=0, lt=1)
-    val_fraction: float = Field(0.1, gt=0, lt=1)
     min_rows: int = Field(100, ge=1)
     out_dir: Path = Path("outputs")
     summary: Path | None = None
@@ -152,9 +180,9 @@ class PipelineConfig(_Frozen):
         except UserError as exc:
             raise ValueError(str(exc).removeprefix("hyperparams: ")) from None
 
-    @property
-    def seed_of_split(self) -> int:
-        return self.seed if self.split_seed is None else self.split_seed
+    def spec(self, name: str) -> LogRegSpec | NetSpec:
+        """Model `name`'s full spec in this run: the zoo's, with the run's epochs, stopping rules and values."""
+        return spec_for(name, self.epochs, self.stop_at_accuracy, self.patience, self.hyperparams.get(name))
 
     @field_validator("models")
     @classmethod
@@ -165,7 +193,7 @@ class PipelineConfig(_Frozen):
         return tuple(dict.fromkeys(models))
 
 
-class TuneConfig(_Frozen):
+class TuneConfig(SplitSettings):
     """One `digitpipe tune` process: what it searches, on which data, and where the study and its records go."""
 
     model: str
@@ -175,11 +203,6 @@ class TuneConfig(_Frozen):
     storage: str  # SQLAlchemy URL of the study's database
     timeout: float | None = Field(None, gt=0)  # seconds this process searches at most
     seeds: int = Field(3, ge=0)  # training seeds the best trial is retrained with (its spread); 0: none
-    seed: int = 42  # every trial's training seed
-    split_seed: int = 42
-    protocol: Literal["book", "standard"] = "book"
-    test_fraction: float = Field(0.25, gt=0, lt=1)
-    val_fraction: float = Field(0.1, gt=0, lt=1)
     prune: bool = True
     objective: Literal["robust", "accuracy-time"] = "robust"  # accuracy-time: the Pareto front with seconds
     threads: int | None = Field(None, ge=1)
@@ -200,8 +223,7 @@ class TuneConfig(_Frozen):
     @model_validator(mode="after")
     def _known_fields(self) -> TuneConfig:
         from digitpipe.hyperparams import checked
-
-        from digitpipe.zoo import SPACES
+        from digitpipe.records.specs import SPACES
 
         checked({self.model: self.base}, "fixed values")  # e.g. --epochs 0
         if not set(SPACES[self.model]) - set(self.base):

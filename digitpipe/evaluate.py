@@ -13,10 +13,12 @@ import numpy as np
 
 from digitpipe.data.dataset import N_CLASSES
 from digitpipe.files import write_json, write_text
+from digitpipe.records.evidence import PairedComparison
 
 if TYPE_CHECKING:
     from digitpipe.data import Dataset
-    from digitpipe.zoo import ModelResult, TrainedModel
+    from digitpipe.records.training import ModelResult
+    from digitpipe.zoo import TrainedModel
 
 
 @dataclass(frozen=True)
@@ -62,18 +64,6 @@ def accuracy_interval(right: int, images: int, z: float = 1.96) -> tuple[float, 
     centre = (share + spread / 2) / (1 + spread)
     half = z * math.sqrt(share * (1 - share) / images + spread / (4 * images)) / (1 + spread)
     return max(0.0, centre - half), min(1.0, centre + half)
-
-
-@dataclass(frozen=True)
-class PairedComparison:
-    """Two models' predictions on the same labelled images, and McNemar's exact test on where they disagree."""
-
-    images: int
-    challenger_accuracy: float
-    champion_accuracy: float
-    only_challenger_right: int
-    only_champion_right: int
-    p_value: float  # two-sided: the chance of a split of the disagreements at least this lopsided if both were equal
 
 
 def mcnemar(labels: np.ndarray, challenger: np.ndarray, champion: np.ndarray) -> PairedComparison:

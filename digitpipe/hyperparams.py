@@ -17,7 +17,7 @@ import yaml
 
 from digitpipe.errors import UserError
 from digitpipe.files import write_text
-from digitpipe.zoo import SPECS, NetSpec, flat_fields
+from digitpipe.records.specs import SPECS, NetSpec, flat_fields
 
 Overrides = dict[str, dict[str, object]]  # model -> {field (dotted for a field of a field): value}
 
@@ -77,12 +77,6 @@ def read_params(path: Path) -> ParamsFile:
     values = {model: fields for model, fields in doc["params"].items()}
     return ParamsFile(path, checked(values, str(path)), hashlib.sha256(raw).hexdigest(), study.get("name"),
                       study.get("split") if isinstance(study.get("split"), dict) else None)
-
-
-def split_recipe(protocol: str, split_seed: int, test_fraction: float, val_fraction: float) -> dict[str, object]:
-    """How a run or a study split its data: what a params file records and `check_split` compares."""
-    return {"protocol": protocol, "split_seed": split_seed, "test_fraction": test_fraction,
-            "val_fraction": val_fraction}
 
 
 def check_split(tuned: dict | None, data_digest: str, recipe: dict, source: str) -> None:

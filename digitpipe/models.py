@@ -11,7 +11,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from digitpipe.zoo import SPECS, NetSpec
+from digitpipe.records.specs import SPECS, NetSpec
 
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081  # of pixel/255 over the MNIST training set
 
@@ -66,7 +66,7 @@ class FastCNN(nn.Module):
     (LeNet: ~2.3 M). The hidden layer is the cheap capacity: without it the net underfits its augmented
     training data and stops near 99.35% (bench/README.md).
 
-    Trained with augmentation, AdamW, OneCycle and label smoothing (see digitpipe.zoo.SPECS). The attribute names
+    Trained with augmentation, AdamW, OneCycle and label smoothing (see digitpipe.records.specs.SPECS). The attribute names
     conv1, pool1, conv2 match LeNet's so the feature-map pictures work for both.
     """
 

@@ -18,10 +18,12 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from digitpipe.onnx_scorer import probabilities  # noqa: E402
-from digitpipe.zoo import EpochResult, ModelResult  # noqa: E402
+from digitpipe.records.training import EpochResult, ModelResult  # noqa: E402
 
 if TYPE_CHECKING:
     import torch
+
+    from digitpipe.records.drift import DriftVerdict
 
 
 def confusion_matrix_png(confusion: Sequence[Sequence[int]], path: Path, title: str) -> Path:
@@ -104,23 +106,23 @@ def flips_png(clean: np.ndarray, labels: np.ndarray, clean_predicted: np.ndarray
     return _save(fig, path)
 
 
-def drift_png(drift: dict, path: Path) -> Path:
+def drift_png(drift: DriftVerdict, path: Path) -> Path:
     """The drift report's picture: per feature, the reference's and the batch's shares of each bin side by side."""
-    features = drift["features"]
+    features = drift.features
     rows, columns = math.ceil(len(features) / 4), 4
     fig, axes = plt.subplots(rows, columns, figsize=(14, 2.6 * rows), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     for ax, (name, feature) in zip(axes.flat, features.items()):
         ax.axis("on")
-        bins = np.arange(len(feature["reference_shares"]))
-        ax.bar(bins - 0.2, feature["reference_shares"], 0.4, label="training data")
-        ax.bar(bins + 0.2, feature["batch_shares"], 0.4, label="batch")
-        ax.set_title(f"{name}: PSI {feature['distance']:.2f}" + (" (moved)" if name in drift["moved"] else ""),
-                     fontsize=9, color="red" if name in drift["moved"] else "black")
+        bins = np.arange(len(feature.reference_shares))
+        ax.bar(bins - 0.2, feature.reference_shares, 0.4, label="training data")
+        ax.bar(bins + 0.2, feature.batch_shares, 0.4, label="batch")
+        ax.set_title(f"{name}: PSI {feature.distance:.2f}" + (" (moved)" if name in drift.moved else ""),
+                     fontsize=9, color="red" if name in drift.moved else "black")
         ax.set_xticks([])
     axes.flat[0].legend(fontsize=8)
-    fig.suptitle(f"drift check: {drift['verdict']} ({drift['rows']:,} rows; bins: the training data's deciles)")
+    fig.suptitle(f"drift check: {drift.kind.value} ({drift.rows:,} rows; bins: the training data's deciles)")
     return _save(fig, path)
 
 

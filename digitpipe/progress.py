@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -11,7 +11,10 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from digitpipe.zoo import Callback, EpochResult, NetSpec
+from digitpipe.records.specs import NetSpec
+from digitpipe.records.models import VersionRecord
+from digitpipe.records.training import Callback, EpochResult
+from digitpipe.records.verdicts import VerdictKind
 
 
 @contextmanager
@@ -61,7 +64,7 @@ def print_comparison(summary: dict) -> None:
     console.print(table)
     champion, verdict = summary["champion"], summary.get("verdict") or {}
     waiting = (f"v{verdict['version']} passed the gate and awaits approval (digitpipe approve)"
-               if verdict.get("verdict") == "awaiting_approval" else "")
+               if verdict.get("verdict") == VerdictKind.AWAITING_APPROVAL.value else "")
     if champion is None:
         console.print(f"no champion yet: {waiting or 'no model has passed the promotion gate (see mlflow.yaml)'}")
     else:
@@ -69,7 +72,7 @@ def print_comparison(summary: dict) -> None:
                       + (f"; {waiting}" if waiting else ""))
 
 
-def print_versions(name: str, versions: list[dict[str, str]]) -> None:
+def print_versions(name: str, versions: list[VersionRecord]) -> None:
     """`digitpipe models`: one row per registered version, newest first (full width: reasons are long)."""
     table = Table(title=f"registered model {name}", caption="robust: accuracy on perturbed held-out digits "
                   "(suite named after the value where it is not the current one); live: on the latest labelled "
@@ -78,9 +81,10 @@ def print_versions(name: str, versions: list[dict[str, str]]) -> None:
     for column in ("version", "model", *numbers[1:], "aliases", "verdict", "reason", "created"):
         table.add_column(column, justify="right" if column in numbers else "left", overflow="fold")
     for v in versions:
-        table.add_row(v["version"], v.get("model_name", "?"), _percent(v.get("test_accuracy")), _robust(v),
-                      _percent(v.get("live_accuracy")), v["aliases"], v.get("verdict", "-"),
-                      v.get("verdict_reason", ""), v["created"])
+        verdict = v.verdict
+        table.add_row(v.version, v.model_name, _percent(v.tags.get("test_accuracy")), _robust(v.tags),
+                      _percent(v.tags.get("live_accuracy")), ", ".join(v.aliases), verdict.kind.value if verdict else "-",
+                      verdict.said if verdict else "", v.created)
     Console(width=max(160, Console().width)).print(table)
 
 
@@ -88,12 +92,12 @@ def _percent(value: str | None) -> str:
     return f"{float(value):.2%}" if value else "-"
 
 
-def _robust(version: dict[str, str]) -> str:
+def _robust(tags: Mapping[str, str]) -> str:
     """Robust accuracy, comparable only between versions measured on the same suite specification."""
     from digitpipe.robustness import SPEC
 
-    spec = version.get("robustness_spec")
-    return _percent(version.get("robust_accuracy")) + ("" if spec in (None, SPEC) else f" ({spec})")
+    spec = tags.get("robustness_spec")
+    return _percent(tags.get("robust_accuracy")) + ("" if spec in (None, SPEC) else f" ({spec})")
 
 
 def print_study(summary: dict, output: Path | None) -> None:

@@ -11,80 +11,23 @@ import getpass
 import os
 import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from digitpipe.config import PromotionConfig
 from digitpipe.data import Dataset
 from digitpipe.errors import PromotionRefused, UserError
-from digitpipe.evaluate import PairedComparison, mcnemar
-from digitpipe.robustness import RobustComparison, Robustness, Suite, compare_robustness, measure
-from digitpipe.runtime import utc_now
+from digitpipe.evaluate import mcnemar
 from digitpipe.onnx_scorer import OnnxScorer
+from digitpipe.records.evidence import Evidence, PairedComparison, RobustComparison, Robustness
+from digitpipe.records.training import RegisteredResult
+from digitpipe.records.verdicts import Verdict, VerdictKind, to_tags
+from digitpipe.robustness import Suite, compare_robustness, measure
+from digitpipe.runtime import utc_now
 from digitpipe.tracking import Champion, Registry
 
-if TYPE_CHECKING:
-    from digitpipe.zoo import ModelResult
-
-AWAITING = "awaiting_approval"  # promotion.approval: required, a version the gate let through waits for a person
-WAITS = "earned promotion, waits for a person (promotion.approval: required): "  # before the gate's own reason
 MIN_ROBUST_DIGITS = 50  # fewer perturbed digits new to the champion say too little to judge robustness by
-
-
-@dataclass(frozen=True)
-class Evidence:
-    """What the gate weighs about a challenger: its own held-out numbers and, against a champion, the comparisons
-    on the held-out digits neither trained on (None without a champion, or one that recorded nothing to tell)."""
-
-    accuracy: float
-    parity: str  # "passed" when the ONNX file gave the native model's digit on every held-out image
-    robust_accuracy: float | None = None  # on the perturbation suite; None when it was not measured
-    comparison: PairedComparison | None = None
-    excluded: int = 0  # held-out images left out of `comparison`: the champion trained on them
-    robust: RobustComparison | None = None
-    feedback: PairedComparison | None = None  # on held-out labelled feedback neither model trained on
-
-
-@dataclass(frozen=True)
-class Verdict:
-    """One promotion decision about one registered version."""
-
-    version: str
-    verdict: str  # promoted | rejected | not_comparable | promoted_by_hand | not_candidate | awaiting_approval ...
-    reason: str
-    challenger_accuracy: float | None = None
-    champion_version: str | None = None  # the champion it was compared with, if any
-    evidence: Evidence | None = None
-
-    @property
-    def promoted(self) -> bool:
-        return self.verdict.startswith("promoted")
-
-    def tags(self) -> dict[str, object]:
-        """The decision as model-version tags."""
-        tags = {"verdict": self.verdict, "verdict_reason": self.reason, "verdict_at": utc_now(),
-                "challenger_accuracy": self.challenger_accuracy, "champion_version": self.champion_version}
-        comparison = self.evidence and self.evidence.comparison
-        if comparison:
-            tags |= {"champion_accuracy": comparison.champion_accuracy,
-                     "challenger_accuracy": comparison.challenger_accuracy,
-                     "mcnemar_p_value": f"{comparison.p_value:.3g}",
-                     "only_challenger_right": comparison.only_challenger_right,
-                     "only_champion_right": comparison.only_champion_right,
-                     "comparison_excluded": self.evidence.excluded}
-        robust = self.evidence and self.evidence.robust
-        if robust:
-            tags |= {"challenger_robust_accuracy": robust.challenger, "champion_robust_accuracy": robust.champion,
-                     "robust_digits": robust.digits, "robust_difference_upper_bound": robust.upper_bound}
-        feedback = self.evidence and self.evidence.feedback
-        if feedback:
-            tags |= {"feedback_images": feedback.images, "challenger_feedback_accuracy": feedback.challenger_accuracy,
-                     "champion_feedback_accuracy": feedback.champion_accuracy,
-                     "feedback_p_value": f"{feedback.p_value:.3g}"}
-        return {k: v for k, v in tags.items() if v is not None}
 
 
 def gate(cfg: PromotionConfig, version: str, evidence: Evidence, champion: Champion | None) -> Verdict:
@@ -92,26 +35,26 @@ def gate(cfg: PromotionConfig, version: str, evidence: Evidence, champion: Champ
     (a) the accuracy floor, the robust-accuracy floor if set. Against a champion, on held-out digits neither
     trained on: enough of them, (d) significantly better on held-out labelled feedback and within a margin on the
     base held-out images, or else (b) the margin and McNemar's significance; and (c) not less robust by the margin."""
-    def decided(verdict: str, reason: str) -> Verdict:
-        return Verdict(version, verdict, reason, evidence.accuracy, champion and champion.version, evidence)
+    def decided(kind: VerdictKind, reason: str) -> Verdict:
+        return Verdict(version, kind, reason, evidence.accuracy, champion and champion.version, evidence)
 
     if evidence.parity != "passed":
-        return decided("rejected", f"its ONNX parity check did not pass (onnx_parity={evidence.parity or 'missing'})")
+        return decided(VerdictKind.REJECTED, f"its ONNX parity check did not pass (onnx_parity={evidence.parity or 'missing'})")
     if evidence.accuracy < cfg.min_accuracy:
-        return decided("rejected", f"held-out accuracy {evidence.accuracy:.4f} is below the floor {cfg.min_accuracy:.4f}")
+        return decided(VerdictKind.REJECTED, f"held-out accuracy {evidence.accuracy:.4f} is below the floor {cfg.min_accuracy:.4f}")
     if (cfg.min_robust_accuracy is not None and evidence.robust_accuracy is not None
             and evidence.robust_accuracy < cfg.min_robust_accuracy):
-        return decided("rejected", f"robust accuracy {evidence.robust_accuracy:.4f} is below the floor "
+        return decided(VerdictKind.REJECTED, f"robust accuracy {evidence.robust_accuracy:.4f} is below the floor "
                        f"{cfg.min_robust_accuracy:.4f}")
     if champion is None:
-        return Verdict(version, "promoted", "first champion", evidence.accuracy, evidence=evidence)
+        return Verdict(version, VerdictKind.PROMOTED, "first champion", evidence.accuracy, evidence=evidence)
     comparison, excluded = evidence.comparison, evidence.excluded
     if comparison is None:
-        return decided("not_comparable", f"champion v{champion.version} recorded no training images, so none of "
+        return decided(VerdictKind.NOT_COMPARABLE, f"champion v{champion.version} recorded no training images, so none of "
                        "the held-out images is known to be new to it; promote a version by hand to start again")
     unseen = f"{comparison.images} held-out images champion v{champion.version} never trained on ({excluded} excluded)"
     if comparison.images < cfg.min_comparable_images:
-        return decided("not_comparable", f"only {unseen}, fewer than min_comparable_images "
+        return decided(VerdictKind.NOT_COMPARABLE, f"only {unseen}, fewer than min_comparable_images "
                        f"{cfg.min_comparable_images}: trained on another split than the champion")
     versus = (f"{comparison.challenger_accuracy:.4f} vs champion v{champion.version} "
               f"{comparison.champion_accuracy:.4f} on the same {unseen} "
@@ -122,12 +65,12 @@ def gate(cfg: PromotionConfig, version: str, evidence: Evidence, champion: Champ
         return decided(*by_feedback)
     gain = comparison.challenger_accuracy - comparison.champion_accuracy
     if gain <= 0 or gain < cfg.min_margin:
-        return decided("rejected", f"does not beat the champion by the margin {cfg.min_margin:.4f}: {versus}")
+        return decided(VerdictKind.REJECTED, f"does not beat the champion by the margin {cfg.min_margin:.4f}: {versus}")
     if comparison.p_value >= cfg.max_p_value:
-        return decided("rejected", f"not significant: McNemar p={comparison.p_value:.3g} >= {cfg.max_p_value} ({versus})")
+        return decided(VerdictKind.REJECTED, f"not significant: McNemar p={comparison.p_value:.3g} >= {cfg.max_p_value} ({versus})")
     if less_robust:
-        return decided("rejected", f"{less_robust}{robustly}, though clean {versus}")
-    return decided("promoted", f"beats the champion: {versus}, McNemar p={comparison.p_value:.3g}{robustly}")
+        return decided(VerdictKind.REJECTED, f"{less_robust}{robustly}, though clean {versus}")
+    return decided(VerdictKind.PROMOTED, f"beats the champion: {versus}, McNemar p={comparison.p_value:.3g}{robustly}")
 
 
 def _robustness(cfg: PromotionConfig, robust: RobustComparison | None) -> tuple[str, str]:
@@ -146,20 +89,20 @@ def _robustness(cfg: PromotionConfig, robust: RobustComparison | None) -> tuple[
 
 
 def _feedback_clause(cfg: PromotionConfig, feedback: PairedComparison | None, comparison: PairedComparison,
-                     versus: str, robustly: str, less_robust: str) -> tuple[str, str] | None:
-    """Clause (d): (verdict, reason) where held-out labelled feedback tells the two models apart, else None."""
+                     versus: str, robustly: str, less_robust: str) -> tuple[VerdictKind, str] | None:
+    """Clause (d): (kind, reason) where held-out labelled feedback tells the two models apart, else None."""
     if not (feedback := _on_feedback(cfg, feedback)):
         return None
     on_feedback = _feedback_line(feedback)
     if feedback.champion_accuracy > feedback.challenger_accuracy:
-        return "rejected", (f"worse than the champion on labelled feedback ({on_feedback}), the digits it is now "
+        return VerdictKind.REJECTED, (f"worse than the champion on labelled feedback ({on_feedback}), the digits it is now "
                             f"asked to read; on the base held-out images {versus}")
     if comparison.champion_accuracy - comparison.challenger_accuracy > cfg.feedback_base_margin:
-        return "rejected", (f"better on labelled feedback ({on_feedback}) but worse on the base held-out images by "
+        return VerdictKind.REJECTED, (f"better on labelled feedback ({on_feedback}) but worse on the base held-out images by "
                             f"more than feedback_base_margin {cfg.feedback_base_margin:.4f}: {versus}")
     if less_robust:
-        return "rejected", f"{less_robust}{robustly}, though better on labelled feedback ({on_feedback})"
-    return "promoted", (f"better on labelled feedback: {on_feedback}; on the base held-out images {versus}, "
+        return VerdictKind.REJECTED, f"{less_robust}{robustly}, though better on labelled feedback ({on_feedback})"
+    return VerdictKind.PROMOTED, (f"better on labelled feedback: {on_feedback}; on the base held-out images {versus}, "
                         f"within feedback_base_margin {cfg.feedback_base_margin:.4f}{robustly}")
 
 
@@ -177,7 +120,7 @@ def _feedback_line(feedback: PairedComparison) -> str:
             f"feedback digits neither trained on, McNemar p={feedback.p_value:.3g}")
 
 
-def promote_if_earned(registry: Registry, result: ModelResult, test: Dataset, suite: Suite | None = None,
+def promote_if_earned(registry: Registry, result: RegisteredResult, test: Dataset, suite: Suite | None = None,
                       feedback: Dataset | None = None) -> Verdict:
     """Put the registered model of `result` (its predictions on `test`, its robustness on the perturbation
     `suite`, its ONNX parity) through the gate against the current champion, on the same images (and on the
@@ -191,7 +134,7 @@ def promote_if_earned(registry: Registry, result: ModelResult, test: Dataset, su
                                                 "promotion_lock_entered_at": utc_now()})
             verdict = _judge(registry, version, evidence, test, predicted, suite, robustness, feedback)
     except PromotionRefused as refused:  # the version stays registered, with the reason it was not judged
-        record_verdict(registry, Verdict(version, "not_promoted", str(refused)))
+        record_verdict(registry, Verdict(version, VerdictKind.NOT_PROMOTED, str(refused)))
         raise
     record_verdict(registry, verdict)
     return verdict
@@ -199,10 +142,10 @@ def promote_if_earned(registry: Registry, result: ModelResult, test: Dataset, su
 
 def record_verdict(registry: Registry, verdict: Verdict) -> None:
     """Write a decision about a version as its tags."""
-    registry.set_version_tags(verdict.version, verdict.tags())
+    registry.set_version_tags(verdict.version, to_tags(verdict))
 
 
-def candidate(results: Sequence[ModelResult]) -> tuple[ModelResult, list[ModelResult]]:
+def candidate(results: Sequence[RegisteredResult]) -> tuple[RegisteredResult, list[RegisteredResult]]:
     """The run's candidate for the promotion gate (highest held-out accuracy) and the others."""
     best = max(results, key=lambda r: r.accuracy)
     return best, [r for r in results if r is not best]
@@ -213,20 +156,20 @@ def _judge(registry: Registry, version: str, evidence: Evidence, test: Dataset, 
     """Under the promotion lock: the champion read again, the gate against it, the aliases moved if it wins."""
     champion = registry.champion()
     if champion is not None and champion.version == version:
-        return Verdict(version, "promoted", "already the champion", evidence.accuracy)
+        return Verdict(version, VerdictKind.PROMOTED, "already the champion", evidence.accuracy)
     if champion is not None:
         evidence = _against(registry, version, champion, evidence, test, predicted, suite, robustness, feedback)
     verdict = gate(registry.cfg.promotion, version, evidence, champion)
     if verdict.promoted and registry.cfg.promotion.approval == "required":
-        return dataclasses.replace(verdict, verdict=AWAITING, reason=WAITS + verdict.reason)
+        return dataclasses.replace(verdict, kind=VerdictKind.AWAITING_APPROVAL)  # the gate's reason kept
     if verdict.promoted:
         move_champion(registry, version, champion)
     return verdict
 
 
-def not_candidate(model: ModelResult, best: ModelResult) -> Verdict:
+def not_candidate(model: RegisteredResult, best: RegisteredResult) -> Verdict:
     """The verdict on a model that lost to another model of its own pipeline run."""
-    return Verdict(model.model_version, "not_candidate",
+    return Verdict(model.model_version, VerdictKind.NOT_CANDIDATE,
                    f"{best.name} v{best.model_version} was the best model of this pipeline run", model.accuracy)
 
 
@@ -239,7 +182,7 @@ def promote_by_hand(registry: Registry, version: str) -> Verdict:
             raise UserError(f"version {version} is already the champion")
         move_champion(registry, version, champion)
     was = f" (replacing v{champion.version})" if champion else ""
-    verdict = Verdict(version, "promoted_by_hand", f"promoted by hand by {user()}{was}",
+    verdict = Verdict(version, VerdictKind.PROMOTED_BY_HAND, f"promoted by hand by {user()}{was}",
                       champion_version=champion and champion.version)
     record_verdict(registry, verdict)
     return verdict
@@ -274,7 +217,7 @@ def _against(registry: Registry, version: str, champion: Champion, evidence: Evi
     """`evidence` completed with the comparisons against `champion` on the held-out digits it never trained on
     (unchanged when it recorded no training images): McNemar on `test` and on `feedback`, the bootstrap on the
     suite."""
-    seen = registry.trained_on(champion.version)
+    seen = registry.lineage.trained_on(champion.version)
     if seen is None:
         return evidence
     new = ~np.isin(test.image_hashes(), seen)

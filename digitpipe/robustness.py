@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from digitpipe.files import write_json
+from digitpipe.records.evidence import RobustComparison, Robustness
 
 if TYPE_CHECKING:
     from digitpipe.data import Dataset
@@ -101,22 +102,6 @@ def _affine(ndimage, image: np.ndarray, angle: float, zoom: float, shift: np.nda
     return ndimage.affine_transform(image, inverse, offset=offset, order=1, cval=0.0)
 
 
-@dataclass(frozen=True)
-class Robustness:
-    """How one model's predictions hold up on a suite."""
-
-    clean_accuracy: float
-    accuracies: dict[str, float]  # by "family_strength", e.g. "rotate_2"
-    robust_accuracy: float  # mean accuracy over every strength-2 copy
-    invariance_rate: float  # share of digits whose prediction no perturbation changes
-    strong_correct: np.ndarray  # digits x strength-2 families, bool: the unit of the gate's paired bootstrap
-
-    def metrics(self) -> dict[str, float]:
-        """For MLflow: accuracy per perturbation, robust accuracy, invariance rate."""
-        return {**{f"perturbed_accuracy_{k}": v for k, v in self.accuracies.items()},
-                "robust_accuracy": self.robust_accuracy, "invariance_rate": self.invariance_rate}
-
-
 def measure(predict: Callable[[np.ndarray], np.ndarray], suite: Suite) -> tuple[Robustness, np.ndarray]:
     """Score the clean digits and every copy in one batch; returns the result and the predictions: the clean
     digits' first, then each copy's ((1 + len(COPIES)) x N), for the flip picture."""
@@ -132,20 +117,6 @@ def measure(predict: Callable[[np.ndarray], np.ndarray], suite: Suite) -> tuple[
         invariance_rate=float(np.mean((copies == clean).all(axis=0))),
         strong_correct=correct[strong].T.copy())
     return result, predicted
-
-
-@dataclass(frozen=True)
-class RobustComparison:
-    """Challenger vs champion robust accuracy on the same perturbed digits, bootstrapped over digits."""
-
-    digits: int
-    challenger: float
-    champion: float
-    upper_bound: float  # one-sided 95% upper bound of (challenger - champion)
-
-    @property
-    def difference(self) -> float:
-        return self.challenger - self.champion
 
 
 def compare_robustness(challenger: np.ndarray, champion: np.ndarray, seed: int = 0,

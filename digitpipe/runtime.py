@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import random
+import socket
 import time
+from collections.abc import Mapping
 
 import numpy as np
 
@@ -43,8 +45,24 @@ def core_share() -> int:
     return max(1, share or available_cores())
 
 
+def owner() -> dict[str, object]:
+    """This process as the owner of a run or a trial: a later process tells a dead owner from a live one."""
+    return {"host": socket.gethostname(), "pid": os.getpid()}
+
+
+def owner_gone(recorded: Mapping[str, object]) -> bool:
+    """Whether the process `owner()` recorded (a run's tags, a trial's attributes) ran on this host and is gone (a
+    kill -9, a crash). An owner on another host cannot be checked from here: it is taken as alive."""
+    if recorded.get("host") != socket.gethostname():
+        return False
+    try:
+        return not process_alive(int(recorded.get("pid") or 0))
+    except ValueError:
+        return False
+
+
 def process_alive(pid: int) -> bool:
-    """Whether process `pid` of this host still runs (a run's or a trial's recorded owner)."""
+    """Whether process `pid` of this host still runs."""
     if pid <= 0:
         return False
     try:

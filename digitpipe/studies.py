@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
 import time
 import warnings
 from collections.abc import Callable
@@ -22,8 +21,10 @@ from digitpipe import robustness
 from digitpipe.data import Split
 from digitpipe.errors import UserError
 from digitpipe.files import first_line
-from digitpipe.runtime import process_alive
-from digitpipe.zoo import SPACES, Choice, EpochResult, NetSpec, Range, flat_values, spec_for, train_model
+from digitpipe.runtime import owner, owner_gone
+from digitpipe.records.specs import SPACES, Choice, NetSpec, Range, flat_values, spec_for
+from digitpipe.records.training import EpochResult
+from digitpipe.zoo import train_model
 
 MIN_EPOCHS = 2  # Hyperband's smallest budget: no trial is judged on its first epoch alone
 HEARTBEAT_S = 10  # a trial whose process stops beating for 3 of these is failed by the next process to look
@@ -150,8 +151,8 @@ def _search(plan: StudyPlan, split: Split, study: optuna.Study, device: str, on_
     enqueue_defaults(study, plan)
 
     def objective(trial: optuna.trial.Trial) -> float | tuple[float, float]:
-        trial.set_user_attr("host", socket.gethostname())
-        trial.set_user_attr("pid", os.getpid())
+        for key, value in owner().items():
+            trial.set_user_attr(key, value)
         values = {**plan.base, **suggest(trial, plan.space)}
         with (on_trial(trial, values) if on_trial else contextlib.nullcontext()) as record:
             score = train_and_score(plan, values, Split(train, val, val), suite, device,
@@ -195,19 +196,17 @@ def train_and_score(plan: StudyPlan, values: dict[str, object], split: Split, su
                     seed: int | None = None) -> Score:
     """Train `plan.model` with `values` on split.train, report each epoch's validation accuracy to `trial` (which
     may prune it: then optuna.TrialPruned is raised), and score it on the clean and perturbed validation digits."""
-    def report(result: EpochResult) -> str | None:
+    def report(result: EpochResult) -> None:
         if log_epoch:
             log_epoch(result)
-        if trial is None:
-            return None
-        trial.report(result.val_accuracy, result.epoch)
-        return f"pruned at epoch {result.epoch}" if trial.should_prune() else None
+        if trial is not None:
+            trial.report(result.val_accuracy, result.epoch)
+            if trial.should_prune():  # stops the loop; the trial is recorded as pruned
+                raise optuna.TrialPruned(f"pruned at epoch {result.epoch}")
 
     spec = spec_for(plan.model, overrides=values)
     trained = train_model(plan.model, spec, split, device, plan.seed if seed is None else seed, plan.threads,
                           [report])
-    if trained.stop_reason.startswith("pruned"):
-        raise optuna.TrialPruned(trained.stop_reason)
     if trained.history and not np.isfinite(trained.history[-1].train_loss):  # diverged: a FAIL, not a value
         raise FloatingPointError(f"training loss {trained.history[-1].train_loss} after epoch {len(trained.history)}")
     result, _ = robustness.measure(lambda images: trained.scores(images).argmax(1), suite)
@@ -227,8 +226,7 @@ def fail_orphaned_trials(study: optuna.Study) -> list[int]:
     """Mark FAIL the RUNNING trials whose process on this host is gone (a kill -9): at once, where heartbeats
     would take their grace period (they still catch another machine's dead process)."""
     running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
-    orphans = [t.number for t in running if t.user_attrs.get("host") == socket.gethostname()
-               and not process_alive(int(t.user_attrs.get("pid", 0)))]
+    orphans = [t.number for t in running if owner_gone(t.user_attrs)]
     for number in orphans:
         with contextlib.suppress(ValueError, optuna.exceptions.UpdateFinishedTrialError):  # another process did
             study.tell(number, state=optuna.trial.TrialState.FAIL)

@@ -19,15 +19,16 @@ from torch import nn
 
 from digitpipe.data.dataset import Dataset
 from digitpipe.files import atomic_path
-from digitpipe.zoo import Augmentation, Callback, EpochResult, NetSpec
+from digitpipe.records.specs import Augmentation, NetSpec
+from digitpipe.records.training import Callback, EpochResult
 
 EVAL_BATCH = 4096
 
 
 def fit(model: nn.Module, spec: NetSpec, train: Dataset, val: Dataset, device: torch.device | str,
         callbacks: Sequence[Callback] = (), checkpoint: Path | None = None) -> tuple[list[EpochResult], str]:
-    """Train `model` per `spec`; returns the per-epoch history and why training stopped (a callback that returns
-    a reason after an epoch stops it there, as early stopping does).
+    """Train `model` per `spec`; returns the per-epoch history and why training stopped (the spec's rules; a
+    callback that raises after an epoch, as a pruned trial's does, stops it there).
 
     With `checkpoint`, state is saved after every epoch and, if the file exists, training resumes from it
     (epochs already done are replayed to the callbacks, so a new tracking run still gets the whole curve).
@@ -51,8 +52,9 @@ def fit(model: nn.Module, spec: NetSpec, train: Dataset, val: Dataset, device: t
         history.append(EpochResult(epoch, train_loss, train_acc, val_loss, val_acc, time.perf_counter() - start))
         if checkpoint:
             _save_checkpoint(checkpoint, model, optimizer, scheduler, history)
-        asked = [callback(history[-1]) for callback in callbacks]  # every callback sees the epoch
-        reason = next((why for why in asked if why), None) or stop_reason(spec, history)
+        for callback in callbacks:
+            callback(history[-1])
+        reason = stop_reason(spec, history)
     return history, reason or f"completed {spec.epochs} epochs"
 
 

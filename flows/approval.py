@@ -20,13 +20,13 @@ from prefect.states import Cancelled
 from pydantic import Field
 
 from digitpipe.config import load_tracking_config
-from digitpipe.promotion import Verdict
+from digitpipe.records.training import RegisteredResult
+from digitpipe.records.verdicts import Verdict
 from digitpipe.tracking import Registry, tracker_for
-from digitpipe.zoo import ModelResult
 from flows import startup
 from flows.events import announce_awaiting
 from flows.locks import PromotionLock
-from tasks import decide_approval, expire_approvals, waiting_approvals
+from tasks import decide, expire, waiting
 
 log = logging.getLogger("digitpipe")
 APPROVAL_DEPLOYMENT = "approve-version/by-a-person"  # prefect.yaml
@@ -41,11 +41,11 @@ class Decision(RunInput):
     approver: str = Field("", description="Your name (recorded as approved_by).")
 
 
-def ask_a_person(registered_model: str, verdict: Verdict, results: list[ModelResult]) -> None:
+def ask_a_person(registered_model: str, verdict: Verdict, results: list[RegisteredResult]) -> None:
     """A version awaits approval: an event (which `digitpipe notify` sends on), and for a deployment run the
     approval flow started on the server, suspended until someone decides in its UI."""
     card = next(f"runs:/{r.run_id}/card/card.html" for r in results if r.model_version == verdict.version)
-    announce_awaiting(registered_model, verdict.version, verdict.reason, card)
+    announce_awaiting(registered_model, verdict.version, verdict.said, card)
     by_hand = f"`digitpipe approve --version {verdict.version} --comment TEXT` (or --reject)"
     if not deployment.id:  # a run of the CLI or a script: no server to suspend a flow on
         log.info(f"v{verdict.version} waits for a person: {by_hand}")
@@ -73,10 +73,10 @@ def approval_flow(version: str, registered_model: str | None = None, card: str =
         description=f"**{registered_model} v{version}** earned promotion and waits for a person. Its evidence card: "
                     f"`{card}` (in MLflow, on the version's run). Approve or reject it, and say why.", approve=False)
     decision = suspend_flow_run(wait_for_input=form, key=f"approve-v{version}")
-    verdict = decide_approval(_registry(registered_model), version, decision.comment, decision.approve,
-                              f"{decision.approver.strip() or 'someone'} (Prefect UI)")
-    log.info(f"v{version} {verdict.verdict}: {verdict.reason}")
-    return verdict.verdict
+    verdict = decide(_registry(registered_model), version, decision.comment, decision.approve,
+                     f"{decision.approver.strip() or 'someone'} (Prefect UI)")
+    log.info(verdict.line())
+    return verdict.kind.value
 
 
 @flow(name="expire-approvals")
@@ -85,10 +85,10 @@ def expiry_flow(registered_model: str | None = None) -> list[str]:
     the suspended approval flows of versions decided elsewhere are cancelled: their forms could only fail."""
     startup.set_environment()
     registry = _registry(registered_model)
-    expired = expire_approvals(registry)
+    expired = expire(registry)
     for version in expired:
         log.info(f"v{version} not_approved: waited past approval_timeout_hours")
-    cancel_undecidable(registry.cfg.registered_model, {row["version"] for row in waiting_approvals(registry)})
+    cancel_undecidable(registry.cfg.registered_model, {row["version"] for row in waiting(registry)})
     return expired
 
 

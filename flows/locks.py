@@ -63,7 +63,7 @@ class PromotionLock:
     @contextlib.contextmanager
     def __call__(self) -> Iterator[None]:
         uri = self.tracking.tracking_uri
-        if uri.startswith("sqlite:///"):
+        if self.tracking.local_store:
             held = locks.local_promotion_lock(uri)
         elif self.mode == "prefect":
             held = _prefect_slot(self.name)
@@ -79,7 +79,7 @@ class PromotionLock:
     def check(self) -> None:
         """Before an alias moves: a Prefect holder proves its lease is still on the server, renewing it (a lapsed
         lease answers 410 Gone once the server's repossessor has freed the slot for others)."""
-        if self.tracking.tracking_uri.startswith("sqlite:///") or self.mode != "prefect":
+        if self.tracking.local_store or self.mode != "prefect":
             return
         lease = _lease.get()
         if lease is None:

@@ -16,7 +16,7 @@ from digitpipe.batch_scoring import ScoreReport
 from digitpipe.tracking import RunLog, tracker_for
 from flows import dask_runner, startup
 from flows.events import announce
-from tasks import check_batch, document_batch, fetch_model, keep_feedback, score_one
+from tasks import batch_alarm, document_batch, load_model, record_scored_labels, score_beside
 
 
 @flow(name="score-digits", log_prints=True)
@@ -28,27 +28,28 @@ def scoring_flow(inputs: list[Path], model: str = "models:/digits@champion", suf
     tracking = load_tracking_config(config)
     tracker = tracker_for(tracking)
     with tempfile.TemporaryDirectory(prefix="digitpipe-model-") as tmp:
-        model_path, identity, reference = fetch_model(tracker.registry, model, Path(tmp))
-        futures = score_one.map(unmapped(model_path), unmapped(identity), inputs, unmapped(suffix),
-                                unmapped(probabilities), unmapped(reference), unmapped(tracking.monitoring))
+        loaded = load_model(model, tracking, Path(tmp))
+        reference = loaded.reference
+        futures = score_beside.map(unmapped(loaded.path), unmapped(loaded.identity), inputs, unmapped(suffix),
+                                   unmapped(probabilities), unmapped(reference), unmapped(tracking.monitoring))
         reports = [future.result() for future in futures]
         alarms = []
         for report in reports:
             log_report(tracker.runs, report, reference)
             print(report.line())
-            print(report.drift_line())
-            if feedback := keep_feedback(tracker, model_path, report, tracking.monitoring):
+            print(report.drift.line())
+            if feedback := record_scored_labels(tracker, loaded.path, report, tracking.monitoring):
                 print(feedback.line())
                 alarms.append(feedback.alarm)
     # after every file's feedback is recorded: a retraining the events start trains on all of it
-    alarms += [check_batch(tracker, report.model, report.input, report.drift or {}) for report in reports]
+    alarms += [batch_alarm(tracker, report.model, report.input, report.drift) for report in reports]
     for alarm in filter(None, alarms):
         announce(alarm)
         print(alarm.line())
     too_many = [r.input for r in reports if r.reject_fraction > max_reject_fraction]
     if too_many:
         raise TooManyRejected(f"more than {max_reject_fraction:.2%} of rows rejected in: {', '.join(too_many)}")
-    return [vars(r) for r in reports]
+    return [r.as_dict() for r in reports]
 
 
 def score_files(inputs: list[Path], dask_address: str | None = None, **options) -> list[dict]:
@@ -64,13 +65,12 @@ def log_report(runs: RunLog, report: ScoreReport, reference: Reference | None) -
     as a metric, the verdict as a tag, the report with its histograms and GX's data docs of the batch against the
     suite the model's reference implies as artifacts)."""
     drift = report.drift
-    with runs.run(f"score {Path(report.input).name}", tags={"digitpipe.kind": "scoring",
-                                                             "drift_verdict": drift["verdict"]}) as run_id:
-        runs.log_params(run_id, {"input": report.input, "output": report.output, **report.model})
-        runs.log_metrics(run_id, {"rows_scored": report.scored, "rows_rejected": report.rejected,
-                                  "reject_fraction": report.reject_fraction, "rows_per_second": report.rows_per_second,
-                                  **{f"drift_psi_{name}": f["distance"] for name, f in drift.get("features", {}).items()}})
-        if "features" in drift:
+    counts = {"rows_scored": report.scored, "rows_rejected": report.rejected,
+              "reject_fraction": report.reject_fraction, "rows_per_second": report.rows_per_second}
+    with runs.drift_run(f"score {Path(report.input).name}", "scoring",
+                        {"input": report.input, "output": report.output, **report.model.params()}, drift,
+                        counts) as run_id:
+        if drift.features:
             with tempfile.TemporaryDirectory(prefix="digitpipe-drift-") as tmp:
                 folder = write_drift_report(drift, report.input, Path(tmp))
                 if reference is not None and reference.bounds:

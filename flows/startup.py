@@ -132,7 +132,9 @@ def _flush_prefect_clients() -> None:
 def prepare_store(uri: str) -> subprocess.Popen | None:
     """A new local sqlite MLflow store, created (its migrations take seconds) by a subprocess beside this one's
     imports; call .wait() before the first tracking call. None when there is nothing to create."""
-    if not uri.startswith("sqlite:///") or Path(uri.removeprefix("sqlite:///")).exists():
+    from digitpipe.config import sqlite_file  # the config is built by then: no cost
+
+    if (database := sqlite_file(uri)) is None or database.exists():
         return None
     return subprocess.Popen([sys.executable, "-m", "flows.startup", "prepare-store", uri], stdout=subprocess.DEVNULL,
                             env={**os.environ, "MLFLOW_LOGGING_LEVEL": "WARNING"})
@@ -159,5 +161,7 @@ if __name__ == "__main__" and sys.argv[1:2] == ["prepare-store"]:  # see prepare
 
     from digitpipe.tracking import open_store
 
-    with FileLock(sys.argv[2].removeprefix("sqlite:///") + ".create.lock"):  # two commands started at once
+    from digitpipe.config import sqlite_file
+
+    with FileLock(f"{sqlite_file(sys.argv[2])}.create.lock"):  # two commands started at once
         open_store(sys.argv[2])

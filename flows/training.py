@@ -8,48 +8,42 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from prefect import flow, task
+from prefect import flow
 from prefect.artifacts import create_markdown_artifact
-from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from digitpipe import promotion, runtime
-from digitpipe.promotion import AWAITING
+from digitpipe.records.verdicts import Verdict, VerdictKind, run_tags
 from digitpipe.card import card_markdown
 from digitpipe.config import PipelineConfig, load_tracking_config
 from digitpipe.data import Dataset, Split
 from digitpipe.evaluate import write_comparison
 from digitpipe.files import first_line, write_json
-from digitpipe.hyperparams import check_split, split_recipe
-from digitpipe.monitoring.drift import Reference
+from digitpipe.hyperparams import check_split
+from digitpipe.model_run import stale_checkpoints
 from digitpipe.monitoring.feedback import train_on_feedback
-from digitpipe.progress import epoch_bars
 from digitpipe.robustness import Suite
 from digitpipe.tracking import Registry, RunLog, Tracker, tracker_for
-from digitpipe.tracking.lineage import TRAINING_KEY_TAG, TrainedBefore
+from digitpipe.tracking.lineage import TrainedBefore
 from digitpipe.training_key import code_version, training_key
 from digitpipe.validation import ValidationReport
-from digitpipe.zoo import ModelResult, checkpoint_path, device_for, flat_values, spec_for
+from digitpipe.records.training import RegisteredResult
+from digitpipe.zoo import device_for
 from flows import dask_runner, startup
 from flows.approval import ask_a_person
 from flows.locks import PromotionLock
 from tasks import (
-    check_robustness,
-    describe_training_part,
-    evaluate_model,
-    explore_data,
-    export_model,
+    build_reference,
+    build_suite,
+    check_once,
+    explore,
     gather_feedback,
-    load_data,
-    perturb_held_out,
-    promote_champion,
-    record_monitor_reference,
+    load_dataset,
+    promote_if_earned,
     record_verdict,
-    register_model,
-    split_data,
-    train_model,
-    validate_data,
+    split_by_protocol,
+    train_one,
     write_card,
 )
 
@@ -80,17 +74,17 @@ def training_flow(cfg: PipelineConfig) -> dict:
     cfg = _with_tracking(cfg)
     tracker = _tracker(cfg)  # an unreachable tracking server fails the run here, before any work
     prepared = prepare(cfg, tracker.runs)
-    keys = {name: training_key(name, spec_of(cfg, name), cfg.seed, prepared.data.digest, prepared.recipe,
+    keys = {name: training_key(name, cfg.spec(name), cfg.seed, prepared.data.digest, prepared.recipe,
                                prepared.split) for name in cfg.models}
-    unchanged = {} if cfg.force else tracker.registry.trained_before(keys)
+    unchanged = {} if cfg.force else tracker.registry.lineage.trained_before(keys)
     for before in unchanged.values():
         log.info(before.line())
     names = [name for name in cfg.models if name not in unchanged]
     results, verdict = train_and_judge(cfg, tracker, prepared, {name: keys[name] for name in names}) if names \
         else ([], None)
     if verdict is not None:
-        log.info(f"v{verdict.version} {verdict.verdict}: {verdict.reason}")
-    if verdict is not None and verdict.verdict == AWAITING:
+        log.info(verdict.line())
+    if verdict is not None and verdict.kind is VerdictKind.AWAITING_APPROVAL:
         ask_a_person(cfg.tracking.registered_model, verdict, results)
     summary = summarise(tracker.registry, cfg.out_dir, results, verdict, unchanged)
     if cfg.summary:
@@ -100,11 +94,11 @@ def training_flow(cfg: PipelineConfig) -> dict:
 
 def prepare(cfg: PipelineConfig, runs: RunLog) -> Prepared:
     """Load and validate the data (a report of the same digits is reused), split it, add labelled feedback."""
-    data = load_data(cfg.data, "train" if cfg.protocol == "standard" else None)
-    validation, validated_in = validate_data(data, cfg.min_rows, cfg.out_dir / "validation")
+    data = load_dataset(cfg.data, "train" if cfg.protocol == "standard" else None)
+    validation, validated_in = check_once(data, cfg.min_rows, cfg.out_dir / "validation")
     log.info(f"validated {len(data):,} images from {data.source}: {validation.summary()}")
-    split = split_data(data, cfg.protocol, cfg.data, cfg.test_fraction, cfg.val_fraction, cfg.seed_of_split)
-    recipe = split_recipe(cfg.protocol, cfg.seed_of_split, cfg.test_fraction, cfg.val_fraction)
+    split = split_by_protocol(data, cfg.protocol, cfg.data, cfg.test_fraction, cfg.val_fraction, cfg.seed_of_split)
+    recipe = cfg.recipe()
     check_split(cfg.params_split, data.digest, recipe, "--params")
     log.info("split ({}): {}".format(cfg.protocol, ", ".join(f"{k} {v:,}" for k, v in split.sizes().items())))
     split, feedback, used = add_feedback(runs, split) if cfg.feedback else (split, None, {})
@@ -112,7 +106,7 @@ def prepare(cfg: PipelineConfig, runs: RunLog) -> Prepared:
 
 
 def train_and_judge(cfg: PipelineConfig, tracker: Tracker, prepared: Prepared,
-                    keys: dict[str, str]) -> tuple[list[ModelResult], promotion.Verdict]:
+                    keys: dict[str, str]) -> tuple[list[RegisteredResult], Verdict]:
     """Train the models of `keys` (name -> training key) under one pipeline run, register each, and put the best
     through the gate."""
     runs, registry, split = tracker.runs, tracker.registry, prepared.split
@@ -125,11 +119,14 @@ def train_and_judge(cfg: PipelineConfig, tracker: Tracker, prepared: Prepared,
         runs.log_inputs(parent_id, run_params(cfg, split, device or "per worker"), split.parts(), cfg.data)
         runs.log_metrics(parent_id, {"validation_seconds": prepared.validation.seconds, **prepared.feedback_used})
         runs.log_artifacts(parent_id, prepared.validated_in, "validation")
-        runs.log_artifacts(parent_id, explore_data(prepared.data, cfg.out_dir / "eda"), "eda")
+        runs.log_artifacts(parent_id, explore(prepared.data, cfg.out_dir / "eda"), "eda")
         runs.log_trained_on(parent_id, split.seen_in_training())
-        suite = perturb_held_out(split.test, cfg.seed)
-        reference = describe_training_part(split.train.images)
+        suite = build_suite(split.test, cfg.seed)
+        reference = build_reference(split.train.images)
         runs.set_tags(parent_id, suite.tags())
+        if not cfg.resume:  # a left-over checkpoint of an identical run; a retry of train_one continues its own
+            for checkpoint in stale_checkpoints(cfg, list(keys), split):
+                checkpoint.unlink(missing_ok=True)
         futures = [train_one.submit(name, key, cfg, split, suite, reference, device, parent_id, lineage)
                    for name, key in keys.items()]
         results = []
@@ -141,13 +138,8 @@ def train_and_judge(cfg: PipelineConfig, tracker: Tracker, prepared: Prepared,
         for result in results:
             publish_card(registry, result, split.test, cfg.out_dir / parent_id / result.name / "card")
         runs.log_metrics(parent_id, {f"{r.name}_test_accuracy": r.accuracy for r in results})
-        runs.set_tags(parent_id, {"verdict": verdict.verdict, "verdict_reason": verdict.reason})
+        runs.set_tags(parent_id, run_tags(verdict))
     return results, verdict
-
-
-def spec_of(cfg: PipelineConfig, name: str):
-    """Model `name`'s full spec in this run: the zoo's, with the run's epochs, stopping rules and hyperparameters."""
-    return spec_for(name, cfg.epochs, cfg.stop_at_accuracy, cfg.patience, cfg.hyperparams.get(name))
 
 
 def _with_tracking(cfg: PipelineConfig) -> PipelineConfig:
@@ -190,55 +182,16 @@ def with_runner(dask_address: str | None = None):
     return training_flow.with_options(task_runner=dask_runner(dask_address)) if dask_address else training_flow
 
 
-@task(cache_policy=NO_CACHE, task_run_name="model-{name}")
-def train_one(name: str, key: str, cfg: PipelineConfig, split: Split, suite: Suite, reference: Reference, device: str | None,
-              parent_id: str, lineage: dict) -> ModelResult:
-    """One model from training to a registered version, in its own MLflow run under the pipeline's (on `device`,
-    else on this process's own)."""
-    device = device or device_for((name,))
-    tracker = _tracker(cfg)  # by config, not passed: a Dask worker gets the config, not a client
-    spec = spec_of(cfg, name)
-    runs = tracker.runs
-    tuned = cfg.params_tags.get(name, {})  # the params file this model's values came from
-    with runs.run(name, parent_id=parent_id, tags={**lineage, **tuned}) as run_id:
-        folder = cfg.out_dir / parent_id / name
-        runs.log_inputs(run_id, {"model": name, "seed": cfg.seed, "device": device, **flat_values(spec)},
-                        {"training": split.train, "evaluation": split.test}, cfg.data)
-        checkpoint = checkpoint_path(cfg.out_dir / "checkpoints", name, spec, cfg.seed, split)
-        if not cfg.resume:  # a left-over checkpoint of an identical run; a retry of this task continues its own
-            checkpoint.unlink(missing_ok=True)
-        with epoch_bars(name, spec, cfg.progress) as bars:
-            trained = train_model(name, spec, split, device, cfg.seed, cfg.threads,
-                                  [runs.epoch_logger(run_id), *bars], checkpoint)
-        evaluation, predicted = evaluate_model(trained, split.test, folder)
-        onnx_path = export_model(trained, split.test, predicted, folder)
-        robustness = check_robustness(onnx_path, suite, folder)
-        record_monitor_reference(onnx_path, reference, split.test, folder)
-        runs.log_metrics(run_id, {**evaluation.metrics(), **robustness.metrics(),
-                                  "train_seconds": trained.train_seconds, "epochs_run": len(trained.history),
-                                  **({"torch_threads": trained.threads} if trained.threads else {})})
-        runs.set_tags(run_id, {"stop_reason": trained.stop_reason})
-        runs.log_artifacts(run_id, folder, "report")
-        version = register_model(tracker.registry, run_id, onnx_path, split.test.images[:5], {
-            "model_name": name, "test_accuracy": evaluation.accuracy, "onnx_path": onnx_path.resolve(),
-            "onnx_parity": "passed", "pipeline_run_id": parent_id, "robust_accuracy": robustness.robust_accuracy,
-            "invariance_rate": robustness.invariance_rate, TRAINING_KEY_TAG: key, **suite.tags(), **tuned,
-            **{k: v for k, v in lineage.items() if not k.startswith("version.")}})  # versions: on the run
-    return ModelResult(name, evaluation.accuracy, evaluation.macro_f1, run_id, version, str(onnx_path.resolve()),
-                       onnx_path.stat().st_size / 1024, trained.train_seconds, trained.stop_reason, predicted,
-                       robustness)
-
-
-def promote_best(registry: Registry, results: list[ModelResult], split: Split, suite: Suite,
-                 feedback: Dataset | None = None) -> promotion.Verdict:
+def promote_best(registry: Registry, results: list[RegisteredResult], split: Split, suite: Suite,
+                 feedback: Dataset | None = None) -> Verdict:
     """The run's best model goes through the promotion gate; the others are recorded as not candidates."""
     best, others = promotion.candidate(results)
     for other in others:
         record_verdict(registry, promotion.not_candidate(other, best))
-    return promote_champion(registry, best, split.test, suite, feedback)
+    return promote_if_earned(registry, best, split.test, suite, feedback)
 
 
-def publish_card(registry: Registry, result: ModelResult, test: Dataset, folder: Path) -> None:
+def publish_card(registry: Registry, result: RegisteredResult, test: Dataset, folder: Path) -> None:
     """The version's evidence card on its MLflow run, and its gist as a markdown artifact of this flow run. The
     verdict is recorded (and the alias moved) by now: a card that cannot be written is said, not a failed run."""
     try:
@@ -262,14 +215,14 @@ def run_params(cfg: PipelineConfig, split: Split, device: str) -> dict[str, obje
             **{f"split_test_count_{digit}": count for digit, count in enumerate(split.test.class_counts())}}
 
 
-def summarise(registry: Registry, out_dir: Path, results: list[ModelResult], verdict: promotion.Verdict | None,
+def summarise(registry: Registry, out_dir: Path, results: list[RegisteredResult], verdict: Verdict | None,
               unchanged: dict[str, TrainedBefore]) -> dict:
     """The run's models (those trained, those unchanged since an earlier version), the verdict on its candidate
     (None: nothing trained), and the champion after it (which may be an earlier run's)."""
     champion = registry.champion()  # None only while no model has ever passed the gate
     return {"models": {**{name: before.summary() for name, before in unchanged.items()},
                        **{r.name: r.summary() for r in results}},
-            "verdict": verdict and {"version": verdict.version, "verdict": verdict.verdict, "reason": verdict.reason},
+            "verdict": verdict and verdict.summary(),
             "champion": champion and {
                 "name": champion.model_name, "model_version": champion.version, "accuracy": champion.accuracy,
                 "onnx_path": str(registry.local_onnx(champion, out_dir / "champion")), "promoted": bool(verdict and verdict.promoted)}}

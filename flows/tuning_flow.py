@@ -14,7 +14,7 @@ from digitpipe.tracking import tracker_for
 from digitpipe.tracking.trials import StudyLog
 from digitpipe.zoo import device_for
 from flows import startup
-from tasks import load_data, open_study, retrain_seeds, search_study, split_data
+from tasks import load_dataset, open_study, seed_spread, search, split_by_protocol
 
 log = logging.getLogger("digitpipe")
 
@@ -27,23 +27,23 @@ def tuning_flow(cfg: TuneConfig) -> dict:
                             seed=cfg.seed, timeout=cfg.timeout, prune=cfg.prune, threads=cfg.threads,
                             pareto=cfg.objective == "accuracy-time")
     device, runs = device_for((cfg.model,)), tracker_for(cfg.tracking).runs
-    data = load_data(cfg.data, "train" if cfg.protocol == "standard" else None)
-    split = split_data(data, cfg.protocol, cfg.data, cfg.test_fraction, cfg.val_fraction, cfg.split_seed)
+    data = load_dataset(cfg.data, "train" if cfg.protocol == "standard" else None)
+    split = split_by_protocol(data, cfg.protocol, cfg.data, cfg.test_fraction, cfg.val_fraction, cfg.seed_of_split)
     study = open_study(plan, split)
     runs.fail_orphaned_runs()  # a killed tune's runs, as its trials are failed
     log.info(f"study {cfg.study} ({studies.masked(cfg.storage)}): {cfg.model} on {len(split.train):,} training and "
              f"{len(split.val):,} validation digits; trials so far: {studies.describe(study)}")
     recipe = {"data_digest": data.digest[:16],
-              **hyperparams.split_recipe(cfg.protocol, cfg.split_seed, cfg.test_fraction, cfg.val_fraction)}
+              **cfg.recipe()}
     with runs.run(f"tune-{cfg.study}", tags={"optuna.study": cfg.study, **cfg.base_tags}) as parent_id:
         runs.log_params(parent_id, {"model": cfg.model, "trials": cfg.trials, "study": cfg.study, "data": cfg.data,
                                     "storage": studies.masked(cfg.storage), "seed": cfg.seed, "device": device,
                                     "prune": cfg.prune, **recipe, **{f"fixed.{k}": v for k, v in cfg.base.items()}})
-        search_study(plan, split, study, device, StudyLog(runs, parent_id, cfg.study).trial, cfg.progress)
+        search(plan, split, study, device, StudyLog(runs, parent_id, cfg.study).trial, cfg.progress)
         summary = summarise(plan, study) | {"split": recipe}
         if cfg.seeds and summary["best"] and cfg.model != "logreg":  # lbfgs is deterministic: no spread
             seeds = [cfg.seed + i for i in range(1, cfg.seeds + 1)]
-            scores = retrain_seeds(plan, summary["best"]["params"], split, seeds, device)
+            scores = seed_spread(plan, summary["best"]["params"], split, seeds, device)
             summary["best"]["seeds"] = {"seeds": seeds, **studies.spread(scores)}
         runs.log_metrics(parent_id, {f"trials_{k}": v for k, v in summary["counts"].items()}
                          | ({"best_value": summary["best"]["value"]} if summary["best"] else {}))

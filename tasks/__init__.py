@@ -9,11 +9,11 @@ from __future__ import annotations
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from digitpipe import approval, batch_scoring, card, eda, evaluate, export, promotion, robustness, studies, validation, zoo
+from digitpipe import approval, batch_scoring, card, eda, model_loading, model_run, promotion, robustness, studies, validation, zoo
 from digitpipe.data import load_dataset, split_by_protocol
 from digitpipe.errors import UserError
-from digitpipe.monitoring import alarms, drift, feedback
-from digitpipe.tracking import Registry
+from digitpipe.monitoring import alarms, drift
+from digitpipe.tracking import RunLog
 
 
 def not_a_user_error(_task, _task_run, state) -> bool:
@@ -22,9 +22,9 @@ def not_a_user_error(_task, _task_run, state) -> bool:
     return not isinstance(state.result(raise_on_failure=False), UserError)
 
 
-def step(function, name: str, **policy):
-    """`function` as a Prefect task called `name`, without caching or persisted results."""
-    return task(function, name=name, cache_policy=NO_CACHE, persist_result=False, **policy)
+def step(function, **policy):
+    """`function` as a Prefect task of its own name, without caching or persisted results."""
+    return task(function, name=function.__name__, cache_policy=NO_CACHE, persist_result=False, **policy)
 
 
 ONCE_MORE = {"retries": 1, "retry_condition_fn": not_a_user_error}  # a crash mid-training: continue its checkpoint
@@ -32,38 +32,34 @@ ONCE_MORE = {"retries": 1, "retry_condition_fn": not_a_user_error}  # a crash mi
 IO_RETRIES = {"retries": 2, "retry_delay_seconds": [2, 10], "retry_condition_fn": not_a_user_error}
 
 # data
-load_data = step(load_dataset, "load_data")
-validate_data = step(validation.check_once, "validate_data")
-explore_data = step(eda.explore, "explore_data")
-split_data = step(split_by_protocol, "split_data")
-gather_feedback = step(feedback.gather, "gather_feedback", **IO_RETRIES)
-perturb_held_out = step(robustness.build_suite, "perturb_held_out")
-describe_training_part = step(drift.build_reference, "describe_training_part")
+load_dataset = step(load_dataset)
+check_once = step(validation.check_once)
+explore = step(eda.explore)
+split_by_protocol = step(split_by_protocol)
+gather_feedback = step(RunLog.gather_feedback, **IO_RETRIES)
+build_suite = step(robustness.build_suite)
+build_reference = step(drift.build_reference)
 
-# one model
-train_model = step(zoo.train_model, "train_model", task_run_name="train-{name}", **ONCE_MORE)
-evaluate_model = step(evaluate.evaluate_model, "evaluate_model")
-export_model = step(export.export_checked, "export_model")
-check_robustness = step(robustness.check_robustness, "check_robustness")
-record_monitor_reference = step(drift.write_reference, "record_monitor_reference")
+# one model: trained, evaluated, exported, checked and registered in its own run
+train_model = step(zoo.train_model, task_run_name="train-{name}", **ONCE_MORE)
+train_one = step(model_run.train_one, task_run_name="model-{name}", **ONCE_MORE)
 
 # registry
-register_model = step(Registry.register_onnx, "register_model", **IO_RETRIES)
-promote_champion = step(promotion.promote_if_earned, "promote_champion", **IO_RETRIES)
-record_verdict = step(promotion.record_verdict, "record_verdict", **IO_RETRIES)
-decide_approval = step(approval.decide, "decide_approval", **IO_RETRIES)
-expire_approvals = step(approval.expire, "expire_approvals", **IO_RETRIES)
-waiting_approvals = step(approval.waiting, "waiting_approvals", **IO_RETRIES)
-write_card = step(card.write_card, "write_card", task_run_name="card-v{version}", **IO_RETRIES)
+promote_if_earned = step(promotion.promote_if_earned, **IO_RETRIES)
+record_verdict = step(promotion.record_verdict, **IO_RETRIES)
+decide = step(approval.decide, **IO_RETRIES)
+expire = step(approval.expire, **IO_RETRIES)
+waiting = step(approval.waiting, **IO_RETRIES)
+write_card = step(card.write_card, task_run_name="card-v{version}", **IO_RETRIES)
 
 # tuning
-open_study = step(studies.open_study, "open_study", **IO_RETRIES)
-search_study = step(studies.search, "search_study")
-retrain_seeds = step(studies.seed_spread, "retrain_seeds")
+open_study = step(studies.open_study, **IO_RETRIES)
+search = step(studies.search)
+seed_spread = step(studies.seed_spread)
 
 # scoring
-fetch_model = step(batch_scoring.fetch_model, "fetch_model", **IO_RETRIES)
-score_one = step(batch_scoring.score_beside, "score_one", task_run_name="score-{input_path.name}")
-keep_feedback = step(batch_scoring.record_scored_labels, "keep_feedback", **IO_RETRIES)
-check_batch = step(alarms.batch_alarm, "check_batch", **IO_RETRIES)
-document_batch = step(validation.document_batch, "document_batch")
+load_model = step(model_loading.load_model, **IO_RETRIES)
+score_beside = step(batch_scoring.score_beside, task_run_name="score-{input_path.name}")
+record_scored_labels = step(batch_scoring.record_scored_labels, **IO_RETRIES)
+batch_alarm = step(alarms.batch_alarm, **IO_RETRIES)
+document_batch = step(validation.document_batch)

@@ -32,7 +32,7 @@ def _join_race(barrier) -> None:
 def _promote(uri: str, name: str, version: str, data: Path) -> bool:
     from digitpipe.promotion import promote_if_earned
     from digitpipe.tracking import Tracker
-    from digitpipe.zoo import ModelResult
+    from digitpipe.records.training import ModelResult
 
     registry = Tracker(TrackingConfig(tracking_uri=uri, registered_model=name)).registry
     test = split_dataset(load_dataset(data)).test

@@ -97,7 +97,7 @@ def test_run_and_score_give_one_line_for_bad_input(digits, tmp_path, prefect_api
     bomb each end `run` (and the bomb `score`) with exactly one line on stderr, exit 2, and no output file."""
     from digitpipe.baseline import fit_logreg
     from digitpipe.export import export_onnx
-    from digitpipe.zoo import SPECS
+    from digitpipe.records.specs import SPECS
     from tests.helpers import digitpipe, environ
 
     (tmp_path / "malformed.csv").write_text("label,pixel0\n1,2\n")

@@ -86,7 +86,7 @@ def test_kill_9_then_resume_ends_like_an_uninterrupted_run(tmp_path, env):
 def test_a_prefect_retry_continues_training_from_the_checkpoint(fixture_dir, tmp_path):
     from prefect import flow
 
-    from digitpipe.zoo import spec_for
+    from digitpipe.records.specs import spec_for
     from tasks import train_model
 
     split = split_dataset(load_dataset(fixture_dir))

@@ -16,7 +16,9 @@ from digitpipe.runtime import utc_now
 
 if TYPE_CHECKING:
     from digitpipe.config import MonitoringConfig
-    from digitpipe.monitoring.feedback import Feedback
+    from digitpipe.records.feedback import Feedback
+    from digitpipe.records.drift import DriftVerdict
+    from digitpipe.records.models import ModelIdentity
     from digitpipe.tracking import Registry, Tracker
 
 DRIFT_EVENT, LOW_ACCURACY_EVENT = "digitpipe.drift.detected", "digitpipe.accuracy.low"
@@ -41,7 +43,7 @@ class Alarm:
         return f"{self.event} for v{self.version} ({self.reason}); {action}"
 
 
-def alarm_for(model: str, version: str | None, batch: str, drift_verdict: str | None,
+def alarm_for(model: str, version: str | None, batch: str, drifted: bool,
               live_accuracy: float | None, min_live_accuracy: float | None, new_feedback: bool) -> Alarm | None:
     """The alarm a batch raises, if any: drift, or a live accuracy below the floor (a registered model only)."""
     if version is None:
@@ -49,7 +51,7 @@ def alarm_for(model: str, version: str | None, batch: str, drift_verdict: str | 
     if live_accuracy is not None and min_live_accuracy is not None and live_accuracy < min_live_accuracy:
         reason = f"live accuracy {live_accuracy:.2%} is below the floor {min_live_accuracy:.2%}"
         return Alarm(LOW_ACCURACY_EVENT, model, version, batch, reason, new_feedback)
-    if drift_verdict == "drift":
+    if drifted:
         return Alarm(DRIFT_EVENT, model, version, batch, "the batch drifted from the training data", new_feedback)
     return None
 
@@ -72,7 +74,7 @@ class FeedbackResult:
                 f"{self.live_accuracy:.2%} (run {self.run_id})")
 
 
-def record_feedback(tracker: Tracker, feedback: Feedback, model_path: Path, identity: dict,
+def record_feedback(tracker: Tracker, feedback: Feedback, model_path: Path, identity: ModelIdentity,
                     monitoring: MonitoringConfig) -> FeedbackResult:
     """Score the labelled digits with the model that served them, log the live accuracy and keep the digits in the
     store (a feedback run), tag the version with it; below the floor, raise an alarm, which asks for retraining when
@@ -81,7 +83,7 @@ def record_feedback(tracker: Tracker, feedback: Feedback, model_path: Path, iden
 
     accuracy = float(np.mean(OnnxScorer(model_path).predict(feedback.images) == feedback.labels))
     run_id = tracker.runs.log_feedback(feedback, identity, accuracy)
-    version = identity.get("version")
+    version = identity.version
     if version:
         tagged, rows = accuracy, len(feedback.labels)  # a scored file's labels: this batch's figure
         prefix = "" if feedback.origin == "file" else f"{feedback.origin}_"  # web_live_accuracy: the page's own
@@ -96,17 +98,17 @@ def record_feedback(tracker: Tracker, feedback: Feedback, model_path: Path, iden
         accuracy = tagged
     champion = tracker.registry.champion()
     retrainable = champion is not None and champion.version == version and has_new_feedback(tracker)
-    alarm = alarm_for(tracker.registry.cfg.registered_model, version, feedback.source, None, accuracy,
+    alarm = alarm_for(tracker.registry.cfg.registered_model, version, feedback.source, False, accuracy,
                       monitoring.min_live_accuracy, new_feedback=retrainable)
     if alarm:
         record_alarm(tracker.registry, alarm)
     return FeedbackResult(feedback.source, len(feedback.labels), accuracy, run_id, version, alarm)
 
 
-def batch_alarm(tracker: Tracker, identity: dict, batch: str, drift: dict) -> Alarm | None:
+def batch_alarm(tracker: Tracker, identity: ModelIdentity, batch: str, drift: DriftVerdict) -> Alarm | None:
     """The alarm a scored batch raises for drift, recorded on the version (a low live accuracy is raised where the
     labels are recorded: record_feedback)."""
-    alarm = alarm_for(tracker.registry.cfg.registered_model, identity.get("version"), batch, drift.get("verdict"),
+    alarm = alarm_for(tracker.registry.cfg.registered_model, identity.version, batch, drift.drifted,
                       None, None, new_feedback=False)
     if alarm is None:
         return None

@@ -17,6 +17,7 @@ import numpy as np
 from digitpipe.errors import DataError
 from digitpipe.files import write_json
 from digitpipe.monitoring.features import image_features
+from digitpipe.records.drift import DriftKind, DriftVerdict, FeatureDrift
 
 if TYPE_CHECKING:
     from digitpipe.config import MonitoringConfig
@@ -123,7 +124,7 @@ class BatchProfile:
             self.counts[name] = self.counts.get(name, 0) + _counts(values[name], edges)
         self.rows += len(images)
 
-    def verdict(self, thresholds: MonitoringConfig) -> dict:
+    def verdict(self, thresholds: MonitoringConfig) -> DriftVerdict:
         """ok, warn or drift (or too_few_rows), with every feature's PSI and drift threshold and the ones that moved.
 
         Two samples of one distribution still differ by chance, by about (bins - 1) x (1/rows + 1/reference rows)
@@ -136,16 +137,16 @@ class BatchProfile:
             warn[name], drift[name] = thresholds.warn_psi + noise, thresholds.drift_psi + noise
         moved = sorted((n for n in distances if distances[n] > warn[n]), key=lambda n: -distances[n])
         if self.rows < thresholds.min_rows:
-            verdict, moved = "too_few_rows", []
+            kind, moved = DriftKind.TOO_FEW_ROWS, []
         elif any(distances[n] > drift[n] for n in moved):
-            verdict = "drift"
+            kind = DriftKind.DRIFT
         else:
-            verdict = "warn" if moved else "ok"
-        return {"verdict": verdict, "rows": self.rows, "moved": moved, "spec": self.reference.spec,
-                "features": {n: {"distance": round(distances[n], 4), "threshold": round(drift[n], 4),
-                                 "edges": self.reference.edges[n], "reference_shares": self.reference.shares[n],
-                                 "batch_shares": _rounded_shares(self.counts.get(n, 0), self.reference.edges[n])}
-                             for n in distances}}
+            kind = DriftKind.WARN if moved else DriftKind.OK
+        features = {n: FeatureDrift(round(distances[n], 4), round(drift[n], 4), self.reference.edges[n],
+                                    self.reference.shares[n], _rounded_shares(self.counts.get(n, 0),
+                                                                              self.reference.edges[n]))
+                    for n in distances}
+        return DriftVerdict(kind, self.rows, tuple(moved), self.reference.spec, features)
 
 
 def _rounded_shares(counts: np.ndarray | int, edges: list[float]) -> list[float]:
@@ -153,17 +154,17 @@ def _rounded_shares(counts: np.ndarray | int, edges: list[float]) -> list[float]
     return np.round(counts / max(counts.sum(), 1), 5).tolist()
 
 
-def report_html(drift: dict, source: str, picture: str) -> str:
+def report_html(drift: DriftVerdict, source: str, picture: str) -> str:
     """A drift report page: the verdict, each feature's PSI against its threshold, and the histograms picture."""
     import html
 
-    rows = "".join(f"<tr><td>{html.escape(name)}</td><td>{f['distance']:.3f}</td><td>{f['threshold']:.3f}</td>"
-                   f"<td>{'moved' if name in drift['moved'] else ''}</td></tr>" for name, f in drift["features"].items())
+    rows = "".join(f"<tr><td>{html.escape(name)}</td><td>{f.distance:.3f}</td><td>{f.threshold:.3f}</td>"
+                   f"<td>{'moved' if name in drift.moved else ''}</td></tr>" for name, f in drift.features.items())
     return ("<!doctype html><html><head><meta charset='utf-8'><title>digitpipe drift report</title><style>"
             "body{font-family:sans-serif;max-width:1100px;margin:2em auto}td,th{padding:2px 10px;text-align:left}"
-            f"img{{max-width:100%}}</style></head><body><h1>Drift: {html.escape(drift['verdict'])}</h1>"
-            f"<p>{drift['rows']:,} rows of {html.escape(source)} against the training data of "
-            f"{html.escape(str(drift.get('reference', '?')))} ({html.escape(drift['spec'])})</p>"
+            f"img{{max-width:100%}}</style></head><body><h1>Drift: {html.escape(drift.kind.value)}</h1>"
+            f"<p>{drift.rows:,} rows of {html.escape(source)} against the training data of "
+            f"{html.escape(str(drift.reference or '?'))} ({html.escape(drift.spec)})</p>"
             f"<table><tr><th>feature</th><th>PSI</th><th>drift above</th><th></th></tr>{rows}</table>"
             f"<h2>Reference vs batch</h2><img src='{html.escape(picture)}' alt='histograms'></body></html>\n")
 
@@ -187,7 +188,7 @@ def write_reference(onnx_path: Path, base: Reference, held_out: Dataset, folder:
     return with_model(base, OnnxScorer(onnx_path).scores(held_out.images)).save(folder / REFERENCE_FILE)
 
 
-def write_drift_report(drift: dict, source: str, folder: Path) -> Path:
+def write_drift_report(drift: DriftVerdict, source: str, folder: Path) -> Path:
     """A scored batch's drift check as report.html and histograms.png in `folder` (for the scoring flow's run)."""
     from digitpipe.files import write_text
     from digitpipe.plots import drift_png

@@ -5,51 +5,19 @@ numpy and pyarrow only (no torch, Prefect or MLflow here)."""
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from digitpipe.data import Dataset, Split, read_whole
 from digitpipe.data.dataset import N_CLASSES
 from digitpipe.errors import DataError
-from digitpipe.files import atomic_path, first_line
+from digitpipe.files import first_line
+from digitpipe.records.feedback import Feedback
 
-if TYPE_CHECKING:
-    from digitpipe.tracking import RunLog
-
-FEEDBACK_FILE = "feedback.npz"  # the artifact of a feedback run: images, labels, ImageIds
 # The share of feedback digits no retraining may fit on, chosen by each image's hash: the same digit is held out in
 # every run, so challenger and champion can be compared on feedback neither trained on.
 HELD_OUT_SHARE = 0.3
-
-
-@dataclass(frozen=True)
-class Feedback:
-    """Labelled digits from one scored file: images, their true labels and their ImageIds in that file."""
-
-    images: np.ndarray  # uint8 n x 28 x 28
-    labels: np.ndarray  # int64
-    image_ids: np.ndarray  # int64, 1-based rows of the scored file (served: the request's number)
-    source: str
-    origin: str = "file"  # "file": labels that arrived for a scored file; "web": answers on the serving page
-
-    def save(self, path: Path) -> Path:
-        """The digits as a compressed .npz at `path` (written atomically)."""
-        with atomic_path(path) as tmp, tmp.open("wb") as f:
-            np.savez_compressed(f, images=self.images, labels=self.labels, image_ids=self.image_ids)
-        return path
-
-    @classmethod
-    def load(cls, path: Path, source: str = "", origin: str = "file") -> Feedback:
-        """Feedback saved by `save`."""
-        with np.load(path) as saved:
-            return cls(saved["images"], saved["labels"], saved["image_ids"], source or str(path), origin)
-
-    def dataset(self) -> Dataset:
-        """The labelled digits as a Dataset."""
-        return Dataset(self.images, self.labels, self.source)
 
 
 def read_scored(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, int]:
@@ -103,24 +71,6 @@ def labelled_in_file(scored: Path) -> Feedback | None:
     """The digits of a scored file that carried its own labels (Kaggle's train format), else None."""
     ids, images, labels, _ = read_scored(scored)
     return None if labels is None or len(ids) == 0 else Feedback(images, labels, ids, str(scored))
-
-
-def combine(feedback: list[Feedback]) -> Dataset | None:
-    """All feedback (oldest first) as one dataset, each distinct image once with its latest label: the same digit
-    may be labelled in several batches, and a later label corrects an earlier one."""
-    if not feedback:
-        return None
-    data = Dataset(np.concatenate([f.images for f in feedback]), np.concatenate([f.labels for f in feedback]),
-                   "feedback")
-    _, last = np.unique(data.image_hashes()[::-1], return_index=True)
-    return data.subset(np.sort(len(data) - 1 - last))
-
-
-def gather(runs: RunLog) -> tuple[Dataset | None, int]:
-    """Every labelled feedback digit in the store, each distinct image once with its latest label (None when there
-    is none), and when the newest of those feedback runs started (epoch ms)."""
-    found = runs.feedback_runs()
-    return combine(runs.load_feedback([run_id for run_id, _ in found])), max((ms for _, ms in found), default=0)
 
 
 def held_out(data: Dataset) -> np.ndarray:

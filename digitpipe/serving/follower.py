@@ -12,11 +12,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from digitpipe.errors import UserError
-from digitpipe.monitoring.drift import Reference, registered_reference
+from digitpipe.model_loading import load_model
+from digitpipe.monitoring.drift import Reference
 from digitpipe.onnx_scorer import OnnxScorer
+from digitpipe.records.models import ModelIdentity, ModelRef
 
 if TYPE_CHECKING:
+    from digitpipe.config import TrackingConfig
     from digitpipe.tracking import Registry
 
 log = logging.getLogger("digitpipe.serve")
@@ -27,7 +29,7 @@ class ServedModel:
     """One loaded version: its session, who it is (model name, version, precision) and its drift reference."""
 
     scorer: OnnxScorer
-    identity: dict
+    identity: ModelIdentity
     path: Path
     reference: Reference | None
     folder: Path | None = None  # what was downloaded for it (removed when it is replaced)
@@ -35,7 +37,7 @@ class ServedModel:
 
     @property
     def version(self) -> str | None:
-        return self.identity.get("version")
+        return self.identity.version
 
     def names(self) -> dict[str, str | None]:
         """What every response says about the model that answered it."""
@@ -43,8 +45,7 @@ class ServedModel:
 
     @functools.cached_property
     def _names(self) -> dict[str, str | None]:  # once per version, not per reply
-        return {"model": self.identity.get("model_name") or Path(self.identity["uri"]).stem,
-                "version": self.version, "precision": self.identity.get("precision", "fp32")}
+        return {"model": self.identity.name, "version": self.version, "precision": self.identity.precision or "fp32"}
 
 
 def _answered(tags: dict[str, str]) -> tuple[int, int]:
@@ -57,28 +58,28 @@ def _answered(tags: dict[str, str]) -> tuple[int, int]:
 
 
 class ModelFollower:
-    """The version `uri` names now: loaded at start, then followed by a polling thread (a .onnx file is not followed).
-    A request takes `current` once and keeps it: a swap never changes the session under a running request."""
+    """The version `model` names now: loaded at start, then followed by a polling thread (a .onnx file is not
+    followed). A request takes `current` once and keeps it: a swap never changes the session under a running
+    request."""
 
-    def __init__(self, uri: str, registry: Registry | None, poll_seconds: float) -> None:
-        self.uri, self.registry, self.poll_seconds = uri, registry, poll_seconds
+    def __init__(self, model: str, tracking: TrackingConfig, poll_seconds: float) -> None:
+        self.ref, self.tracking, self.poll_seconds = ModelRef.parse(model), tracking, poll_seconds
+        self.registry: Registry | None = None  # the store of a registered model, once loaded
         self._folder = Path(tempfile.mkdtemp(prefix="digitpipe-serve-"))
         self._stop = threading.Event()
         self._swaps: list = []  # callbacks told of each new version (the drift window starts again)
         self.current = self._load()
 
     def _load(self) -> ServedModel:
-        if self.registry is None:
-            path = Path(self.uri)
-            if not path.is_file():
-                raise UserError(f"{self.uri}: no such model file (expected a .onnx file or models:/NAME@ALIAS)")
-            return ServedModel(OnnxScorer(path), {"uri": str(path.resolve())}, path, None)
+        if not self.ref.registered:
+            loaded = load_model(self.ref, self.tracking, self._folder)
+            return ServedModel(loaded.scorer(), loaded.identity, loaded.path, None)
         folder = Path(tempfile.mkdtemp(dir=self._folder))
         try:
-            path, identity = self.registry.resolve(self.uri, folder)  # int8 where accepted, as `score` does
-            reference = registered_reference(self.registry.monitor_reference(identity, folder / "reference"))
-            answered = _answered(self.registry.version_tags(identity["version"]))
-            return ServedModel(OnnxScorer(path), identity, path, reference, folder, answered)
+            loaded = load_model(self.ref, self.tracking, folder)  # int8 where accepted, as `score` does
+            self.registry = loaded.registry
+            answered = _answered(self.registry.version_tags(loaded.identity.version))
+            return ServedModel(loaded.scorer(), loaded.identity, loaded.path, loaded.reference, folder, answered)
         except BaseException:
             shutil.rmtree(folder, ignore_errors=True)  # a failed download is tried again at the next poll
             raise
@@ -89,10 +90,10 @@ class ModelFollower:
 
     def refresh(self) -> bool:
         """Load the version the alias names now if it moved; True when it did."""
-        if self.registry is None or self.registry.version_of(self.uri) == self.current.version:
+        if self.registry is None or self.registry.version_of(self.ref) == self.current.version:
             return False
         old, self.current = self.current, self._load()
-        log.info("serving %s v%s (was v%s)", self.uri, self.current.version, old.version)
+        log.info("serving %s v%s (was v%s)", self.ref.text, self.current.version, old.version)
         for callback in self._swaps:
             callback(self.current)
         if old.folder:
@@ -108,7 +109,7 @@ class ModelFollower:
             try:
                 self.refresh()
             except Exception as exc:  # the store may be down a while: keep answering with the version we have
-                log.warning("cannot read %s (%s); still serving v%s", self.uri, str(exc).splitlines()[0][:160],
+                log.warning("cannot read %s (%s); still serving v%s", self.ref.text, str(exc).splitlines()[0][:160],
                             self.current.version)
 
     def stop(self) -> None:

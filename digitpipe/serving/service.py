@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from digitpipe.monitoring.drift import BatchProfile
+from digitpipe.records.models import ModelRef
 from digitpipe.onnx_scorer import probabilities
 from digitpipe.serving.follower import ModelFollower, ServedModel
 from digitpipe.serving.inputs import InputError
@@ -150,7 +151,7 @@ class Service:
     def _record_feedback(self, answers: list[Answer], labels: list[int]) -> None:
         """One feedback run for a batch of answers on one version, as `digitpipe feedback` records labels."""
         from digitpipe.monitoring.alarms import record_feedback
-        from digitpipe.monitoring.feedback import Feedback
+        from digitpipe.records.feedback import Feedback
 
         version = answers[0].version
         feedback = Feedback(np.stack([a.image() for a in answers]), np.array(labels, np.int64),
@@ -161,8 +162,8 @@ class Service:
             if version == current.version:  # the version answering now (or a file): its own file
                 path, identity = current.path, current.identity
             else:
-                name = current.identity["registered_model"]
-                path, identity = self.tracker.registry.resolve(f"models:/{name}/{version}", Path(tmp))
+                ref = ModelRef.of_version(current.identity.registered_model, version)
+                path, identity = self.tracker.registry.resolve(ref, Path(tmp))
             result = record_feedback(self.tracker, feedback, path, identity, self.tracking.monitoring)
         log.info("%s", result.line())
 
@@ -194,13 +195,11 @@ class Service:
             profile.add(np.concatenate([images for images, _ in kept]), np.concatenate([s for _, s in kept]))
             drift = profile.verdict(self.tracking.monitoring)
             self.metrics.drift.clear()
-            self.metrics.drift.labels(drift["verdict"]).set(1)
-            with runs.run(f"served window {number}", tags={"digitpipe.kind": "serving",
-                                                           "drift_verdict": drift["verdict"]}) as run_id:
-                runs.log_params(run_id, {**served.identity, "window_digits": drift["rows"]})
-                runs.log_metrics(run_id, {f"drift_psi_{name}": f["distance"]
-                                          for name, f in drift.get("features", {}).items()})
-            if self.tracking.serving.drift_events and drift["verdict"] == "drift" and self.on_alarm:
+            self.metrics.drift.labels(drift.kind.value).set(1)
+            with runs.drift_run(f"served window {number}", "serving",
+                                {**served.identity.params(), "window_digits": drift.rows}, drift):
+                pass
+            if self.tracking.serving.drift_events and drift.drifted and self.on_alarm:
                 from digitpipe.monitoring.alarms import batch_alarm
 
                 if alarm := batch_alarm(self.tracker, served.identity, f"served window {number}", drift):

@@ -10,7 +10,6 @@ import functools
 import logging
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from pathlib import Path
 
 from mlflow import MlflowClient
 
@@ -29,14 +28,9 @@ def tracker_for(cfg: TrackingConfig, promotion_lock: Callable[[], AbstractContex
                 create: bool = True) -> Tracker:
     """One Tracker (one MLflow client, one store check) per configuration, promotion lock and process; with
     `create` False (commands that only read or change what is registered) a missing local store is an error."""
-    if not create and (path := _sqlite_file(cfg.tracking_uri)) and not path.exists():
+    if not create and (path := cfg.local_store) and not path.exists():
         raise UserError(f"no MLflow store at {cfg.tracking_uri} (no such file): nothing has been registered there")
     return Tracker(cfg, promotion_lock)
-
-
-def _sqlite_file(uri: str) -> Path | None:
-    """The database file of a sqlite:/// tracking URI (None for any other store)."""
-    return Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
 
 
 class Tracker:

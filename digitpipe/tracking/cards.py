@@ -11,27 +11,25 @@ from mlflow.exceptions import MlflowException
 from digitpipe.tracking.client import permitted
 
 if TYPE_CHECKING:
-    from mlflow import MlflowClient
-
-    from digitpipe.config import TrackingConfig
+    from digitpipe.tracking.client import VersionStore
 
 CARD_FOLDER = "card"  # on the version's run: card.html, card.json
 CARD_TAG = "evidence_card"
 
 
 class CardRecords:
-    """Registry's card records (a mixin: it uses Registry's version_tags)."""
+    """The registry's evidence cards: what a card says of a version, and the card on the version's run."""
 
-    client: MlflowClient
-    cfg: TrackingConfig
+    def __init__(self, store: VersionStore) -> None:
+        self.store, self.client, self.cfg = store, store.client, store.cfg
 
-    def card_facts(self, version: str) -> dict:
+    def facts(self, version: str) -> dict:
         """What a version's card says it is and was trained on: its tags, its own run's parameters (the model's
         spec, seed) and its pipeline run's (data, split); missing runs give empty parameters."""
         try:
             mv = self.client.get_model_version(self.cfg.registered_model, version)
         except MlflowException:
-            self.version_tags(version)  # its clear error
+            self.store.version_tags(version)  # its clear error
             raise
         tags = dict(mv.tags)
         return {"tags": tags, "run_id": mv.run_id, "params": self._params(mv.run_id),
@@ -43,15 +41,15 @@ class CardRecords:
         except MlflowException:
             return {}
 
-    def record_card(self, version: str, run_id: str, folder: Path) -> str:
+    def record(self, version: str, run_id: str, folder: Path) -> str:
         """Log the card in `folder` on the version's run; the version's tag names it. Returns the artifact path."""
         with permitted(f"log the card of v{version}"):
             self.client.log_artifacts(run_id, str(folder), CARD_FOLDER)
         path = f"{CARD_FOLDER}/card.html"
-        self.set_version_tags(version, {CARD_TAG: path})
+        self.store.set_version_tags(version, {CARD_TAG: path})
         return path
 
-    def recorded_card(self, version: str, dest: Path) -> tuple[Path, str, dict[str, str]] | None:
+    def recorded(self, version: str, dest: Path) -> tuple[Path, str, dict[str, str]] | None:
         """The card logged on the version's run, downloaded into `dest`, the run and the version's tags; None
         where it has none."""
         mv = self.client.get_model_version(self.cfg.registered_model, version)

@@ -4,16 +4,23 @@ server's refusal as one line, and the store's times (epoch milliseconds)."""
 from __future__ import annotations
 
 import os
-import socket
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager
+from typing import TYPE_CHECKING, Protocol
 
 from mlflow.exceptions import MlflowException
 from mlflow.tracking._tracking_service.utils import _use_tracking_uri  # private, but the only scoped form
 
 from digitpipe.errors import UserError
 from digitpipe.files import first_line
+from digitpipe.runtime import owner
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+    from digitpipe.config import TrackingConfig
+    from digitpipe.records.models import VersionRecord
 
 
 @contextmanager
@@ -31,9 +38,12 @@ def fluent_uri(uri: str) -> Iterator[None]:
             os.environ["MLFLOW_TRACKING_URI"] = saved
 
 
+OWNER_TAG = "digitpipe."  # a run's owner as the tags digitpipe.host and digitpipe.pid
+
+
 def owner_tags() -> dict[str, str]:
     """Which process on which host owns a run: lets a later run tell a dead attempt from a live one."""
-    return {"digitpipe.host": socket.gethostname(), "digitpipe.pid": str(os.getpid())}
+    return {OWNER_TAG + key: str(value) for key, value in owner().items()}
 
 
 def iso_minute(ms: int) -> str:
@@ -55,3 +65,18 @@ def permitted(what: str) -> Iterator[None]:
         if exc.error_code not in ("PERMISSION_DENIED", "UNAUTHENTICATED"):
             raise
         raise UserError(f"the MLflow account may not {what} ({first_line(exc)[:120]})") from None
+
+
+class VersionStore(Protocol):
+    """What the registry's collaborators (lineage, cards, quantization, retention) use of the version store
+    (digitpipe.tracking.registry.Registry), so that they need not import it."""
+
+    client: MlflowClient
+    cfg: TrackingConfig
+    promotion_lock: Callable[[], AbstractContextManager]
+
+    def versions(self) -> list[VersionRecord]: ...
+
+    def version_tags(self, version: str, name: str | None = None) -> dict[str, str]: ...
+
+    def set_version_tags(self, version: str, tags: Mapping[str, object]) -> None: ...

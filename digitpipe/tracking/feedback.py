@@ -4,16 +4,17 @@ by tag."""
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from digitpipe.records.feedback import Feedback, combine
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
     from digitpipe.config import TrackingConfig
-
-    from digitpipe.monitoring.feedback import Feedback
+    from digitpipe.data import Dataset
+    from digitpipe.records.models import ModelIdentity
 
 FEEDBACK_ARTIFACT = "feedback/feedback.npz"  # on a feedback run: the labelled digits (monitoring.feedback.Feedback)
 FEEDBACK_TAGS = {"digitpipe.kind": "feedback"}
@@ -26,7 +27,7 @@ class FeedbackStore:
     client: MlflowClient
     cfg: TrackingConfig
 
-    def log_feedback(self, feedback: Feedback, identity: Mapping[str, str], live_accuracy: float) -> str:
+    def log_feedback(self, feedback: Feedback, identity: ModelIdentity, live_accuracy: float) -> str:
         """One run per batch of labelled feedback: the digits as an artifact any machine can read back (not a file on
         this worker), the live accuracy of the model that scored them, and which model that was. The same digits
         and labels recorded before (a file scored again) keep their first run: they are not new feedback."""
@@ -36,7 +37,7 @@ class FeedbackStore:
             return known[0].info.run_id
         tags = {**FEEDBACK_TAGS, "feedback_digest": digest, "source": feedback.origin}
         with self.run(f"feedback {Path(feedback.source).name}", tags=tags) as run_id:
-            self.log_params(run_id, {"input": feedback.source, **identity})
+            self.log_params(run_id, {"input": feedback.source, **identity.params()})
             self.log_metrics(run_id, {"live_accuracy": live_accuracy, "labelled_rows": len(feedback.labels)})
             with tempfile.TemporaryDirectory() as tmp:
                 path = feedback.save(Path(tmp) / Path(FEEDBACK_ARTIFACT).name)
@@ -49,6 +50,12 @@ class FeedbackStore:
         runs = self._search(FEEDBACK_RUNS, order_by=["attributes.start_time ASC"])
         trusted = self.cfg.monitoring.trust_web_feedback
         return [(r.info.run_id, r.info.start_time) for r in runs if trusted or r.data.tags.get("source") != "web"]
+
+    def gather_feedback(self) -> tuple[Dataset | None, int]:
+        """Every labelled feedback digit in the store, each distinct image once with its latest label (None when
+        there is none), and when the newest of those feedback runs started (epoch ms)."""
+        found = self.feedback_runs()
+        return combine(self.load_feedback([run_id for run_id, _ in found])), max((ms for _, ms in found), default=0)
 
     def newest_feedback_ms(self) -> int:
         """When the newest feedback run to train on started (epoch ms; 0 when there is none)."""
@@ -71,8 +78,6 @@ class FeedbackStore:
 
     def load_feedback(self, run_ids: list[str]) -> list[Feedback]:
         """The labelled digits of each feedback run."""
-        from digitpipe.monitoring.feedback import Feedback
-
         loaded = []
         with tempfile.TemporaryDirectory() as tmp:
             for run_id in run_ids:

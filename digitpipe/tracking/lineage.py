@@ -1,4 +1,5 @@
-"""Lineage: which images a pipeline run's models trained on (their hashes, an artifact of the run), how a version's
+"""Lineage: which images a pipeline run's models trained on (their hashes, an artifact of the run, logged by
+RunLog.log_trained_on), how a version's
 run split its data, so that a version can be checked again on the same held-out images, and which version a
 training key (digitpipe.training_key) already made."""
 
@@ -16,16 +17,16 @@ from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
 from digitpipe.errors import UserError
 
-if TYPE_CHECKING:
-    from mlflow import MlflowClient
+from digitpipe.records.verdicts import Verdict, from_tags
 
-    from digitpipe.config import TrackingConfig
+if TYPE_CHECKING:
+
     from digitpipe.data import SplitRecipe
+    from digitpipe.tracking.client import VersionStore
 
 TRAINED_ON_ARTIFACT = "lineage/trained_on.npy"  # on the pipeline run: hashes of every image its models trained on
 
 
-JUDGE_AGAIN = {"not_promoted", "not_approved"}  # verdicts that leave a model to train again with the same key
 TRAINING_KEY_TAG = "training_key"
 
 
@@ -35,45 +36,32 @@ class TrainedBefore:
 
     name: str
     version: str
-    verdict: str
+    verdict: Verdict
     tags: Mapping[str, str]
 
     def line(self) -> str:
         """The stage line for this model."""
-        return f"{self.name} unchanged: same data, code and settings as v{self.version} (judged: {self.verdict})"
+        return (f"{self.name} unchanged: same data, code and settings as v{self.version} "
+                f"(judged: {self.verdict.kind.value})")
 
     def summary(self) -> dict[str, object]:
         """This model in a run's JSON summary."""
         robust = self.tags.get("robust_accuracy")
-        return {"unchanged": True, "model_version": self.version, "verdict": self.verdict,
+        return {"unchanged": True, "model_version": self.version, "verdict": self.verdict.kind.value,
                 "accuracy": float(self.tags.get("test_accuracy", "nan")),
                 "robust_accuracy": float(robust) if robust else None, "onnx_path": self.tags.get("onnx_path", "")}
 
 
-class RunLineage:
-    """RunLog's half of lineage (a mixin): the pipeline run records what its models trained on."""
-
-    client: MlflowClient
-
-    def log_trained_on(self, run_id: str, hashes: np.ndarray) -> None:
-        """Record on a pipeline run which images its models trained on (Split.seen_in_training), so that a later
-        promotion compares them with a challenger only on images new to both."""
-        with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / Path(TRAINED_ON_ARTIFACT).name
-            np.save(path, hashes)
-            self.client.log_artifact(run_id, str(path), str(Path(TRAINED_ON_ARTIFACT).parent))
-
-
 class VersionLineage:
-    """Registry's half of lineage (a mixin: it uses Registry's version_tags): a version's pipeline run, read back."""
+    """The registry's half of lineage: a version's pipeline run, read back."""
 
-    client: MlflowClient
-    cfg: TrackingConfig
+    def __init__(self, store: VersionStore) -> None:
+        self.store, self.client, self.cfg = store, store.client, store.cfg
 
     def trained_on(self, version: str, tags: Mapping[str, str] | None = None) -> np.ndarray | None:
         """The image hashes `version` (whose `tags` the caller may have read already) trained on, from its pipeline
         run; None for a version that recorded none."""
-        run_id = (tags if tags is not None else self.version_tags(version)).get("pipeline_run_id")
+        run_id = (tags if tags is not None else self.store.version_tags(version)).get("pipeline_run_id")
         if not run_id:
             return None
         with tempfile.TemporaryDirectory() as tmp:
@@ -91,10 +79,12 @@ class VersionLineage:
         for name, key in keys.items():
             versions = self.client.search_model_versions(
                 f"name='{self.cfg.registered_model}' and tags.{TRAINING_KEY_TAG}='{key}'")
-            judged = sorted((mv for mv in versions if mv.tags.get("verdict", "not_promoted") not in JUDGE_AGAIN),
-                            key=lambda mv: -int(mv.version))
-            if judged:
-                found[name] = TrainedBefore(name, str(judged[0].version), judged[0].tags["verdict"], judged[0].tags)
+            verdicts = {str(mv.version): (from_tags(str(mv.version), mv.tags), mv.tags) for mv in versions}
+            standing = [(int(v), verdict, tags) for v, (verdict, tags) in verdicts.items()
+                        if verdict is not None and verdict.kind.stands]
+            if standing:
+                version, verdict, tags = max(standing, key=lambda row: row[0])
+                found[name] = TrainedBefore(name, str(version), verdict, tags)
         return found
 
     def training_split(self, name: str, version: str, held_out_only: bool = False) -> SplitRecipe:
@@ -103,7 +93,7 @@ class VersionLineage:
         `held_out_only`, only the held-out part is checked, which labelled feedback never joins."""
         from digitpipe.data import SplitRecipe
 
-        run_id = self.version_tags(version, name).get("pipeline_run_id")
+        run_id = self.store.version_tags(version, name).get("pipeline_run_id")
         try:
             run = self.client.get_run(run_id) if run_id else None
         except MlflowException:

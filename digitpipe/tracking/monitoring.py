@@ -11,22 +11,27 @@ from mlflow.exceptions import MlflowException
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
+    from digitpipe.records.models import ModelIdentity
+
 MONITOR_ARTIFACT = "report/monitor_reference.json"  # monitor.REFERENCE_FILE in the model's report folder
 
 
 class MonitorReferences:
-    """Registry's monitor references (a mixin), found by a resolved model's identity."""
+    """The registry's drift references, found by a loaded model's identity (its run)."""
 
-    client: MlflowClient
+    def __init__(self, client: MlflowClient) -> None:
+        self.client = client
 
-    def monitor_reference(self, identity: dict, dest: Path) -> Path | None:
-        """The drift monitor's reference of a resolved model (its run's report/monitor_reference.json), or None for
-        a version registered before references were recorded."""
+    def download(self, identity: ModelIdentity, dest: Path) -> Path | None:
+        """The drift monitor's reference of a loaded model (its run's report/monitor_reference.json), or None for a
+        file, or a version registered before references were recorded."""
+        if identity.run_id is None:
+            return None
         try:
-            return Path(self.client.download_artifacts(identity["run_id"], MONITOR_ARTIFACT, str(dest)))
+            return Path(self.client.download_artifacts(identity.run_id, MONITOR_ARTIFACT, str(dest)))
         except (MlflowException, OSError):
             return None
 
-    def record_monitor_reference(self, identity: dict, path: Path) -> None:
+    def record(self, identity: ModelIdentity, path: Path) -> None:
         """Log a drift reference built after registration where registration would have put it."""
-        self.client.log_artifact(identity["run_id"], str(path), str(Path(MONITOR_ARTIFACT).parent))
+        self.client.log_artifact(identity.run_id, str(path), str(Path(MONITOR_ARTIFACT).parent))

@@ -13,24 +13,26 @@ if TYPE_CHECKING:
     from mlflow import MlflowClient
 
     from digitpipe.export import Quantization
+    from digitpipe.records.models import ModelIdentity
 
 INT8_ARTIFACT = "model_int8/model.int8.onnx"
 
 
 class QuantizationRecords:
-    """Registry's int8 records (a mixin), written for a resolved model's identity."""
+    """The registry's int8 records, written for a loaded model's identity."""
 
-    client: MlflowClient
+    def __init__(self, client: MlflowClient) -> None:
+        self.client = client
 
-    def record_quantization(self, identity: dict, result: Quantization, checked_on: str) -> None:
+    def record(self, identity: ModelIdentity, result: Quantization, checked_on: str) -> None:
         """Log the int8 file (if accepted) on the version's run and the decision (and the split it was checked on)
         as version tags."""
         if result.path is not None:
             with tempfile.TemporaryDirectory() as tmp:  # a fixed artifact name, whatever the user called the file
                 named = Path(shutil.copyfile(result.path, Path(tmp) / Path(INT8_ARTIFACT).name))
-                self.client.log_artifact(identity["run_id"], str(named), str(Path(INT8_ARTIFACT).parent))
+                self.client.log_artifact(identity.run_id, str(named), str(Path(INT8_ARTIFACT).parent))
         checksum = hashlib.sha256(result.path.read_bytes()).hexdigest() if result.path else ""
         for key, value in {"int8_status": "accepted" if result.accepted else "refused", "int8_sha256": checksum,
                            "int8_accuracy": result.int8_accuracy, "fp32_accuracy": result.fp32_accuracy,
                            "int8_reason": f"{result.reason()}, {checked_on}"}.items():
-            self.client.set_model_version_tag(identity["registered_model"], identity["version"], key, str(value))
+            self.client.set_model_version_tag(identity.registered_model, identity.version, key, str(value))

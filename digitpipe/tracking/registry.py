@@ -1,10 +1,11 @@
 """The registered model: versions with their tags and files (checked against the checksums recorded at
-registration), the aliases that name them, and the lock under which promotion moves an alias."""
+registration), the aliases that name them, and the lock under which promotion moves an alias. What each feature
+keeps on a version is a collaborator of its own: lineage, monitor references, quantization, cards, retention."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
-import re
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, ErrorCode
 from digitpipe.errors import UserError
 from digitpipe.files import first_line
 from digitpipe.onnx_scorer import OnnxScorer
+from digitpipe.records.models import ModelIdentity, ModelRef, VersionRecord
 from digitpipe.tracking.cards import CardRecords
 from digitpipe.tracking.client import fluent_uri, iso_minute, permitted
 from digitpipe.tracking.lineage import VersionLineage
@@ -43,14 +45,19 @@ class Champion:
     created_ms: int = 0  # when the version was registered (epoch milliseconds)
 
 
-class Registry(VersionLineage, MonitorReferences, QuantizationRecords, CardRecords, Retention):
-    """The registered model of `cfg`: versions with their tags and files, the aliases that name them, and the lock
-    under which promotion reads, compares and moves an alias."""
+class Registry:
+    """The registered model of `cfg`: versions with their tags and files, the aliases that name them, the lock
+    under which promotion reads, compares and moves an alias, and each feature's records on its versions."""
 
     def __init__(self, client: MlflowClient, cfg: TrackingConfig,
                  promotion_lock: Callable[[], AbstractContextManager]) -> None:
         self.client, self.cfg = client, cfg
         self.promotion_lock = promotion_lock
+        self.lineage = VersionLineage(self)
+        self.monitor_references = MonitorReferences(client)
+        self.quantization = QuantizationRecords(client)
+        self.cards = CardRecords(self)
+        self.retention = Retention(self)
 
     def register_onnx(self, run_id: str, onnx_path: Path, images: np.ndarray, tags: Mapping[str, object]) -> str:
         """Log the ONNX model on `run_id` and register it under the configured name with `tags` (plus its
@@ -80,20 +87,17 @@ class Registry(VersionLineage, MonitorReferences, QuantizationRecords, CardRecor
                                                        model_id=info.model_id)
         return str(version.version)
 
-    def versions(self) -> list[dict[str, str]]:
+    def versions(self) -> list[VersionRecord]:
         """Every version of the registered model, newest first, with its aliases and tags (for `digitpipe models`)."""
         name = self.cfg.registered_model
         try:
             aliases = self.client.get_registered_model(name).aliases
         except MlflowException:
             raise UserError(f"no registered model {name!r} in the registry at {self.cfg.tracking_uri}") from None
-        rows = []
-        for mv in self.client.search_model_versions(f"name='{name}'"):
-            version = str(mv.version)
-            rows.append({**mv.tags, "version": version, "created": iso_minute(mv.creation_timestamp),
-                         "run_id": mv.run_id,
-                         "aliases": ", ".join(sorted(a for a, v in aliases.items() if str(v) == version))})
-        return sorted(rows, key=lambda row: -int(row["version"]))
+        rows = [VersionRecord(str(mv.version), iso_minute(mv.creation_timestamp), mv.run_id,
+                              tuple(sorted(a for a, v in aliases.items() if str(v) == str(mv.version))), dict(mv.tags))
+                for mv in self.client.search_model_versions(f"name='{name}'")]
+        return sorted(rows, key=lambda row: -int(row.version))
 
     def version_tags(self, version: str, name: str | None = None) -> dict[str, str]:
         """The tags of one version (of the configured registered model, or `name`); a clear error if the model or
@@ -137,34 +141,30 @@ class Registry(VersionLineage, MonitorReferences, QuantizationRecords, CardRecor
     def next_promotion_order(self) -> int:
         """One more than the highest promotion_order of any version: called under the promotion lock, it records
         the order in which promotions entered it."""
-        return 1 + max((int(v.get("promotion_order", 0)) for v in self.versions()), default=0)
+        return 1 + max((int(v.tags.get("promotion_order", 0)) for v in self.versions()), default=0)
 
-    def resolve(self, uri: str, dest: Path, prefer_int8: bool = True) -> tuple[Path, dict]:
-        """Download the ONNX file of `models:/NAME@ALIAS` or `models:/NAME/VERSION` (its int8 variant where one
-        was accepted); returns the file and the model's identity."""
-        name, mv = self._model_version(uri)
-        identity = {"uri": uri, "registered_model": name, "version": str(mv.version),
-                    "model_name": mv.tags.get("model_name", "?"), "run_id": mv.run_id, "precision": "fp32"}
+    def resolve(self, ref: ModelRef, dest: Path, prefer_int8: bool = True) -> tuple[Path, ModelIdentity]:
+        """Download the ONNX file of a registered version (its int8 variant where one was accepted) and check it
+        against its recorded checksum; returns the file and the model's identity."""
+        mv = self._model_version(ref)
+        identity = ModelIdentity(ref.text, ref.name, str(mv.version), mv.tags.get("model_name", "?"), mv.run_id,
+                                 "fp32")
         if prefer_int8 and mv.tags.get("int8_status") == "accepted":
             path = self._download_run_file(mv.run_id, INT8_ARTIFACT, dest)
-            return _verified(path, mv.tags.get("int8_sha256"), uri), identity | {"precision": "int8"}
+            return _verified(path, mv.tags.get("int8_sha256"), ref), dataclasses.replace(identity, precision="int8")
         # the registry's copy is the truth, not a path recorded at registration
-        return _verified(self._download_onnx(name, str(mv.version), dest), mv.tags.get("onnx_sha256"), uri), identity
+        return _verified(self._download_onnx(ref.name, str(mv.version), dest), mv.tags.get("onnx_sha256"), ref), identity
 
-    def version_of(self, uri: str) -> str:
-        """The version `models:/NAME@ALIAS` (or .../VERSION) names now, without downloading it: what a server polls."""
-        return str(self._model_version(uri)[1].version)
+    def version_of(self, ref: ModelRef) -> str:
+        """The version `ref` names now, without downloading it: what a server polls."""
+        return str(self._model_version(ref).version)
 
-    def _model_version(self, uri: str):
-        match = re.fullmatch(r"models:/([^/@]+)(?:@([^/]+)|/(\d+))", uri)
-        if not match:
-            raise UserError(f"{uri}: expected models:/NAME@ALIAS, models:/NAME/VERSION or a .onnx file")
-        name, alias, version = match.groups()
+    def _model_version(self, ref: ModelRef):
         try:
-            return name, (self.client.get_model_version_by_alias(name, alias) if alias
-                          else self.client.get_model_version(name, version))
+            return (self.client.get_model_version_by_alias(ref.name, ref.alias) if ref.alias
+                    else self.client.get_model_version(ref.name, ref.version))
         except MlflowException as exc:
-            raise UserError(f"{uri}: not in the registry at {self.cfg.tracking_uri} ({exc.message[:160]})") from None
+            raise UserError(f"{ref.text}: not in the registry at {self.cfg.tracking_uri} ({exc.message[:160]})") from None
 
     def version_onnx(self, version: str, dest: Path, tags: Mapping[str, str] | None = None) -> Path:
         """The registered fp32 ONNX file of one version (whose `tags` the caller may have read already): the file it
@@ -174,7 +174,7 @@ class Registry(VersionLineage, MonitorReferences, QuantizationRecords, CardRecor
         recorded = Path(tags.get("onnx_path", ""))
         if recorded.is_file() and hashlib.sha256(recorded.read_bytes()).hexdigest() == tags.get("onnx_sha256"):
             return recorded
-        return self.resolve(f"models:/{self.cfg.registered_model}/{version}", dest, prefer_int8=False)[0]
+        return self.resolve(ModelRef.of_version(self.cfg.registered_model, version), dest, prefer_int8=False)[0]
 
     def local_onnx(self, champion: Champion, dest: Path) -> Path:
         """A local copy of a champion's ONNX file: the path recorded at registration, else downloaded."""
@@ -203,9 +203,9 @@ class Registry(VersionLineage, MonitorReferences, QuantizationRecords, CardRecor
             raise UserError(f"run {run_id}: cannot download {artifact} ({first_line(exc)[:160]})") from None
 
 
-def _verified(path: Path, expected_sha256: str | None, uri: str) -> Path:
+def _verified(path: Path, expected_sha256: str | None, ref: ModelRef) -> Path:
     """`path` if its SHA-256 is the one recorded at registration; a changed or damaged artifact is refused."""
     if expected_sha256 and hashlib.sha256(path.read_bytes()).hexdigest() != expected_sha256:
-        raise UserError(f"{uri}: the stored ONNX file does not match the checksum recorded at registration "
+        raise UserError(f"{ref.text}: the stored ONNX file does not match the checksum recorded at registration "
                         "(corrupted or replaced); refusing to score with it")
     return path

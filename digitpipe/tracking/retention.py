@@ -9,35 +9,34 @@ from mlflow.exceptions import MlflowException
 from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 
 if TYPE_CHECKING:
-    from mlflow import MlflowClient
-
-    from digitpipe.config import TrackingConfig
+    from digitpipe.records.models import VersionRecord
+    from digitpipe.tracking.client import VersionStore
 
 
 class Retention:
-    """Registry's retention (a mixin: it uses Registry's versions and promotion lock)."""
+    """The registry's retention: which versions `digitpipe gc` deletes, and deleting them with their files."""
 
-    client: MlflowClient
-    cfg: TrackingConfig
+    def __init__(self, store: VersionStore) -> None:
+        self.store, self.client, self.cfg = store, store.client, store.cfg
 
-    def collect_garbage(self, keep: int, dry_run: bool = False) -> list[dict[str, str]]:
+    def collect_garbage(self, keep: int, dry_run: bool = False) -> list[VersionRecord]:
         """Delete (or with `dry_run`, only name) every version older than the newest `keep` that holds no alias,
         awaits nothing and is not still being judged by a running pipeline; under the promotion lock, so that no
         alias moves onto one meanwhile. Returns them."""
         if dry_run:
-            return self._doomed(self.versions(), keep)
-        with self.promotion_lock():
-            versions = self.versions()
+            return self._doomed(self.store.versions(), keep)
+        with self.store.promotion_lock():
+            versions = self.store.versions()
             doomed = self._doomed(versions, keep)
-            kept_runs = {v.get("pipeline_run_id") for v in versions if v not in doomed}
+            kept_runs = {v.pipeline_run_id for v in versions if v not in doomed}
             for version in doomed:
                 self._delete(version, kept_runs)
         return doomed
 
-    def _doomed(self, versions: list[dict[str, str]], keep: int) -> list[dict[str, str]]:
+    def _doomed(self, versions: list[VersionRecord], keep: int) -> list[VersionRecord]:
         """Of `versions` (newest first), those beyond the newest `keep` that gc may delete."""
-        return [v for v in versions[keep:] if not v["aliases"] and v.get("verdict") != "awaiting_approval"
-                and not (v.get("verdict") is None and self._running(v.get("pipeline_run_id")))]
+        return [v for v in versions[keep:] if not v.aliases and not v.awaiting
+                and not (v.verdict is None and self._running(v.pipeline_run_id))]
 
     def _running(self, run_id: str | None) -> bool:
         """Whether the run is still going: its version is registered and not yet judged."""
@@ -46,15 +45,15 @@ class Retention:
         except MlflowException:
             return False
 
-    def _delete(self, version: dict[str, str], kept_runs: set) -> None:
+    def _delete(self, version: VersionRecord, kept_runs: set) -> None:
         """The version, its logged model (files and all), its run's files and the run; its pipeline run too, once no
         version left names it (a champion's comparisons read the pipeline run's record of its training images)."""
-        mv = self.client.get_model_version(self.cfg.registered_model, version["version"])
-        self.client.delete_model_version(self.cfg.registered_model, version["version"])
+        mv = self.client.get_model_version(self.cfg.registered_model, version.version)
+        self.client.delete_model_version(self.cfg.registered_model, version.version)
         if model_id := _logged_model_id(mv):
             get_artifact_repository(self.client.get_logged_model(model_id).artifact_location).delete_artifacts()
             self.client.delete_logged_model(model_id)
-        pipeline = version.get("pipeline_run_id")
+        pipeline = version.pipeline_run_id
         for run_id in (mv.run_id, *([pipeline] if pipeline and pipeline not in kept_runs else [])):
             try:
                 run = self.client.get_run(run_id)

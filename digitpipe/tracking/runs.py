@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import socket
+import tempfile
 import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -13,29 +13,31 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import mlflow
+import numpy as np
 from mlflow.entities import DatasetInput, InputTag, Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
 from digitpipe.errors import UserError
-from digitpipe.runtime import process_alive
-from digitpipe.tracking.client import now_ms, owner_tags
+from digitpipe.runtime import owner_gone
+from digitpipe.tracking.client import OWNER_TAG, now_ms, owner_tags
 from digitpipe.tracking.feedback import FeedbackStore
-from digitpipe.tracking.lineage import RunLineage
+from digitpipe.tracking.lineage import TRAINED_ON_ARTIFACT
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
     from digitpipe.config import TrackingConfig
     from digitpipe.data import Dataset
-    from digitpipe.zoo import Callback, EpochResult
+    from digitpipe.records.drift import DriftVerdict
+    from digitpipe.records.training import Callback, EpochResult
 
 PARENT_TAG = "mlflow.parentRunId"  # MLflow's own tag: the UI nests child runs under the parent
 MAX_BATCH = 900  # log_batch accepts at most 1000 metrics and 100 params per call
 MAX_PARAMS = 100
 
 
-class RunLog(FeedbackStore, RunLineage):
+class RunLog(FeedbackStore):
     """The experiment's runs; every call names its run explicitly (thread-safe for Prefect's task threads)."""
 
     def __init__(self, client: MlflowClient, cfg: TrackingConfig) -> None:
@@ -66,16 +68,32 @@ class RunLog(FeedbackStore, RunLineage):
             raise
         self.client.set_terminated(run_id, "FINISHED")
 
+    @contextmanager
+    def drift_run(self, name: str, kind: str, params: Mapping[str, object], drift: DriftVerdict,
+                  metrics: Mapping[str, float] | None = None) -> Iterator[str]:
+        """One run for a batch checked for drift (a scored file, a served window): its verdict as a tag, each
+        feature's PSI and `metrics` as metrics; the block may add artifacts."""
+        with self.run(name, tags={"digitpipe.kind": kind, "drift_verdict": drift.kind.value}) as run_id:
+            self.log_params(run_id, params)
+            self.log_metrics(run_id, {**(metrics or {}), **drift.psi_metrics()})
+            yield run_id
+
     def fail_orphaned_runs(self) -> list[str]:
         """Mark FAILED the RUNNING runs whose process on this host is gone (a kill -9, a crash): never left running."""
         runs = self.client.search_runs([self.experiment_id], "attributes.status = 'RUNNING'", max_results=1000)
-        orphans = [r.info.run_id for r in runs
-                   if r.data.tags.get("digitpipe.host") == socket.gethostname()
-                   and not process_alive(int(r.data.tags.get("digitpipe.pid", "0")))]
+        orphans = [r.info.run_id for r in runs if owner_gone(_owner(r.data.tags))]
         for run_id in orphans:
             self.client.set_tag(run_id, "digitpipe.failure", "its process died before the run ended")
             self.client.set_terminated(run_id, "FAILED")
         return orphans
+
+    def log_trained_on(self, run_id: str, hashes: np.ndarray) -> None:
+        """Record on a pipeline run which images its models trained on (Split.seen_in_training), so that a later
+        promotion compares them with a challenger only on images new to both."""
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / Path(TRAINED_ON_ARTIFACT).name
+            np.save(path, hashes)
+            self.client.log_artifact(run_id, str(path), str(Path(TRAINED_ON_ARTIFACT).parent))
 
     def log_params(self, run_id: str, params: Mapping[str, object]) -> None:
         """Parameters, batched (MLflow takes at most 100 per call)."""
@@ -136,3 +154,8 @@ class RunLog(FeedbackStore, RunLineage):
             token = page.token
             if limit or not token:
                 return found
+
+
+def _owner(tags: Mapping[str, str]) -> dict[str, str]:
+    """The owner a run's tags recorded (owner_tags), as runtime.owner_gone reads it."""
+    return {key: tags.get(OWNER_TAG + key, "") for key in ("host", "pid")}

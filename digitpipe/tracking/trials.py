@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from optuna.exceptions import TrialPruned
 
 from digitpipe.tracking.runs import RunLog
-from digitpipe.zoo import Callback
+from digitpipe.records.training import Callback
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,8 @@ import pytest
 from digitpipe.data import Dataset, split_dataset
 from digitpipe.errors import DataError
 from digitpipe.monitoring.alarms import DRIFT_EVENT, LOW_ACCURACY_EVENT, Alarm, alarm_for
-from digitpipe.monitoring.feedback import Feedback, combine, held_out, join_labels, labelled_in_file, train_on_feedback
+from digitpipe.monitoring.feedback import held_out, join_labels, labelled_in_file, train_on_feedback
+from digitpipe.records.feedback import Feedback, combine
 from tests.helpers import write_kaggle_csv
 
 
@@ -98,14 +99,14 @@ def test_training_gets_the_feedback_that_is_not_held_out(digits):
     ("drift", 0.90, LOW_ACCURACY_EVENT, "live accuracy 90.00% is below the floor 95.00%"),
 ])
 def test_a_batch_raises_an_alarm_on_drift_or_low_live_accuracy(drift, accuracy, event, reason):
-    alarm = alarm_for("digits", "3", "night.csv", drift, accuracy, 0.95, new_feedback=False)
+    alarm = alarm_for("digits", "3", "night.csv", drift == "drift", accuracy, 0.95, new_feedback=False)
     assert (alarm and alarm.event, alarm and alarm.reason) == (event, reason)
 
 
 def test_an_alarm_asks_for_retraining_only_with_new_feedback_and_never_for_a_plain_onnx_file():
-    alert = alarm_for("digits", "3", "night.csv", "drift", None, 0.95, new_feedback=False)
+    alert = alarm_for("digits", "3", "night.csv", True, None, 0.95, new_feedback=False)
     assert alert.line() == ("digitpipe.drift.detected for v3 (the batch drifted from the training data); alert for a "
                             "person: no labelled feedback newer than the champion to retrain on")
     retrain = Alarm(alert.event, "digits", "3", "night.csv", alert.reason, retrain=True)
     assert retrain.line().endswith("; retraining requested: labelled feedback newer than the champion exists")
-    assert alarm_for("digits", None, "night.csv", "drift", 0.1, 0.95, new_feedback=True) is None
+    assert alarm_for("digits", None, "night.csv", True, 0.1, 0.95, new_feedback=True) is None

@@ -6,7 +6,7 @@ import pytest
 
 from digitpipe.errors import UserError
 from digitpipe.hyperparams import combine, parse_sets, read_params, write_params
-from digitpipe.zoo import SPACES, SPECS, Choice, flat_values, spec_for
+from digitpipe.records.specs import SPACES, SPECS, Choice, flat_values, spec_for
 
 
 def test_set_reads_yaml_values_as_the_fields_types():

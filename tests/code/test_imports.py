@@ -22,7 +22,7 @@ def onnx_model(tmp_path_factory, digits):
     from digitpipe.baseline import fit_logreg
     from digitpipe.data import split_dataset
     from digitpipe.export import export_onnx
-    from digitpipe.zoo import SPECS
+    from digitpipe.records.specs import SPECS
 
     return export_onnx(fit_logreg(SPECS["logreg"], split_dataset(digits).train),
                        tmp_path_factory.mktemp("model") / "logreg.onnx")

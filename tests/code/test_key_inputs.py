@@ -10,7 +10,7 @@ import pytest
 
 from digitpipe import training_key as tk
 from digitpipe.data import Dataset, split_dataset
-from digitpipe.zoo import spec_for
+from digitpipe.records.specs import spec_for
 
 RECIPE = {"protocol": "book", "split_seed": 42, "test_fraction": 0.25, "val_fraction": 0.1}
 
@@ -77,5 +77,5 @@ def test_only_a_version_whose_verdict_stands_is_matched(tmp_path):
     for verdict in (None, "rejected", "promoted", "not_promoted", "not_approved", None):
         tags = {"training_key": "k", "model_name": "lenet", **({"verdict": verdict} if verdict else {})}
         client.create_model_version("keys", source=str(tmp_path), tags=tags)
-    found = registry.trained_before({"lenet": "k", "mlp": "other"})
-    assert list(found) == ["lenet"] and (found["lenet"].version, found["lenet"].verdict) == ("3", "promoted")
+    found = registry.lineage.trained_before({"lenet": "k", "mlp": "other"})
+    assert list(found) == ["lenet"] and (found["lenet"].version, found["lenet"].verdict.kind.value) == ("3", "promoted")

@@ -5,7 +5,9 @@ import pytest
 
 from digitpipe.config import PromotionConfig
 from digitpipe.evaluate import mcnemar
-from digitpipe.promotion import Evidence, gate
+from digitpipe.promotion import gate
+from digitpipe.records.evidence import Evidence
+from digitpipe.records.verdicts import VerdictKind, to_tags
 from digitpipe.robustness import compare_robustness
 from digitpipe.tracking import Champion
 
@@ -44,8 +46,8 @@ def compare(challenger_wrong: int, champion_wrong: int, n: int = 2000):
 def test_a_clearly_better_challenger_is_promoted():
     comparison = compare(challenger_wrong=20, champion_wrong=200)
     verdict = gate(GATE, "4", Evidence(comparison.challenger_accuracy, "passed", comparison=comparison), CHAMPION)
-    assert verdict.promoted and verdict.verdict == "promoted" and "McNemar p=" in verdict.reason
-    tags = verdict.tags()
+    assert verdict.promoted and verdict.kind is VerdictKind.PROMOTED and "McNemar p=" in verdict.reason
+    tags = to_tags(verdict)
     assert tags["champion_version"] == "3" and float(tags["mcnemar_p_value"]) < 0.05
 
 
@@ -60,39 +62,39 @@ def test_first_model_above_the_floor_becomes_champion():
 ])
 def test_floor_and_parity_reject_even_without_a_champion(accuracy, parity, reason):
     verdict = gate(GATE, "1", Evidence(accuracy, parity), None)
-    assert verdict.verdict == "rejected" and reason in verdict.reason
+    assert verdict.kind is VerdictKind.REJECTED and reason in verdict.reason
 
 
 def test_an_insignificant_gain_is_rejected():
     comparison = compare(challenger_wrong=196, champion_wrong=200)  # 0.2 points better, p ~ 0.13
     verdict = gate(GATE, "4", Evidence(comparison.challenger_accuracy, "passed", comparison=comparison), CHAMPION)
-    assert verdict.verdict == "rejected" and verdict.reason.startswith("not significant")
+    assert verdict.kind is VerdictKind.REJECTED and verdict.reason.startswith("not significant")
 
 
 def test_a_gain_below_the_margin_is_rejected_even_when_significant():
     strict = GATE.model_copy(update={"min_margin": 0.2})
     comparison = compare(challenger_wrong=20, champion_wrong=200)
     verdict = gate(strict, "4", Evidence(comparison.challenger_accuracy, "passed", comparison=comparison), CHAMPION)
-    assert verdict.verdict == "rejected" and "margin" in verdict.reason
+    assert verdict.kind is VerdictKind.REJECTED and "margin" in verdict.reason
 
 
 def test_a_worse_challenger_is_rejected():
     comparison = compare(challenger_wrong=200, champion_wrong=20)
     lenient = GATE.model_copy(update={"min_accuracy": 0.0})
     verdict = gate(lenient, "4", Evidence(comparison.challenger_accuracy, "passed", comparison=comparison), CHAMPION)
-    assert verdict.verdict == "rejected" and not verdict.promoted
+    assert verdict.kind is VerdictKind.REJECTED and not verdict.promoted
 
 
 def test_a_champion_that_recorded_no_training_images_is_not_comparable():
     verdict = gate(GATE, "4", Evidence(0.99, "passed"), CHAMPION)
-    assert verdict.verdict == "not_comparable" and not verdict.promoted
+    assert verdict.kind is VerdictKind.NOT_COMPARABLE and not verdict.promoted
     assert verdict.reason.startswith("champion v3 recorded no training images")
 
 
 def test_too_few_images_new_to_the_champion_are_not_comparable():
     comparison = compare(challenger_wrong=0, champion_wrong=50, n=150)  # far better, but on 150 images only
     verdict = gate(GATE, "4", Evidence(0.99, "passed", comparison=comparison, excluded=850), CHAMPION)
-    assert verdict.verdict == "not_comparable" and verdict.tags()["comparison_excluded"] == 850
+    assert verdict.kind is VerdictKind.NOT_COMPARABLE and to_tags(verdict)["comparison_excluded"] == 850
     assert verdict.reason == ("only 150 held-out images champion v3 never trained on (850 excluded), fewer than "
                               "min_comparable_images 200: trained on another split than the champion")
 
@@ -101,7 +103,7 @@ def test_nothing_left_to_compare_on_is_not_comparable():
     empty = mcnemar(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64))
     assert (empty.images, empty.p_value) == (0, 1.0)
     verdict = gate(GATE, "4", Evidence(0.99, "passed", comparison=empty, excluded=1000), CHAMPION)
-    assert verdict.verdict == "not_comparable"
+    assert verdict.kind is VerdictKind.NOT_COMPARABLE
 
 
 def robust_evidence(challenger_wrong_digits: int, champion_wrong_digits: int, digits: int = 2000) -> Evidence:
@@ -118,18 +120,18 @@ def robust_evidence(challenger_wrong_digits: int, champion_wrong_digits: int, di
 
 def test_a_clean_winner_that_is_less_robust_is_rejected_by_the_robustness_clause():
     verdict = gate(GATE, "4", robust_evidence(challenger_wrong_digits=200, champion_wrong_digits=40), CHAMPION)
-    assert verdict.verdict == "rejected"
+    assert verdict.kind is VerdictKind.REJECTED
     assert verdict.reason.startswith("less robust than the champion by more than the robust margin 0.50 points; "
                                      "robust accuracy 0.9000 vs 0.9800 on the same 2000 perturbed digits "
                                      "(difference -8.00 points, 95% upper bound -")
     assert "though clean 0.9900 vs champion v3 0.9000" in verdict.reason
-    tags = verdict.tags()
+    tags = to_tags(verdict)
     assert tags["champion_robust_accuracy"] == 0.98 and tags["robust_difference_upper_bound"] < -0.065
 
 
 def test_a_clean_winner_as_robust_as_the_champion_is_promoted():
     verdict = gate(GATE, "4", robust_evidence(challenger_wrong_digits=40, champion_wrong_digits=40), CHAMPION)
-    assert verdict.verdict == "promoted" and "robust accuracy 0.9800 vs 0.9800" in verdict.reason
+    assert verdict.kind is VerdictKind.PROMOTED and "robust accuracy 0.9800 vs 0.9800" in verdict.reason
 
 
 def test_the_robust_floor_applies_to_a_first_champion_when_set():
@@ -137,7 +139,7 @@ def test_the_robust_floor_applies_to_a_first_champion_when_set():
     assert gate(GATE, "1", evidence, None).reason == "first champion"  # the floor is off by default
     floored = GATE.model_copy(update={"min_robust_accuracy": 0.95})
     verdict = gate(floored, "1", evidence, None)
-    assert verdict.verdict == "rejected" and verdict.reason == "robust accuracy 0.9000 is below the floor 0.9500"
+    assert verdict.kind is VerdictKind.REJECTED and verdict.reason == "robust accuracy 0.9000 is below the floor 0.9500"
 
 
 def test_the_bootstrap_moves_the_copies_of_a_digit_together():
@@ -153,12 +155,12 @@ def test_the_bootstrap_moves_the_copies_of_a_digit_together():
 def test_a_slightly_less_robust_challenger_is_not_rejected_without_evidence():
     """On 200 digits, 1 point lower robust accuracy is within chance: the clause needs evidence, not a hunch."""
     verdict = gate(GATE, "4", robust_evidence(challenger_wrong_digits=10, champion_wrong_digits=8, digits=200), CHAMPION)
-    assert verdict.verdict == "promoted" and "robust accuracy 0.9500 vs 0.9600" in verdict.reason
+    assert verdict.kind is VerdictKind.PROMOTED and "robust accuracy 0.9500 vs 0.9600" in verdict.reason
 
 
 def test_too_few_perturbed_digits_skip_the_robustness_clause_and_say_so():
     verdict = gate(GATE, "4", robust_evidence(challenger_wrong_digits=20, champion_wrong_digits=0, digits=40), CHAMPION)
-    assert verdict.verdict == "promoted"
+    assert verdict.kind is VerdictKind.PROMOTED
     assert verdict.reason.endswith("; robustness not compared: only 40 perturbed digits are new to the champion "
                                    "(fewer than 50)")
 
@@ -177,11 +179,11 @@ def test_a_challenger_better_on_feedback_and_within_the_base_margin_is_promoted_
     # 0.3 points worse on the base images (a loss the base clauses reject), far better on feedback
     evidence = _with_feedback(base_challenger_wrong=206, feedback_challenger_wrong=20, feedback_champion_wrong=150)
     verdict = gate(FEEDBACK_GATE, "4", evidence, CHAMPION)
-    assert verdict.verdict == "promoted"
+    assert verdict.kind is VerdictKind.PROMOTED
     assert verdict.reason.startswith("better on labelled feedback: 0.9000 vs 0.2500 on 200 held-out feedback digits "
                                      "neither trained on, McNemar p=")
     assert "within feedback_base_margin 0.0050" in verdict.reason
-    tags = verdict.tags()
+    tags = to_tags(verdict)
     assert (tags["feedback_images"], tags["challenger_feedback_accuracy"], tags["champion_feedback_accuracy"]) == \
         (200, 0.9, 0.25)
 
@@ -189,7 +191,7 @@ def test_a_challenger_better_on_feedback_and_within_the_base_margin_is_promoted_
 def test_a_challenger_better_on_feedback_but_too_much_worse_on_the_base_images_is_rejected():
     evidence = _with_feedback(base_challenger_wrong=220, feedback_challenger_wrong=20, feedback_champion_wrong=150)
     verdict = gate(FEEDBACK_GATE, "4", evidence, CHAMPION)
-    assert verdict.verdict == "rejected"
+    assert verdict.kind is VerdictKind.REJECTED
     assert verdict.reason.startswith("better on labelled feedback (0.9000 vs 0.2500 on 200 held-out feedback digits")
     assert "worse on the base held-out images by more than feedback_base_margin 0.0050: 0.8900 vs champion v3" in \
         verdict.reason
@@ -203,7 +205,7 @@ def test_without_a_clear_feedback_win_the_base_clauses_decide(feedback_challenge
     evidence = _with_feedback(base_challenger_wrong=206, feedback_challenger_wrong=feedback_challenger_wrong,
                               feedback_champion_wrong=min(150, feedback_images), feedback_images=feedback_images)
     verdict = gate(FEEDBACK_GATE, "4", evidence, CHAMPION)
-    assert verdict.verdict == "rejected", why
+    assert verdict.kind is VerdictKind.REJECTED, why
     assert verdict.reason.startswith("does not beat the champion by the margin 0.0010")
 
 
@@ -212,6 +214,6 @@ def test_a_challenger_significantly_worse_on_feedback_is_rejected_even_if_it_bea
     feedback = compare(challenger_wrong=150, champion_wrong=20, n=200)
     verdict = gate(FEEDBACK_GATE, "4", Evidence(base.challenger_accuracy, "passed", comparison=base,
                                                 feedback=feedback), CHAMPION)
-    assert verdict.verdict == "rejected"
+    assert verdict.kind is VerdictKind.REJECTED
     assert verdict.reason.startswith("worse than the champion on labelled feedback (0.2500 vs 0.9000 on 200 held-out "
                                      "feedback digits neither trained on, McNemar p=")

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from starlette.testclient import TestClient
 
+from digitpipe.records.models import ModelIdentity
 from digitpipe.config import ServingConfig, TrackingConfig
 from digitpipe.serving.app import build_app
 from digitpipe.serving.follower import ModelFollower, ServedModel, _answered
@@ -26,7 +27,7 @@ def service(logreg_onnx, tmp_path_factory):
     folder = tmp_path_factory.mktemp("app")
     tracking = TrackingConfig(tracking_uri=f"sqlite:///{folder}/mlflow.db", serving=ServingConfig(
         requests_dir=str(folder / "served"), feedback_batch=1000, feedback_seconds=600))
-    follower = ModelFollower(str(logreg_onnx), None, poll_seconds=600)
+    follower = ModelFollower(str(logreg_onnx), tracking, poll_seconds=600)
     return Service(follower, tracker_for(tracking), tracking)
 
 
@@ -120,7 +121,7 @@ def test_a_client_that_hangs_up_mid_body_is_counted_apart_not_as_an_error(servic
 
 def test_live_accuracy_starts_from_the_versions_figures_in_the_store():
     metrics = Metrics()
-    served = ServedModel(None, {"uri": "x.onnx", "version": "4"}, None, None, answered=_answered(
+    served = ServedModel(None, ModelIdentity("x.onnx", version="4"), None, None, answered=_answered(
         {"web_live_accuracy": "0.8889", "web_live_accuracy_rows": "9"}))
     metrics.serving(served)
     assert metrics.live_accuracy._value.get() == pytest.approx(8 / 9)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from digitpipe.records.drift import DriftKind, DriftVerdict
 from digitpipe.config import MonitoringConfig
 from digitpipe.data import split_dataset
 from digitpipe.errors import DataError
@@ -17,7 +18,7 @@ from digitpipe.monitoring.features import image_features
 def model_and_reference(digits):
     """The baseline fitted on the fixture's training part (its scores stand in for any model's), and its reference."""
     from digitpipe.baseline import fit_logreg
-    from digitpipe.zoo import SPECS
+    from digitpipe.records.specs import SPECS
 
     split = split_dataset(digits)
     model = fit_logreg(SPECS["logreg"], split.train)
@@ -26,7 +27,7 @@ def model_and_reference(digits):
                                           scores(split.test.images))
 
 
-def _verdict(model_and_reference, images) -> dict:
+def _verdict(model_and_reference, images) -> DriftVerdict:
     _, scores, reference = model_and_reference
     profile = BatchProfile(reference)
     for start in range(0, len(images), 100):  # in chunks, as `digitpipe score` reads
@@ -37,8 +38,8 @@ def _verdict(model_and_reference, images) -> dict:
 def test_a_clean_held_out_batch_is_ok(model_and_reference):
     split = model_and_reference[0]
     verdict = _verdict(model_and_reference, split.test.images)
-    assert verdict["verdict"] == "ok" and verdict["moved"] == [] and verdict["rows"] == 250
-    assert set(verdict["features"]) == {*image_features(split.test.images[:1]), "predicted_class", "confidence"}
+    assert verdict.kind is DriftKind.OK and verdict.moved == () and verdict.rows == 250
+    assert set(verdict.features) == {*image_features(split.test.images[:1]), "predicted_class", "confidence"}
 
 
 def _half_size(images):
@@ -55,17 +56,17 @@ def _half_size(images):
 ], ids=["inverted", "half size", "noise 0-120"])
 def test_changed_digits_are_drift_naming_what_moved(model_and_reference, change, moved):
     verdict = _verdict(model_and_reference, change(model_and_reference[0].test.images))
-    assert verdict["verdict"] == "drift" and moved <= set(verdict["moved"])
-    assert all(verdict["features"][name]["distance"] > 0.25 for name in moved)
+    assert verdict.kind is DriftKind.DRIFT and moved <= set(verdict.moved)
+    assert all(verdict.features[name].distance > 0.25 for name in moved)
 
 
 def test_a_batch_of_one_class_is_drift_in_the_predicted_classes(model_and_reference, digits):
     verdict = _verdict(model_and_reference, digits.images[digits.labels == 1])  # 112 ones
-    assert verdict["verdict"] == "drift" and verdict["moved"][0] == "predicted_class"
+    assert verdict.kind is DriftKind.DRIFT and verdict.moved[0] == "predicted_class"
 
 
 def test_too_few_rows_say_too_little(model_and_reference):
-    assert _verdict(model_and_reference, model_and_reference[0].test.images[:50])["verdict"] == "too_few_rows"
+    assert _verdict(model_and_reference, model_and_reference[0].test.images[:50]).kind is DriftKind.TOO_FEW_ROWS
 
 
 def test_psi_is_zero_for_the_same_shares_and_grows_with_the_shift():

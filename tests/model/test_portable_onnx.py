@@ -11,7 +11,7 @@ from digitpipe.baseline import fit_logreg
 from digitpipe.export import INPUT_NAME, OPSET, export_onnx, quantize_checked
 from digitpipe.models import build_net
 from digitpipe.onnx_scorer import OnnxScorer
-from digitpipe.zoo import MODEL_NAMES, LogRegSpec
+from digitpipe.records.specs import MODEL_NAMES, LogRegSpec
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,8 @@ import pytest
 from digitpipe.data import split_dataset
 from digitpipe.errors import DataError
 from digitpipe.export import export_onnx
-from digitpipe.zoo import SPECS
+from digitpipe.records.models import ModelIdentity
+from digitpipe.records.specs import SPECS
 from digitpipe.onnx_scorer import OnnxScorer
 from digitpipe.batch_scoring import score_file
 from digitpipe.baseline import fit_logreg
@@ -28,7 +29,7 @@ def test_ten_thousand_rows_match_the_models_own_predictions(tmp_path, digits, mo
     clf, onnx_path = model
     images = np.concatenate([digits.images] * 10)  # 10,000 real digits
     source = write_kaggle_csv(tmp_path / "test.csv", images)
-    report = score_file(OnnxScorer(onnx_path), source, tmp_path / "submission.csv", {"uri": "test"})
+    report = score_file(OnnxScorer(onnx_path), source, tmp_path / "submission.csv", ModelIdentity("test"))
     submission = pd.read_csv(tmp_path / "submission.csv")
     assert list(submission.columns) == ["ImageId", "Label"]
     assert submission.ImageId.tolist() == list(range(1, 10_001))
@@ -52,7 +53,7 @@ def test_malformed_rows_are_rejected_with_reasons_and_the_rest_scored(tmp_path, 
     lines[12] = lines[12].replace(",0,", ",0.5,", 1)  # row 12: a float
     path.write_text("\n".join(lines) + "\n")
     x, half = lines[5].split(",").index("x"), lines[12].split(",").index("0.5")  # the columns named in the reasons
-    report = score_file(OnnxScorer(onnx_path), path, tmp_path / "out.csv", {"uri": "test"})
+    report = score_file(OnnxScorer(onnx_path), path, tmp_path / "out.csv", ModelIdentity("test"))
     rejects = pd.read_csv(tmp_path / "out.csv.rejects.csv")
     assert rejects.row.tolist() == [3, 5, 8, 9, 12]
     assert rejects.reason.tolist() == [
@@ -67,8 +68,8 @@ def test_labelled_idx_and_parquet_inputs_give_the_same_predictions(tmp_path, fix
     _, onnx_path = model
     kaggle_frame(digits).to_parquet(tmp_path / "digits.parquet")
     scorer = OnnxScorer(onnx_path)
-    idx = score_file(scorer, fixture_dir, tmp_path / "idx.csv", {}, probabilities=True)
-    parquet = score_file(scorer, tmp_path / "digits.parquet", tmp_path / "pq.parquet", {})
+    idx = score_file(scorer, fixture_dir, tmp_path / "idx.csv", ModelIdentity("test"), probabilities=True)
+    parquet = score_file(scorer, tmp_path / "digits.parquet", tmp_path / "pq.parquet", ModelIdentity("test"))
     assert idx.accuracy == parquet.accuracy and idx.accuracy > 0.8
     with_probs = pd.read_csv(tmp_path / "idx.csv")
     np.testing.assert_array_equal(with_probs.Label, pq.read_table(tmp_path / "pq.parquet")["Label"].to_numpy())
@@ -85,7 +86,7 @@ def test_truncated_input_leaves_no_output(tmp_path, digits, model):
     _, onnx_path = model
     source = truncated_csv_gz(tmp_path, digits.images[:300])
     with pytest.raises(DataError) as refused:
-        score_file(OnnxScorer(onnx_path), source, tmp_path / "out.csv", {})
+        score_file(OnnxScorer(onnx_path), source, tmp_path / "out.csv", ModelIdentity("test"))
     assert str(refused.value) == f"{source}: truncated gzip stream (the file ends before its compressed data does)"
     assert not list(tmp_path.glob("out.csv*"))
 

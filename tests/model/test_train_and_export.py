@@ -9,7 +9,8 @@ import pytest
 from digitpipe.export import export_onnx, parity_mismatches
 from digitpipe.onnx_scorer import OnnxScorer
 from digitpipe.train import predict_scores
-from digitpipe.zoo import SPECS, train_model
+from digitpipe.records.specs import SPECS
+from digitpipe.zoo import train_model
 
 
 @pytest.fixture(scope="module")

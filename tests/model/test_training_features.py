@@ -9,7 +9,8 @@ import torch
 from digitpipe.models import build_net
 from digitpipe.runtime import seed_everything
 from digitpipe.train import Augmentation, augment, fit, stop_reason
-from digitpipe.zoo import SPECS, EpochResult
+from digitpipe.records.specs import SPECS
+from digitpipe.records.training import EpochResult
 
 CPU = torch.device("cpu")
 

@@ -13,7 +13,7 @@ import pytest
 from digitpipe import studies
 from digitpipe.data import Dataset
 from digitpipe.errors import UserError
-from digitpipe.zoo import SPACES, SPECS, flat_values
+from digitpipe.records.specs import SPACES, SPECS, flat_values
 
 
 def _plan(tmp_path, name="s", **changes) -> studies.StudyPlan:
