@@ -20,14 +20,15 @@ import numpy as np
 from _common import ROOT, SHARED_MNIST
 
 from digitpipe import studies
+from digitpipe.config import StudyPlan
 from digitpipe.data import load_dataset, split_dataset
 from digitpipe.data.idx import write_idx
 from digitpipe.runtime import core_share
 
 
 def study(folder: Path, split, args, prune: bool) -> tuple[float, studies.optuna.Study]:
-    plan = studies.StudyPlan(args.model, args.trials, f"prune-{prune}", f"sqlite:///{folder / 'optuna.db'}",
-                            {"epochs": args.epochs}, prune=prune)
+    plan = StudyPlan(model=args.model, trials=args.trials, study=f"prune-{prune}",
+                     storage=f"sqlite:///{folder / 'optuna.db'}", base={"epochs": args.epochs}, prune=prune)
     start = time.perf_counter()
     found = studies.search(plan, split, studies.open_study(plan, split))
     return time.perf_counter() - start, found

@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from digitpipe.errors import UserError
 from digitpipe.files import first_line
-from digitpipe.records.specs import MODEL_NAMES, LogRegSpec, NetSpec, spec_for
+from digitpipe.records.specs import MODEL_NAMES, SPACES, Choice, LogRegSpec, NetSpec, Range, flat_values, spec_for
 
 BUILT_IN = "built-in defaults"
 CONFIG_FILE = Path("mlflow.yaml")  # read from the working directory when no --config names a file
@@ -193,25 +193,33 @@ class PipelineConfig(SplitSettings):
         return tuple(dict.fromkeys(models))
 
 
-class TuneConfig(SplitSettings):
-    """One `digitpipe tune` process: what it searches, on which data, and where the study and its records go."""
+class StudyPlan(_Frozen):
+    """What a `digitpipe tune` process searches, and where the study lives (shared by every process on it)."""
 
     model: str
-    trials: int = Field(ge=1)  # the study's total of finished trials, shared by every process on it
-    data: Path
+    trials: int = Field(ge=1)  # the study's total of finished (complete or pruned) trials, shared by every process
     study: str
-    storage: str  # SQLAlchemy URL of the study's database
+    storage: str  # an SQLAlchemy URL: sqlite:///optuna.db for one process, postgresql+psycopg://... for several
+    base: dict[str, Any] = {}  # fixed values of the model's spec, not searched (--set, --params, --epochs)
+    seed: int = 42  # every trial's training seed
     timeout: float | None = Field(None, gt=0)  # seconds this process searches at most
-    seeds: int = Field(3, ge=0)  # training seeds the best trial is retrained with (its spread); 0: none
     prune: bool = True
     objective: Literal["robust", "accuracy-time"] = "robust"  # accuracy-time: the Pareto front with seconds
-    threads: int | None = Field(None, ge=1)
-    base: dict[str, Any] = {}  # fixed values of the model's spec, not searched (--set, --params, --epochs)
-    base_tags: dict[str, str] = {}  # the params file they came from
-    output: Path | None = None  # the best values as a params file for `run --params`
-    out_dir: Path = Path("outputs")
-    progress: bool = False
-    tracking: TrackingConfig
+    threads: int | None = Field(None, ge=1)  # torch threads of this process (its share of the cores)
+
+    @property
+    def pareto(self) -> bool:
+        """Two objectives, the objective up and training seconds down: the front, unpruned."""
+        return self.objective == "accuracy-time"
+
+    @property
+    def space(self) -> dict[str, Range | Choice]:
+        """What the study searches: the model's space less the fields the user fixed."""
+        return {k: v for k, v in SPACES[self.model].items() if k not in self.base}
+
+    def defaults(self) -> dict[str, object]:
+        """The shipped values of the searched fields: the study's first trial."""
+        return {k: v for k, v in flat_values(spec_for(self.model, overrides=self.base)).items() if k in self.space}
 
     @field_validator("model")
     @classmethod
@@ -221,15 +229,26 @@ class TuneConfig(SplitSettings):
         return model
 
     @model_validator(mode="after")
-    def _known_fields(self) -> TuneConfig:
+    def _known_fields(self) -> StudyPlan:
         from digitpipe.hyperparams import checked
-        from digitpipe.records.specs import SPACES
 
         checked({self.model: self.base}, "fixed values")  # e.g. --epochs 0
         if not set(SPACES[self.model]) - set(self.base):
             raise UserError(f"--set and --params fix every field tune searches for {self.model} "
                             f"({', '.join(SPACES[self.model])}): nothing is left to search")
         return self
+
+
+class TuneConfig(StudyPlan, SplitSettings):
+    """One `digitpipe tune` process: its study, the data and split it searches on, and where its records go."""
+
+    data: Path
+    seeds: int = Field(3, ge=0)  # training seeds the best trial is retrained with (its spread); 0: none
+    base_tags: dict[str, str] = {}  # the params file the fixed values came from
+    output: Path | None = None  # the best values as a params file for `run --params`
+    out_dir: Path = Path("outputs")
+    progress: bool = False
+    tracking: TrackingConfig
 
 
 def load_tracking_config(path: Path | None = None) -> TrackingConfig:

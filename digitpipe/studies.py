@@ -12,17 +12,18 @@ import os
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import optuna
 
 from digitpipe import robustness
+from digitpipe.config import StudyPlan
 from digitpipe.data import Split
 from digitpipe.errors import UserError
 from digitpipe.files import first_line
 from digitpipe.runtime import owner, owner_gone
-from digitpipe.records.specs import SPACES, Choice, NetSpec, Range, flat_values, spec_for
+from digitpipe.records.specs import Choice, NetSpec, Range, spec_for
 from digitpipe.records.training import EpochResult
 from digitpipe.zoo import train_model
 
@@ -30,31 +31,6 @@ MIN_EPOCHS = 2  # Hyperband's smallest budget: no trial is judged on its first e
 HEARTBEAT_S = 10  # a trial whose process stops beating for 3 of these is failed by the next process to look
 FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
 MAX_ROUNDS = 3  # of trials to replace failed ones: a study whose every trial fails stops after three rounds
-
-
-@dataclass(frozen=True)
-class StudyPlan:
-    """What one `tune` process searches, and where the study lives."""
-
-    model: str
-    trials: int  # the study's total of finished (complete or pruned) trials, shared by every process on it
-    name: str
-    storage: str  # an SQLAlchemy URL: sqlite:///optuna.db for one process, postgresql+psycopg://... for several
-    base: dict[str, object] = field(default_factory=dict)  # fixed overrides (--set, --epochs) under the searched ones
-    seed: int = 42  # every trial's training seed
-    timeout: float | None = None  # seconds this process searches at most
-    prune: bool = True
-    threads: int | None = None  # torch threads of this process (its share of the cores)
-    pareto: bool = False  # two objectives, the objective up and training seconds down: the front, unpruned
-
-    @property
-    def space(self) -> dict[str, Range | Choice]:
-        """What the study searches: the model's space less the fields the user fixed."""
-        return {k: v for k, v in SPACES[self.model].items() if k not in self.base}
-
-    def defaults(self) -> dict[str, object]:
-        """The shipped values of the searched fields: the study's first trial."""
-        return {k: v for k, v in flat_values(spec_for(self.model, overrides=self.base)).items() if k in self.space}
 
 
 @dataclass(frozen=True)
@@ -73,7 +49,7 @@ class Score:
 
 
 def open_study(plan: StudyPlan, split: Split) -> optuna.Study:
-    """The study `plan.name` in `plan.storage`, created, or joined (resumed, or shared with another process) when it
+    """The study `plan.study` in `plan.storage`, created, or joined (resumed, or shared with another process) when it
     searched the same model on the same split with the same fixed values."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = _storage(plan.storage)
@@ -82,17 +58,17 @@ def open_study(plan: StudyPlan, split: Split) -> optuna.Study:
                 "objectives": "objective, seconds" if plan.pareto else "objective"}
     directions = ["maximize", "minimize"] if plan.pareto else ["maximize"]
     try:  # exactly one of several processes starting at once creates it
-        study = optuna.create_study(storage=storage, study_name=plan.name, directions=directions,
+        study = optuna.create_study(storage=storage, study_name=plan.study, directions=directions,
                                     sampler=_sampler(plan.seed), pruner=_pruner(plan))
     except optuna.exceptions.DuplicatedStudyError:
         salt = (plan.seed * 7919 + os.getpid()) % 2**31  # a process that joins draws its own trials
-        study = optuna.load_study(storage=storage, study_name=plan.name, sampler=_sampler(salt),
+        study = optuna.load_study(storage=storage, study_name=plan.study, sampler=_sampler(salt),
                                   pruner=_pruner(plan))
     else:
         for key, value in identity.items():
             study.set_user_attr(key, value)
     if mismatch := [k for k, v in identity.items() if study.user_attrs.get(k, v) != v]:
-        raise UserError(f"study {plan.name!r} in {masked(plan.storage)} searched another "
+        raise UserError(f"study {plan.study!r} in {masked(plan.storage)} searched another "
                         + ", ".join(f"{k} ({study.user_attrs[k]}, not {identity[k]})" for k in mismatch)
                         + "; resume it with the same, or name a new --study")
     return study

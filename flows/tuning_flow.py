@@ -8,7 +8,7 @@ import logging
 from prefect import flow
 
 from digitpipe import hyperparams, studies
-from digitpipe.config import TuneConfig
+from digitpipe.config import StudyPlan, TuneConfig
 from digitpipe.plots import study_pngs
 from digitpipe.tracking import tracker_for
 from digitpipe.tracking.trials import StudyLog
@@ -23,13 +23,10 @@ log = logging.getLogger("digitpipe")
 def tuning_flow(cfg: TuneConfig) -> dict:
     """Search cfg.model's hyperparameters until the study has cfg.trials finished trials; return the summary."""
     startup.set_environment()
-    plan = studies.StudyPlan(model=cfg.model, trials=cfg.trials, name=cfg.study, storage=cfg.storage, base=cfg.base,
-                            seed=cfg.seed, timeout=cfg.timeout, prune=cfg.prune, threads=cfg.threads,
-                            pareto=cfg.objective == "accuracy-time")
     device, runs = device_for((cfg.model,)), tracker_for(cfg.tracking).runs
     data = load_dataset(cfg.data, "train" if cfg.protocol == "standard" else None)
     split = split_by_protocol(data, cfg.protocol, cfg.data, cfg.test_fraction, cfg.val_fraction, cfg.seed_of_split)
-    study = open_study(plan, split)
+    study = open_study(cfg, split)
     runs.fail_orphaned_runs()  # a killed tune's runs, as its trials are failed
     log.info(f"study {cfg.study} ({studies.masked(cfg.storage)}): {cfg.model} on {len(split.train):,} training and "
              f"{len(split.val):,} validation digits; trials so far: {studies.describe(study)}")
@@ -39,11 +36,11 @@ def tuning_flow(cfg: TuneConfig) -> dict:
         runs.log_params(parent_id, {"model": cfg.model, "trials": cfg.trials, "study": cfg.study, "data": cfg.data,
                                     "storage": studies.masked(cfg.storage), "seed": cfg.seed, "device": device,
                                     "prune": cfg.prune, **recipe, **{f"fixed.{k}": v for k, v in cfg.base.items()}})
-        search(plan, split, study, device, StudyLog(runs, parent_id, cfg.study).trial, cfg.progress)
-        summary = summarise(plan, study) | {"split": recipe}
+        search(cfg, split, study, device, StudyLog(runs, parent_id, cfg.study).trial, cfg.progress)
+        summary = summarise(cfg, study) | {"split": recipe}
         if cfg.seeds and summary["best"] and cfg.model != "logreg":  # lbfgs is deterministic: no spread
             seeds = [cfg.seed + i for i in range(1, cfg.seeds + 1)]
-            scores = seed_spread(plan, summary["best"]["params"], split, seeds, device)
+            scores = seed_spread(cfg, summary["best"]["params"], split, seeds, device)
             summary["best"]["seeds"] = {"seeds": seeds, **studies.spread(scores)}
         runs.log_metrics(parent_id, {f"trials_{k}": v for k, v in summary["counts"].items()}
                          | ({"best_value": summary["best"]["value"]} if summary["best"] else {}))
@@ -66,13 +63,13 @@ def write_best(path, cfg: TuneConfig, summary: dict) -> None:
     hyperparams.write_params(path, cfg.model, {**cfg.base, **best["params"]}, record)
 
 
-def summarise(plan: studies.StudyPlan, study) -> dict:
+def summarise(plan: StudyPlan, study) -> dict:
     """The study's counts, its best trial and the trial of the shipped defaults (the first one enqueued)."""
     complete = [t for t in study.trials if t.state.name == "COMPLETE"]
     shipped = next((t for t in complete if t.params == plan.defaults()), None)
     best = max(complete, key=lambda t: t.values[0], default=None)  # the front's most accurate, where two objectives
     front = sorted(study.best_trials, key=lambda t: t.values[1]) if plan.pareto and complete else []
-    return {"study": plan.name, "storage": studies.masked(plan.storage), "model": plan.model,
+    return {"study": plan.study, "storage": studies.masked(plan.storage), "model": plan.model,
             "counts": studies.counts(study), "best": best and _trial(best), "defaults": shipped and _trial(shipped),
             "front": [_trial(t) for t in front]}
 

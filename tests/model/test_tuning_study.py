@@ -11,15 +11,15 @@ import optuna
 import pytest
 
 from digitpipe import studies
+from digitpipe.config import StudyPlan
 from digitpipe.data import Dataset
 from digitpipe.errors import UserError
 from digitpipe.records.specs import SPACES, SPECS, flat_values
 
 
-def _plan(tmp_path, name="s", **changes) -> studies.StudyPlan:
-    plan = studies.StudyPlan("mlp", trials=4, name=name, storage=f"sqlite:///{tmp_path / 'optuna.db'}",
-                            base={"epochs": 3}, threads=1)
-    return dataclasses.replace(plan, **changes)
+def _plan(tmp_path, name="s", **changes) -> StudyPlan:
+    return StudyPlan(**{"model": "mlp", "trials": 4, "study": name, "storage": f"sqlite:///{tmp_path / 'optuna.db'}",
+                        "base": {"epochs": 3}, "threads": 1, **changes})
 
 
 def _values(study) -> list[tuple[str, float | None]]:
@@ -104,7 +104,7 @@ def test_a_field_the_user_fixed_is_not_searched(split, tmp_path):
 
 
 def test_accuracy_against_time_is_a_two_objective_study_without_pruning(split, tmp_path):
-    plan = _plan(tmp_path, trials=3, pareto=True, base={"epochs": 4})
+    plan = _plan(tmp_path, trials=3, objective="accuracy-time", base={"epochs": 4})
     study = studies.search(plan, split, studies.open_study(plan, split))
     assert [d.name for d in study.directions] == ["MAXIMIZE", "MINIMIZE"]
     assert all(t.state.name == "COMPLETE" and len(t.values) == 2 and not t.intermediate_values for t in study.trials)
