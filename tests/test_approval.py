@@ -6,14 +6,14 @@ exit 2, aliases unchanged."""
 
 from __future__ import annotations
 
-import time
+import threading
 
 import pytest
 from mlflow import MlflowClient
 
 from digitpipe.locks import local_promotion_lock
 from digitpipe.promotion import user
-from tests.helpers import assert_one_line_error, digitpipe, write_config
+from tests.helpers import assert_one_line_error, digitpipe, wait_for, write_config
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_api")]
 
@@ -93,14 +93,22 @@ def test_two_approvals_at_once_decide_once_and_a_forgotten_version_times_out(sto
     uri, config = store
     run = ("run", "--data", fixture_dir, "--quiet", "--config", config, "--out", tmp_path / "out", "--models")
     assert digitpipe_cli(*run, *WEAK[1:]).code == 0
+    waits = f"waiting for the promotion lock {tmp_path}/m.db.promotion.lock: another promotion holds it\n"
     with local_promotion_lock(uri):  # both reach the lock before either decides: a check outside it would pass twice
         both = [digitpipe("approve", "--version", 1, "--comment", f"approver {i}", "--config", config, wait=False)
                 for i in range(2)]
-        time.sleep(15)
-    done = sorted((process.wait(timeout=120), process.stderr.read()) for process in both)
-    assert [code for code, _ in done] == [0, 2], done
-    assert "v1 is not awaiting approval: it was decided already (promoted" in done[1][1]
-    assert _champion(uri) == "1"
+        readers = [_StderrReader(process) for process in both]
+        for reader in readers:  # each says it waits at the lock: it made every check it makes outside the lock
+            reader.wait_for_line(waits, 120)
+    codes = [process.wait(timeout=120) for process in both]
+    outs, errs = [process.stdout.read() for process in both], [reader.text() for reader in readers]
+    winner = codes.index(0)
+    assert sorted(codes) == [0, 2], (codes, errs)
+    assert outs[winner].startswith(f"digits v1 promoted: champion -> v1 (approved by {user()}: approver {winner}")
+    assert_one_line_error(codes[1 - winner], errs[1 - winner], 2, "v1 is not awaiting approval: it was decided "
+                                                                  f"already (promoted: approved by {user()}: "
+                                                                  f"approver {winner}")
+    assert _champion(uri) == "1" and _tags(uri, "1")["approval_comment"] == f"approver {winner}"
 
     for model in ("mlp", "dnn"):
         assert digitpipe_cli(*run, model).code == 0
@@ -114,6 +122,29 @@ def test_two_approvals_at_once_decide_once_and_a_forgotten_version_times_out(sto
                                         "digits: no version is awaiting approval"]
     assert [_tags(uri, v)["verdict"] for v in ("2", "3")] == ["not_approved"] * 2 and _champion(uri) == "1"
     assert _card(uri, "3")["decision"]["verdict"] == "not_approved"
+
+
+class _StderrReader:
+    """The lines a process writes on stderr, in `lines` as they come (a thread reads the pipe until it closes)."""
+
+    def __init__(self, process) -> None:
+        self.lines: list[str] = []
+        self._thread = threading.Thread(target=self._read, args=(process.stderr,), daemon=True)
+        self._thread.start()
+
+    def _read(self, stderr) -> None:
+        for line in stderr:
+            self.lines.append(line)
+
+    def wait_for_line(self, line: str, seconds: float) -> None:
+        """Returns once `line` has come; fails, with all of stderr, where the process exited without it."""
+        wait_for(lambda: line in self.lines or not self._thread.is_alive(), seconds, f"the line {line!r}", poll=0.1)
+        assert line in self.lines, self.text()
+
+    def text(self) -> str:
+        """All of it, once the process has exited."""
+        self._thread.join(timeout=30)
+        return "".join(self.lines)
 
 
 def _card(uri: str, version: str) -> dict:

@@ -3,8 +3,10 @@ on a process worker, a schedule the server refuses, and the retraining trigger t
 
 from __future__ import annotations
 
+import datetime
 import json
 import subprocess
+import uuid
 from pathlib import Path
 
 import pytest
@@ -74,15 +76,45 @@ def test_an_invalid_schedule_fails_the_deploy_with_the_reason(prefect_server, tm
     assert lines[reason + 1:reason + 3] == ["cron", 'Value error, Invalid cron string: "0 3 * * monday-ish"'], output
 
 
-def _retrain_runs(env: dict) -> list[dict]:
+SENTINEL = "sentinel-"  # the name of a model that only _wait_until_evaluated's events are about
+
+
+def _deployment_runs(env: dict) -> list[dict]:
+    """The retrain-on-feedback deployment's flow runs, _wait_until_evaluated's included."""
     deployment = prefect_call(env, "/deployments/name/train-digits/retrain-on-feedback")
     return prefect_call(env, "/flow_runs/filter", {"flow_runs": {"deployment_id": {"any_": [deployment["id"]]}}})
 
 
+def _retrain_runs(env: dict) -> list[dict]:
+    """The retraining runs the monitor's events started."""
+    return [run for run in _deployment_runs(env) if not _model(run).startswith(SENTINEL)]
+
+
+def _model(run: dict) -> str:
+    return run["parameters"].get("cfg", {}).get("registered_model", "")
+
+
+def _wait_until_evaluated(env: dict, events: list[dict]) -> None:
+    """Returns once the server's triggers have evaluated `events`, and acted on them: after each, a drift event
+    about a model of its own that the retraining trigger answers with a run (`follows`: the server evaluates it
+    only once the event it follows was), then those runs."""
+    sentinels = [f"{SENTINEL}{uuid.uuid4().hex[:12]}" for _ in events]
+    now = datetime.datetime.now(datetime.UTC).isoformat()
+    prefect_call(env, "/events", [
+        {"id": str(uuid.uuid4()), "occurred": now, "event": "digitpipe.drift.detected", "follows": event["id"],
+         "resource": {"prefect.resource.id": f"digitpipe.model.{name}", "prefect.resource.name": name,
+                      "digitpipe.retrain": "true"}}
+        for name, event in zip(sentinels, events)])
+    wait_for(lambda: set(sentinels) <= {_model(run) for run in _deployment_runs(env)}, 60,
+             "the retraining trigger's runs for the events that follow the ones it must have evaluated", poll=0.5)
+
+
 def _wait_for_events(env: dict, name: str, count: int) -> list[dict]:
-    """The server's events called `name` once it has `count` of them (events travel over a websocket)."""
+    """The server's events called `name` once it has `count` of them (events travel over a websocket), the ones
+    _wait_until_evaluated sent left out."""
     def events() -> list[dict]:
         found = prefect_call(env, "/events/filter", {"filter": {"event": {"name": [name]}}, "limit": 50})["events"]
+        found = [e for e in found if not e["resource"].get("prefect.resource.name", "").startswith(SENTINEL)]
         return found if len(found) >= count else []
 
     return wait_for(events, 60, f"{count} {name} event(s)", poll=1)
@@ -92,8 +124,6 @@ def test_drift_starts_one_retraining_only_when_labelled_feedback_can_fix_it(pref
                                                                             tmp_path):
     """The loop's reaction on a real Prefect server: the retraining deployment's trigger from prefect.yaml starts a
     run for drift only when feedback newer than the champion exists, and one run for a night of drifted files."""
-    import time
-
     import numpy as np
 
     from tests.helpers import write_kaggle_csv
@@ -113,7 +143,7 @@ def test_drift_starts_one_retraining_only_when_labelled_feedback_can_fix_it(pref
                          timeout=300)
 
     def score(*nights: list[Path]) -> CliResult:  # a scoring flow run on the server per night
-        code = "from pathlib import Path; from flows.scoring import scoring_flow\n" + "".join(
+        code = "from pathlib import Path; from flows.scoring_flow import scoring_flow\n" + "".join(
             f"scoring_flow({[str(f) for f in files]!r}, model='models:/{model}@champion', config=Path('{config}'))\n"
             for files in nights)
         return python(code, env=env, timeout=300)
@@ -133,7 +163,7 @@ def test_drift_starts_one_retraining_only_when_labelled_feedback_can_fix_it(pref
     assert champion.tags["monitor_alarm"] == (f"digitpipe.drift.detected for v{champion.version} (the batch drifted "
                                               "from the training data); alert for a person: no labelled feedback "
                                               "newer than the champion to retrain on")
-    time.sleep(5)  # the trigger has seen the alert by now: it must not have fired
+    _wait_until_evaluated(env, alert)  # the trigger has seen the alert: it must not have fired
     assert _retrain_runs(env) == []
 
     labels = tmp_path / "labels.csv"  # labels arrive for the clean batch: above the floor, no alarm
@@ -146,7 +176,7 @@ def test_drift_starts_one_retraining_only_when_labelled_feedback_can_fix_it(pref
     events = _wait_for_events(env, "digitpipe.drift.detected", 3)
     assert sorted(e["resource"]["digitpipe.retrain"] for e in events) == ["false", "true", "true"]
     wait_for(lambda: _retrain_runs(env), 60, "a retrain-on-feedback flow run", poll=1)
-    time.sleep(5)  # room for a second run, which the trigger's window must absorb
+    _wait_until_evaluated(env, events)  # the trigger has seen both retrain events: its window absorbed the second
     runs = _retrain_runs(env)
     assert len(runs) == 1 and runs[0]["parameters"]["cfg"]["feedback"] is True
     assert runs[0]["parameters"]["cfg"]["registered_model"] == model  # the event's, not the project's mlflow.yaml's

@@ -68,7 +68,11 @@ class ModelFollower:
         self._folder = Path(tempfile.mkdtemp(prefix="digitpipe-serve-"))
         self._stop = threading.Event()
         self._swaps: list = []  # callbacks told of each new version (the drift window starts again)
-        self.current = self._load()
+        try:
+            self.current = self._load()
+        except BaseException:  # a server that cannot start leaves no folder behind
+            shutil.rmtree(self._folder, ignore_errors=True)
+            raise
 
     def _load(self) -> ServedModel:
         if not self.ref.registered:
