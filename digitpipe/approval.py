@@ -29,9 +29,11 @@ def decide(registry: Registry, version: str, comment: str, approve: bool = True,
     registry.version_tags(version)  # a clear error for a version that does not exist
     with registry.promotion_lock():
         waited = from_tags(version, registry.version_tags(version))
-        if waited is None or waited.kind is not VerdictKind.AWAITING_APPROVAL:
-            decided = f"{waited.kind.value}: {waited.said[:120]}" if waited else "not judged: "
-            raise UserError(f"v{version} is not awaiting approval: it was decided already ({decided})")
+        if waited is None:
+            raise UserError(f"v{version} is not awaiting approval: the gate has not judged it")
+        if waited.kind is not VerdictKind.AWAITING_APPROVAL:
+            raise UserError(f"v{version} is not awaiting approval: it was decided already "
+                            f"({waited.kind.value}: {waited.said[:120]})")
         champion = registry.champion()
         verdict = (approve and _too_late(registry, waited, champion)) or _decided(
             registry, waited, champion, comment, approve, who or user())

@@ -9,7 +9,7 @@ from __future__ import annotations
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from digitpipe import approval, batch_scoring, card, eda, model_loading, model_run, promotion, robustness, studies, validation, zoo
+from digitpipe import approval, batch_scoring, card, eda, model_loading, model_run, promotion, robustness, studies, validation
 from digitpipe.data import load_dataset, split_by_protocol
 from digitpipe.errors import UserError
 from digitpipe.monitoring import alarms, drift
@@ -40,8 +40,7 @@ gather_feedback = step(RunLog.gather_feedback, **IO_RETRIES)
 build_suite = step(robustness.build_suite)
 build_reference = step(drift.build_reference)
 
-# one model: trained, evaluated, exported, checked and registered in its own run
-train_model = step(zoo.train_model, task_run_name="train-{name}", **ONCE_MORE)
+# one model: trained (a retry continues its checkpoint), evaluated, exported, checked and registered in its own run
 train_one = step(model_run.train_one, task_run_name="model-{name}", **ONCE_MORE)
 
 # registry

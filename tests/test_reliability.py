@@ -87,7 +87,8 @@ def test_a_prefect_retry_continues_training_from_the_checkpoint(fixture_dir, tmp
     from prefect import flow
 
     from digitpipe.records.specs import spec_for
-    from tasks import train_model
+    from digitpipe.zoo import train_model
+    from tasks import ONCE_MORE, step
 
     split = split_dataset(load_dataset(fixture_dir))
     seen = []
@@ -97,11 +98,12 @@ def test_a_prefect_retry_continues_training_from_the_checkpoint(fixture_dir, tmp
         if result.epoch == 2 and len(seen) == 2:
             raise RuntimeError("worker lost")  # the first attempt dies after epoch 2's checkpoint
 
+    training = step(train_model, **ONCE_MORE).with_options(retry_delay_seconds=0)  # train_one's policy
+
     @flow
     def one_training():
-        return train_model.with_options(retry_delay_seconds=0)("lenet", spec_for("lenet", epochs=4), split, "cpu",
-                                                               callbacks=[crash_once_at_epoch_two],
-                                                               checkpoint=tmp_path / "lenet.pt")
+        return training("lenet", spec_for("lenet", epochs=4), split, "cpu", callbacks=[crash_once_at_epoch_two],
+                        checkpoint=tmp_path / "lenet.pt")
 
     trained = one_training()
     assert [r.epoch for r in seen] == [1, 2, 1, 2, 3, 4]

@@ -3,6 +3,8 @@ it again."""
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -33,5 +35,8 @@ class MonitorReferences:
             return None
 
     def record(self, identity: ModelIdentity, path: Path) -> None:
-        """Log a drift reference built after registration where registration would have put it."""
-        self.client.log_artifact(identity.run_id, str(path), str(Path(MONITOR_ARTIFACT).parent))
+        """Log a drift reference built after registration where registration would have put it (under the name
+        `download` looks for, whatever the file is called)."""
+        with tempfile.TemporaryDirectory() as tmp:
+            named = shutil.copyfile(path, Path(tmp) / Path(MONITOR_ARTIFACT).name)
+            self.client.log_artifact(identity.run_id, str(named), str(Path(MONITOR_ARTIFACT).parent))
