@@ -32,14 +32,14 @@ def _join_race(barrier) -> None:
 def _promote(uri: str, name: str, version: str, data: Path) -> bool:
     from digitpipe.promotion import promote_if_earned
     from digitpipe.tracking import Tracker
-    from digitpipe.records.training import ModelResult
+    from digitpipe.records.training import RegisteredResult
 
     registry = Tracker(TrackingConfig(tracking_uri=uri, registered_model=name)).registry
     test = split_dataset(load_dataset(data)).test
     with tempfile.TemporaryDirectory() as tmp:
         predicted = OnnxScorer(registry.version_onnx(version, Path(tmp))).predict(test.images)
-    result = ModelResult(name, float(np.mean(predicted == test.labels)), 0.0, "", version, "", 0.0, 0.0, "", predicted,
-                         robustness=None)
+    result = RegisteredResult(name, float(np.mean(predicted == test.labels)), 0.0, "", 0.0, 0.0, "", predicted, None,
+                              run_id="", model_version=version)
     _together.wait(timeout=120)  # both processes promote at the same moment (one process alone would time out)
     return promote_if_earned(registry, result, test).promoted
 

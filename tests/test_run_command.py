@@ -29,5 +29,5 @@ def test_verbose_restores_prefects_own_log_lines(tmp_path, fixture_dir, prefect_
     done = digitpipe("run", "--data", fixture_dir, "--models", "logreg", "--quiet", "--verbose", "--out",
                      tmp_path / "out", cwd=tmp_path, timeout=300)
     assert done.code == 0, done.err
-    assert "Task run 'train-logreg' - Finished in state Completed()" in done.err
+    assert "Task run 'model-logreg' - Finished in state Completed()" in done.err
     assert "trained logreg: " in done.err
