@@ -67,7 +67,7 @@ def one_at_a_time(config: Path, version: str, images: np.ndarray, calls: int) ->
 
     tracking = load_tracking_config(config)
     tracker = tracker_for(tracking, create=False)
-    follower = ModelFollower(f"models:/digits/{version}", tracker.registry, 3600)
+    follower = ModelFollower(f"models:/digits/{version}", tracking, 3600)
     scorer = OnnxScorer(follower.current.path)
     app = build_app(Service(follower, tracker, tracking))
     print(f"{follower.current.names()['model']} (v{version})")

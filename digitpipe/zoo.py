@@ -61,7 +61,8 @@ def train_model(name: str, spec: LogRegSpec | NetSpec, split: Split, device: str
                 checkpoint: Path | None = None) -> TrainedModel:
     """Zoo model `name` fitted on split.train: the baseline by scikit-learn; a net by the one training loop
     (digitpipe.train.fit) from `seed` with `threads` torch threads, saved to `checkpoint` every epoch and continued
-    from it where it exists (an interrupted identical training: see checkpoint_path)."""
+    from it where it exists (an interrupted identical training: see checkpoint_path). The checkpoint outlives the
+    training: its owner removes it once the model is kept (digitpipe.model_run)."""
     start = time.perf_counter()
     if isinstance(spec, LogRegSpec):
         from digitpipe.baseline import fit_logreg
@@ -75,8 +76,6 @@ def train_model(name: str, spec: LogRegSpec | NetSpec, split: Split, device: str
     runtime.seed_everything(seed, deterministic=device == "cpu")  # per model: independent of the ones before
     net = build_net(name, spec)
     history, reason = train.fit(net, spec, split.train, split.val, device, callbacks, checkpoint)
-    if checkpoint:
-        checkpoint.unlink(missing_ok=True)  # finished: the next run starts fresh
     return TrainedModel(name, net, time.perf_counter() - start, history, reason, threads)
 
 

@@ -88,7 +88,7 @@ def expiry_flow(registered_model: str | None = None) -> list[str]:
     expired = expire(registry)
     for version in expired:
         log.info(f"v{version} not_approved: waited past approval_timeout_hours")
-    cancel_undecidable(registry.cfg.registered_model, {row["version"] for row in waiting(registry)})
+    cancel_undecidable(registry.cfg.registered_model, {row.version for row in waiting(registry)})
     return expired
 
 

@@ -21,7 +21,6 @@ from digitpipe.data import Dataset, Split
 from digitpipe.evaluate import write_comparison
 from digitpipe.files import first_line, write_json
 from digitpipe.hyperparams import check_split
-from digitpipe.model_run import stale_checkpoints
 from digitpipe.monitoring.feedback import train_on_feedback
 from digitpipe.robustness import Suite
 from digitpipe.tracking import Registry, RunLog, Tracker, tracker_for
@@ -124,9 +123,6 @@ def train_and_judge(cfg: PipelineConfig, tracker: Tracker, prepared: Prepared,
         suite = build_suite(split.test, cfg.seed)
         reference = build_reference(split.train.images)
         runs.set_tags(parent_id, suite.tags())
-        if not cfg.resume:  # a left-over checkpoint of an identical run; a retry of train_one continues its own
-            for checkpoint in stale_checkpoints(cfg, list(keys), split):
-                checkpoint.unlink(missing_ok=True)
         futures = [train_one.submit(name, key, cfg, split, suite, reference, device, parent_id, lineage)
                    for name, key in keys.items()]
         results = []

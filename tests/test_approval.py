@@ -38,7 +38,8 @@ def _tags(uri: str, version: str) -> dict:
     return MlflowClient(uri).get_model_version("digits", version).tags
 
 
-def test_a_person_approves_or_rejects_what_the_gate_let_through(store, fixture_dir, tmp_path, digitpipe_cli):
+def test_a_person_approves_or_rejects_what_the_gate_let_through(store, fixture_dir, tmp_path, digitpipe_cli,
+                                                              monkeypatch):
     uri, config = store
     run = ("run", "--data", fixture_dir, "--quiet", "--config", config, "--out", tmp_path / "out")
     first = digitpipe_cli(*run, *WEAK)
@@ -79,6 +80,10 @@ def test_a_person_approves_or_rejects_what_the_gate_let_through(store, fixture_d
     assert "v4 awaiting_approval: " in again.err and "unchanged" not in again.err, again.err
     assert _tags(uri, "4")["champion_version"] == "2" and _tags(uri, "4")["training_key"] == _tags(uri, "3")[
         "training_key"]
+    monkeypatch.chdir(tmp_path)  # the hourly expiry flow reads ./mlflow.yaml, as a deployment's worker does
+    from flows.approval import expiry_flow
+
+    assert expiry_flow() == [] and _tags(uri, "4")["verdict"] == "awaiting_approval"  # v4 waits within its time
 
     for args, message in ((("--version", 99, "--comment", "x"), "digits has no version '99'"),
                           (("--version", 3, "--comment", " "), "--comment: say why"),

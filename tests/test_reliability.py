@@ -83,32 +83,87 @@ def test_kill_9_then_resume_ends_like_an_uninterrupted_run(tmp_path, env):
     assert not list((tmp_path / "out" / "checkpoints").glob("*.pt"))  # finished: checkpoint cleared
 
 
-def test_a_prefect_retry_continues_training_from_the_checkpoint(fixture_dir, tmp_path):
+@pytest.fixture
+def one_model(fixture_dir, tmp_path):
+    """What train_one is given for a 4-epoch lenet under a pipeline run of a new store, and that store's client."""
+    from digitpipe.config import PipelineConfig, TrackingConfig
+    from digitpipe.monitoring.drift import build_reference
+    from digitpipe.robustness import build_suite
+    from digitpipe.tracking import tracker_for
+
+    tracking = TrackingConfig(tracking_uri=f"sqlite:///{tmp_path}/m.db", artifact_location=str(tmp_path / "artifacts"))
+    cfg = PipelineConfig(data=fixture_dir, models=("lenet",), epochs=4, out_dir=tmp_path / "out", tracking=tracking)
+    split = split_dataset(load_dataset(fixture_dir))
+    with tracker_for(tracking).runs.run("pipeline") as parent_id:
+        yield (cfg, split, build_suite(split.test), build_reference(split.train.images), parent_id), MlflowClient(
+            tracking.tracking_uri)
+
+
+def _epochs_seen(monkeypatch, crash_at: tuple[int, int] | None = None) -> list:
+    """Every epoch the training callbacks are given; with `crash_at` (epoch, nth callback call), the worker dies
+    there once, after that epoch's checkpoint."""
+    from digitpipe.tracking import RunLog
+
+    seen, logger = [], RunLog.epoch_logger
+
+    def watched(self, run_id):
+        log = logger(self, run_id)
+
+        def log_epoch(result):
+            seen.append(result)
+            log(result)
+            if crash_at == (result.epoch, len(seen)):
+                raise RuntimeError("worker lost")
+
+        return log_epoch
+
+    monkeypatch.setattr(RunLog, "epoch_logger", watched)
+    return seen
+
+
+def _train_one(given):
+    """tasks.train_one in a flow, retried at once."""
     from prefect import flow
 
-    from digitpipe.records.specs import spec_for
-    from digitpipe.zoo import train_model
-    from tasks import ONCE_MORE, step
-
-    split = split_dataset(load_dataset(fixture_dir))
-    seen = []
-
-    def crash_once_at_epoch_two(result):
-        seen.append(result)
-        if result.epoch == 2 and len(seen) == 2:
-            raise RuntimeError("worker lost")  # the first attempt dies after epoch 2's checkpoint
-
-    training = step(train_model, **ONCE_MORE).with_options(retry_delay_seconds=0)  # train_one's policy
+    from tasks import train_one
 
     @flow
-    def one_training():
-        return training("lenet", spec_for("lenet", epochs=4), split, "cpu", callbacks=[crash_once_at_epoch_two],
-                        checkpoint=tmp_path / "lenet.pt")
+    def one_model_run():
+        return train_one.with_options(retry_delay_seconds=0)("lenet", "key", *given[:4], "cpu", given[4], {})
 
-    trained = one_training()
+    return one_model_run()
+
+
+def test_a_prefect_retry_continues_training_from_the_checkpoint(one_model, monkeypatch):
+    given, client = one_model
+    seen = _epochs_seen(monkeypatch, crash_at=(2, 2))  # the first attempt dies after epoch 2's checkpoint
+    result = _train_one(given)
     assert [r.epoch for r in seen] == [1, 2, 1, 2, 3, 4]
     assert seen[2:4] == seen[0:2]  # epochs 1-2 replayed from the checkpoint (same timings), not trained again
-    assert [h.epoch for h in trained.history] == [1, 2, 3, 4]
+    runs = client.search_runs([client.get_experiment_by_name("digitpipe").experiment_id], "attributes.run_name = 'lenet'")
+    assert sorted(r.info.status for r in runs) == ["FAILED", "FINISHED"] and result.model_version == "1"
+    assert not list((given[0].out_dir / "checkpoints").iterdir())  # registered: the next run starts afresh
+
+
+def test_a_registration_that_fails_once_is_retried_without_training_again(one_model, monkeypatch):
+    from mlflow.exceptions import MlflowException
+
+    from digitpipe.tracking import Registry
+
+    given, client = one_model
+    seen, register, calls = _epochs_seen(monkeypatch), Registry.register_onnx, []
+
+    def flaky(self, *args, **kwargs):
+        calls.append(args)
+        if len(calls) == 1:
+            raise MlflowException("the store went away")
+        return register(self, *args, **kwargs)
+
+    monkeypatch.setattr(Registry, "register_onnx", flaky)
+    result = _train_one(given)
+    assert [r.epoch for r in seen] == [1, 2, 3, 4, 1, 2, 3, 4] and seen[4:] == seen[:4]  # replayed, not retrained
+    assert len(calls) == 2 and result.model_version == "1"
+    assert [str(v.version) for v in client.search_model_versions("name='digits'")] == ["1"]
 
 
 def test_unreachable_tracking_server_is_one_clear_line_and_nothing_runs(tmp_path, env):

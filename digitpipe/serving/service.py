@@ -198,7 +198,7 @@ class Service:
             self.metrics.drift.labels(drift.kind.value).set(1)
             with runs.drift_run(f"served window {number}", "serving",
                                 {**served.identity.params(), "window_digits": drift.rows}, drift):
-                pass
+                pass  # the verdict and each feature's PSI are the window's whole record
             if self.tracking.serving.drift_events and drift.drifted and self.on_alarm:
                 from digitpipe.monitoring.alarms import batch_alarm
 
