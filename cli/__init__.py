@@ -4,7 +4,8 @@ library function (CLI -> flows -> tasks -> digitpipe; .importlinter holds the co
 Each command imports only what its work needs (heavy libraries are imported inside the commands), so `--help`
 answers at once and `score` with an ONNX file never loads torch, MLflow or Prefect (tests/code/test_imports.py)."""
 
-from cli import training, tune_command, registry, data, score_commands, serving, notify  # noqa: F401, I001 (each module registers its commands on the app)
+# each module registers its commands on the app
+from cli import training, tune_command, registry, data, score_commands, serving, notify  # noqa: F401, I001
 from cli.app import app, main, run_cli
 
 __all__ = ["app", "main", "run_cli"]

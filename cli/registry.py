@@ -157,7 +157,7 @@ def export(
 
     tracking = load_tracking_config(config)
     with tempfile.TemporaryDirectory(prefix="digitpipe-model-") as tmp:
-        loaded = load_model(model, tracking, Path(tmp), prefer_int8=False)
+        loaded = load_model(model, tracking, Path(tmp), prefer_int8=False, drift=False)
         registry, path, identity = loaded.registry, loaded.path, loaded.identity
         if not quantize:
             shutil.copyfile(path, output)
@@ -195,7 +195,7 @@ def monitor_reference(
 
     tracking = load_tracking_config(config)
     with tempfile.TemporaryDirectory(prefix="digitpipe-model-") as tmp:
-        loaded = load_model(model, tracking, Path(tmp), prefer_int8=False)
+        loaded = load_model(model, tracking, Path(tmp), prefer_int8=False, drift=False)
         registry, path, identity = loaded.registry, loaded.path, loaded.identity
         if registry is None and output is None:
             raise UserError("a .onnx file has no run to record its reference on: give --output")

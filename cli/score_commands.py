@@ -84,7 +84,7 @@ def feedback(
     labelled, skipped = join_labels(input, labels)
     tracker = tracker_for(tracking, create=False)
     with tempfile.TemporaryDirectory(prefix="digitpipe-model-") as tmp:
-        loaded = load_model(model, tracking, Path(tmp))  # int8 where accepted, as `score` uses it
+        loaded = load_model(model, tracking, Path(tmp), drift=False)  # int8 where accepted, as `score` uses it
         result = record_feedback(tracker, labelled, loaded.path, loaded.identity, tracking.monitoring)
     typer.echo(result.line() + (f"; {skipped:,} labels name rows the file rejected (skipped)" if skipped else ""))
     if result.alarm:

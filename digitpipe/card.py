@@ -19,7 +19,7 @@ from digitpipe.errors import UserError
 from digitpipe.evaluate import accuracy_interval, evaluate, mcnemar
 from digitpipe.files import atomic_path, write_json, write_text
 from digitpipe.onnx_scorer import OnnxScorer
-from digitpipe.records.verdicts import from_tags
+from digitpipe.records.verdicts import from_tags, run_tags
 from digitpipe.tracking import Registry
 
 PICTURE = "disagreements.png"  # beside card.json on the run, so that the page can be made again with a new decision
@@ -79,8 +79,8 @@ def _publish(registry: Registry, card: dict, made: Path, run_id: str) -> None:
 def _decision(version: str, tags: dict) -> dict:
     """The decision on the version and the evidence it recorded (nothing for a version not judged yet)."""
     verdict = from_tags(version, tags)
-    said = {"verdict": verdict.kind.value, "verdict_reason": verdict.said, "verdict_at": verdict.at} if verdict else {}
-    return {k: v for k, v in said.items() if v is not None} | {key: tags[key] for key in EVIDENCE_TAGS if key in tags}
+    said = {**run_tags(verdict), **({"verdict_at": verdict.at} if verdict.at else {})} if verdict else {}
+    return said | {key: tags[key] for key in EVIDENCE_TAGS if key in tags}
 
 
 def _model(tags: dict, params: dict, onnx: Path) -> dict:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from digitpipe.config import TrackingConfig
 from digitpipe.errors import UserError
 from digitpipe.monitoring.drift import Reference, registered_reference
-from digitpipe.onnx_scorer import OnnxScorer
+from digitpipe.onnx_scorer import SCORE_BATCH, OnnxScorer
 from digitpipe.records.models import ModelIdentity, ModelRef
 
 # MLflow and the data readers are imported where a registered model or a split needs them: `score` of a .onnx
@@ -32,29 +32,33 @@ class LoadedModel:
     reference: Reference | None
     registry: Registry | None = None
 
-    def scorer(self, batch_size: int = 4096) -> OnnxScorer:
+    def scorer(self, batch_size: int = SCORE_BATCH) -> OnnxScorer:
         """One onnxruntime session on the file (not picklable: made where it scores)."""
         return OnnxScorer(self.path, batch_size)
 
 
 def load_model(model: ModelRef | str, tracking: TrackingConfig, dest: Path, prefer_int8: bool = True,
-               reference: Path | None = None) -> LoadedModel:
-    """`model` (models:/NAME@ALIAS, models:/NAME/VERSION or a .onnx file) with its files downloaded into `dest`; the
-    drift reference is the `reference` file where one is named (a bad file is the user's error), else the one
-    registered with the version (a missing or unreadable one means no check: it must not stop the scoring)."""
+               reference: Path | None = None, drift: bool = True) -> LoadedModel:
+    """`model` (models:/NAME@ALIAS, models:/NAME/VERSION or a .onnx file) with its files downloaded into `dest`. With
+    `drift`, its drift reference: the `reference` file where one is named (a bad file is the user's error), else the
+    one registered with the version (a missing or unreadable one means no check: it must not stop the scoring)."""
     ref = ModelRef.parse(model) if isinstance(model, str) else model
-    named = Reference.load(reference) if reference is not None else None
-    if not ref.registered:
-        if not ref.path.is_file():
-            raise UserError(f"{ref.text}: no such model file (expected a .onnx file or models:/NAME@ALIAS)")
-        return LoadedModel(ref.path, ModelIdentity(str(ref.path.resolve())), named)
-    from digitpipe.tracking import tracker_for
+    registry = None
+    if ref.registered:
+        from digitpipe.tracking import tracker_for
 
-    registry = tracker_for(tracking, create=False).registry
-    path, identity = registry.resolve(ref, dest, prefer_int8)
-    if named is None:
-        named = registered_reference(registry.monitor_references.download(identity, dest / "reference"))
-    return LoadedModel(path, identity, named, registry)
+        registry = tracker_for(tracking, create=False).registry
+        path, identity = registry.resolve(ref, dest, prefer_int8)
+    elif ref.path.is_file():
+        path, identity = ref.path, ModelIdentity(str(ref.path.resolve()))
+    else:
+        raise UserError(f"{ref.text}: no such model file (expected a .onnx file or models:/NAME@ALIAS)")
+    if not drift:
+        return LoadedModel(path, identity, None, registry)
+    if reference is not None:
+        return LoadedModel(path, identity, Reference.load(reference), registry)
+    found = registry and registry.monitor_references.download(identity, dest / "reference")
+    return LoadedModel(path, identity, registered_reference(found), registry)
 
 
 def training_split(registry: Registry | None, identity: ModelIdentity, data: Path | None, protocol: str | None,

@@ -66,8 +66,8 @@ class FastCNN(nn.Module):
     (LeNet: ~2.3 M). The hidden layer is the cheap capacity: without it the net underfits its augmented
     training data and stops near 99.35% (bench/README.md).
 
-    Trained with augmentation, AdamW, OneCycle and label smoothing (see digitpipe.records.specs.SPECS). The attribute names
-    conv1, pool1, conv2 match LeNet's so the feature-map pictures work for both.
+    Trained with augmentation, AdamW, OneCycle and label smoothing (see digitpipe.records.specs.SPECS). The
+    attribute names conv1, pool1, conv2 match LeNet's so the feature-map pictures work for both.
     """
 
     def __init__(self, widths: tuple[int, int, int] = (16, 32, 64), hidden: int = 256) -> None:

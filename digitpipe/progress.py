@@ -83,8 +83,8 @@ def print_versions(name: str, versions: list[VersionRecord]) -> None:
     for v in versions:
         verdict = v.verdict
         table.add_row(v.version, v.model_name, _percent(v.tags.get("test_accuracy")), _robust(v.tags),
-                      _percent(v.tags.get("live_accuracy")), ", ".join(v.aliases), verdict.kind.value if verdict else "-",
-                      verdict.said if verdict else "", v.created)
+                      _percent(v.tags.get("live_accuracy")), ", ".join(v.aliases),
+                      verdict.kind.value if verdict else "-", verdict.said if verdict else "", v.created)
     Console(width=max(160, Console().width)).print(table)
 
 

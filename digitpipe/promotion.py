@@ -39,9 +39,11 @@ def gate(cfg: PromotionConfig, version: str, evidence: Evidence, champion: Champ
         return Verdict(version, kind, reason, evidence.accuracy, champion and champion.version, evidence)
 
     if evidence.parity != "passed":
-        return decided(VerdictKind.REJECTED, f"its ONNX parity check did not pass (onnx_parity={evidence.parity or 'missing'})")
+        return decided(VerdictKind.REJECTED,
+                       f"its ONNX parity check did not pass (onnx_parity={evidence.parity or 'missing'})")
     if evidence.accuracy < cfg.min_accuracy:
-        return decided(VerdictKind.REJECTED, f"held-out accuracy {evidence.accuracy:.4f} is below the floor {cfg.min_accuracy:.4f}")
+        return decided(VerdictKind.REJECTED,
+                       f"held-out accuracy {evidence.accuracy:.4f} is below the floor {cfg.min_accuracy:.4f}")
     if (cfg.min_robust_accuracy is not None and evidence.robust_accuracy is not None
             and evidence.robust_accuracy < cfg.min_robust_accuracy):
         return decided(VerdictKind.REJECTED, f"robust accuracy {evidence.robust_accuracy:.4f} is below the floor "
@@ -50,8 +52,8 @@ def gate(cfg: PromotionConfig, version: str, evidence: Evidence, champion: Champ
         return Verdict(version, VerdictKind.PROMOTED, "first champion", evidence.accuracy, evidence=evidence)
     comparison, excluded = evidence.comparison, evidence.excluded
     if comparison is None:
-        return decided(VerdictKind.NOT_COMPARABLE, f"champion v{champion.version} recorded no training images, so none of "
-                       "the held-out images is known to be new to it; promote a version by hand to start again")
+        return decided(VerdictKind.NOT_COMPARABLE, f"champion v{champion.version} recorded no training images, so "
+                       "none of the held-out images is known to be new to it; promote a version by hand to start again")
     unseen = f"{comparison.images} held-out images champion v{champion.version} never trained on ({excluded} excluded)"
     if comparison.images < cfg.min_comparable_images:
         return decided(VerdictKind.NOT_COMPARABLE, f"only {unseen}, fewer than min_comparable_images "
@@ -67,7 +69,8 @@ def gate(cfg: PromotionConfig, version: str, evidence: Evidence, champion: Champ
     if gain <= 0 or gain < cfg.min_margin:
         return decided(VerdictKind.REJECTED, f"does not beat the champion by the margin {cfg.min_margin:.4f}: {versus}")
     if comparison.p_value >= cfg.max_p_value:
-        return decided(VerdictKind.REJECTED, f"not significant: McNemar p={comparison.p_value:.3g} >= {cfg.max_p_value} ({versus})")
+        return decided(VerdictKind.REJECTED,
+                       f"not significant: McNemar p={comparison.p_value:.3g} >= {cfg.max_p_value} ({versus})")
     if less_robust:
         return decided(VerdictKind.REJECTED, f"{less_robust}{robustly}, though clean {versus}")
     return decided(VerdictKind.PROMOTED, f"beats the champion: {versus}, McNemar p={comparison.p_value:.3g}{robustly}")
@@ -95,11 +98,12 @@ def _feedback_clause(cfg: PromotionConfig, feedback: PairedComparison | None, co
         return None
     on_feedback = _feedback_line(feedback)
     if feedback.champion_accuracy > feedback.challenger_accuracy:
-        return VerdictKind.REJECTED, (f"worse than the champion on labelled feedback ({on_feedback}), the digits it is now "
-                            f"asked to read; on the base held-out images {versus}")
+        return VerdictKind.REJECTED, (f"worse than the champion on labelled feedback ({on_feedback}), the digits it is "
+                                      f"now asked to read; on the base held-out images {versus}")
     if comparison.champion_accuracy - comparison.challenger_accuracy > cfg.feedback_base_margin:
-        return VerdictKind.REJECTED, (f"better on labelled feedback ({on_feedback}) but worse on the base held-out images by "
-                            f"more than feedback_base_margin {cfg.feedback_base_margin:.4f}: {versus}")
+        return VerdictKind.REJECTED, (f"better on labelled feedback ({on_feedback}) but worse on the base held-out "
+                                      "images by more than feedback_base_margin "
+                                      f"{cfg.feedback_base_margin:.4f}: {versus}")
     if less_robust:
         return VerdictKind.REJECTED, f"{less_robust}{robustly}, though better on labelled feedback ({on_feedback})"
     return VerdictKind.PROMOTED, (f"better on labelled feedback: {on_feedback}; on the base held-out images {versus}, "

@@ -23,7 +23,7 @@ from digitpipe.files import first_line, write_json
 from digitpipe.hyperparams import check_split
 from digitpipe.monitoring.feedback import train_on_feedback
 from digitpipe.robustness import Suite
-from digitpipe.tracking import Registry, RunLog, Tracker, tracker_for
+from digitpipe.tracking import FeedbackStore, Registry, Tracker, tracker_for
 from digitpipe.tracking.lineage import TrainedBefore
 from digitpipe.training_key import code_version, training_key
 from digitpipe.validation import ValidationReport
@@ -72,7 +72,7 @@ def training_flow(cfg: PipelineConfig) -> dict:
     startup.set_environment()  # a deployment's run starts here, not at the command line
     cfg = _with_tracking(cfg)
     tracker = _tracker(cfg)  # an unreachable tracking server fails the run here, before any work
-    prepared = prepare(cfg, tracker.runs)
+    prepared = prepare(cfg, tracker)
     keys = {name: training_key(name, cfg.spec(name), cfg.seed, prepared.data.digest, prepared.recipe,
                                prepared.split) for name in cfg.models}
     unchanged = {} if cfg.force else tracker.registry.lineage.trained_before(keys)
@@ -91,7 +91,7 @@ def training_flow(cfg: PipelineConfig) -> dict:
     return summary
 
 
-def prepare(cfg: PipelineConfig, runs: RunLog) -> Prepared:
+def prepare(cfg: PipelineConfig, tracker: Tracker) -> Prepared:
     """Load and validate the data (a report of the same digits is reused), split it, add labelled feedback."""
     data = load_dataset(cfg.data, "train" if cfg.protocol == "standard" else None)
     validation, validated_in = check_once(data, cfg.min_rows, cfg.out_dir / "validation")
@@ -100,7 +100,7 @@ def prepare(cfg: PipelineConfig, runs: RunLog) -> Prepared:
     recipe = cfg.recipe()
     check_split(cfg.params_split, data.digest, recipe, "--params")
     log.info("split ({}): {}".format(cfg.protocol, ", ".join(f"{k} {v:,}" for k, v in split.sizes().items())))
-    split, feedback, used = add_feedback(runs, split) if cfg.feedback else (split, None, {})
+    split, feedback, used = add_feedback(tracker.feedback, split) if cfg.feedback else (split, None, {})
     return Prepared(data, validation, validated_in, split, recipe, feedback, used)
 
 
@@ -160,11 +160,11 @@ def _tracker(cfg: PipelineConfig) -> Tracker:
     return tracker_for(cfg.tracking, PromotionLock(cfg.tracking, cfg.promotion_lock))
 
 
-def add_feedback(runs: RunLog, split: Split) -> tuple[Split, Dataset | None, dict[str, int]]:
+def add_feedback(store: FeedbackStore, split: Split) -> tuple[Split, Dataset | None, dict[str, int]]:
     """`split` with the store's labelled feedback in its training part (`run --feedback`), the feedback held out for
     the gate, and what was used (metrics of the pipeline run: the next retraining starts past it)."""
     before = len(split.train)
-    found, through_ms = gather_feedback(runs)
+    found, through_ms = gather_feedback(store)
     split, held_out = train_on_feedback(split, found)
     used = {"feedback_train_rows": len(split.train) - before, "feedback_through_ms": through_ms}
     log.info(f"labelled feedback: {used['feedback_train_rows']:,} digits added to training, "

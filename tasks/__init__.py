@@ -9,11 +9,11 @@ from __future__ import annotations
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from digitpipe import approval, batch_scoring, card, eda, model_loading, model_run, promotion, robustness, studies, validation
-from digitpipe.data import load_dataset, split_by_protocol
+from digitpipe import approval, batch_scoring, card, data, eda, model_loading, model_run, promotion, robustness
+from digitpipe import studies, validation
 from digitpipe.errors import UserError
 from digitpipe.monitoring import alarms, drift
-from digitpipe.tracking import RunLog
+from digitpipe.tracking import FeedbackStore
 
 
 def not_a_user_error(_task, _task_run, state) -> bool:
@@ -32,11 +32,11 @@ ONCE_MORE = {"retries": 1, "retry_condition_fn": not_a_user_error}  # a crash mi
 IO_RETRIES = {"retries": 2, "retry_delay_seconds": [2, 10], "retry_condition_fn": not_a_user_error}
 
 # data
-load_dataset = step(load_dataset)
+load_dataset = step(data.load_dataset)
 check_once = step(validation.check_once)
 explore = step(eda.explore)
-split_by_protocol = step(split_by_protocol)
-gather_feedback = step(RunLog.gather_feedback, **IO_RETRIES)
+split_by_protocol = step(data.split_by_protocol)
+gather_feedback = step(FeedbackStore.gather_feedback, **IO_RETRIES)
 build_suite = step(robustness.build_suite)
 build_reference = step(drift.build_reference)
 

@@ -82,13 +82,13 @@ def record_feedback(tracker: Tracker, feedback: Feedback, model_path: Path, iden
     from digitpipe.onnx_scorer import OnnxScorer  # onnxruntime: only where labels are recorded
 
     accuracy = float(np.mean(OnnxScorer(model_path).predict(feedback.images) == feedback.labels))
-    run_id = tracker.runs.log_feedback(feedback, identity, accuracy)
+    run_id = tracker.feedback.log_feedback(feedback, identity, accuracy)
     version = identity.version
     if version:
         tagged, rows = accuracy, len(feedback.labels)  # a scored file's labels: this batch's figure
         prefix = "" if feedback.origin == "file" else f"{feedback.origin}_"  # web_live_accuracy: the page's own
         if prefix:  # the page's answers come a few at a time: every answer so far
-            tagged, rows = tracker.runs.answered_accuracy(version, feedback.origin)
+            tagged, rows = tracker.feedback.answered_accuracy(version, feedback.origin)
         tracker.registry.set_version_tags(version, {f"{prefix}live_accuracy": f"{tagged:.4f}",
                                                     f"{prefix}live_accuracy_at": utc_now(),
                                                     f"{prefix}live_accuracy_rows": rows})
@@ -122,8 +122,8 @@ def has_new_feedback(tracker: Tracker) -> bool:
     """Whether labelled feedback arrived after the champion was registered and after the feedback the last
     retraining run trained on (what a new retraining could learn from)."""
     champion = tracker.registry.champion()
-    seen = max(champion.created_ms if champion else 0, tracker.runs.feedback_consumed_ms())
-    return tracker.runs.newest_feedback_ms() > seen
+    seen = max(champion.created_ms if champion else 0, tracker.feedback.feedback_consumed_ms())
+    return tracker.feedback.newest_feedback_ms() > seen
 
 
 def record_alarm(registry: Registry, alarm: Alarm) -> None:

@@ -10,11 +10,9 @@ from typing import TYPE_CHECKING
 from digitpipe.records.feedback import Feedback, combine
 
 if TYPE_CHECKING:
-    from mlflow import MlflowClient
-
-    from digitpipe.config import TrackingConfig
     from digitpipe.data import Dataset
     from digitpipe.records.models import ModelIdentity
+    from digitpipe.tracking.runs import RunLog
 
 FEEDBACK_ARTIFACT = "feedback/feedback.npz"  # on a feedback run: the labelled digits (monitoring.feedback.Feedback)
 FEEDBACK_TAGS = {"digitpipe.kind": "feedback"}
@@ -22,23 +20,23 @@ FEEDBACK_RUNS = "tags.`digitpipe.kind` = 'feedback' and attributes.status = 'FIN
 
 
 class FeedbackStore:
-    """RunLog's feedback runs (a mixin: it uses RunLog's run, _search, log_params and log_metrics)."""
+    """The experiment's feedback runs, written and found through its run log."""
 
-    client: MlflowClient
-    cfg: TrackingConfig
+    def __init__(self, runs: RunLog) -> None:
+        self.runs, self.client, self.cfg = runs, runs.client, runs.cfg
 
     def log_feedback(self, feedback: Feedback, identity: ModelIdentity, live_accuracy: float) -> str:
         """One run per batch of labelled feedback: the digits as an artifact any machine can read back (not a file on
         this worker), the live accuracy of the model that scored them, and which model that was. The same digits
         and labels recorded before (a file scored again) keep their first run: they are not new feedback."""
         digest = feedback.dataset().digest
-        known = self._search(f"{FEEDBACK_RUNS} and tags.feedback_digest = '{digest}'", limit=1)
+        known = self.runs.search(f"{FEEDBACK_RUNS} and tags.feedback_digest = '{digest}'", limit=1)
         if known:
             return known[0].info.run_id
         tags = {**FEEDBACK_TAGS, "feedback_digest": digest, "source": feedback.origin}
-        with self.run(f"feedback {Path(feedback.source).name}", tags=tags) as run_id:
-            self.log_params(run_id, {"input": feedback.source, **identity.params()})
-            self.log_metrics(run_id, {"live_accuracy": live_accuracy, "labelled_rows": len(feedback.labels)})
+        with self.runs.run(f"feedback {Path(feedback.source).name}", tags=tags) as run_id:
+            self.runs.log_params(run_id, {"input": feedback.source, **identity.params()})
+            self.runs.log_metrics(run_id, {"live_accuracy": live_accuracy, "labelled_rows": len(feedback.labels)})
             with tempfile.TemporaryDirectory() as tmp:
                 path = feedback.save(Path(tmp) / Path(FEEDBACK_ARTIFACT).name)
                 self.client.log_artifact(run_id, str(path), str(Path(FEEDBACK_ARTIFACT).parent))
@@ -47,7 +45,7 @@ class FeedbackStore:
     def feedback_runs(self) -> list[tuple[str, int]]:
         """Every finished feedback run to train and judge on as (run id, start time in epoch ms), oldest first:
         feedback from the serving page only where `monitoring.trust_web_feedback` says so."""
-        runs = self._search(FEEDBACK_RUNS, order_by=["attributes.start_time ASC"])
+        runs = self.runs.search(FEEDBACK_RUNS, order_by=["attributes.start_time ASC"])
         trusted = self.cfg.monitoring.trust_web_feedback
         return [(r.info.run_id, r.info.start_time) for r in runs if trusted or r.data.tags.get("source") != "web"]
 
@@ -64,7 +62,7 @@ class FeedbackStore:
     def answered_accuracy(self, version: str, origin: str) -> tuple[float, int]:
         """A version's accuracy over all its feedback runs from `origin` (the page's: confirmed / (confirmed +
         corrected), every answer counted once per batch it came in) and how many answers that is."""
-        runs = self._search(f"{FEEDBACK_RUNS} and tags.source = '{origin}' and params.version = '{version}'")
+        runs = self.runs.search(f"{FEEDBACK_RUNS} and tags.source = '{origin}' and params.version = '{version}'")
         rows = sum(r.data.metrics.get("labelled_rows", 0) for r in runs)
         right = sum(r.data.metrics.get("labelled_rows", 0) * r.data.metrics.get("live_accuracy", 0) for r in runs)
         return (right / rows if rows else float("nan")), int(rows)
@@ -72,7 +70,7 @@ class FeedbackStore:
     def feedback_consumed_ms(self) -> int:
         """The newest feedback a finished retraining run trained on (its `feedback_through_ms`; 0 when none did),
         promoted or not: retraining again on the same feedback would give the same verdict."""
-        runs = self._search("metrics.feedback_through_ms > 0 and attributes.status = 'FINISHED'", limit=1,
+        runs = self.runs.search("metrics.feedback_through_ms > 0 and attributes.status = 'FINISHED'", limit=1,
                             order_by=["metrics.feedback_through_ms DESC"])
         return int(runs[0].data.metrics["feedback_through_ms"]) if runs else 0
 

@@ -16,17 +16,13 @@ from mlflow.exceptions import MlflowException
 from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
 from digitpipe.errors import UserError
-
 from digitpipe.records.verdicts import Verdict, from_tags
 
 if TYPE_CHECKING:
-
     from digitpipe.data import SplitRecipe
     from digitpipe.tracking.client import VersionStore
 
 TRAINED_ON_ARTIFACT = "lineage/trained_on.npy"  # on the pipeline run: hashes of every image its models trained on
-
-
 TRAINING_KEY_TAG = "training_key"
 
 

@@ -153,7 +153,8 @@ class Registry:
             path = self._download_run_file(mv.run_id, INT8_ARTIFACT, dest)
             return _verified(path, mv.tags.get("int8_sha256"), ref), dataclasses.replace(identity, precision="int8")
         # the registry's copy is the truth, not a path recorded at registration
-        return _verified(self._download_onnx(ref.name, str(mv.version), dest), mv.tags.get("onnx_sha256"), ref), identity
+        path = self._download_onnx(ref.name, str(mv.version), dest)
+        return _verified(path, mv.tags.get("onnx_sha256"), ref), identity
 
     def version_of(self, ref: ModelRef) -> str:
         """The version `ref` names now, without downloading it: what a server polls."""
@@ -164,7 +165,8 @@ class Registry:
             return (self.client.get_model_version_by_alias(ref.name, ref.alias) if ref.alias
                     else self.client.get_model_version(ref.name, ref.version))
         except MlflowException as exc:
-            raise UserError(f"{ref.text}: not in the registry at {self.cfg.tracking_uri} ({exc.message[:160]})") from None
+            raise UserError(f"{ref.text}: not in the registry at {self.cfg.tracking_uri} "
+                            f"({exc.message[:160]})") from None
 
     def version_onnx(self, version: str, dest: Path, tags: Mapping[str, str] | None = None) -> Path:
         """The registered fp32 ONNX file of one version (whose `tags` the caller may have read already): the file it

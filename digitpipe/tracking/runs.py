@@ -21,7 +21,6 @@ from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 from digitpipe.errors import UserError
 from digitpipe.runtime import owner_gone
 from digitpipe.tracking.client import OWNER_TAG, now_ms, owner_tags
-from digitpipe.tracking.feedback import FeedbackStore
 from digitpipe.tracking.lineage import TRAINED_ON_ARTIFACT
 
 if TYPE_CHECKING:
@@ -37,7 +36,7 @@ MAX_BATCH = 900  # log_batch accepts at most 1000 metrics and 100 params per cal
 MAX_PARAMS = 100
 
 
-class RunLog(FeedbackStore):
+class RunLog:
     """The experiment's runs; every call names its run explicitly (thread-safe for Prefect's task threads)."""
 
     def __init__(self, client: MlflowClient, cfg: TrackingConfig) -> None:
@@ -144,7 +143,7 @@ class RunLog(FeedbackStore):
             inputs.append(DatasetInput(dataset._to_mlflow_entity(), [InputTag(MLFLOW_DATASET_CONTEXT, context)]))
         self.client.log_inputs(run_id, inputs)
 
-    def _search(self, query: str, limit: int | None = None, order_by: list[str] | None = None) -> list:
+    def search(self, query: str, limit: int | None = None, order_by: list[str] | None = None) -> list:
         """Runs of the experiment matching `query`: the first `limit`, or all of them, page by page."""
         found, token = [], None
         while True:
