@@ -98,9 +98,24 @@ def prefect_api():
 
 
 @pytest.fixture(scope="session")
-def mlflow_store(tmp_path_factory) -> str:
-    """A sqlite-backed MLflow tracking URI shared by the session (MLflow migrates a fresh store for seconds)."""
+def mlflow_store(tmp_path_factory, testrun_uid, worker_id) -> str:
+    """A sqlite-backed MLflow tracking URI shared by the session: a copy of one store migrated once for every
+    pytest-xdist worker of this run (MLflow migrates a fresh store for seconds)."""
+    from filelock import FileLock
+
+    from digitpipe.tracking import open_store
+
+    run_folder = tmp_path_factory.getbasetemp()
+    if worker_id != "master":  # a worker's folder is in the run's: the template too, removed with the run's
+        run_folder = run_folder.parent
+    template = run_folder / f"mlflow-{testrun_uid}.db"
+    with FileLock(f"{template}.lock"):
+        if not template.exists():
+            building = template.with_suffix(".building")
+            open_store(f"sqlite:///{building}")
+            building.rename(template)
     folder = tmp_path_factory.mktemp("mlflow")
+    shutil.copyfile(template, folder / "mlflow.db")
     return f"sqlite:///{folder}/mlflow.db"
 
 

@@ -39,12 +39,14 @@ def test_score_with_an_onnx_file_loads_onnxruntime_and_the_readers_only(tmp_path
     assert (tmp_path / "p.csv").is_file()
 
 
+@pytest.mark.slow  # a fresh interpreter importing MLflow: seconds
 def test_registry_commands_load_mlflow_but_no_training_stack(tmp_path):
     write_config(tmp_path / "mlflow.yaml", tracking_uri=f"sqlite:///{tmp_path}/m.db")
     for args in (["models"], ["promote", "--rollback"]):
         assert loaded(args, tmp_path).isdisjoint({"torch", "sklearn", "skl2onnx", "great_expectations", "prefect"})
 
 
+@pytest.mark.slow  # a fresh interpreter importing great-expectations: seconds
 def test_validate_loads_great_expectations_but_not_torch_or_mlflow(tmp_path, fixture_dir):
     assert loaded(["validate", "--data", str(fixture_dir)], tmp_path).isdisjoint({"torch", "mlflow", "prefect"})
 

@@ -143,6 +143,7 @@ def test_idx_header_claiming_two_billion_images_is_refused_at_once(tmp_path):
     assert_refused(path, "above the 2 GiB limit")
 
 
+@pytest.mark.slow  # compresses 512 MB of zeros to make the bomb: seconds
 def test_gzip_bomb_is_not_inflated_past_what_the_header_promises(tmp_path):
     import zlib
 
@@ -153,6 +154,7 @@ def test_gzip_bomb_is_not_inflated_past_what_the_header_promises(tmp_path):
     assert_refused(write_file(tmp_path / "train-images-idx3-ubyte.gz", bomb), "file holds more")
 
 
+@pytest.mark.slow  # writes a gigabyte: seconds
 def test_a_gigabyte_of_random_bytes_is_refused_at_its_first_line(tmp_path):
     path = tmp_path / "garbage.csv"
     with path.open("wb") as f:

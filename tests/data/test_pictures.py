@@ -34,6 +34,7 @@ def judged(digits):
     return LogisticRegression(max_iter=300, C=0.5).fit(x[:700], y[:700]), digits.images[700:], y[700:]
 
 
+@pytest.mark.slow  # a thousand 280x280 pictures read: seconds
 def test_mnist_digits_drawn_ten_times_larger_dark_on_light_stay_within_a_point(judged):
     model, images, labels = judged
     back = np.stack([to_mnist_form(read_picture(_png(_on_paper(image)))) for image in images])

@@ -38,6 +38,7 @@ def test_every_node_and_opset_is_in_the_default_domain(exported, name):
     assert not proto.functions  # local functions would carry domains of their own
 
 
+@pytest.mark.slow  # onnx's pure-Python reference evaluator: seconds per net
 @pytest.mark.parametrize("name", MODEL_NAMES)
 def test_onnx_reference_evaluator_gives_onnxruntimes_top1(exported, digits, name):
     from onnx.reference import ReferenceEvaluator  # pure numpy: no ai.onnx.ml, no onnxruntime

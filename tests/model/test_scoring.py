@@ -129,6 +129,7 @@ def test_cli_refuses_a_corrupt_model_file(tmp_path, digits, digitpipe_cli):
     assert not (tmp_path / "out.csv").exists()
 
 
+@pytest.mark.slow  # static quantization and its calibration: seconds
 def test_int8_model_is_kept_only_when_accuracy_holds(tmp_path, digits):
     import dataclasses
 

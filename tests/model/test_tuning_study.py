@@ -16,6 +16,8 @@ from digitpipe.data import Dataset
 from digitpipe.errors import UserError
 from digitpipe.records.specs import SPACES, SPECS, flat_values
 
+pytestmark = pytest.mark.slow  # each study trains nets: seconds
+
 
 def _plan(tmp_path, name="s", **changes) -> StudyPlan:
     return StudyPlan(**{"model": "mlp", "trials": 4, "study": name, "storage": f"sqlite:///{tmp_path / 'optuna.db'}",
