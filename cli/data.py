@@ -41,7 +41,7 @@ def fetch_mnist(dest: Path | None, mirrors: list[str] | None) -> Path:
 @app.command()
 def validate(
     data: Annotated[Path, typer.Option(help="IDX folder or file, Kaggle CSV, Parquet or PNG folder.")],
-    min_rows: Annotated[int, typer.Option(help="Fewest rows accepted.")] = 100,
+    min_rows: Annotated[int, typer.Option(min=1, help="Fewest rows accepted.")] = 100,
 ) -> None:
     """Check a dataset against the expectation suite; exit 0 valid, 1 failed expectations, 2 unreadable.
     An IDX folder with both the train and the t10k pair has both checked."""

@@ -31,7 +31,7 @@ def score(
     checked for drift against the model's training data (a signal: the scores are written either way)."""
     import tempfile
 
-    from digitpipe.batch_scoring import score_file
+    from digitpipe.batch_scoring import checked_outputs, score_file
     from digitpipe.data.formats import find_idx_pair, idx_parts
     from digitpipe.model_loading import load_model
 
@@ -42,6 +42,7 @@ def score(
         typer.echo(f"reading {find_idx_pair(input)[0]}", err=True)  # which pair of the folder is scored
     if reference is not None and not reference.is_file():
         raise UserError(f"{reference}: no such reference file")
+    checked_outputs(input, output)  # before the model is loaded: an input is never replaced by predictions
     with tempfile.TemporaryDirectory(prefix="digitpipe-model-") as tmp:
         loaded = load_model(model, tracking, Path(tmp), reference=reference)
         with _progress(input) as advance:

@@ -82,9 +82,10 @@ def run(
     started = None  # with a local Dask cluster: waits for it and returns its address
     with startup.prefect_api() as api_url, contextlib.ExitStack() as cluster:  # a temporary API starts now, beside the imports
         show_stage_lines(verbose)
-        values["data"] = data or fetch_mnist(None, None)
         values["tracking"] = load_tracking_config(config)
-        cfg = build(PipelineConfig, {k: v for k, v in values.items() if v is not None}, source="command line")
+        given = {k: v for k, v in values.items() if v is not None}
+        build(PipelineConfig, {"data": Path(), **given}, source="command line")  # the flags, before any download
+        cfg = build(PipelineConfig, {**given, "data": data or fetch_mnist(None, None)}, source="command line")
         if not cfg.data.exists():  # fail before Prefect and MLflow start up
             raise UserError(f"{cfg.data}: no such file or directory")
         if dask_workers:  # a local cluster starts now, its workers importing the tasks' libraries beside ours

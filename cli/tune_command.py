@@ -68,14 +68,15 @@ def tune(
     with startup.prefect_api() as api_url:
         show_stage_lines(verbose)
         tracking = load_tracking_config(config)
-        values = {"model": model, "trials": trials, "data": data or fetch_mnist(None, None),
-                  "study": study or model, "storage": storage or default_storage(tracking.tracking_uri),
+        values = {"model": model, "trials": trials, "study": study or model, "storage": storage or default_storage(tracking.tracking_uri),
                   "timeout": timeout, "seeds": seeds, "seed": seed,
                   "split_seed": split_seed, "protocol": protocol, "prune": prune,
                   "objective": objective,
                   "threads": threads, "base": base, "base_tags": given["params_tags"].get(model, {}), "output": output,
                   "progress": not quiet and sys.stderr.isatty(), "tracking": tracking}
-        cfg = build(TuneConfig, {k: v for k, v in values.items() if v is not None}, source="command line")
+        given = {k: v for k, v in values.items() if v is not None}
+        build(TuneConfig, {"data": Path(), **given}, source="command line")  # the flags, before any download
+        cfg = build(TuneConfig, {**given, "data": data or fetch_mnist(None, None)}, source="command line")
         if not cfg.data.exists():
             raise UserError(f"{cfg.data}: no such file or directory")
         summary = call_flow(_tuning_flow, tracking.tracking_uri, api_url, cfg)

@@ -16,6 +16,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from digitpipe.config import MonitoringConfig
+from digitpipe.errors import DataError, UserError
 from digitpipe.data.chunks import Chunk
 from digitpipe.data.reader import read_chunks
 from digitpipe.files import atomic_path, write_json
@@ -76,8 +77,8 @@ def score_file(scorer: OnnxScorer, input_path: Path, output: Path, model: ModelI
     Every file is written under a temporary name and renamed at the end: a failure leaves no partial output.
     """
     start = time.perf_counter()
+    _, rejects_path, _ = checked_outputs(input_path, output)
     profile = BatchProfile(reference) if reference else None
-    rejects_path = output.with_name(output.name + ".rejects.csv")
     scored = correct = labelled = 0
     all_rejects: list[tuple[int, str]] = []
     with _table_writer(output, _output_schema(probabilities)) as write:
@@ -94,6 +95,8 @@ def score_file(scorer: OnnxScorer, input_path: Path, output: Path, model: ModelI
                 correct += int(np.sum(predicted == chunk.labels))
             if progress:
                 progress(len(chunk.rows) + len(chunk.rejects))
+        if scored + len(all_rejects) == 0:  # a header alone: nothing was scored, so nothing is written
+            raise DataError(input_path, "no rows to score")
         with _table_writer(rejects_path, REJECTS_SCHEMA) as write_rejects:
             write_rejects(pa.table({"row": [r for r, _ in all_rejects], "reason": [w for _, w in all_rejects]},
                                          schema=REJECTS_SCHEMA))
@@ -102,6 +105,23 @@ def score_file(scorer: OnnxScorer, input_path: Path, output: Path, model: ModelI
                          _drift(profile, thresholds or MonitoringConfig(), model))
     _write_sidecar(output, report)
     return report
+
+
+def checked_outputs(input_path: Path, output: Path) -> tuple[Path, Path, Path]:
+    """The files scoring `input_path` into `output` writes (predictions, rejects, the JSON report), checked before
+    any work: none may replace an input (the file, or a file of the folder, that is read) or be a folder, and each
+    must have a folder to go in."""
+    written = (output, output.with_name(output.name + ".rejects.csv"), output.with_name(output.name + ".json"))
+    read = {input_path.resolve(), *(p.resolve() for p in input_path.iterdir())} if input_path.is_dir() else {
+        input_path.resolve()}
+    for path in written:
+        if path.resolve() in read:
+            raise UserError(f"{output}: writing it would replace the input {path}; choose another output name")
+        if path.is_dir():
+            raise UserError(f"{output}: {path} is a folder, not a file to write")
+    if (blocked := next((p for p in output.parents if p.exists() and not p.is_dir()), None)) is not None:
+        raise UserError(f"{output}: {blocked} is a file, not a folder to write in")
+    return written
 
 
 def _drift(profile: BatchProfile | None, thresholds: MonitoringConfig, model: ModelIdentity) -> DriftVerdict:

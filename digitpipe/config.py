@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -120,6 +120,10 @@ class TrackingConfig(_Frozen):
         return values
 
 
+# numpy's and scikit-learn's seeds are 32-bit: a larger or negative one is the user's error, said before any work
+Seed = Annotated[int, Field(ge=0, le=2**32 - 1)]
+
+
 class SplitSettings(_Frozen):
     """How a run or a study splits its data, and the training seed the split's seed defaults to (shared by the
     pipeline's and tuning's configurations)."""
@@ -127,8 +131,8 @@ class SplitSettings(_Frozen):
     protocol: Literal["book", "standard"] = "book"  # standard: test on the t10k files beside the training files
     test_fraction: float = Field(0.25, gt=0, lt=1)
     val_fraction: float = Field(0.1, gt=0, lt=1)
-    seed: int = 42  # training seeds; the split's too unless split_seed is given
-    split_seed: int | None = None  # the split on its own (tuning retrains one split with several training seeds)
+    seed: Seed = 42  # training seeds; the split's too unless split_seed is given
+    split_seed: Seed | None = None  # the split on its own (tuning retrains one split with several training seeds)
 
     @property
     def seed_of_split(self) -> int:
@@ -201,7 +205,7 @@ class StudyPlan(_Frozen):
     study: str
     storage: str  # an SQLAlchemy URL: sqlite:///optuna.db for one process, postgresql+psycopg://... for several
     base: dict[str, Any] = {}  # fixed values of the model's spec, not searched (--set, --params, --epochs)
-    seed: int = 42  # every trial's training seed
+    seed: Seed = 42  # every trial's training seed
     timeout: float | None = Field(None, gt=0)  # seconds this process searches at most
     prune: bool = True
     objective: Literal["robust", "accuracy-time"] = "robust"  # accuracy-time: the Pareto front with seconds

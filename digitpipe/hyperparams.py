@@ -58,6 +58,8 @@ def parse_sets(items: Iterable[str]) -> Overrides:
         model, dot, key = name.strip().partition(".")
         if not eq or not dot or not key:
             raise UserError(f"--set {item!r}: expected MODEL.FIELD=VALUE, e.g. fastcnn.lr=3e-3")
+        if key in out.get(model, {}):
+            raise UserError(f"--set {model}.{key} is given twice: give each field once")
         out.setdefault(model, {})[key] = _yaml_value(text.strip())
     return checked(out, "--set")
 

@@ -57,7 +57,8 @@ def read_csv_header(f: BinaryIO, path: Path, limit: int = 1 << 16) -> list[str]:
         raise DataError(path, "file is empty")
     if not line.endswith(b"\n") and len(line) >= limit:
         raise DataError(path, f"first line is longer than {limit // 1024} KB: not a Kaggle CSV header")
-    return line.rstrip(b"\r\n").decode("utf-8", "replace").split(",")
+    text = line.rstrip(b"\r\n").removeprefix(b"\xef\xbb\xbf")  # a UTF-8 BOM, as spreadsheets write one
+    return text.decode("utf-8", "replace").split(",")
 
 
 def check_columns(path: Path, columns: list[str]) -> None:

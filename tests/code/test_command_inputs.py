@@ -1,0 +1,99 @@
+"""What a user gives a command is never lost and a bad value is said before any work (issue 35's first findings):
+`score` never writes over its input or into a folder, a header alone is no batch, a UTF-8 BOM is read, seeds out of
+range, a field given twice to --set and a negative --min-rows are one line and exit 2, and without --data a bad flag
+is said before MNIST is fetched."""
+
+from __future__ import annotations
+
+import pytest
+
+from digitpipe.data import Dataset
+from tests.helpers import assert_one_line_error, write_kaggle_csv
+
+
+@pytest.fixture
+def batch(tmp_path, digits):
+    return write_kaggle_csv(tmp_path / "test.csv", Dataset(digits.images[:20], digits.labels[:20]), labelled=False)
+
+
+def test_score_never_writes_over_its_input(digitpipe_cli, logreg_onnx, batch):
+    before = batch.read_bytes()
+    done = digitpipe_cli("score", "--model", logreg_onnx, "--input", batch, "--output", batch)
+    assert_one_line_error(done.code, done.err, 2, f"{batch}: writing it would replace the input {batch}")
+    assert batch.read_bytes() == before
+
+
+def test_score_refuses_a_rejects_file_that_is_the_input(digitpipe_cli, logreg_onnx, tmp_path, digits):
+    source = write_kaggle_csv(tmp_path / "p.csv.rejects.csv", Dataset(digits.images[:20], digits.labels[:20]),
+                              labelled=False)
+    before = source.read_bytes()
+    done = digitpipe_cli("score", "--model", logreg_onnx, "--input", source, "--output", tmp_path / "p.csv")
+    assert_one_line_error(done.code, done.err, 2, f"{tmp_path / 'p.csv'}: writing it would replace the input {source}")
+    assert source.read_bytes() == before and not (tmp_path / "p.csv").exists()
+
+
+def test_score_refuses_a_file_of_the_folder_it_reads(digitpipe_cli, logreg_onnx, fixture_dir, tmp_path):
+    import shutil
+
+    folder = shutil.copytree(fixture_dir, tmp_path / "idx")
+    images = next(folder.glob("*images*"))
+    before = images.read_bytes()
+    done = digitpipe_cli("score", "--model", logreg_onnx, "--input", folder, "--output", images)
+    assert_one_line_error(done.code, done.err, 2, f"{images}: writing it would replace the input {images}")
+    assert images.read_bytes() == before
+
+
+@pytest.mark.parametrize("where, said", [
+    ("folder", "{out}: {out} is a folder, not a file to write"),
+    ("under a file", "{out}: {parent} is a file, not a folder to write in"),
+])
+def test_score_output_that_cannot_be_a_file_is_one_line_before_any_work(digitpipe_cli, logreg_onnx, batch, tmp_path,
+                                                                         where, said):
+    if where == "folder":
+        out = tmp_path / "out"
+        out.mkdir()
+        parent = None
+    else:
+        parent = tmp_path / "notes.txt"
+        parent.write_text("mine")
+        out = parent / "p.csv"
+    done = digitpipe_cli("score", "--model", logreg_onnx, "--input", batch, "--output", out)
+    assert_one_line_error(done.code, done.err, 2, said.format(out=out, parent=parent))
+
+
+def test_a_header_alone_is_no_batch_to_score(digitpipe_cli, logreg_onnx, tmp_path):
+    header_only = tmp_path / "empty.csv"
+    header_only.write_text(",".join(f"pixel{i}" for i in range(784)) + "\n")
+    done = digitpipe_cli("score", "--model", logreg_onnx, "--input", header_only, "--output", tmp_path / "p.csv")
+    assert_one_line_error(done.code, done.err, 2, f"{header_only}: no rows to score")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty.csv"]  # nothing written, not even half
+
+
+def test_a_csv_with_a_utf8_bom_is_scored(digitpipe_cli, logreg_onnx, batch, tmp_path):
+    with_bom = tmp_path / "bom.csv"
+    with_bom.write_bytes(b"\xef\xbb\xbf" + batch.read_bytes())
+    done = digitpipe_cli("score", "--model", logreg_onnx, "--input", with_bom, "--output", tmp_path / "p.csv")
+    assert done.code == 0, done.err
+    assert done.out.startswith("scored 20 rows, rejected 0 (0.00%)")
+
+
+@pytest.mark.parametrize("args, said", [
+    (("run", "--seed", "-1"), "command line: seed: Input should be greater than or equal to 0"),
+    (("run", "--seed", "99999999999"), "command line: seed: Input should be less than or equal to 4294967295"),
+    (("run", "--split-seed", "-3"), "command line: split_seed: Input should be greater than or equal to 0"),
+    (("tune", "--model", "mlp", "--trials", "2", "--seed", "-1"),
+     "command line: seed: Input should be greater than or equal to 0"),
+    (("run", "--val-fraction", "1.5"), "command line: val_fraction: Input should be less than 1"),
+    (("run", "--models", "mlp", "--set", "mlp.lr=0.1", "--set", "mlp.lr=0.2"), "--set mlp.lr is given twice"),
+])
+def test_a_bad_value_is_said_before_any_download_or_work(digitpipe_cli, tmp_path, monkeypatch, args, said):
+    """Without --data the command would fetch MNIST: the value is checked first."""
+    monkeypatch.chdir(tmp_path)
+    done = digitpipe_cli(*args)
+    assert_one_line_error(done.code, done.err, 2, said)
+    assert "fetch" not in done.err
+
+
+def test_validate_refuses_a_negative_row_floor(digitpipe_cli, fixture_dir):
+    done = digitpipe_cli("validate", "--data", fixture_dir, "--min-rows", "-5")
+    assert done.code == 2 and "Invalid value for '--min-rows'" in done.err and "Traceback" not in done.err
