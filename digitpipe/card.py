@@ -38,7 +38,7 @@ def write_card(registry: Registry, version: str, test: Dataset, folder: Path) ->
     with tempfile.TemporaryDirectory(prefix="digitpipe-card-") as tmp:
         made = Path(tmp) / "card"
         made.mkdir()
-        onnx = registry.version_onnx(version, Path(tmp) / "challenger", tags)
+        onnx = registry.version_onnx(version, Path(tmp) / "challenger")
         predicted = OnnxScorer(onnx).predict(test.images)
         card = {"registered_model": registry.cfg.registered_model, "version": version,
                 "model": _model(tags, facts["params"], onnx), "trained_on": _trained_on(tags, facts),
@@ -128,7 +128,7 @@ def _comparison(registry: Registry, version: str, champion: str, test: Dataset, 
         return {"champion_version": champion, "not_compared": f"v{champion} is no longer registered"}
     seen = registry.lineage.trained_on(champion, tags)
     new = np.ones(len(test), bool) if seen is None else ~np.isin(test.image_hashes(), seen)
-    theirs = OnnxScorer(registry.version_onnx(champion, scratch / "champion", tags)).predict(test.images[new])
+    theirs = OnnxScorer(registry.version_onnx(champion, scratch / "champion")).predict(test.images[new])
     ours, labels = predicted[new], test.labels[new]
     paired = mcnemar(labels, ours, theirs)
     disagreements = int(np.sum(ours != theirs))

@@ -28,11 +28,14 @@ class FeedbackStore:
     def log_feedback(self, feedback: Feedback, identity: ModelIdentity, live_accuracy: float) -> str:
         """One run per batch of labelled feedback: the digits as an artifact any machine can read back (not a file on
         this worker), the live accuracy of the model that scored them, and which model that was. The same digits
-        and labels recorded before (a file scored again) keep their first run: they are not new feedback."""
+        and labels recorded before for the same model (a file scored again) keep their first run: they are not new
+        feedback; for another model they are its own feedback, in a run of its own."""
         digest = feedback.dataset().digest
-        known = self.runs.search(f"{FEEDBACK_RUNS} and tags.feedback_digest = '{digest}'", limit=1)
-        if known:
-            return known[0].info.run_id
+        model = identity.params() if identity.version is None else {
+            "registered_model": identity.registered_model, "version": identity.version}
+        for known in self.runs.search(f"{FEEDBACK_RUNS} and tags.feedback_digest = '{digest}'"):
+            if all(known.data.params.get(key) == value for key, value in model.items()):
+                return known.info.run_id
         tags = {**FEEDBACK_TAGS, "feedback_digest": digest, "source": feedback.origin}
         with self.runs.run(f"feedback {Path(feedback.source).name}", tags=tags) as run_id:
             self.runs.log_params(run_id, {"input": feedback.source, **identity.params()})

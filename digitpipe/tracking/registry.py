@@ -168,14 +168,9 @@ class Registry:
             raise UserError(f"{ref.text}: not in the registry at {self.cfg.tracking_uri} "
                             f"({exc.message[:160]})") from None
 
-    def version_onnx(self, version: str, dest: Path, tags: Mapping[str, str] | None = None) -> Path:
-        """The registered fp32 ONNX file of one version (whose `tags` the caller may have read already): the file it
-        was registered from where that is still on this machine with the recorded checksum (no download), else
-        downloaded into `dest` and checked."""
-        tags = tags if tags is not None else self.version_tags(version)
-        recorded = Path(tags.get("onnx_path", ""))
-        if recorded.is_file() and hashlib.sha256(recorded.read_bytes()).hexdigest() == tags.get("onnx_sha256"):
-            return recorded
+    def version_onnx(self, version: str, dest: Path) -> Path:
+        """The registered fp32 ONNX file of one version, downloaded into `dest` and checked against its recorded
+        checksum: what the gate and the card judge is the registry's copy, never a local one that may differ."""
         return self.resolve(ModelRef.of_version(self.cfg.registered_model, version), dest, prefer_int8=False)[0]
 
     def local_onnx(self, champion: Champion, dest: Path) -> Path:

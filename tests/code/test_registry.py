@@ -178,6 +178,22 @@ def test_a_registered_file_is_downloaded_checked_and_refused_once_damaged(store,
                                   "recorded at registration (corrupted or replaced); refusing to score with it")
 
 
+def test_the_gate_and_the_card_read_the_registered_file_not_a_local_copy(store, registry, linear_onnx, digits,
+                                                                        tmp_path):
+    """A damaged registered file is refused even while the file it was registered from is intact on this machine."""
+    local = tmp_path / "kept.onnx"
+    local.write_bytes(linear_onnx.read_bytes())
+    registry.register_onnx(new_run(store), local, digits.images[:8], {"model_name": "logreg", "onnx_path": local})
+    name = registry.cfg.registered_model
+    assert registry.version_onnx("1", tmp_path / "first").read_bytes() == local.read_bytes()
+    model_id = store.client.get_model_version(name, "1").source.removeprefix("models:/")
+    stored = next(p for p in store.artifacts.rglob("model.onnx") if model_id in p.parts)
+    stored.write_bytes(stored.read_bytes()[:-64] + bytes(64))
+    with pytest.raises(UserError) as refused:
+        registry.version_onnx("1", tmp_path / "second")
+    assert str(refused.value).startswith(f"models:/{name}/1: the stored ONNX file does not match the checksum")
+
+
 def test_a_reference_to_nothing_registered_is_one_clear_line(store, registry):
     add_version(store, registry)
     name = registry.cfg.registered_model
@@ -350,3 +366,17 @@ def test_gc_keeps_the_newest_the_aliased_the_awaiting_and_the_unjudged_of_a_runn
     assert [a.path for a in store.client.list_artifacts(runs[2], "report")] == []
     assert [a.path for a in store.client.list_artifacts(runs[4], "report")] == ["report/summary.txt"]
     assert registry.retention.collect_garbage(keep=2) == []
+
+
+def test_the_same_digits_labelled_for_two_versions_are_each_versions_own_feedback(store, registry, digits):
+    from digitpipe.records.feedback import Feedback
+
+    feedback = tracker_for(registry.cfg).feedback
+    name, labelled = registry.cfg.registered_model, Feedback(digits.images[:10], digits.labels[:10],
+                                                             np.arange(1, 11), "night.csv")
+    first = feedback.log_feedback(labelled, ModelIdentity(f"models:/{name}/1", name, "1"), 0.9)
+    again = feedback.log_feedback(labelled, ModelIdentity(f"models:/{name}@champion", name, "1"), 0.9)
+    other = feedback.log_feedback(labelled, ModelIdentity(f"models:/{name}/2", name, "2"), 0.8)
+    assert first == again != other  # the same file scored again by v1 is not new; v2's labels are its own
+    assert (store.client.get_run(other).data.params["version"], store.client.get_run(other).data.metrics[
+        "live_accuracy"]) == ("2", 0.8)
