@@ -38,7 +38,7 @@ def decide(registry: Registry, version: str, comment: str, approve: bool = True,
         verdict = (approve and _too_late(registry, waited, champion)) or _decided(
             registry, waited, champion, comment, approve, who or user())
         record_verdict(registry, verdict)  # last: while the verdict still says awaiting, a retry completes this
-    _complete_card(registry, version)
+    _follow(registry, verdict)
     if verdict.kind is VerdictKind.NOT_APPROVED:
         raise UserError(f"v{version} not approved: {verdict.reason}")
     return verdict
@@ -80,19 +80,22 @@ def expire(registry: Registry) -> list[str]:
             now = from_tags(row.version, registry.version_tags(row.version))
             if now is None or now.kind is not VerdictKind.AWAITING_APPROVAL:
                 continue  # decided meanwhile
-            record_verdict(registry, _timed_out(row.version, hours))
-        _complete_card(registry, row.version)
+            record_verdict(registry, verdict := _timed_out(row.version, hours))
+        _follow(registry, verdict)
         expired.append(row.version)
     return expired
 
 
-def _complete_card(registry: Registry, version: str) -> None:
-    """The decision on the version's evidence card too; it stands if that fails (`digitpipe card` writes it again)."""
+def _follow(registry: Registry, verdict: Verdict) -> None:
+    """The decision on the version's pipeline run and evidence card too; it stands if that fails (`digitpipe card`
+    writes the card again)."""
     from digitpipe.card import refresh_decision
 
+    version = verdict.version
     try:
+        registry.lineage.follow_decision(verdict)
         refresh_decision(registry, version)
-    except Exception as exc:  # noqa: BLE001 (the card is a report of a decision already recorded)
+    except Exception as exc:  # noqa: BLE001 (the run and the card report a decision already recorded)
         log.warning(f"v{version}: its evidence card still shows the earlier verdict ({first_line(exc)[:160]}); "
                     f"`digitpipe card --version {version}` writes it again")
 

@@ -5,6 +5,7 @@ training key (digitpipe.training_key) already made."""
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -16,7 +17,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
 from digitpipe.errors import UserError
-from digitpipe.records.verdicts import Verdict, from_tags
+from digitpipe.records.verdicts import Verdict, from_tags, run_tags
 
 if TYPE_CHECKING:
     from digitpipe.data import SplitRecipe
@@ -65,6 +66,16 @@ class VersionLineage:
                 return np.load(self.client.download_artifacts(run_id, TRAINED_ON_ARTIFACT, tmp))
             except (MlflowException, OSError, ValueError):  # missing, or not a .npy file: nothing known
                 return None
+
+    def follow_decision(self, verdict: Verdict) -> None:
+        """A person's decision (or the end of the wait) on the candidate of a pipeline run, on that run too: its
+        `verdict` tags say what holds now, not that the version waits."""
+        run_id = self.store.version_tags(verdict.version).get("pipeline_run_id")
+        if not run_id:
+            return
+        with contextlib.suppress(MlflowException):  # the run is gone (digitpipe gc): the version holds the decision
+            for key, value in run_tags(verdict).items():
+                self.client.set_tag(run_id, key, value)
 
     def trained_before(self, keys: Mapping[str, str]) -> dict[str, TrainedBefore]:
         """Per model name of `keys` (name -> training key), the newest version registered with that key whose

@@ -202,3 +202,13 @@ def test_a_version_not_judged_yet_is_not_said_to_be_decided(registry):
     with pytest.raises(UserError) as refused:
         approval.decide(registry, "1", "ok", who="ana")
     assert str(refused.value) == "v1 is not awaiting approval: the gate has not judged it"
+
+
+def test_the_pipeline_run_says_what_the_person_decided(champion_and_challenger, client):
+    registry = champion_and_challenger
+    pipeline = client.create_run("0", tags={"verdict": "awaiting_approval", "verdict_reason": "waits"}).info.run_id
+    registry.set_version_tags("2", {"pipeline_run_id": pipeline})
+    approval.decide(registry, "2", "fewer 4/9 confusions", who="ana")
+    tags = client.get_run(pipeline).data.tags
+    assert (tags["verdict"], tags["verdict_reason"]) == (
+        "promoted", f"approved by ana: fewer 4/9 confusions (the gate: {GATE_REASON})")
