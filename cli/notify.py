@@ -31,5 +31,5 @@ def notify(url: Annotated[str, typer.Option(help="The webhook to POST to (Slack,
         names = set_up(url)
     except Exception as exc:  # httpx's and Prefect's errors alike: the server could not be reached or refused
         raise UserError(f"cannot set up the automations on {startup.configured_api_url()} "
-                        f"({first_line(exc)[:160]})") from None
+                        f"({first_line(exc, 160)})") from None
     typer.echo(f"automations {', '.join(names)} post to {url}")

@@ -33,7 +33,7 @@ def decide(registry: Registry, version: str, comment: str, approve: bool = True,
             raise UserError(f"v{version} is not awaiting approval: the gate has not judged it")
         if waited.kind is not VerdictKind.AWAITING_APPROVAL:
             raise UserError(f"v{version} is not awaiting approval: it was decided already "
-                            f"({waited.kind.value}: {waited.said[:120]})")
+                            f"({waited.kind.value}: {first_line(waited.said, 120)})")
         champion = registry.champion()
         verdict = (approve and _too_late(registry, waited, champion)) or _decided(
             registry, waited, champion, comment, approve, who or user())
@@ -96,7 +96,7 @@ def _follow(registry: Registry, verdict: Verdict) -> None:
         registry.lineage.follow_decision(verdict)
         refresh_decision(registry, version)
     except Exception as exc:  # noqa: BLE001 (the run and the card report a decision already recorded)
-        log.warning(f"v{version}: its evidence card still shows the earlier verdict ({first_line(exc)[:160]}); "
+        log.warning(f"v{version}: its evidence card still shows the earlier verdict ({first_line(exc, 160)}); "
                     f"`digitpipe card --version {version}` writes it again")
 
 

@@ -282,4 +282,5 @@ def build(model: type[BaseModel], values: dict, source: str) -> BaseModel:
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
-        raise UserError(f"{source}: {where}: {first['msg']}") from None
+        said = first["msg"].removeprefix("Value error, ")  # our own validators' words, without pydantic's label
+        raise UserError(f"{source}: {where}: {said}") from None

@@ -64,10 +64,12 @@ def write_once(folder: Path, write: Callable[[Path], None], last: str) -> Path:
     return folder
 
 
-def first_line(exc: BaseException) -> str:
-    """The first line of an exception's message (or its type's name): enough for a one-line error."""
+def first_line(exc: BaseException | str, limit: int | None = None) -> str:
+    """The first line of an exception's message (or its type's name), at most `limit` characters cut at a word's
+    end with an ellipsis: enough for a one-line error, never a word cut in two."""
     text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
+    line = text[0] if text else type(exc).__name__
+    return line if limit is None or len(line) <= limit else line[:limit].rsplit(" ", 1)[0] + " ..."
 
 
 def _umask() -> int:

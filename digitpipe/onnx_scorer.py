@@ -28,7 +28,7 @@ class OnnxScorer:
         try:
             self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises its own untyped errors for missing or corrupt files
-            raise DataError(path, f"cannot load as an ONNX model ({first_line(exc)[:200]})") from None
+            raise DataError(path, f"cannot load as an ONNX model ({first_line(exc, 200)})") from None
         model_input = self.session.get_inputs()[0]
         self.input_name = model_input.name
         self.input_rank = len(model_input.shape)  # 2: [N, 784]; 4: [N, 1, 28, 28]

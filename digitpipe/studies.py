@@ -84,7 +84,7 @@ def _storage(url: str) -> optuna.storages.RDBStorage:
                 return optuna.storages.RDBStorage(url, heartbeat_interval=HEARTBEAT_S, grace_period=3 * HEARTBEAT_S)
         except Exception as exc:  # sqlalchemy's and the drivers' errors: all mean "no such database"
             if attempt == 2:
-                raise UserError(f"cannot open the study storage {masked(url)} ({first_line(exc)[:160]})") from None
+                raise UserError(f"cannot open the study storage {masked(url)} ({first_line(exc, 160)})") from None
             time.sleep(1 + attempt)
 
 
@@ -116,7 +116,7 @@ def search(plan: StudyPlan, split: Split, study: optuna.Study, device: str = "cp
         return _search(plan, split, study, device, on_trial, progress)
     except optuna.exceptions.StorageInternalError as exc:  # the database went away mid-study
         raise UserError(f"lost the study storage {masked(plan.storage)} "
-                        f"({first_line(exc.__cause__ or exc)[:160]}); run the same command again to resume") from None
+                        f"({first_line(exc.__cause__ or exc, 160)}); run the same command again to resume") from None
 
 
 def _search(plan: StudyPlan, split: Split, study: optuna.Study, device: str, on_trial: Callable | None,

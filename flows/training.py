@@ -193,7 +193,7 @@ def publish_card(registry: Registry, result: RegisteredResult, test: Dataset, fo
     try:
         card = write_card(registry, result.model_version, test, folder)
     except Exception as exc:  # the store went away after the verdict; `digitpipe card` writes it later
-        log.warning(f"v{result.model_version}: no evidence card ({first_line(exc)[:160]}); write it with "
+        log.warning(f"v{result.model_version}: no evidence card ({first_line(exc, 160)}); write it with "
                     f"`digitpipe card --version {result.model_version}`")
         return
     slug = re.sub(r"[^a-z0-9]+", "-", registry.cfg.registered_model.lower()).strip("-")

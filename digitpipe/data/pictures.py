@@ -52,7 +52,7 @@ def read_picture(data: bytes, max_pixels: int = MAX_PIXELS) -> np.ndarray:
             picture.load()
             picture = ImageOps.exif_transpose(picture)  # a phone's portrait photo, upright
         except (OSError, SyntaxError, ValueError, struct.error) as exc:  # truncated data, a damaged EXIF block
-            raise PictureError(f"a damaged {picture.format} picture ({first_line(exc)[:100]})") from None
+            raise PictureError(f"a damaged {picture.format} picture ({first_line(exc, 100)})") from None
         picture = _eight_bit(picture)
         picture.thumbnail((WORKING_SIDE, WORKING_SIDE), Image.Resampling.BOX)  # the digit needs 20 pixels
         if picture.mode in ("RGBA", "LA", "PA") or "transparency" in picture.info:
@@ -72,7 +72,7 @@ def _open(data: bytes, max_pixels: int):
     except (UnidentifiedImageError, OSError):
         raise PictureError("not a PNG or JPEG picture") from None
     except (SyntaxError, ValueError, struct.error) as exc:  # a damaged header: a text chunk too large to unpack, ...
-        raise PictureError(f"a damaged picture ({first_line(exc)[:100]})") from None
+        raise PictureError(f"a damaged picture ({first_line(exc, 100)})") from None
     if picture.format not in FORMATS:
         picture.close()
         raise PictureError(f"a {picture.format} picture: send a PNG or JPEG")

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from digitpipe.files import first_line
 from digitpipe.model_loading import load_model
 from digitpipe.monitoring.drift import Reference
 from digitpipe.onnx_scorer import OnnxScorer
@@ -113,7 +114,7 @@ class ModelFollower:
             try:
                 self.refresh()
             except Exception as exc:  # the store may be down a while: keep answering with the version we have
-                log.warning("cannot read %s (%s); still serving v%s", self.ref.text, str(exc).splitlines()[0][:160],
+                log.warning("cannot read %s (%s); still serving v%s", self.ref.text, first_line(exc, 160),
                             self.current.version)
 
     def stop(self) -> None:

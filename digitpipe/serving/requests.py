@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from digitpipe.files import atomic_path
+from digitpipe.files import atomic_path, first_line
 from digitpipe.runtime import utc_now
 
 log = logging.getLogger("digitpipe.serve")
@@ -202,7 +202,7 @@ class FeedbackQueue:
             try:
                 self.record([a for a, _ in items], [label for _, label in items])
             except Exception as exc:  # the store may be down: keep them for the next try (newer answers win)
-                log.warning("cannot record %d feedback answers yet (%s)", len(items), str(exc).splitlines()[0][:160])
+                log.warning("cannot record %d feedback answers yet (%s)", len(items), first_line(exc, 160))
                 with self._lock:
                     self._pending = {a.request_id: (a, label) for a, label in items} | self._pending
 

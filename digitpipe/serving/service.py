@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from digitpipe.files import first_line
 from digitpipe.monitoring.drift import BatchProfile
 from digitpipe.records.models import ModelRef
 from digitpipe.onnx_scorer import probabilities
@@ -205,7 +206,7 @@ class Service:
                 if alarm := batch_alarm(self.tracker, served.identity, f"served window {number}", drift):
                     self.on_alarm(alarm)
         except Exception as exc:  # a signal: a store that is down must not stop the answers
-            log.warning("cannot record served window %d (%s)", number, str(exc).splitlines()[0][:160])
+            log.warning("cannot record served window %d (%s)", number, first_line(exc, 160))
 
     @contextlib.asynccontextmanager
     async def lifespan(self, app):

@@ -47,7 +47,7 @@ def _checked_client(uri: str) -> MlflowClient:
     try:
         client.search_experiments(max_results=1)
     except Exception as exc:  # MlflowException, requests' and sqlalchemy's errors: all mean "no store"
-        raise UserError(f"cannot reach the MLflow tracking store at {uri} ({first_line(exc)[:160]})") from None
+        raise UserError(f"cannot reach the MLflow tracking store at {uri} ({first_line(exc, 160)})") from None
     return client
 
 

@@ -64,7 +64,7 @@ def permitted(what: str) -> Iterator[None]:
     except MlflowException as exc:
         if exc.error_code not in ("PERMISSION_DENIED", "UNAUTHENTICATED"):
             raise
-        raise UserError(f"the MLflow account may not {what} ({first_line(exc)[:120]})") from None
+        raise UserError(f"the MLflow account may not {what} ({first_line(exc, 120)})") from None
 
 
 class VersionStore(Protocol):

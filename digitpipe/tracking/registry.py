@@ -166,7 +166,7 @@ class Registry:
                     else self.client.get_model_version(ref.name, ref.version))
         except MlflowException as exc:
             raise UserError(f"{ref.text}: not in the registry at {self.cfg.tracking_uri} "
-                            f"({exc.message[:160]})") from None
+                            f"({first_line(exc.message, 160)})") from None
 
     def version_onnx(self, version: str, dest: Path) -> Path:
         """The registered fp32 ONNX file of one version, downloaded into `dest` and checked against its recorded
@@ -186,7 +186,7 @@ class Registry:
             with fluent_uri(self.cfg.tracking_uri):  # models:/ URIs resolve against the global registry
                 folder = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(dest)))
         except (MlflowException, OSError) as exc:
-            raise UserError(f"{uri}: cannot download its model files ({first_line(exc)[:160]})") from None
+            raise UserError(f"{uri}: cannot download its model files ({first_line(exc, 160)})") from None
         found = next(folder.rglob("*.onnx"), None)
         if found is None:
             raise UserError(f"{uri}: the registered model holds no .onnx file")
@@ -197,7 +197,7 @@ class Registry:
         try:
             return Path(self.client.download_artifacts(run_id, artifact, str(dest)))
         except (MlflowException, OSError) as exc:
-            raise UserError(f"run {run_id}: cannot download {artifact} ({first_line(exc)[:160]})") from None
+            raise UserError(f"run {run_id}: cannot download {artifact} ({first_line(exc, 160)})") from None
 
 
 def _verified(path: Path, expected_sha256: str | None, ref: ModelRef) -> Path:

@@ -19,6 +19,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
 from digitpipe.errors import UserError
+from digitpipe.files import first_line
 from digitpipe.runtime import owner_gone
 from digitpipe.tracking.client import OWNER_TAG, now_ms, owner_tags
 from digitpipe.tracking.lineage import TRAINED_ON_ARTIFACT
@@ -116,8 +117,8 @@ class RunLog:
                 self.log_metrics(run_id, {f"epoch_{k}" if k == "seconds" else k: v for k, v in metrics.items()},
                                  result.epoch)
             except MlflowException as exc:  # raised once MLflow's own retries with backoff are spent
-                raise UserError(f"lost the MLflow tracking store at {self.cfg.tracking_uri} while logging "
-                                f"epoch {result.epoch}; nothing was registered ({exc.message[:120]})") from None
+                raise UserError(f"lost the MLflow tracking store at {self.cfg.tracking_uri} while logging epoch "
+                                f"{result.epoch}; nothing was registered ({first_line(exc.message, 120)})") from None
 
         return log_epoch
 

@@ -97,3 +97,17 @@ def test_a_bad_value_is_said_before_any_download_or_work(digitpipe_cli, tmp_path
 def test_validate_refuses_a_negative_row_floor(digitpipe_cli, fixture_dir):
     done = digitpipe_cli("validate", "--data", fixture_dir, "--min-rows", "-5")
     assert done.code == 2 and "Invalid value for '--min-rows'" in done.err and "Traceback" not in done.err
+
+
+def test_a_long_error_is_cut_at_a_word_not_in_one():
+    from digitpipe.files import first_line
+
+    said = first_line(RuntimeError("Max retries exceeded with url: /api/2.0/mlflow/experiments/search\nat line 2"), 30)
+    assert said == "Max retries exceeded with ..."
+    assert first_line(ValueError("short"), 30) == "short" and first_line(KeyError()) == "KeyError"
+
+
+def test_an_unknown_model_is_said_in_our_words(digitpipe_cli, fixture_dir):
+    done = digitpipe_cli("run", "--data", fixture_dir, "--models", "lenett")
+    assert_one_line_error(done.code, done.err, 2, "command line: models: unknown model(s) ['lenett']; choose from")
+    assert "Value error" not in done.err
