@@ -104,7 +104,7 @@ def test_two_processes_share_one_postgresql_study(fixture_dir, tmp_path, pg_clus
 
 
 @pytest.mark.parametrize(("args", "code", "line"), [
-    (("--model", "resnet", "--trials", "2"), 2, "command line: model: Value error, unknown model 'resnet'"),
+    (("--model", "resnet", "--trials", "2"), 2, "command line: model: unknown model 'resnet'"),
     (("--model", "mlp", "--trials", "0"), 2, "command line: trials: Input should be greater than or equal to 1"),
     (("--model", "mlp", "--trials", "2", "--set", "mlp.lr=-1"), 2, "--set: mlp.lr: -1.0 is out of range"),
     (("--model", "mlp", "--trials", "2", "--storage", "nosuchdb://x"), 2, "cannot open the study storage nosuchdb://x"),
