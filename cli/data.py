@@ -66,5 +66,7 @@ def eda(
     """The book's exploration: dimensions, label counts, pixel range, sample digits, centre-pixel histograms."""
     from digitpipe.data import load_dataset
     from digitpipe.eda import write_report
+    from digitpipe.files import output_folder
 
+    output_folder(out, "--out")
     typer.echo(f"wrote {write_report(load_dataset(data), out)}")

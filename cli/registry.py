@@ -119,10 +119,13 @@ def card(
     """Write the evidence card of a version (one registered before cards existed, or again): scored on the
     held-out part of its own split, logged on its run and named by its evidence_card tag."""
     from digitpipe.card import write_card
+    from digitpipe.files import output_folder
     from digitpipe.model_loading import training_split
     from digitpipe.records.models import ModelIdentity
     from digitpipe.tracking import tracker_for
 
+    if output is not None:
+        output_folder(output, "--output")
     registry = tracker_for(load_tracking_config(config), create=False).registry
     registry.version_tags(version)  # a clear error for a version that does not exist
     identity = ModelIdentity(f"v{version}", registry.cfg.registered_model, version)
@@ -153,8 +156,12 @@ def export(
     import shutil
     import tempfile
 
+    from digitpipe.files import output_file
     from digitpipe.model_loading import load_model, training_split
 
+    output_file(output, "--output")
+    if output.exists() and output.resolve() == Path(model).resolve():
+        raise UserError(f"--output {output}: the model file itself; choose another name")
     tracking = load_tracking_config(config)
     with tempfile.TemporaryDirectory(prefix="digitpipe-model-") as tmp:
         loaded = load_model(model, tracking, Path(tmp), prefer_int8=False, drift=False)

@@ -68,8 +68,13 @@ def run(
     """Validate, split, train, evaluate, export, register and promote: the whole training pipeline."""
     from flows.locks import lock_mode
 
+    from digitpipe.files import output_file, output_folder
+
     if task_runner not in ("local", "dask"):
         raise UserError(f"--task-runner {task_runner!r}: expected local or dask")
+    output_folder(out_dir, "--out")
+    if summary is not None:  # said now, not after the whole run
+        output_file(summary, "--summary")
     names = tuple(m.strip() for m in models.split(",") if m.strip())
     dask_workers = _dask_workers(len(names), task_runner, dask_address)
     values = {"models": names, "epochs": epochs, "stop_at_accuracy": stop_at_accuracy, "patience": patience,

@@ -10,6 +10,8 @@ import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from digitpipe.errors import UserError
+
 
 @contextlib.contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
@@ -76,3 +78,24 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def output_folder(path: Path, flag: str) -> Path:
+    """`path` as a folder a command writes in, refused in one line before any work where it cannot be one."""
+    if path.exists() and not path.is_dir():
+        raise UserError(f"{flag} {path}: a file, not a folder to write in")
+    _under_folders(path, flag)
+    return path
+
+
+def output_file(path: Path, flag: str) -> Path:
+    """`path` as a file a command writes, refused in one line before any work where it cannot be one."""
+    if path.is_dir():
+        raise UserError(f"{flag} {path}: a folder, not a file to write")
+    _under_folders(path, flag)
+    return path
+
+
+def _under_folders(path: Path, flag: str) -> None:
+    if (blocked := next((p for p in path.parents if p.exists() and not p.is_dir()), None)) is not None:
+        raise UserError(f"{flag} {path}: {blocked} is a file, not a folder to write in")

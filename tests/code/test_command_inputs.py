@@ -111,3 +111,38 @@ def test_an_unknown_model_is_said_in_our_words(digitpipe_cli, fixture_dir):
     done = digitpipe_cli("run", "--data", fixture_dir, "--models", "lenett")
     assert_one_line_error(done.code, done.err, 2, "command line: models: unknown model(s) ['lenett']; choose from")
     assert "Value error" not in done.err
+
+
+@pytest.mark.parametrize("command, flag, kind", [
+    ("run --data {data} --models logreg --out {path}", "--out", "file"),
+    ("run --data {data} --models logreg --summary {path}", "--summary", "folder"),
+    ("eda --data {data} --out {path}", "--out", "file"),
+    ("card --version 1 --output {path}", "--output", "file"),
+    ("export --model {model} --output {path}", "--output", "folder"),
+    ("export --model {model} --output {path}/x.onnx", "--output", "under a file"),
+])
+def test_an_output_path_that_cannot_be_written_is_one_line_before_any_work(digitpipe_cli, tmp_path, fixture_dir,
+                                                                           logreg_onnx, monkeypatch, command, flag,
+                                                                           kind):
+    monkeypatch.chdir(tmp_path)  # no store, no outputs: the command must stop before either is made
+    path = tmp_path / "existing"
+    if kind == "folder":
+        path.mkdir()
+    else:
+        path.write_text("a user's file")
+    args = command.format(data=fixture_dir, model=logreg_onnx, path=path).split()
+    done = digitpipe_cli(*args)
+    said = {"file": f"{flag} {path}: a file, not a folder to write in",
+            "folder": f"{flag} {path}: a folder, not a file to write",
+            "under a file": f"{flag} {path}/x.onnx: {path} is a file, not a folder to write in"}[kind]
+    assert_one_line_error(done.code, done.err, 2, said)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["existing"]
+    assert kind == "folder" or path.read_text() == "a user's file"
+
+
+def test_export_refuses_to_copy_a_model_file_onto_itself(digitpipe_cli, logreg_onnx, tmp_path):
+    import shutil
+
+    model = shutil.copyfile(logreg_onnx, tmp_path / "m.onnx")
+    done = digitpipe_cli("export", "--model", model, "--output", model)
+    assert_one_line_error(done.code, done.err, 2, f"--output {model}: the model file itself")
