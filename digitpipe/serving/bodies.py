@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, RootModel, Strict
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, RootModel, Strict, StrictInt, StrictStr
 
 MAX_IMAGES = 1024  # per request
 MLFLOW_KEYS = ("dataframe_split", "dataframe_records", "instances", "inputs")
@@ -50,7 +50,7 @@ class DataframeSplit(_Strict):
 
     columns: Annotated[list[ColumnName], Field(min_length=784, max_length=785)] | None = None
     data: Annotated[list[PixelRow], Field(min_length=1, max_length=MAX_IMAGES, fail_fast=True)]
-    index: list[int | str] | None = None  # MLflow's client sends it; the order of `data` is the answer's
+    index: list[StrictInt | StrictStr] | None = None  # MLflow's client sends it; the order of `data` is the answer's
 
 
 class InvocationsBody(_Strict):

@@ -13,6 +13,7 @@ from mlflow import MlflowClient
 from digitpipe import approval
 from digitpipe.config import PromotionConfig, TrackingConfig
 from digitpipe.errors import UserError
+from digitpipe.files import first_line
 from digitpipe.promotion import record_verdict
 from digitpipe.records.verdicts import WAITS, Verdict, VerdictKind, from_tags
 from digitpipe.tracking import Registry, tracker_for
@@ -95,7 +96,7 @@ def test_a_version_decided_already_is_refused_and_left_as_it_was(champion_and_ch
     approval.decide(registry, "2", "ok", who="ana")
     before = registry.version_tags("2")
     approved = f"approved by ana: ok (the gate: {GATE_REASON})"
-    for version, decided in (("2", "promoted: " + approved[:120]), ("1", "promoted: first champion")):
+    for version, decided in (("2", "promoted: " + first_line(approved, 120)), ("1", "promoted: first champion")):
         with pytest.raises(UserError) as refused:
             approval.decide(registry, version, "again", approve=False, who="bob")
         assert str(refused.value) == f"v{version} is not awaiting approval: it was decided already ({decided})"
