@@ -87,10 +87,33 @@ def start_temporary_api(port: int, log: IO | None = None, **settings: str) -> su
     environment (PREFECT_SERVER_DATABASE_CONNECTION_URL: another database than PREFECT_HOME's)."""
     env = {**os.environ, "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1", "PREFECT__SERVER_FINAL": "1",
            "PREFECT_SERVER_ANALYTICS_ENABLED": "false", **settings}
+    # Its own session: a terminal's ^C reaches the command, which then stops the API itself, not the API mid-run.
     return subprocess.Popen(
         [sys.executable, "-m", "uvicorn", "--factory", "prefect.server.api.server:create_app", "--host", "127.0.0.1",
          "--port", str(port), "--log-level", "error", "--lifespan", "on"], env=env, stdin=subprocess.DEVNULL,
-        stdout=log, stderr=subprocess.STDOUT if log else None)
+        stdout=log, stderr=subprocess.STDOUT if log else None, start_new_session=True,
+        preexec_fn=_dies_with_this_process())
+
+
+def _dies_with_this_process():
+    """For a child, between fork and exec: SIGTERM to it once this process is gone, even by kill -9 (Linux's
+    parent-death signal); None elsewhere, where only this process's own exit stops it. Resolved here, so that the
+    child only makes one C call (nothing to import after a fork)."""
+    import ctypes
+    import signal
+
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    parent = os.getpid()
+
+    def arm() -> None:
+        prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        if os.getppid() != parent:  # this process died before the signal was armed
+            os._exit(0)
+
+    return arm
 
 
 def wait_until_ready(url: str, timeout: float = 120.0) -> None:

@@ -4,6 +4,7 @@ from its checkpoint; the tracking server unreachable, or dying mid-run."""
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import time
@@ -194,3 +195,30 @@ def test_tracking_server_dying_mid_run_fails_cleanly_and_registers_nothing(tmp_p
     client = MlflowClient(f"sqlite:///{tmp_path}/server.db")
     assert client.search_experiments(filter_string="name = 'digitpipe'")  # the store the run logged to
     assert client.search_registered_models() == []  # nothing registered, so no alias can point anywhere
+
+
+def _gone(pid: int) -> bool:
+    import psutil
+
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE  # exited; its new parent reaps it
+    except psutil.NoSuchProcess:
+        return True
+
+
+def test_a_runs_temporary_prefect_api_is_out_of_a_terminals_reach_and_dies_with_the_run(tmp_path, fixture_dir):
+    """The API is in a session of its own (a terminal's ^C goes to the run's process group only, and the run stops
+    the API itself), and goes when the run is killed with -9."""
+    import psutil
+
+    write_config(tmp_path / "mlflow.yaml", tracking_uri=f"sqlite:///{tmp_path}/m.db")
+    run = digitpipe("run", "--data", fixture_dir, "--models", "lenet", "--epochs", "50", "--quiet", "--out",
+                    tmp_path / "out", cwd=tmp_path, env=environ(PREFECT_API_URL=None), wait=False)
+    try:
+        api = wait_for(lambda: next((c.pid for c in psutil.Process(run.pid).children()
+                                     if "uvicorn" in " ".join(c.cmdline())), None), 120, "the run's Prefect API")
+        assert os.getsid(api) != os.getsid(run.pid) and os.getpgid(api) != os.getpgid(run.pid)
+    finally:
+        run.kill()
+        run.wait()
+    wait_for(lambda: _gone(api), 30, "the Prefect API of a run killed with -9")
