@@ -10,7 +10,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from digitpipe.errors import UserError
-from digitpipe.files import first_line
+from digitpipe.files import first_line, load_yaml
 from digitpipe.records.specs import MODEL_NAMES, SPACES, Choice, LogRegSpec, NetSpec, Range, flat_values, spec_for
 
 BUILT_IN = "built-in defaults"
@@ -264,7 +264,7 @@ def load_tracking_config(path: Path | None = None) -> TrackingConfig:
     values: dict = {}
     if path is not None:
         try:
-            values = yaml.safe_load(path.read_text()) or {}
+            values = load_yaml(path.read_text()) or {}
         except yaml.YAMLError as exc:
             raise UserError(f"{path}: not valid YAML ({first_line(exc)})") from None
         if not isinstance(values, dict):

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import shutil
 import tempfile
+import typing
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -99,3 +101,31 @@ def output_file(path: Path, flag: str) -> Path:
 def _under_folders(path: Path, flag: str) -> None:
     if (blocked := next((p for p in path.parents if p.exists() and not p.is_dir()), None)) is not None:
         raise UserError(f"{flag} {path}: {blocked} is a file, not a folder to write in")
+
+
+def load_yaml(text: str | bytes) -> object:
+    """A YAML document, where a mapping that names a key twice is refused (yaml.YAMLError naming the key and its
+    line): the later value would otherwise win without a word."""
+    import yaml
+
+    return yaml.load(text, Loader=_unique_keys_loader())  # noqa: S506 (a SafeLoader)
+
+
+@functools.cache
+def _unique_keys_loader():
+    import yaml
+
+    class UniqueKeys(yaml.SafeLoader):
+        def construct_mapping(self, node, deep=False):
+            seen = set()
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=deep)
+                if not isinstance(key, typing.Hashable):
+                    continue  # SafeLoader refuses it itself
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"{key!r} is given twice (line {key_node.start_mark.line + 1})", key_node.start_mark)
+                seen.add(key)
+            return super().construct_mapping(node, deep)
+
+    return UniqueKeys

@@ -16,7 +16,7 @@ from pathlib import Path
 import yaml
 
 from digitpipe.errors import UserError
-from digitpipe.files import write_text
+from digitpipe.files import load_yaml, write_text
 from digitpipe.records.specs import SPECS, NetSpec, flat_fields
 
 Overrides = dict[str, dict[str, object]]  # model -> {field (dotted for a field of a field): value}
@@ -70,7 +70,7 @@ def read_params(path: Path) -> ParamsFile:
         raise UserError(f"{path}: no such params file")
     raw = path.read_bytes()
     try:
-        doc = yaml.safe_load(raw)
+        doc = load_yaml(raw)
     except yaml.YAMLError as exc:
         raise UserError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("params"), dict):

@@ -146,3 +146,14 @@ def test_export_refuses_to_copy_a_model_file_onto_itself(digitpipe_cli, logreg_o
     model = shutil.copyfile(logreg_onnx, tmp_path / "m.onnx")
     done = digitpipe_cli("export", "--model", model, "--output", model)
     assert_one_line_error(done.code, done.err, 2, f"--output {model}: the model file itself")
+
+
+def test_a_setting_given_twice_in_a_yaml_file_is_one_line(digitpipe_cli, tmp_path, fixture_dir):
+    config = tmp_path / "mlflow.yaml"
+    config.write_text("experiment: a\nregistered_model: digits\nexperiment: b\n")
+    done = digitpipe_cli("models", "--config", config)
+    assert_one_line_error(done.code, done.err, 2, f"{config}: not valid YAML ('experiment' is given twice (line 3))")
+    params = tmp_path / "best.yaml"
+    params.write_text("params:\n  mlp:\n    lr: 0.1\n    lr: 0.2\n")
+    done = digitpipe_cli("run", "--data", fixture_dir, "--models", "mlp", "--params", params)
+    assert_one_line_error(done.code, done.err, 2, f"{params}: not valid YAML ('lr' is given twice (line 4))")
