@@ -123,8 +123,9 @@ def _unique_keys_loader():
                 if not isinstance(key, typing.Hashable):
                     continue  # SafeLoader refuses it itself
                 if key in seen:
-                    raise yaml.constructor.ConstructorError(
-                        None, None, f"{key!r} is given twice (line {key_node.start_mark.line + 1})", key_node.start_mark)
+                    where = key_node.start_mark
+                    said = f"{key!r} is given twice (line {where.line + 1})"
+                    raise yaml.constructor.ConstructorError(None, None, said, where)
                 seen.add(key)
             return super().construct_mapping(node, deep)
 
