@@ -19,7 +19,7 @@ from digitpipe.config import MonitoringConfig
 from digitpipe.errors import DataError, UserError
 from digitpipe.data.chunks import Chunk
 from digitpipe.data.reader import read_chunks
-from digitpipe.files import atomic_path, write_json
+from digitpipe.files import atomic_path, file_in_the_way, write_json
 from digitpipe.monitoring.drift import BatchProfile, Reference
 from digitpipe.onnx_scorer import OnnxScorer, probabilities
 from digitpipe.records.drift import DriftKind, DriftVerdict
@@ -119,7 +119,7 @@ def checked_outputs(input_path: Path, output: Path) -> tuple[Path, Path, Path]:
             raise UserError(f"{output}: writing it would replace the input {path}; choose another output name")
         if path.is_dir():
             raise UserError(f"{output}: {path} is a folder, not a file to write")
-    if (blocked := next((p for p in output.parents if p.exists() and not p.is_dir()), None)) is not None:
+    if (blocked := file_in_the_way(output)) is not None:
         raise UserError(f"{output}: {blocked} is a file, not a folder to write in")
     return written
 

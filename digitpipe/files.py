@@ -99,8 +99,13 @@ def output_file(path: Path, flag: str) -> Path:
 
 
 def _under_folders(path: Path, flag: str) -> None:
-    if (blocked := next((p for p in path.parents if p.exists() and not p.is_dir()), None)) is not None:
+    if (blocked := file_in_the_way(path)) is not None:
         raise UserError(f"{flag} {path}: {blocked} is a file, not a folder to write in")
+
+
+def file_in_the_way(path: Path) -> Path | None:
+    """The nearest folder of `path` that exists as a file (nothing can be written under it), else None."""
+    return next((p for p in path.parents if p.exists() and not p.is_dir()), None)
 
 
 def load_yaml(text: str | bytes) -> object:
