@@ -87,7 +87,8 @@ def gc(
     config: ConfigOption = None,
 ) -> None:
     """Delete registered versions beyond the newest --keep N, with their model files and runs; a version an alias
-    names, or one awaiting approval, is never deleted."""
+    names, or one awaiting approval, is never deleted. A kept version's evidence card keeps its comparison with a
+    deleted one."""
     registry = _registry(config, unlocked_promotion)
     gone = registry.retention.collect_garbage(keep, dry_run)
     doing = "would delete" if dry_run else "deleted"
@@ -117,8 +118,9 @@ def card(
     config: ConfigOption = None,
 ) -> None:
     """Write the evidence card of a version (one registered before cards existed, or again): scored on the
-    held-out part of its own split, logged on its run and named by its evidence_card tag."""
-    from digitpipe.card import write_card
+    held-out part of its own split, logged on its run and named by its evidence_card tag. A version that has a card
+    gets a new revision beside it (card-revisions/N): the card of its decision stays as it is."""
+    from digitpipe.card import where_logged, write_card
     from digitpipe.files import output_folder
     from digitpipe.model_loading import training_split
     from digitpipe.records.models import ModelIdentity
@@ -134,8 +136,8 @@ def card(
     folder = output or Path("outputs") / "cards" / f"v{version}"
     made = write_card(registry, version, split.test, folder)
     typer.echo(f"{registry.cfg.registered_model} v{version} ({made['model']['name']}): held-out accuracy "
-               f"{made['held_out']['accuracy']:.2%} on {made['held_out']['images']:,} images of {made_from}; card "
-               f"on its run (card/card.html) and in {folder}")
+               f"{made['held_out']['accuracy']:.2%} on {made['held_out']['images']:,} images of {made_from}; "
+               f"{where_logged(made)} and in {folder}")
 
 
 @app.command()
@@ -156,7 +158,7 @@ def export(
     import shutil
     import tempfile
 
-    from digitpipe.files import output_file
+    from digitpipe.files import atomic_path, output_file
     from digitpipe.model_loading import load_model, training_split
 
     output_file(output, "--output")
@@ -167,7 +169,8 @@ def export(
         loaded = load_model(model, tracking, Path(tmp), prefer_int8=False, drift=False)
         registry, path, identity = loaded.registry, loaded.path, loaded.identity
         if not quantize:
-            shutil.copyfile(path, output)
+            with atomic_path(output) as tmp_output:  # its folder made where missing; never half a file
+                shutil.copyfile(path, tmp_output)
             typer.echo(f"wrote {output}")
             return
         from digitpipe.export import quantize_checked

@@ -1,7 +1,12 @@
 """The evidence card of a registered version: what the model is, what it was trained on, how well it reads the
 held-out digits, what the gate compared it with and what it decided. Its figures are computed here, by scoring the
-version's ONNX file (and the champion's) on the held-out part; only the gate's bootstrap and feedback figures are
-read from the verdict's tags. Written as card.json, a self-contained card.html and a markdown summary."""
+version's ONNX file (and the champion's) on the held-out part; only the gate's own counts, bootstrap and feedback
+figures are read from the verdict's tags. Written as card.json, a self-contained card.html and a markdown summary.
+
+Evidence is append-only: a version's first card (written by its run once the verdict is in) is the decision's and
+is never scored again; a later card is a revision beside it, and a new decision is added to a card, the earlier
+one kept. A revision compares with a champion deleted since (digitpipe gc) by carrying the decision's card's
+comparison and picture: the card needs nothing of the other version once it was written."""
 
 from __future__ import annotations
 
@@ -20,11 +25,14 @@ from digitpipe.evaluate import accuracy_interval, evaluate, mcnemar
 from digitpipe.files import atomic_path, write_json, write_text
 from digitpipe.onnx_scorer import OnnxScorer
 from digitpipe.records.verdicts import from_tags, run_tags
+from digitpipe.runtime import utc_now
 from digitpipe.tracking import Registry
+from digitpipe.tracking.cards import CARD_FOLDER, RecordedCard, card_page
 
 PICTURE = "disagreements.png"  # beside card.json on the run, so that the page can be made again with a new decision
 NOT_SPEC = {"model", "seed", "device"}  # parameters of a model's run that are not its spec
-EVIDENCE_TAGS = ("champion_version", "challenger_robust_accuracy",
+EVIDENCE_TAGS = ("champion_version", "challenger_accuracy", "champion_accuracy", "only_challenger_right",
+                 "only_champion_right", "mcnemar_p_value", "comparison_excluded", "challenger_robust_accuracy",
                  "champion_robust_accuracy", "robust_digits", "robust_difference_upper_bound", "feedback_images",
                  "challenger_feedback_accuracy", "champion_feedback_accuracy", "feedback_p_value", "approved_by",
                  "approved_at", "approval_comment")
@@ -32,7 +40,8 @@ EVIDENCE_TAGS = ("champion_version", "challenger_robust_accuracy",
 
 def write_card(registry: Registry, version: str, test: Dataset, folder: Path) -> dict:
     """Score `version` (and the champion its verdict names) on `test`, the held-out part it was judged on; log its
-    card on the version's run, name it by a version tag, and keep a copy in `folder`. Returns the card."""
+    card on the version's run, name it by a version tag, and keep a copy in `folder`. A version that has a card
+    gets a revision beside it: the card it has stays as it is. Returns the card."""
     facts = registry.cards.facts(version)
     tags = facts["tags"]
     with tempfile.TemporaryDirectory(prefix="digitpipe-card-") as tmp:
@@ -41,6 +50,7 @@ def write_card(registry: Registry, version: str, test: Dataset, folder: Path) ->
         onnx = registry.version_onnx(version, Path(tmp) / "challenger")
         predicted = OnnxScorer(onnx).predict(test.images)
         card = {"registered_model": registry.cfg.registered_model, "version": version,
+                **_revision(registry.cards.next_revision(facts["run_id"], tags)),
                 "model": _model(tags, facts["params"], onnx), "trained_on": _trained_on(tags, facts),
                 "held_out": _held_out(test.labels, predicted), "decision": _decision(version, tags)}
         champion = tags.get("champion_version")
@@ -55,25 +65,54 @@ def write_card(registry: Registry, version: str, test: Dataset, folder: Path) ->
 
 
 def refresh_decision(registry: Registry, version: str) -> dict | None:
-    """The logged card of `version` with its decision read again from the version's tags (a person decided, or
-    the wait ran out), logged again; None where the version has no card."""
+    """The decision read again from the version's tags (a person decided, or the wait ran out) into its newest
+    card and its decision's card, the earlier decision kept beside it, both logged again; the newest card, or None
+    where the version has none."""
     with tempfile.TemporaryDirectory(prefix="digitpipe-card-") as tmp:
-        recorded = registry.cards.recorded(version, Path(tmp))
-        if recorded is None:
+        newest = registry.cards.recorded(version, Path(tmp) / "newest")
+        if newest is None:
             return None
-        made, run_id, tags = recorded
-        card = json.loads((made / "card.json").read_text())
-        card["decision"] = _decision(version, tags)
-        _publish(registry, card, made, run_id)
+        card = _redecide(registry, version, newest)
+        if "revision" in card:  # the decision's card says the decision too; the tag still names the newest
+            _redecide(registry, version, registry.cards.recorded(version, Path(tmp) / "decision", decision=True),
+                      named=False)
     return card
 
 
-def _publish(registry: Registry, card: dict, made: Path, run_id: str) -> None:
-    """card.json and card.html (the picture inline) in `made`, logged on the version's run."""
+def where_logged(card: dict) -> str:
+    """Where `card` is on the version's run, as the `card` command says it."""
+    if (revision := card.get("revision")) is None:
+        return f"card on its run ({card_page(None)})"
+    return (f"revision {revision['number']} of its card on its run ({card_page(revision['number'])}; the "
+            f"decision's {revision['decision_card']} kept)")
+
+
+def _revision(number: int | None) -> dict:
+    """What a revision says of itself (nothing for the decision's card): which, when, and where the decision's is."""
+    if number is None:
+        return {}
+    return {"revision": {"number": number, "written_at": utc_now(), "decision_card": card_page(None)}}
+
+
+def _redecide(registry: Registry, version: str, recorded: RecordedCard, named: bool = True) -> dict:
+    """The card in `recorded` with the version's decision now, the one it said before kept in `earlier_decisions`,
+    logged again where it was."""
+    card = json.loads((recorded.folder / "card.json").read_text())
+    decision = _decision(version, recorded.tags)
+    if decision != card["decision"]:
+        card["earlier_decisions"] = [*card.get("earlier_decisions", []), card["decision"]]
+        card["decision"] = decision
+    _publish(registry, card, recorded.folder, recorded.run_id, named)
+    return card
+
+
+def _publish(registry: Registry, card: dict, made: Path, run_id: str, named: bool = True) -> None:
+    """card.json and card.html (the picture inline) in `made`, logged on the version's run where the card's
+    revision belongs (named by the version's tag unless `named` is False)."""
     write_json(made / "card.json", card)
     picture = made / PICTURE
     write_text(made / "card.html", card_html(card, picture.read_bytes() if picture.is_file() else None))
-    registry.cards.record(card["version"], run_id, made)
+    registry.cards.record(card["version"], run_id, made, (card.get("revision") or {}).get("number"), named)
 
 
 def _decision(version: str, tags: dict) -> dict:
@@ -124,8 +163,8 @@ def _comparison(registry: Registry, version: str, champion: str, test: Dataset, 
 
     try:
         tags = registry.version_tags(champion)
-    except UserError:  # deleted since (digitpipe gc): the gate's own counts stay in the decision
-        return {"champion_version": champion, "not_compared": f"v{champion} is no longer registered"}
+    except UserError:  # deleted since (digitpipe gc)
+        return _carried(registry, version, champion, scratch / "decision", picture)
     seen = registry.lineage.trained_on(champion, tags)
     new = np.ones(len(test), bool) if seen is None else ~np.isin(test.image_hashes(), seen)
     theirs = OnnxScorer(registry.version_onnx(champion, scratch / "champion")).predict(test.images[new])
@@ -141,6 +180,19 @@ def _comparison(registry: Registry, version: str, champion: str, test: Dataset, 
             "disagreements": disagreements}
 
 
+def _carried(registry: Registry, version: str, champion: str, scratch: Path, picture: Path) -> dict:
+    """For a champion no longer registered: the comparison the version's decision's card recorded, its picture
+    copied to `picture`; without one, a note (the gate's counts are in the decision)."""
+    gone = f"v{champion} is no longer registered"
+    recorded = registry.cards.recorded(version, scratch, decision=True)
+    earlier = json.loads((recorded.folder / "card.json").read_text()).get("comparison", {}) if recorded else {}
+    if "mcnemar_p_value" not in earlier:
+        return {"champion_version": champion, "not_compared": f"{gone}: the gate's counts are in the decision"}
+    if (kept := recorded.folder / PICTURE).is_file():
+        shutil.copyfile(kept, picture)
+    return earlier | {"carried_from": f"{CARD_FOLDER}/card.json: {gone}"}
+
+
 def card_html(card: dict, picture: bytes | None) -> str:
     """The card as one self-contained page (the picture inline), readable in MLflow's artifact view."""
     def rows(pairs) -> str:
@@ -150,9 +202,11 @@ def card_html(card: dict, picture: bytes | None) -> str:
     digits = "".join(f"<tr><td>{d['digit']}</td><td>{d['images']}</td><td>{d['precision']:.2%}</td>"
                      f"<td>{d['recall']:.2%}</td></tr>" for d in held["per_digit"])
     low, high = held["accuracy_ci95"]
-    comparison = card.get("comparison")
+    comparison, revision, earlier = card.get("comparison"), card.get("revision"), card.get("earlier_decisions")
     parts = [
         f"<h1>{html.escape(card['registered_model'])} v{card['version']}: {html.escape(card['model']['name'])}</h1>",
+        f"<p>Revision {revision['number']} of this card, written {revision['written_at']}; the decision's card is "
+        f"{html.escape(revision['decision_card'])}</p>" if revision else "",
         f"<p class=verdict>{html.escape(card['decision'].get('verdict', 'not judged yet'))}: "
         f"{html.escape(card['decision'].get('verdict_reason', ''))}</p>",
         "<h2>The model</h2><table>", rows([(k, v) for k, v in card["model"].items() if k != "spec"]),
@@ -165,7 +219,9 @@ def card_html(card: dict, picture: bytes | None) -> str:
                                           else "<p>not compared with a champion</p>"),
         f"<img alt='digits on which the two disagree' src='data:image/png;base64,"
         f"{base64.b64encode(picture).decode()}'>" if picture else "",
-        "<h2>The decision</h2><table>", rows(card["decision"].items()), "</table>"]
+        "<h2>The decision</h2><table>", rows(card["decision"].items()), "</table>",
+        "<h2>Earlier decisions</h2><table>" + rows((d.get("verdict_at", "?"), d) for d in earlier) + "</table>"
+        if earlier else ""]
     style = ("body{font-family:sans-serif;max-width:1000px;margin:2em auto}th,td{padding:2px 10px;text-align:left}"
              ".verdict{font-size:1.2em;background:#eef;padding:.5em}img{max-width:100%}")
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(card['registered_model'])} "

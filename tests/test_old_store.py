@@ -192,14 +192,15 @@ def test_the_old_versions_are_rolled_back_to(old_store):
         5: "previous_champion", 4: "", 3: "", 2: "", 1: "champion"}, listed.out
 
 
-def test_an_old_version_has_its_card_written(old_store, tmp_path):
+def test_an_old_versions_card_gets_a_revision_and_keeps_the_decisions(old_store, tmp_path):
     folder = tmp_path / "card"
     done = old_store.cli("card", "--version", "1", "--output", folder)
     assert done.code == 0, done.err
     assert done.out == (f"{NAME} v1 (mlp): held-out accuracy 61.20% on 250 images of its training run's split (book, "
-                        f"seed 42); card on its run (card/card.html) and in {folder}\n")
+                        f"seed 42); revision 2 of its card on its run (card-revisions/2/card.html; the decision's "
+                        f"card/card.html kept) and in {folder}\n")
     assert (folder / "card.html").is_file() and (folder / "card.json").is_file()
-    assert old_store.tags(1)["evidence_card"] == "card/card.html"
+    assert old_store.tags(1)["evidence_card"] == "card-revisions/2/card.html"
 
 
 def test_a_version_the_store_does_not_hold_is_refused_plainly(old_store):

@@ -1,6 +1,6 @@
 """End to end: `digitpipe gc --keep N` deletes the versions beyond the newest N with their model files and runs,
-never one an alias names, one awaiting approval or one a running pipeline has not judged yet; --dry-run only lists
-them."""
+never one an alias names, one awaiting approval or one a running pipeline has not judged yet, and a kept version
+keeps its evidence card; --dry-run only lists them."""
 
 from __future__ import annotations
 
@@ -45,8 +45,10 @@ def test_gc_keeps_the_newest_the_aliased_and_the_awaiting(tmp_path, fixture_dir,
     assert not model_files.exists()
     pipeline = doomed.tags["pipeline_run_id"]  # v3's run of the pipeline, which no version left names
     assert client.get_run(pipeline).info.lifecycle_stage == "deleted"
-    champion = client.get_model_version("digits", "2")  # what is kept keeps its files
-    assert (Path(urlparse(client.get_run(champion.run_id).info.artifact_uri).path) / "report" / "model.onnx").is_file()
+    champion = client.get_model_version("digits", "2")  # what is kept keeps its files, its evidence card among them
+    kept_files = Path(urlparse(client.get_run(champion.run_id).info.artifact_uri).path)
+    assert (kept_files / "report" / "model.onnx").is_file()
+    assert sorted(p.name for p in (kept_files / "card").iterdir()) == ["card.html", "card.json", "disagreements.png"]
     assert client.get_run(champion.tags["pipeline_run_id"]).info.lifecycle_stage == "active"
 
     last = client.get_model_version("digits", "4")

@@ -1,10 +1,12 @@
 """Evidence cards on the registry: what a card needs to know about a version (its tags and its runs' parameters),
-and the card itself, logged on the version's run and named by a version tag."""
+and the card itself, logged on the version's run and named by a version tag. The first card of a version is the
+decision's, in card/; each later one is a revision beside it, in card-revisions/N/, so that nothing a card once
+recorded is written over."""
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import TYPE_CHECKING
+from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING, NamedTuple
 
 from mlflow.exceptions import MlflowException
 
@@ -13,8 +15,22 @@ from digitpipe.tracking.client import permitted
 if TYPE_CHECKING:
     from digitpipe.tracking.client import VersionStore
 
-CARD_FOLDER = "card"  # on the version's run: card.html, card.json
-CARD_TAG = "evidence_card"
+CARD_FOLDER = "card"  # on the version's run: card.html, card.json, the picture
+REVISIONS = "card-revisions"  # card-revisions/2, 3, ...: the cards written after the decision's
+CARD_TAG = "evidence_card"  # names the newest card's page
+
+
+def card_page(revision: int | None) -> str:
+    """Where a card's page is on the version's run: the decision's card (None), or a revision of it."""
+    return f"{CARD_FOLDER if revision is None else f'{REVISIONS}/{revision}'}/card.html"
+
+
+class RecordedCard(NamedTuple):
+    """A card logged on a version's run, downloaded: its folder, the run and the version's tags."""
+
+    folder: Path
+    run_id: str
+    tags: dict[str, str]
 
 
 class CardRecords:
@@ -41,19 +57,29 @@ class CardRecords:
         except MlflowException:
             return {}
 
-    def record(self, version: str, run_id: str, folder: Path) -> str:
-        """Log the card in `folder` on the version's run; the version's tag names it. Returns the artifact path."""
-        with permitted(f"log the card of v{version}"):
-            self.client.log_artifacts(run_id, str(folder), CARD_FOLDER)
-        path = f"{CARD_FOLDER}/card.html"
-        self.store.set_version_tags(version, {CARD_TAG: path})
-        return path
+    def next_revision(self, run_id: str, tags: dict[str, str]) -> int | None:
+        """The revision a new card of the version is: None for its first (the decision's card), else 2, 3, ..."""
+        if CARD_TAG not in tags:
+            return None
+        return len(self.client.list_artifacts(run_id, REVISIONS)) + 2
 
-    def recorded(self, version: str, dest: Path) -> tuple[Path, str, dict[str, str]] | None:
-        """The card logged on the version's run, downloaded into `dest`, the run and the version's tags; None
-        where it has none."""
+    def record(self, version: str, run_id: str, folder: Path, revision: int | None = None,
+               named: bool = True) -> str:
+        """Log the card in `folder` on the version's run, as the decision's card or as `revision`; with `named`,
+        the version's tag names it (the newest). Returns its page's artifact path."""
+        page = card_page(revision)
+        with permitted(f"log the card of v{version}"):
+            self.client.log_artifacts(run_id, str(folder), str(PurePosixPath(page).parent))
+        if named:
+            self.store.set_version_tags(version, {CARD_TAG: page})
+        return page
+
+    def recorded(self, version: str, dest: Path, decision: bool = False) -> RecordedCard | None:
+        """The newest card logged on the version's run (with `decision`, the decision's card), downloaded into
+        `dest`; None where the version has none."""
         mv = self.client.get_model_version(self.cfg.registered_model, version)
         if CARD_TAG not in mv.tags:
             return None
-        folder = self.client.download_artifacts(mv.run_id, CARD_FOLDER, str(dest))
-        return Path(folder), mv.run_id, dict(mv.tags)
+        page = card_page(None) if decision else mv.tags[CARD_TAG]
+        folder = self.client.download_artifacts(mv.run_id, str(PurePosixPath(page).parent), str(dest))
+        return RecordedCard(Path(folder), mv.run_id, dict(mv.tags))

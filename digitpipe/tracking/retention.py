@@ -1,5 +1,7 @@
 """Retention: registered versions beyond the newest N go, with their model files and their runs, unless an alias
-names them or they await a person's approval."""
+names them or they await a person's approval. A kept version's evidence needs nothing of a deleted one: its verdict's
+counts are its own tags, its card and picture are on its own run, and a card written again carries the comparison
+its decision's card recorded (digitpipe.card)."""
 
 from __future__ import annotations
 

@@ -1,15 +1,19 @@
 """Evidence cards (digitpipe.card) of registered versions on a sqlite MLflow store: the card of a version written
 from its registered file, its runs and its tags; compared with the champion its verdict names; its decision read
-again when a person decides; and no card to refresh for a version that has none. One store for the session
-(conftest's `mlflow_store`), a registered model of its own per test."""
+again when a person decides, the earlier one kept; and no card to refresh for a version that has none. Evidence is
+append-only: `digitpipe card` for a version that has a card writes a revision beside it, and after `digitpipe gc`
+deleted the champion it was compared with, the revision carries the decision's card's comparison and picture. One
+store for the session (conftest's `mlflow_store`), a registered model of its own per test."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import html
 import json
 from pathlib import Path
 from types import SimpleNamespace
+from urllib.parse import urlparse
 
 import numpy as np
 import pytest
@@ -19,6 +23,7 @@ from mlflow.entities import Param
 from digitpipe import approval
 from digitpipe.card import refresh_decision, write_card
 from digitpipe.config import PromotionConfig, TrackingConfig
+from digitpipe.data import SplitRecipe
 from digitpipe.evaluate import accuracy_interval
 from digitpipe.export import export_onnx
 from digitpipe.onnx_scorer import OnnxScorer
@@ -26,6 +31,7 @@ from digitpipe.promotion import record_verdict
 from digitpipe.records.evidence import Evidence, PairedComparison
 from digitpipe.records.verdicts import WAITS, Verdict, VerdictKind
 from digitpipe.tracking import Registry, tracker_for
+from tests.helpers import write_config
 
 EXPERIMENT = "code-card"
 GATE_REASON = "first champion"
@@ -41,15 +47,26 @@ def store(mlflow_store, tmp_path_factory) -> SimpleNamespace:
                            experiment_id=client.create_experiment(EXPERIMENT, artifact_location=str(artifacts)))
 
 
-@pytest.fixture(scope="module")
-def linear_onnx(digits, tmp_path_factory) -> Path:
-    """A linear model over raw pixels (each digit's mean image: no fitting, ~80% right on the fixture), exported as
-    digitpipe exports its logistic regression: 7,850 parameters."""
+def mean_image_onnx(digits, path: Path) -> Path:
+    """A linear model over raw pixels (each digit's mean image in `digits`: no fitting), exported as digitpipe
+    exports its logistic regression: 7,850 parameters."""
     pixels = digits.flat() / 255.0
     means = np.stack([pixels[digits.labels == d].mean(0) for d in range(10)])
     model = SimpleNamespace(predict_proba=None, classes_=np.arange(10), coef_=means / 255.0,
                             intercept_=-(means**2).sum(1) / 2)
-    return export_onnx(model, tmp_path_factory.mktemp("linear") / "linear.onnx")
+    return export_onnx(model, path)
+
+
+@pytest.fixture(scope="module")
+def linear_onnx(digits, tmp_path_factory) -> Path:
+    """The mean images of the whole fixture: ~80% right on it."""
+    return mean_image_onnx(digits, tmp_path_factory.mktemp("linear") / "linear.onnx")
+
+
+@pytest.fixture(scope="module")
+def weaker_onnx(digits, tmp_path_factory) -> Path:
+    """The mean images of the fixture's first 100 digits: a champion that answers some digits differently."""
+    return mean_image_onnx(digits.subset(np.arange(100)), tmp_path_factory.mktemp("weaker") / "weaker.onnx")
 
 
 @pytest.fixture(scope="module")
@@ -74,11 +91,12 @@ def new_run(store, params: dict[str, str]) -> str:
 
 
 def register(store, registry: Registry, onnx: Path, digits, verdict: Verdict | None,
-             file: bool = False) -> tuple[str, str]:
+             file: bool = False, data: Path | None = None) -> tuple[str, str]:
     """A logreg version of `onnx` as a pipeline run registers it, judged by `verdict`: (version, its run). With
-    `file`, the ONNX file is logged and registered (the card downloads it); else, cheaper, the version names the
-    local file and its checksum, which the card reads instead (as after a pipeline run on this machine)."""
-    pipeline = new_run(store, PIPELINE)
+    `file`, the ONNX file is logged and registered; else, cheaper, the version's source is the file's own folder
+    (the card downloads either and checks the checksum). `data`: the files its pipeline run split (what
+    `digitpipe card` rebuilds the held-out part from)."""
+    pipeline = new_run(store, PIPELINE | ({"data": str(data)} if data else {}))
     run_id = new_run(store, {"model": "logreg", "seed": "42", "device": "cpu", "decay": "0.005", "maxit": "100"})
     tags = {"model_name": "logreg", "pipeline_run_id": pipeline, "data_digest": digits.digest, "training_key": "k1",
             "code_version": "c0de"}
@@ -86,7 +104,7 @@ def register(store, registry: Registry, onnx: Path, digits, verdict: Verdict | N
         version = registry.register_onnx(run_id, onnx, digits.images[:8], tags)
     else:
         tags |= {"onnx_path": str(onnx), "onnx_sha256": hashlib.sha256(onnx.read_bytes()).hexdigest()}
-        version = str(store.client.create_model_version(registry.cfg.registered_model, str(store.artifacts), run_id,
+        version = str(store.client.create_model_version(registry.cfg.registered_model, str(onnx.parent), run_id,
                                                         tags=tags).version)
     if verdict is not None:
         assert verdict.version == version
@@ -102,6 +120,18 @@ def logged_card(registry: Registry, version: str, dest: Path) -> tuple[dict, str
     """The card on the version's run: card.json and card.html."""
     folder, _, _ = registry.cards.recorded(version, dest)
     return json.loads((folder / "card.json").read_text()), (folder / "card.html").read_text()
+
+
+def on_run(store, run_id: str) -> dict[str, bytes]:
+    """Every file logged on the run, by its artifact path."""
+    root = Path(urlparse(store.client.get_run(run_id).info.artifact_uri).path)
+    return {path.relative_to(root).as_posix(): path.read_bytes() for path in root.rglob("*") if path.is_file()}
+
+
+def beats(version: str, champion: str) -> Verdict:
+    """The gate's verdict on a version that beat `champion`, with the counts it weighed."""
+    return Verdict(version, VerdictKind.PROMOTED, "beats the champion", 0.8, champion,
+                   Evidence(0.8, "passed", comparison=PairedComparison(250, 0.8, 0.7, 30, 5, 1e-5)))
 
 
 def test_the_card_says_what_the_version_is_how_it_reads_the_held_out_digits_and_what_was_decided(
@@ -126,7 +156,7 @@ def test_the_card_says_what_the_version_is_how_it_reads_the_held_out_digits_and_
     assert [row["images"] for row in held["per_digit"]] == np.bincount(held_out.labels, minlength=10).tolist()
     tags = registry.version_tags(version)
     assert card["decision"] == {"verdict": "awaiting_approval", "verdict_reason": WAITS + GATE_REASON,
-                                "verdict_at": tags["verdict_at"]}
+                                "verdict_at": tags["verdict_at"], "challenger_accuracy": "0.8"}
     assert "comparison" not in card and tags["evidence_card"] == "card/card.html"
 
     assert sorted(p.name for p in (tmp_path / "card").iterdir()) == ["card.html", "card.json"]
@@ -169,13 +199,14 @@ def test_a_new_verdict_is_read_again_into_the_logged_card(store, registry, linea
                                                                         "without a decision"))
     refreshed = refresh_decision(registry, version)
     at = registry.version_tags(version)["verdict_at"]
-    decision = {"verdict": "not_approved", "verdict_at": at,
+    decision = {"verdict": "not_approved", "verdict_at": at, "challenger_accuracy": "0.8",
                 "verdict_reason": "waited 72 hours (approval_timeout_hours) without a decision"}
-    assert refreshed == written | {"decision": decision}
+    assert refreshed == written | {"decision": decision, "earlier_decisions": [written["decision"]]}
     card, page = logged_card(registry, version, tmp_path / "logged")
     assert card == refreshed
     assert "<p class=verdict>not_approved: waited 72 hours (approval_timeout_hours) without a decision</p>" in page
-    assert "awaiting_approval" not in page
+    current, earlier = page.split("<h2>Earlier decisions</h2>")  # the decision before it kept, below the current
+    assert "awaiting_approval" not in current and "<td>verdict awaiting_approval, verdict_reason " in earlier
     # the copy the command wrote is not touched: `digitpipe card` writes it again
     assert json.loads((tmp_path / "card" / "card.json").read_text()) == written
 
@@ -188,8 +219,8 @@ def test_a_persons_decision_reaches_the_card(store, registry, linear_onnx, digit
     tags = registry.version_tags(version)
     assert card["decision"] == {
         "verdict": "promoted", "verdict_reason": f"approved by ana: reads my 7s (the gate: {GATE_REASON})",
-        "verdict_at": tags["verdict_at"], "approved_by": "ana", "approved_at": tags["approved_at"],
-        "approval_comment": "reads my 7s"}
+        "verdict_at": tags["verdict_at"], "challenger_accuracy": "0.8", "approved_by": "ana",
+        "approved_at": tags["approved_at"], "approval_comment": "reads my 7s"}
     assert f"<p class=verdict>promoted: approved by ana: reads my 7s (the gate: {GATE_REASON})</p>" in page
 
 
@@ -197,3 +228,87 @@ def test_a_version_without_a_card_has_none_to_refresh(store, registry, linear_on
     register(store, registry, linear_onnx, digits, awaiting())
     assert refresh_decision(registry, "1") is None
     assert "evidence_card" not in registry.version_tags("1")
+
+
+def test_a_card_written_again_after_gc_keeps_the_comparison_that_decided(store, registry, linear_onnx, weaker_onnx,
+                                                                         digits, fixture_dir, digitpipe_cli, tmp_path):
+    """v2 beat champion v1, and its card (written as a run writes it, once the verdict is in) compared the two;
+    `gc --keep 1` deletes v1. `digitpipe card` for v2 then writes revision 2 beside the decision's card: scored
+    again, with the comparison and the picture the decision's card recorded; the decision's card is not touched."""
+    held_out = SplitRecipe(fixture_dir).rebuild().test
+    register(store, registry, weaker_onnx, digits, Verdict("1", VerdictKind.PROMOTED, GATE_REASON, 0.7),
+             file=True, data=fixture_dir)
+    version, run_id = register(store, registry, linear_onnx, digits, beats("2", "1"), file=True, data=fixture_dir)
+    registry.set_alias("champion", version)
+    decided = write_card(registry, version, held_out, tmp_path / "decided")
+    assert decided["comparison"]["disagreements"] > 0 and "revision" not in decided
+    before = on_run(store, run_id)
+    assert sorted(before) == ["card/card.html", "card/card.json", "card/disagreements.png"]
+    name = registry.cfg.registered_model
+    config = write_config(tmp_path / "mlflow.yaml", tracking_uri=store.uri, experiment=EXPERIMENT,
+                          registered_model=name, artifact_location=str(store.artifacts))
+    gone = digitpipe_cli("gc", "--keep", 1, "--config", config)
+    assert gone.code == 0 and gone.out.startswith("deleted v1 (logreg, promoted, registered "), gone.err
+
+    again = digitpipe_cli("card", "--version", version, "--output", tmp_path / "again", "--config", config)
+    assert again.code == 0, again.err
+    assert again.out == (f"{name} v2 (logreg): held-out accuracy {decided['held_out']['accuracy']:.2%} on 250 "
+                         "images of its training run's split (book, seed 42); revision 2 of its card on its run "
+                         "(card-revisions/2/card.html; the decision's card/card.html kept) and in "
+                         f"{tmp_path / 'again'}\n")
+    card = json.loads((tmp_path / "again" / "card.json").read_text())
+    assert card["comparison"] == decided["comparison"] | {"carried_from": "card/card.json: v1 is no longer "
+                                                                          "registered"}
+    assert (card["held_out"], card["decision"]) == (decided["held_out"], decided["decision"])
+    assert card["revision"] == {"number": 2, "written_at": card["revision"]["written_at"],
+                                "decision_card": "card/card.html"}
+    after = on_run(store, run_id)
+    assert {path: data for path, data in after.items() if path.startswith("card/")} == before
+    revision = {path.removeprefix("card-revisions/2/"): data for path, data in after.items()
+                if path.startswith("card-revisions/2/")}
+    assert sorted(revision) == ["card.html", "card.json", "disagreements.png"] == sorted(
+        p.name for p in (tmp_path / "again").iterdir())
+    assert json.loads(revision["card.json"]) == card
+    assert revision["disagreements.png"] == before["card/disagreements.png"]
+    page = revision["card.html"].decode()
+    assert "<th>carried_from</th><td>card/card.json: v1 is no longer registered</td>" in page
+    assert base64.b64encode(before["card/disagreements.png"]).decode() in page
+    assert "<p>Revision 2 of this card, written " in page and "the decision's card is card/card.html" in page
+    assert registry.version_tags(version)["evidence_card"] == "card-revisions/2/card.html"
+
+    third = digitpipe_cli("card", "--version", version, "--output", tmp_path / "third", "--config", config)
+    assert third.code == 0 and "revision 3 of its card on its run (card-revisions/3/card.html;" in third.out
+    assert json.loads((tmp_path / "third" / "card.json").read_text())["comparison"] == card["comparison"]
+    assert {path: data for path, data in on_run(store, run_id).items() if not path.startswith(
+        "card-revisions/3/")} == after
+
+
+def test_a_first_card_after_the_champion_went_keeps_the_gates_counts_in_its_decision(
+        store, registry, linear_onnx, weaker_onnx, digits, held_out, tmp_path):
+    register(store, registry, weaker_onnx, digits, None)
+    version, _ = register(store, registry, linear_onnx, digits, beats("2", "1"))
+    store.client.delete_model_version(registry.cfg.registered_model, "1")
+    card = write_card(registry, version, held_out, tmp_path / "card")
+    assert card["comparison"] == {"champion_version": "1", "not_compared": "v1 is no longer registered: the gate's "
+                                                                           "counts are in the decision"}
+    decision = card["decision"]
+    assert (decision["champion_version"], decision["champion_accuracy"], decision["challenger_accuracy"],
+            decision["only_challenger_right"], decision["only_champion_right"], decision["mcnemar_p_value"],
+            decision["comparison_excluded"]) == ("1", "0.7", "0.8", "30", "5", "1e-05", "0")
+
+
+def test_a_decision_after_a_revision_reaches_the_decisions_card_and_the_newest_keeping_the_earlier_one(
+        store, registry, linear_onnx, digits, held_out, tmp_path):
+    version, run_id = register(store, registry, linear_onnx, digits, awaiting())
+    first = write_card(registry, version, held_out, tmp_path / "first")
+    second = write_card(registry, version, held_out, tmp_path / "second")
+    assert second["revision"]["number"] == 2 and "revision" not in first
+    approval.decide(registry, version, "reads my 7s", who="ana")
+    logged = on_run(store, run_id)
+    decided, newest = (json.loads(logged[f"{folder}/card.json"]) for folder in ("card", "card-revisions/2"))
+    assert decided == first | {"decision": newest["decision"], "earlier_decisions": [first["decision"]]}
+    assert newest == second | {"decision": newest["decision"], "earlier_decisions": [second["decision"]]}
+    assert newest["decision"]["verdict"] == "promoted" and first["decision"]["verdict"] == "awaiting_approval"
+    assert registry.version_tags(version)["evidence_card"] == "card-revisions/2/card.html"
+    page = logged["card-revisions/2/card.html"].decode()
+    assert "<h2>Earlier decisions</h2>" in page and "verdict awaiting_approval" in page
