@@ -9,6 +9,28 @@ from typing import Annotated
 import typer
 
 from cli.app import app, data_app
+from digitpipe.errors import UserError
+
+
+def check_data_flag(data: Path | None, protocol: str) -> None:
+    """--data no reader could read, or --protocol standard without its test files, said before any work (the
+    Prefect API, a download): a few bytes of the file are read, its rows when the work needs them."""
+    if data is None:  # MNIST, fetched with both of its parts
+        return
+    from digitpipe.data.formats import check_protocol, check_readable
+
+    check_readable(data, "train" if protocol == "standard" else None)
+    check_protocol(data, protocol)
+
+
+def not_an_input(output: Path, flag: str, *inputs: Path | None) -> None:
+    """Refuse an output file that is one of the command's inputs, or a file already in an input folder: writing it
+    would replace what the user gave (said before any work)."""
+    target = output.resolve()
+    for given in filter(None, inputs):
+        source = given.resolve()
+        if target == source or (output.exists() and source.is_dir() and target.is_relative_to(source)):
+            raise UserError(f"{flag} {output}: writing it would replace the input {given}; choose another name")
 
 
 @data_app.command("fetch")

@@ -150,24 +150,33 @@ def export(
              "names its own; --data replaces it only if it reproduces the recorded split.")] = None,
     protocol: Annotated[str | None, typer.Option(help="With a .onnx file: book or standard, the split to check on.")]
     = None,
-    seed: Annotated[int | None, typer.Option(help="With a .onnx file: the seed of the split to check on.")] = None,
-    max_drop: Annotated[float, typer.Option(help="Largest accepted accuracy drop, as a fraction.")] = 0.001,
+    seed: Annotated[int | None, typer.Option(min=0, max=2**32 - 1,  # numpy's and scikit-learn's seeds are 32-bit
+                                             help="With a .onnx file: the seed of the split to check on.")] = None,
+    max_drop: Annotated[float, typer.Option(min=-1, max=1, help="Largest accepted accuracy drop, as a fraction "
+                                                                 "(below 0: the int8 copy must gain).")] = 0.001,
     config: ConfigOption = None,
 ) -> None:
     """Write a model's ONNX file; with --quantize, an int8 version, recorded in the registry with its verdict."""
     import shutil
     import tempfile
 
+    from cli.data import not_an_input
     from digitpipe.files import atomic_path, output_file
     from digitpipe.model_loading import load_model, training_split
+    from digitpipe.onnx_scorer import OnnxScorer
 
     output_file(output, "--output")
     if output.exists() and output.resolve() == Path(model).resolve():
         raise UserError(f"--output {output}: the model file itself; choose another name")
+    not_an_input(output, "--output", data, config)
+    if quantize:
+        _check_split_flags(model, data, protocol, seed)
     tracking = load_tracking_config(config)
     with tempfile.TemporaryDirectory(prefix="digitpipe-model-") as tmp:
         loaded = load_model(model, tracking, Path(tmp), prefer_int8=False, drift=False)
         registry, path, identity = loaded.registry, loaded.path, loaded.identity
+        if registry is None:  # a file: an ONNX model, not only a file (a registered one was checked by its SHA-256)
+            OnnxScorer(path)
         if not quantize:
             with atomic_path(output) as tmp_output:  # its folder made where missing; never half a file
                 shutil.copyfile(path, tmp_output)
@@ -183,6 +192,20 @@ def export(
     typer.echo(f"{result.reason()}, {checked_on}" + (f" -> {output}" if result.accepted else ""))
     if not result.accepted:
         raise typer.Exit(1)
+
+
+def _check_split_flags(model: str, data: Path | None, protocol: str | None, seed: int | None) -> None:
+    """export --quantize's flags of the split it checks on, said before a registered model is downloaded."""
+    from digitpipe.data.formats import check_protocol, check_readable
+    from digitpipe.records.models import ModelRef
+
+    if ModelRef.parse(model).registered and (protocol is not None or seed is not None):
+        raise UserError(f"{model} is checked on its training run's split: leave out --protocol and --seed")
+    if protocol is not None and protocol not in ("book", "standard"):
+        raise UserError(f"--protocol {protocol!r}: expected book or standard")
+    if data is not None:
+        check_readable(data, "train" if protocol == "standard" else None)
+        check_protocol(data, protocol or "book")
 
 
 @monitor_app.command("reference")

@@ -32,12 +32,11 @@ def score(
     import tempfile
 
     from digitpipe.batch_scoring import checked_outputs, score_file
-    from digitpipe.data.formats import find_idx_pair, idx_parts
+    from digitpipe.data.formats import check_readable, find_idx_pair, idx_parts
     from digitpipe.model_loading import load_model
 
     tracking = load_tracking_config(config)
-    if not input.exists():
-        raise UserError(f"{input}: no such file or directory")
+    check_readable(input)  # a missing or unreadable input is said before a registered model is downloaded
     if input.is_dir() and idx_parts(input):
         typer.echo(f"reading {find_idx_pair(input)[0]}", err=True)  # which pair of the folder is scored
     if reference is not None and not reference.is_file():

@@ -22,7 +22,7 @@ from cli.app import (
     call_flow,
     show_stage_lines,
 )
-from cli.data import fetch_mnist
+from cli.data import check_data_flag, fetch_mnist, not_an_input
 from digitpipe.config import PipelineConfig, build, load_tracking_config
 from digitpipe.errors import UserError
 from digitpipe.runtime import core_share
@@ -75,6 +75,9 @@ def run(
     output_folder(out_dir, "--out")
     if summary is not None:  # said now, not after the whole run
         output_file(summary, "--summary")
+        not_an_input(summary, "--summary", data, params, config)
+    tracking = load_tracking_config(config)  # a missing or bad --config, then --data, before anything starts
+    check_data_flag(data, protocol)
     names = tuple(m.strip() for m in models.split(",") if m.strip())
     dask_workers = _dask_workers(len(names), task_runner, dask_address)
     values = {"models": names, "epochs": epochs, "stop_at_accuracy": stop_at_accuracy, "patience": patience,
@@ -87,7 +90,7 @@ def run(
     started = None  # with a local Dask cluster: waits for it and returns its address
     with startup.prefect_api() as api_url, contextlib.ExitStack() as cluster:  # a temporary API starts now, beside the imports
         show_stage_lines(verbose)
-        values["tracking"] = load_tracking_config(config)
+        values["tracking"] = tracking
         given = {k: v for k, v in values.items() if v is not None}
         build(PipelineConfig, {"data": Path(), **given}, source="command line")  # the flags, before any download
         cfg = build(PipelineConfig, {**given, "data": data or fetch_mnist(None, None)}, source="command line")

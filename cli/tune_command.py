@@ -19,7 +19,7 @@ from cli.app import (
     call_flow,
     show_stage_lines,
 )
-from cli.data import fetch_mnist
+from cli.data import check_data_flag, fetch_mnist, not_an_input
 from cli.training import hyperparameters
 from digitpipe.config import SQLITE, TuneConfig, build, load_tracking_config, sqlite_file
 from digitpipe.errors import UserError
@@ -61,13 +61,19 @@ def tune(
 ) -> None:
     """Search a zoo model's hyperparameters (Optuna) on the split's validation part, never its test part; write the
     best for `run --params`."""
+    from digitpipe.files import output_file
+
     if epochs is not None and model == "logreg":
         raise UserError("--epochs: logreg has no epochs")
+    if output is not None:  # said now, not after the whole study
+        output_file(output, "--output")
+        not_an_input(output, "--output", data, params, config)
+    tracking = load_tracking_config(config)  # a missing or bad --config, then --data, before anything starts
+    check_data_flag(data, protocol)
     given = hyperparameters(sets, params, (model,))
     base = {**({"epochs": epochs} if epochs is not None else {}), **given["hyperparams"].get(model, {})}
     with startup.prefect_api() as api_url:
         show_stage_lines(verbose)
-        tracking = load_tracking_config(config)
         values = {"model": model, "trials": trials, "study": study or model, "storage": storage or default_storage(tracking.tracking_uri),
                   "timeout": timeout, "seeds": seeds, "seed": seed,
                   "split_seed": split_seed, "protocol": protocol, "prune": prune,

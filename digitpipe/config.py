@@ -120,6 +120,9 @@ class TrackingConfig(_Frozen):
         return values
 
 
+# torch's threads of a process: far above any machine's cores (torch itself overflows past 2**31 and would start as
+# many threads as it is told)
+MAX_THREADS = 1024
 # numpy's and scikit-learn's seeds are 32-bit: a larger or negative one is the user's error, said before any work
 Seed = Annotated[int, Field(ge=0, le=2**32 - 1)]
 
@@ -156,7 +159,7 @@ class PipelineConfig(SplitSettings):
     force: bool = False  # train a model even where a version with its training key is registered
     feedback: bool = False  # also train on the labelled feedback in the store (its held-out share judges the gate)
     progress: bool = False  # a progress bar per model (the CLI turns it on for terminals)
-    threads: int | None = Field(None, ge=1)  # torch threads per model; None: every core this process may use
+    threads: int | None = Field(None, ge=1, le=MAX_THREADS)  # torch threads per model; None: every core it may use
     # Per model, fields of its spec that differ from the zoo's (--set, --params; checked by digitpipe.hyperparams)
     hyperparams: dict[str, dict[str, Any]] = {}
     # Per model, the params file its values came from (path, digest, study): tags of its run and version
@@ -209,7 +212,7 @@ class StudyPlan(_Frozen):
     timeout: float | None = Field(None, gt=0)  # seconds this process searches at most
     prune: bool = True
     objective: Literal["robust", "accuracy-time"] = "robust"  # accuracy-time: the Pareto front with seconds
-    threads: int | None = Field(None, ge=1)  # torch threads of this process (its share of the cores)
+    threads: int | None = Field(None, ge=1, le=MAX_THREADS)  # torch threads of this process (its share of the cores)
 
     @property
     def pareto(self) -> bool:

@@ -58,7 +58,7 @@ def enforce(path: Path, chunks: Iterable[Chunk], bad_rows: BadRows) -> Iterator[
         yield chunk
 
 
-def out_of_range(column: str, value: int, low: int, high: int) -> str:
+def out_of_range(column: str, value: int | str, low: int, high: int) -> str:
     """The one wording of a value outside its range, in an error and in a reject reason alike."""
     return f"{column} = {value} is outside {low}..{high}"
 

@@ -37,6 +37,23 @@ def data_format(path: Path) -> str:
                     "(PNG digits go in a folder)")
 
 
+def check_readable(path: str | Path, part: str | None = None) -> str:
+    """The format of `path` (as `data_format` tells it), refusing now what no reader could read: a missing path, an
+    empty file, no known format, an IDX folder without the pair asked for. Costs a few bytes' read: a command checks
+    its --data before any work, and the rows are read when the work needs them."""
+    path = Path(path)
+    kind = data_format(path)
+    if kind == "idx" and path.is_dir():
+        find_idx_pair(path, part)
+    return kind
+
+
+def check_protocol(folder: Path, protocol: str) -> None:
+    """Refuse the standard protocol for data that has no test set of its own beside it (the t10k IDX files)."""
+    if protocol == "standard" and not (Path(folder).is_dir() and "t10k" in idx_parts(Path(folder))):
+        raise DataError(folder, "--protocol standard needs an MNIST IDX folder with the t10k files (the test set)")
+
+
 def idx_parts(folder: Path) -> list[str]:
     """Which IDX pairs (train, t10k) `folder` holds, in that order."""
     return [part for part in ("train", "t10k") if any(Path(folder).glob(f"{part}-images*idx3-ubyte*"))]
@@ -60,7 +77,8 @@ def labels_beside(images_path: Path) -> Path | None:
     name = images_path.name.replace("images", "labels").replace("idx3", "idx1")
     candidates = [images_path.with_name(name)]
     candidates += [c.with_name(c.name + ".gz") for c in candidates] + [c.with_name(c.name.removesuffix(".gz")) for c in candidates]
-    return next((c for c in candidates if c.is_file()), None)
+    # a name without "images" in it maps onto itself: the images file is never its own labels
+    return next((c for c in candidates if c.is_file() and c != images_path), None)
 
 
 def check_inside(folder: Path, path: Path) -> None:

@@ -17,8 +17,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
-from digitpipe.data.chunks import BadRows, Chunk, checked_values
-from digitpipe.data.dataset import N_PIXELS
+from digitpipe.data.chunks import BadRows, Chunk, checked_values, out_of_range
+from digitpipe.data.dataset import N_CLASSES, N_PIXELS
 from digitpipe.data.formats import gzip_errors, open_maybe_gzip
 from digitpipe.errors import DataError
 
@@ -71,12 +71,17 @@ def check_columns(path: Path, columns: list[str]) -> None:
     detail = "; ".join(
         part
         for part in (
-            f"unexpected column(s) {', '.join(map(repr, unexpected[:3]))}" if unexpected else "",
+            f"unexpected column(s) {', '.join(repr(_cut(c)) for c in unexpected[:3])}" if unexpected else "",
             f"missing column(s) {', '.join(missing[:3])}" if missing else "",
         )
         if part
     )
     raise DataError(path, f"header must be [label,]pixel0..pixel783: {detail or 'columns out of order'}")
+
+
+def _cut(text: str, limit: int = 30) -> str:
+    """`text` cut to `limit` characters: a header of one 60 KB name is named in one readable line."""
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def _growing(chunk_rows: int) -> Iterator[int]:
@@ -111,7 +116,9 @@ def _csv_chunk(lines: list[bytes], first_row: int, labelled: bool, skip_blank: b
             # whole-file read is fastest so too (measured: threads on 16k-row chunks cost more than they gain)
             read_options=pacsv.ReadOptions(column_names=columns, use_threads=False),
             # int16 parses fastest and still holds 256 or -1, so the range check can name them
-            convert_options=pacsv.ConvertOptions(column_types=dict.fromkeys(columns, pa.int16())),
+            # no null values: pyarrow would read an empty field as a null, which became a silent 0 (or a label of
+            # -2**63); as an error it sends the chunk down the careful path, which names the row
+            convert_options=pacsv.ConvertOptions(column_types=dict.fromkeys(columns, pa.int16()), null_values=[]),
         )
         if table.num_rows != len(lines):  # blank lines are skipped by pyarrow: take the careful path
             raise pa.ArrowInvalid("row count mismatch")
@@ -149,8 +156,12 @@ def _bad_line(line: bytes, columns: list[str]) -> str | None:
     if len(fields) != len(columns):
         return f"expected {len(columns)} fields, found {len(fields)}"
     for column, value in zip(columns, fields, strict=True):
+        if not value.strip():
+            return f"missing value in {column}"
         try:
-            int(value)
-        except ValueError:
-            return f"non-integer value {value[:20].decode('utf-8', 'replace')!r} in {column}"
+            number = int(value)
+        except ValueError:  # Python refuses a number of more than 4,300 digits as it refuses text
+            return f"non-integer value {_cut(value.decode('utf-8', 'replace'), 20)!r} in {column}"
+        if not -(2**63) <= number < 2**63:  # past the int64 table the range check reads: said here, in its words
+            return out_of_range(column, _cut(value.decode(), 20), 0, N_CLASSES - 1 if column == "label" else 255)
     return None

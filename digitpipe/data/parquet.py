@@ -31,7 +31,8 @@ def parquet_chunks(path: Path, chunk_rows: int, bad_rows: BadRows) -> Iterator[C
         for batch in _batches(source, names, chunk_rows, whole=bad_rows == "raise"):
             yield _batch_chunk(path, batch, first_row, names[0] == "label")
             first_row += batch.num_rows
-    except (pa.ArrowException, OSError) as exc:  # pyarrow raises several unrelated types for a bad file
+    # pyarrow raises several unrelated types for a bad file; a column name damaged out of UTF-8, a UnicodeDecodeError
+    except (pa.ArrowException, OSError, UnicodeDecodeError) as exc:
         raise DataError(path, f"cannot read as Parquet ({first_line(exc)})") from None
     if bad_rows == "raise" and first_row == 1:
         raise DataError(path, "the table has a header but no rows")
@@ -56,7 +57,7 @@ def _batch_chunk(path: Path, batch: pa.RecordBatch, first_row: int, labelled: bo
         columns.append(numbers)
         for i, reason in reasons.items():
             bad.setdefault(i, reason)
-    labels = columns.pop(0).astype(np.int64) if labelled else None
+    labels = columns.pop(0) if labelled else None  # its own type: a label past int64 is named as it is, not cast
     pixels = np.stack(columns, axis=1)  # in the columns' own type (uint8 from pandas): not 8 bytes a pixel
     keep = np.ones(len(rows), bool)
     keep[list(bad)] = False

@@ -9,9 +9,10 @@ from pathlib import Path
 import numpy as np
 
 from digitpipe.data.dataset import N_CLASSES, Dataset
-from digitpipe.data.formats import idx_parts
+from digitpipe.data.formats import check_protocol
 from digitpipe.data.reader import load_dataset
 from digitpipe.errors import DataError
+from digitpipe.files import first_line
 
 
 @dataclass(frozen=True)
@@ -42,22 +43,31 @@ def split_dataset(data: Dataset, test_fraction: float = 0.25, val_fraction: floa
     counts = np.bincount(data.labels, minlength=N_CLASSES)
     if (counts < 3).any():
         raise DataError(data.source, f"every digit needs at least 3 images to split; counts are {counts.tolist()}")
-    from sklearn.model_selection import train_test_split  # 1-2 s to import: only when splitting
-
-    index = np.arange(len(data))
-    rest, test = train_test_split(index, test_size=test_fraction, stratify=data.labels, random_state=seed)
-    train, val = train_test_split(rest, test_size=val_fraction, stratify=data.labels[rest], random_state=seed)
+    rest, test = _stratified(data, np.arange(len(data)), test_fraction, seed, "test")
+    train, val = _stratified(data, rest, val_fraction, seed, "validation")
     return Split(data.subset(np.sort(train)), data.subset(np.sort(val)), data.subset(np.sort(test)))
+
+
+def _stratified(data: Dataset, index: np.ndarray, fraction: float, seed: int, part: str) -> tuple[np.ndarray, ...]:
+    """`index` split into the rest and `fraction` of it (the `part`), stratified by label; a DataError where the
+    rows are too few for every digit to be in both (scikit-learn's ValueError, said as the data's problem)."""
+    from sklearn.model_selection import train_test_split  # 1-2 s to import: only when splitting
+    from sklearn.utils._param_validation import InvalidParameterError
+
+    try:
+        return tuple(train_test_split(index, test_size=fraction, stratify=data.labels[index], random_state=seed))
+    except InvalidParameterError:  # a seed or fraction out of range: the configuration should have refused it
+        raise
+    except ValueError as exc:
+        raise DataError(data.source, f"{len(index):,} images are too few to split {fraction:g} off as the {part} "
+                                     f"part with every digit in both ({first_line(exc)})") from None
 
 
 def split_standard(train: Dataset, test: Dataset, val_fraction: float = 0.1, seed: int = 42) -> Split:
     """The standard MNIST protocol: fit on the 60,000-image training set (less a validation slice), test on t10k."""
     if test.labels is None:
         raise DataError(test.source, "the standard protocol needs a labelled test set (t10k labels)")
-    from sklearn.model_selection import train_test_split
-
-    index = np.arange(len(train))
-    fit, val = train_test_split(index, test_size=val_fraction, stratify=train.labels, random_state=seed)
+    fit, val = _stratified(train, np.arange(len(train)), val_fraction, seed, "validation")
     return Split(train.subset(np.sort(fit)), train.subset(np.sort(val)), test)
 
 
@@ -65,8 +75,7 @@ def split_by_protocol(data: Dataset, protocol: str, folder: Path, test_fraction:
                       val_fraction: float = 0.1, seed: int = 42) -> Split:
     """The book's protocol (stratified 75/25 of `data`) or the standard one (test on `folder`'s t10k files)."""
     if protocol == "standard":
-        if not (Path(folder).is_dir() and "t10k" in idx_parts(Path(folder))):
-            raise DataError(folder, "--protocol standard needs an MNIST IDX folder with the t10k files (the test set)")
+        check_protocol(folder, protocol)
         return split_standard(data, load_dataset(folder, part="t10k"), val_fraction, seed)
     return split_dataset(data, test_fraction, val_fraction, seed)
 
