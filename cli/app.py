@@ -11,6 +11,7 @@ from typing import Annotated
 
 import typer
 
+from digitpipe import interrupts
 from digitpipe.errors import UserError
 from flows import startup
 
@@ -67,14 +68,25 @@ def show_stage_lines(verbose: bool) -> None:
 
 
 class _DropUserErrorRecords(logging.Filter):
-    """Prefect logs a task's exception with its traceback, then the task's final state; for user errors the CLI's
-    one line says it all."""
+    """Prefect logs a task's exception with its traceback, then the task's final state; for user errors and
+    interrupts the CLI's one line says it all."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if interrupts.asked():  # "Crash detected! Execution was aborted by an interrupt signal." per task and flow
+            return record.levelno < logging.ERROR
         if record.exc_info:
-            return not isinstance(record.exc_info[1], UserError)
+            return not isinstance(record.exc_info[1], UserError) and refused_write(record.exc_info[1]) is None
         message = record.getMessage()  # "Finished in state Failed('Task run encountered an exception DataError: ...')"
         return not any(f"exception {name}: " in message for name in _subclass_names(UserError))
+
+
+def refused_write(exc: BaseException) -> UserError | None:
+    """`exc` as one line where the file system or a local MLflow store refused a write (read-only, full, not
+    permitted), naming the file or the store; None for any other error."""
+    from digitpipe import files
+
+    tracking = sys.modules.get("digitpipe.tracking")  # loaded where a store was opened; never imported here
+    return (tracking.refused_write(exc) if tracking else None) or files.refused_write(exc)
 
 
 def _subclass_names(cls: type) -> set[str]:
@@ -103,7 +115,8 @@ def run_cli() -> int:
     for name in ("prefect.task_runs", "prefect.flow_runs"):
         logging.getLogger(name).addFilter(_DropUserErrorRecords())
     try:
-        code = app(standalone_mode=False, prog_name="digitpipe")  # the code of a typer.Exit raised by a command
+        with interrupts.stoppable() as stops:
+            code = app(standalone_mode=False, prog_name="digitpipe")  # the code of a typer.Exit raised by a command
     except UserError as exc:
         print(f"digitpipe: error: {exc}", file=sys.stderr)
         return exc.exit_code
@@ -111,7 +124,16 @@ def run_cli() -> int:
         exc.show()
         return exc.exit_code
     except (typer.Abort, KeyboardInterrupt):
-        print("digitpipe: aborted", file=sys.stderr)
-        return 130
+        if not stops:  # an answer that never came (EOF at a prompt)
+            print("digitpipe: aborted", file=sys.stderr)
+            return 130
+    except Exception as exc:  # a write the disk refused where nothing nearer said so (MLflow's own writes)
+        if (refused := refused_write(exc)) is None:
+            raise
+        print(f"digitpipe: error: {refused}", file=sys.stderr)
+        return refused.exit_code
+    if stops:  # typer turns a KeyboardInterrupt into a silent exit 130, whatever the signal
+        print(f"digitpipe: interrupted by {stops[0].name}", file=sys.stderr)
+        return stops[0].exit_code
     return code if isinstance(code, int) else 0
 

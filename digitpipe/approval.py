@@ -9,6 +9,7 @@ import calendar
 import logging
 import time
 
+from digitpipe import interrupts
 from digitpipe.errors import UserError
 from digitpipe.files import first_line
 from digitpipe.promotion import move_champion, record_verdict, user
@@ -35,9 +36,11 @@ def decide(registry: Registry, version: str, comment: str, approve: bool = True,
             raise UserError(f"v{version} is not awaiting approval: it was decided already "
                             f"({waited.kind.value}: {first_line(waited.said, 120)})")
         champion = registry.champion()
-        verdict = (approve and _too_late(registry, waited, champion)) or _decided(
-            registry, waited, champion, comment, approve, who or user())
-        record_verdict(registry, verdict)  # last: while the verdict still says awaiting, a retry completes this
+        interrupts.pause_at("approval")
+        with interrupts.deferred():  # the alias, the decision's tags and the verdict: all or none
+            verdict = (approve and _too_late(registry, waited, champion)) or _decided(
+                registry, waited, champion, comment, approve, who or user())
+            record_verdict(registry, verdict)  # last: while the verdict still says awaiting, a retry completes this
     _follow(registry, verdict)
     if verdict.kind is VerdictKind.NOT_APPROVED:
         raise UserError(f"v{version} not approved: {verdict.reason}")

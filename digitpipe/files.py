@@ -1,8 +1,10 @@
-"""Small file helpers used everywhere: atomic writes and one-line error messages."""
+"""Small file helpers used everywhere: atomic writes, checked output paths and one-line error messages (a write
+the disk or its permissions refuse among them)."""
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import json
 import os
@@ -15,21 +17,117 @@ from pathlib import Path
 from digitpipe.errors import UserError
 
 
+# Why the system refused a write, and what the user can do about it
+REFUSALS = {
+    errno.EROFS: ("read-only file system", "write elsewhere, or where it is writable"),
+    errno.ENOSPC: ("no space left on the device", "free some space, then run again"),
+    errno.EDQUOT: ("disk quota exceeded", "free some space, then run again"),
+    errno.EACCES: ("permission denied", "write elsewhere, or where you may write"),
+    errno.EPERM: ("operation not permitted", "write elsewhere, or where you may write"),
+}
+
+
 @contextlib.contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
     """A unique temporary name beside `path` to write to; renamed to `path` if the block succeeds, removed if it
-    fails. Readers never see half a file, and two writers never share a temporary name."""
+    fails. Readers never see half a file, and two writers never share a temporary name. A write the disk or its
+    permissions refuse is one line naming `path` (a UserError)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    with refused_as_user_error(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(handle)
     tmp = Path(name)
     try:
-        yield tmp
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's 0600 would hide shared outputs from the rest of a team
-        os.replace(tmp, path)
+        with refused_as_user_error(path):  # inside the try: a full disk is seen before the temporary file goes
+            yield tmp
+            os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's 0600 would hide shared outputs from the rest of a team
+            os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def refused_as_user_error(path: Path) -> Iterator[None]:
+    """A block that writes `path`: a write the disk or its permissions refuse (see `refused_write`) becomes one
+    line naming `path`, whatever file of it failed (a temporary name, a file under a folder)."""
+    try:
+        yield
+    except Exception as exc:
+        if (refused := refused_write(exc, path)) is None:
+            raise
+        raise refused from exc
+
+
+def refused_write(exc: BaseException, path: Path | None = None) -> UserError | None:
+    """`exc` as one line when the system refused a write (read-only, full, not permitted: an OSError among its
+    causes), naming `path`, else the file the error names; None for any other error. Writers that say only
+    "failed" (torch.save's RuntimeError, shutil.Error) count too where the device of `path` is full now."""
+    if isinstance(exc, UserError):
+        return None
+    refused = next((e for e in causes(exc) if _refused(e)), None)
+    if refused is not None and (path or _target(refused)):
+        return UserError(_cannot_write(path or _target(refused), refused.errno))
+    if path is not None and isinstance(exc, (OSError, RuntimeError)) and _full(path):
+        return UserError(_cannot_write(path, errno.ENOSPC))
+    return None
+
+
+def _refused(exc: BaseException) -> bool:
+    """An OSError that refused a write. Permission errors count only where the file's folder is not writable:
+    reading a file can be refused too, and that is no write's failure."""
+    if not isinstance(exc, OSError) or exc.errno not in REFUSALS:
+        return False
+    if exc.errno in (errno.EACCES, errno.EPERM) and _target(exc):
+        return unwritable(Path(_target(exc)).parent) is not None
+    return True
+
+
+def _target(exc: OSError) -> str | None:
+    """The file an OSError was writing: a copy's destination (filename2), else the one file it names."""
+    name = exc.filename2 or exc.filename
+    return None if name is None else os.fsdecode(name)
+
+
+def _cannot_write(path: object, code: int) -> str:
+    why, advice = REFUSALS[code]
+    return f"cannot write {path}: {why}; {advice}"
+
+
+def causes(exc: BaseException | None) -> Iterator[BaseException]:
+    """`exc` and what it was raised from or while handling, nearest first (a library's error wraps the OSError)."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        yield exc
+        exc = exc.__cause__ or exc.__context__
+
+
+def unwritable(path: Path) -> int | None:
+    """Why nothing can be written at `path` (a file or folder, made where missing), as the errno a write would
+    meet: its nearest existing folder is read-only, not this user's to write in, or on a full device; else None."""
+    folder = nearest_folder(path)
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return errno.EROFS if _read_only(folder) else errno.EACCES
+    return errno.ENOSPC if _full(folder) else None
+
+
+def nearest_folder(path: Path) -> Path:
+    """`path` where it is a folder, else the nearest of its folders that exists."""
+    return next((p for p in (path, *path.parents) if p.is_dir()), Path("."))
+
+
+def _read_only(folder: Path) -> bool:
+    return hasattr(os, "statvfs") and bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+
+
+def _full(path: Path) -> bool:
+    """Whether the device that holds `path` has no block left for this user (a pseudo file system, /proc, has no
+    blocks at all)."""
+    if not hasattr(os, "statvfs"):
+        return False
+    device = os.statvfs(nearest_folder(path))
+    return device.f_blocks > 0 and device.f_bavail == 0
 
 
 def write_text(path: Path, text: str) -> Path:
@@ -50,10 +148,12 @@ def write_once(folder: Path, write: Callable[[Path], None], last: str) -> Path:
     share a half-made folder and a failed `write` leaves nothing behind."""
     if (folder / last).is_file():
         return folder
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    fresh = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}-"))
+    with refused_as_user_error(folder):
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        fresh = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}-"))
     try:
-        write(fresh)
+        with refused_as_user_error(folder):  # inside the try: a full disk is seen before the half-made copy goes
+            write(fresh)
     except BaseException:
         shutil.rmtree(fresh, ignore_errors=True)
         raise
@@ -101,6 +201,28 @@ def output_file(path: Path, flag: str) -> Path:
 def _under_folders(path: Path, flag: str) -> None:
     if (blocked := file_in_the_way(path)) is not None:
         raise UserError(f"{flag} {path}: {blocked} is a file, not a folder to write in")
+    writable(path, flag)
+
+
+def writable(path: Path, flag: str = "") -> None:
+    """Refuse, before any work, an output `path` that cannot be written: a read-only or full disk, a folder not
+    this user's (`flag`: the option that named it, if one did)."""
+    if code := unwritable(path):
+        why, advice = REFUSALS[code]
+        named = f"{flag} {path}" if flag else str(path)
+        raise UserError(f"{named}: cannot write in {nearest_folder(path).resolve()}: {why}; {advice}")
+
+
+def writable_database(path: Path, store: str) -> None:
+    """Refuse, before any work, a local database (`store`: its URL) that cannot be changed: sqlite writes the file
+    in place and its journal beside it, so both must be writable (the folder is made where missing)."""
+    code = unwritable(path.parent)
+    if code is None and path.exists() and not os.access(path, os.W_OK):
+        code = errno.EROFS if _read_only(path.parent) else errno.EACCES
+    if code:
+        advice = REFUSALS[code][1] if code in (errno.ENOSPC, errno.EDQUOT) else (
+            "run where its folder is writable, or use a store elsewhere")
+        raise UserError(f"{store}: cannot write {path.resolve()}: {REFUSALS[code][0]}; {advice}")
 
 
 def file_in_the_way(path: Path) -> Path | None:

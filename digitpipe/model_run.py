@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from digitpipe import interrupts
 from digitpipe.config import PipelineConfig
 from digitpipe.data import Split
 from digitpipe.evaluate import evaluate_model
@@ -47,11 +48,13 @@ def train_one(name: str, key: str, cfg: PipelineConfig, split: Split, suite: Sui
                                   **({"torch_threads": trained.threads} if trained.threads else {})})
         runs.set_tags(run_id, {"stop_reason": trained.stop_reason})
         runs.log_artifacts(run_id, folder, "report")
+        interrupts.check()  # a stopped run registers nothing more; its checkpoint stays for --resume
         version = tracker_for(cfg.tracking).registry.register_onnx(run_id, onnx_path, split.test.images[:5], {
             "model_name": name, "test_accuracy": evaluation.accuracy, "onnx_path": onnx_path.resolve(),
             "onnx_parity": "passed", "pipeline_run_id": parent_id, "robust_accuracy": robustness.robust_accuracy,
             "invariance_rate": robustness.invariance_rate, TRAINING_KEY_TAG: key, **suite.tags(), **tuned,
             **{k: v for k, v in lineage.items() if not k.startswith("version.")}})  # versions: on the run
+        interrupts.pause_at("registered")
     if checkpoint:
         released(checkpoint)  # kept as a version: the next identical run starts afresh
     return RegisteredResult(name, evaluation.accuracy, evaluation.macro_f1, str(onnx_path.resolve()),

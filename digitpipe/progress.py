@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -47,6 +47,35 @@ class EpochBar:
     def close(self) -> None:
         """Stop drawing (early stopping can end before the bar is full)."""
         self.progress.stop()
+
+
+@contextmanager
+def trial_bar(study: str, total: int, done: int, enabled: bool) -> Iterator[list[Callable]]:
+    """Optuna callbacks that draw the study's finished trials out of `total` (`done` before this process started)
+    with the best objective so far; none when disabled. Rich, not Optuna's tqdm bar, which a terminal that reports
+    no width shows as nothing."""
+    if not enabled:
+        yield []
+        return
+    progress = Progress(TextColumn(f"[bold]study {study}"), BarColumn(), MofNCompleteColumn(),
+                        TextColumn("{task.fields[status]}"), TimeElapsedColumn(), console=Console(stderr=True),
+                        disable=not sys.stderr.isatty())
+    task = progress.add_task(study, total=total, completed=done, status="")
+
+    def finished(study, trial) -> None:
+        if trial.state.name not in ("COMPLETE", "PRUNED"):  # a failed trial does not count towards the total
+            return
+        try:
+            best = f"best {study.best_value:.4f}" if len(study.directions) == 1 else ""
+        except ValueError:  # none complete yet (all pruned)
+            best = ""
+        progress.update(task, advance=1, status=best)
+
+    progress.start()
+    try:
+        yield [finished]
+    finally:
+        progress.stop()
 
 
 def print_comparison(summary: dict) -> None:

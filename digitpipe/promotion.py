@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from digitpipe import interrupts
 from digitpipe.config import PromotionConfig
 from digitpipe.data import Dataset
 from digitpipe.errors import PromotionRefused, UserError
@@ -136,11 +137,15 @@ def promote_if_earned(registry: Registry, result: RegisteredResult, test: Datase
         with registry.promotion_lock():
             registry.set_version_tags(version, {"promotion_order": registry.next_promotion_order(),
                                                 "promotion_lock_entered_at": utc_now()})
-            verdict = _judge(registry, version, evidence, test, predicted, suite, robustness, feedback)
+            verdict, champion = _judge(registry, version, evidence, test, predicted, suite, robustness, feedback)
+            interrupts.pause_at("gate")
+            with interrupts.deferred():  # the aliases and the verdict move together or not at all
+                if verdict.kind is VerdictKind.PROMOTED and (champion is None or champion.version != version):
+                    move_champion(registry, version, champion)
+                record_verdict(registry, verdict)
     except PromotionRefused as refused:  # the version stays registered, with the reason it was not judged
         record_verdict(registry, Verdict(version, VerdictKind.NOT_PROMOTED, str(refused)))
         raise
-    record_verdict(registry, verdict)
     return verdict
 
 
@@ -156,19 +161,19 @@ def candidate(results: Sequence[RegisteredResult]) -> tuple[RegisteredResult, li
 
 
 def _judge(registry: Registry, version: str, evidence: Evidence, test: Dataset, predicted: np.ndarray,
-           suite: Suite | None, robustness: Robustness | None, feedback: Dataset | None) -> Verdict:
-    """Under the promotion lock: the champion read again, the gate against it, the aliases moved if it wins."""
+           suite: Suite | None, robustness: Robustness | None,
+           feedback: Dataset | None) -> tuple[Verdict, Champion | None]:
+    """Under the promotion lock: the champion read again and the gate's verdict against it (the caller moves the
+    aliases)."""
     champion = registry.champion()
     if champion is not None and champion.version == version:
-        return Verdict(version, VerdictKind.PROMOTED, "already the champion", evidence.accuracy)
+        return Verdict(version, VerdictKind.PROMOTED, "already the champion", evidence.accuracy), champion
     if champion is not None:
         evidence = _against(registry, version, champion, evidence, test, predicted, suite, robustness, feedback)
     verdict = gate(registry.cfg.promotion, version, evidence, champion)
     if verdict.promoted and registry.cfg.promotion.approval == "required":
-        return dataclasses.replace(verdict, kind=VerdictKind.AWAITING_APPROVAL)  # the gate's reason kept
-    if verdict.promoted:
-        move_champion(registry, version, champion)
-    return verdict
+        verdict = dataclasses.replace(verdict, kind=VerdictKind.AWAITING_APPROVAL)  # the gate's reason kept
+    return verdict, champion
 
 
 def not_candidate(model: RegisteredResult, best: RegisteredResult) -> Verdict:
@@ -200,8 +205,9 @@ def rollback(registry: Registry) -> tuple[str, str]:
         if previous is None or current is None:
             raise UserError(f"nothing to roll back to: {cfg.registered_model} has no "
                             f"'{cfg.previous_alias if previous is None else cfg.champion_alias}' alias")
-        registry.set_alias(cfg.champion_alias, previous)
-        registry.set_alias(cfg.previous_alias, current)
+        with interrupts.deferred():
+            registry.set_alias(cfg.champion_alias, previous)
+            registry.set_alias(cfg.previous_alias, current)
     stamp = f"{utc_now()} by {user()}"
     registry.set_version_tags(previous, {"rollback": f"restored as champion from v{current} at {stamp}"})
     registry.set_version_tags(current, {"rollback": f"demoted by rollback to v{previous} at {stamp}"})
@@ -210,9 +216,10 @@ def rollback(registry: Registry) -> tuple[str, str]:
 
 def move_champion(registry: Registry, version: str, champion: Champion | None) -> None:
     """Under the promotion lock: `version` becomes the champion, the champion (if any) the previous one."""
-    if champion is not None:
-        registry.set_alias(registry.cfg.previous_alias, champion.version)
-    registry.set_alias(registry.cfg.champion_alias, version)
+    with interrupts.deferred():  # a signal never leaves one alias moved and not the other
+        if champion is not None:
+            registry.set_alias(registry.cfg.previous_alias, champion.version)
+        registry.set_alias(registry.cfg.champion_alias, version)
 
 
 def _against(registry: Registry, version: str, champion: Champion, evidence: Evidence, test: Dataset,

@@ -8,6 +8,7 @@ robustness clause would refuse a model tuned to drop its augmentation)."""
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import time
 import warnings
@@ -17,11 +18,12 @@ from dataclasses import dataclass
 import numpy as np
 import optuna
 
-from digitpipe import robustness
+from digitpipe import interrupts, robustness
 from digitpipe.config import StudyPlan
 from digitpipe.data import Split
 from digitpipe.errors import UserError
 from digitpipe.files import first_line
+from digitpipe.progress import trial_bar
 from digitpipe.runtime import owner, owner_gone
 from digitpipe.records.specs import Choice, NetSpec, Range, spec_for
 from digitpipe.records.training import EpochResult
@@ -48,10 +50,17 @@ class Score:
                 "train_seconds": self.seconds, "epochs_run": self.epochs}
 
 
+def _interrupted_trials(record: logging.LogRecord) -> bool:
+    """Not Optuna's traceback and lines of a trial stopped by Ctrl-C or SIGTERM: the command says so in one line
+    (the trial is recorded as failed, and the study resumes without it)."""
+    return interrupts.asked() is None and not (record.exc_info and isinstance(record.exc_info[1], KeyboardInterrupt))
+
+
 def open_study(plan: StudyPlan, split: Split) -> optuna.Study:
     """The study `plan.study` in `plan.storage`, created, or joined (resumed, or shared with another process) when it
     searched the same model on the same split with the same fixed values."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    logging.getLogger("optuna.study._optimize").addFilter(_interrupted_trials)  # where Optuna logs a failed trial
     storage = _storage(plan.storage)
     identity = {"model": plan.model, "train_digest": split.train.digest[:16], "val_digest": split.val.digest[:16],
                 "seed": str(plan.seed), "fixed": repr(sorted(plan.base.items())),
@@ -142,15 +151,14 @@ def _search(plan: StudyPlan, split: Split, study: optuna.Study, device: str, on_
     # Stop once the study has its total, counting other processes' running trials (each finishes its own).
     stop_at = optuna.study.MaxTrialsCallback(plan.trials, states=(*FINISHED, optuna.trial.TrialState.RUNNING))
     deadline = None if plan.timeout is None else time.monotonic() + plan.timeout
-    for _ in range(MAX_ROUNDS):  # a failed trial does not count: run again for what is left
-        remaining = plan.trials - _count(study, (*FINISHED, optuna.trial.TrialState.RUNNING))
-        left_s = None if deadline is None else deadline - time.monotonic()
-        if remaining <= 0 or (left_s is not None and left_s <= 0):
-            break
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # the progress bar
-            study.optimize(objective, n_trials=remaining, timeout=left_s, callbacks=[stop_at],
-                           catch=(RuntimeError, FloatingPointError), show_progress_bar=progress)
+    with trial_bar(plan.study, plan.trials, _count(study, FINISHED), progress) as bar:
+        for _ in range(MAX_ROUNDS):  # a failed trial does not count: run again for what is left
+            remaining = plan.trials - _count(study, (*FINISHED, optuna.trial.TrialState.RUNNING))
+            left_s = None if deadline is None else deadline - time.monotonic()
+            if remaining <= 0 or (left_s is not None and left_s <= 0):
+                break
+            study.optimize(objective, n_trials=remaining, timeout=left_s, callbacks=[stop_at, *bar],
+                           catch=(RuntimeError, FloatingPointError))
     return study
 
 

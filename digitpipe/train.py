@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from digitpipe import interrupts
 from digitpipe.data.dataset import Dataset
 from digitpipe.files import atomic_path
 from digitpipe.records.specs import Augmentation, NetSpec
@@ -52,6 +53,7 @@ def fit(model: nn.Module, spec: NetSpec, train: Dataset, val: Dataset, device: t
         history.append(EpochResult(epoch, train_loss, train_acc, val_loss, val_acc, time.perf_counter() - start))
         if checkpoint:
             _save_checkpoint(checkpoint, model, optimizer, scheduler, history)
+        interrupts.pause_at(f"epoch {epoch}")
         for callback in callbacks:
             callback(history[-1])
         reason = stop_reason(spec, history)
@@ -97,6 +99,7 @@ def _train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, scheduler, 
     loss_sum = torch.zeros((), device=x.device)
     correct = torch.zeros((), device=x.device, dtype=torch.long)
     for start in range(0, len(x), spec.batch_size):
+        interrupts.check()  # SIGINT/SIGTERM: stop here; the last epoch's checkpoint is what --resume continues
         idx = order[start : start + spec.batch_size]
         xb, yb = _as_input(x[idx]), y[idx]
         if spec.augment:

@@ -121,6 +121,21 @@ def _prefect_slot(name: str) -> Iterator[None]:
             client.release_concurrency_slots_with_lease(lease)
 
 
+@contextlib.contextmanager
+def training_locks(tracking: TrackingConfig, mode: Mode, keys: list[str]) -> Iterator[None]:
+    """One lock per training key (taken in order, so that two runs never wait on each other), under which a run
+    trains and judges: a second run of the same training waits for the first's verdict, then finds it. A local
+    sqlite store's are files beside it; a remote store's, Prefect concurrency limits `digitpipe-train-KEY`; with
+    no Prefect server there is none (identical runs may then both train; the promotion lock still orders them)."""
+    with contextlib.ExitStack() as held:
+        for key in sorted(set(keys)):
+            if tracking.local_store:
+                held.enter_context(locks.local_training_lock(tracking.tracking_uri, key))
+            elif mode == "prefect":
+                held.enter_context(_prefect_slot(f"digitpipe-train-{key}"))
+        yield
+
+
 def _ensure_one_slot_limit(client, name: str) -> None:
     """Create the limit if missing. An inactive limit, or one of several slots, would let promotions overlap
     silently (Prefect grants a lease on an inactive limit without taking a slot): refuse those."""

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from prefect import flow, unmapped
 
+from digitpipe import interrupts
 from digitpipe.config import load_tracking_config
 from digitpipe.errors import TooManyRejected
 from digitpipe.monitoring.drift import Reference, write_drift_report
@@ -25,6 +26,7 @@ def scoring_flow(inputs: list[Path], model: str = "models:/digits@champion", suf
                  config: Path | None = None) -> list[dict]:
     """Score each file in `inputs` with `model`; fail if a file rejects more than `max_reject_fraction` of its rows."""
     startup.set_environment()  # a deployment's run starts here, not at the command line
+    interrupts.rearm()  # a signal stops the task threads too; Prefect's engine would keep SIGTERM to itself
     tracking = load_tracking_config(config)
     tracker = tracker_for(tracking)
     with tempfile.TemporaryDirectory(prefix="digitpipe-model-") as tmp:

@@ -10,10 +10,11 @@ from pathlib import Path
 
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact
+from prefect.futures import wait
 from prefect.runtime import flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from digitpipe import promotion, runtime
+from digitpipe import interrupts, promotion, runtime
 from digitpipe.records.verdicts import Verdict, VerdictKind, run_tags
 from digitpipe.card import card_markdown
 from digitpipe.config import PipelineConfig, load_tracking_config
@@ -23,7 +24,7 @@ from digitpipe.files import first_line, write_json
 from digitpipe.hyperparams import check_split
 from digitpipe.monitoring.feedback import train_on_feedback
 from digitpipe.robustness import Suite
-from digitpipe.tracking import FeedbackStore, Registry, Tracker, tracker_for
+from digitpipe.tracking import FeedbackStore, Registry, RunLog, Tracker, tracker_for
 from digitpipe.tracking.lineage import TrainedBefore
 from digitpipe.training_key import code_version, training_key
 from digitpipe.validation import ValidationReport
@@ -31,7 +32,7 @@ from digitpipe.records.training import RegisteredResult
 from digitpipe.zoo import device_for
 from flows import dask_runner, startup
 from flows.approval import ask_a_person
-from flows.locks import PromotionLock
+from flows.locks import PromotionLock, training_locks
 from tasks import (
     build_reference,
     build_suite,
@@ -47,6 +48,8 @@ from tasks import (
 )
 
 log = logging.getLogger("digitpipe")  # one line per stage; the CLI prints it, deployments send it to Prefect
+STOP_SECONDS = 5.0  # how long a stopped run waits for its tasks to reach their next batch (a scikit-learn fit ends
+# only with the process)
 
 
 @dataclass(frozen=True)
@@ -70,17 +73,19 @@ def training_flow(cfg: PipelineConfig) -> dict:
     """Train every configured model on cfg.data that is not registered already with its training key, register
     each, promote the best if it earned it; return the summary."""
     startup.set_environment()  # a deployment's run starts here, not at the command line
+    interrupts.rearm()  # a signal stops the task threads too; Prefect's engine would keep SIGTERM to itself
     cfg = _with_tracking(cfg)
     tracker = _tracker(cfg)  # an unreachable tracking server fails the run here, before any work
     prepared = prepare(cfg, tracker)
     keys = {name: training_key(name, cfg.spec(name), cfg.seed, prepared.data.digest, prepared.recipe,
                                prepared.split) for name in cfg.models}
-    unchanged = {} if cfg.force else tracker.registry.lineage.trained_before(keys)
-    for before in unchanged.values():
-        log.info(before.line())
-    names = [name for name in cfg.models if name not in unchanged]
-    results, verdict = train_and_judge(cfg, tracker, prepared, {name: keys[name] for name in names}) if names \
-        else ([], None)
+    with training_locks(cfg.tracking, cfg.promotion_lock, list(keys.values())):  # an identical run: its verdict
+        unchanged = {} if cfg.force else tracker.registry.lineage.trained_before(keys)
+        for before in unchanged.values():
+            log.info(before.line())
+        names = [name for name in cfg.models if name not in unchanged]
+        results, verdict = train_and_judge(cfg, tracker, prepared, {name: keys[name] for name in names}) if names \
+            else ([], None)
     if verdict is not None:
         log.info(verdict.line())
     if verdict is not None and verdict.kind is VerdictKind.AWAITING_APPROVAL:
@@ -94,6 +99,7 @@ def training_flow(cfg: PipelineConfig) -> dict:
 def prepare(cfg: PipelineConfig, tracker: Tracker) -> Prepared:
     """Load and validate the data (a report of the same digits is reused), split it, add labelled feedback."""
     data = load_dataset(cfg.data, "train" if cfg.protocol == "standard" else None)
+    interrupts.pause_at("loaded")
     validation, validated_in = check_once(data, cfg.min_rows, cfg.out_dir / "validation")
     log.info(f"validated {len(data):,} images from {data.source}: {validation.summary()}")
     split = split_by_protocol(data, cfg.protocol, cfg.data, cfg.test_fraction, cfg.val_fraction, cfg.seed_of_split)
@@ -112,6 +118,8 @@ def train_and_judge(cfg: PipelineConfig, tracker: Tracker, prepared: Prepared,
     device = device_for(tuple(keys)) if _trains_here() else None  # None: each Dask worker picks its own
     for run_id in runs.fail_orphaned_runs():
         log.info(f"marked run {run_id} FAILED: the process that ran it is gone")
+    for version in registry.lineage.mark_unjudged():
+        log.info(f"marked v{version} interrupted: its run stopped before the gate judged it")
     lineage = {**runtime.lineage(), "prefect.flow_run_id": str(flow_run.get_id()),
                "data_digest": prepared.data.digest, "code_version": code_version()}
     with runs.run("pipeline", tags={**lineage, **next(iter(cfg.params_tags.values()), {})}) as parent_id:
@@ -125,17 +133,36 @@ def train_and_judge(cfg: PipelineConfig, tracker: Tracker, prepared: Prepared,
         runs.set_tags(parent_id, suite.tags())
         futures = [train_one.submit(name, key, cfg, split, suite, reference, device, parent_id, lineage)
                    for name, key in keys.items()]
-        results = []
-        for future in futures:
-            results.append(future.result())
-            log.info(results[-1].line())
-        runs.log_artifacts(parent_id, write_comparison(results, cfg.out_dir / parent_id / "comparison"))
-        verdict = promote_best(registry, results, split, suite, prepared.feedback)
+        try:
+            results = []
+            for future in futures:
+                results.append(future.result())
+                log.info(results[-1].line())
+            runs.log_artifacts(parent_id, write_comparison(results, cfg.out_dir / parent_id / "comparison"))
+            verdict = promote_best(registry, results, split, suite, prepared.feedback)
+        except KeyboardInterrupt as stop:
+            stopped(runs, registry, parent_id, futures, stop)
+            raise
         for result in results:
             publish_card(registry, result, split.test, cfg.out_dir / parent_id / result.name / "card")
         runs.log_metrics(parent_id, {f"{r.name}_test_accuracy": r.accuracy for r in results})
         runs.set_tags(parent_id, run_tags(verdict))
     return results, verdict
+
+
+def stopped(runs: RunLog, registry: Registry, parent_id: str, futures: list, stop: KeyboardInterrupt) -> None:
+    """A signal stopped the run: its models' tasks stop at their next batch (their runs end KILLED, their
+    checkpoints kept; a Dask worker's run is marked so here); a version they registered and the gate did not
+    judge is marked so that the next run does."""
+    if _trains_here():  # a Dask worker hears no signal: it stops with its cluster (a local one closes with the command)
+        wait(futures, timeout=STOP_SECONDS)
+    else:
+        logging.getLogger("distributed").setLevel(logging.ERROR)  # the closing cluster's warnings about the task
+    runs.kill_children(parent_id, f"interrupted by {stop or 'SIGINT'}")
+    for version in registry.lineage.mark_unjudged(parent_id):
+        log.info(f"v{version} interrupted before the gate judged it: the next run trains and judges it again")
+    log.info(f"stopped by {stop or 'SIGINT'}: `digitpipe run` with the same arguments and --resume continues each "
+             "net from its last finished epoch")
 
 
 def _with_tracking(cfg: PipelineConfig) -> PipelineConfig:
@@ -204,7 +231,7 @@ def publish_card(registry: Registry, result: RegisteredResult, test: Dataset, fo
 
 def run_params(cfg: PipelineConfig, split: Split, device: str) -> dict[str, object]:
     """What a pipeline run was given, as MLflow parameters: data, seed, protocol, split sizes, per-digit test counts."""
-    return {"data": cfg.data.resolve(), "data_digest": split.train.digest, "seed": cfg.seed,
+    return {"data": cfg.data.resolve(), "train_digest": split.train.digest, "seed": cfg.seed,
             "split_seed": cfg.seed_of_split, "protocol": cfg.protocol,
             "test_fraction": cfg.test_fraction, "val_fraction": cfg.val_fraction, "feedback": cfg.feedback,
             "device": device, "models": ",".join(cfg.models), **{f"split_{part}": n for part, n in split.sizes().items()},

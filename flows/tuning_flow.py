@@ -7,7 +7,7 @@ import logging
 
 from prefect import flow
 
-from digitpipe import hyperparams, studies
+from digitpipe import hyperparams, interrupts, studies
 from digitpipe.config import StudyPlan, TuneConfig
 from digitpipe.plots import study_pngs
 from digitpipe.tracking import tracker_for
@@ -23,6 +23,7 @@ log = logging.getLogger("digitpipe")
 def tuning_flow(cfg: TuneConfig) -> dict:
     """Search cfg.model's hyperparameters until the study has cfg.trials finished trials; return the summary."""
     startup.set_environment()
+    interrupts.rearm()  # a signal stops the task threads too; Prefect's engine would keep SIGTERM to itself
     device, runs = device_for((cfg.model,)), tracker_for(cfg.tracking).runs
     data = load_dataset(cfg.data, "train" if cfg.protocol == "standard" else None)
     split = split_by_protocol(data, cfg.protocol, cfg.data, cfg.test_fraction, cfg.val_fraction, cfg.seed_of_split)

@@ -48,6 +48,13 @@ def test_a_second_identical_run_trains_nothing_and_a_changed_spec_retrains_only_
     forced = digitpipe_cli(*run, "--force")
     assert forced.code == 0, forced.err
     assert not _unchanged(forced.err) and sorted(_versions(uri).values()).count("logreg") == 2
+    client = MlflowClient(uri)
+    pipelines = client.search_runs([client.get_experiment_by_name("digitpipe").experiment_id],
+                                   "tags.mlflow.runName = 'pipeline'")
+    assert len(pipelines) == 3  # the first, the changed and the forced run: two of them reused the validation
+    for run in pipelines:  # a reused validation logs its data docs too, not only validation.json
+        assert {a.path for a in client.list_artifacts(run.info.run_id, "validation/data_docs")} >= {
+            "validation/data_docs/index.html"}
 
 
 def test_a_fresh_home_and_an_empty_prefect_home_against_the_same_store_still_skip(tmp_path, fixture_dir):

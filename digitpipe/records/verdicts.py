@@ -23,6 +23,7 @@ class VerdictKind(enum.Enum):
     AWAITING_APPROVAL = "awaiting_approval"  # earned promotion; a person decides (promotion.approval: required)
     NOT_PROMOTED = "not_promoted"  # the gate could not judge it (no promotion lock): trained and judged again
     NOT_APPROVED = "not_approved"  # approval came too late: trained and judged again
+    INTERRUPTED = "interrupted"  # its run stopped (a signal, a kill) before the gate judged it: trained and judged again
 
     @property
     def promoted(self) -> bool:
@@ -31,7 +32,7 @@ class VerdictKind(enum.Enum):
     @property
     def stands(self) -> bool:
         """Whether the decision stands, so that the same training is not run and judged again."""
-        return self not in (VerdictKind.NOT_PROMOTED, VerdictKind.NOT_APPROVED)
+        return self not in (VerdictKind.NOT_PROMOTED, VerdictKind.NOT_APPROVED, VerdictKind.INTERRUPTED)
 
 
 # Before the gate's own reason in the `verdict_reason` tag of a version awaiting approval.

@@ -17,7 +17,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
 from digitpipe.errors import UserError
-from digitpipe.records.verdicts import Verdict, from_tags, run_tags
+from digitpipe.records.verdicts import Verdict, VerdictKind, from_tags, run_tags, to_tags
 
 if TYPE_CHECKING:
     from digitpipe.data import SplitRecipe
@@ -76,6 +76,36 @@ class VersionLineage:
         with contextlib.suppress(MlflowException):  # the run is gone (digitpipe gc): the version holds the decision
             for key, value in run_tags(verdict).items():
                 self.client.set_tag(run_id, key, value)
+
+    def mark_unjudged(self, pipeline_run: str | None = None) -> list[str]:
+        """Mark `interrupted` the versions that no gate judged because their pipeline run stopped first (`pipeline_run`,
+        or any run that ended KILLED or FAILED), so that none is left without a verdict and the next run trains
+        and judges them again; returns them."""
+        try:
+            rows = self.store.versions()
+        except UserError:  # no registered model yet
+            return []
+        ended: dict[str, bool] = {}
+        marked = []
+        for row in rows:
+            run_id = row.pipeline_run_id
+            if "verdict" in row.tags or TRAINING_KEY_TAG not in row.tags or not run_id:
+                continue
+            if run_id not in ended:
+                ended[run_id] = run_id == pipeline_run or (pipeline_run is None and self._ended(run_id))
+            if ended[run_id]:
+                self.store.set_version_tags(row.version, to_tags(Verdict(
+                    row.version, VerdictKind.INTERRUPTED, f"its pipeline run {run_id} stopped before the gate "
+                    "judged it (interrupted or killed): the next run trains and judges it again")))
+                marked.append(row.version)
+        return marked
+
+    def _ended(self, run_id: str) -> bool:
+        """Whether a pipeline run ended without finishing (killed, failed, or deleted)."""
+        try:
+            return self.client.get_run(run_id).info.status in ("KILLED", "FAILED")
+        except MlflowException:
+            return True
 
     def trained_before(self, keys: Mapping[str, str]) -> dict[str, TrainedBefore]:
         """Per model name of `keys` (name -> training key), the newest version registered with that key whose

@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING
 from mlflow.exceptions import MlflowException
 from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 
+from digitpipe import interrupts
+
 if TYPE_CHECKING:
     from digitpipe.records.models import VersionRecord
     from digitpipe.tracking.client import VersionStore
@@ -32,7 +34,9 @@ class Retention:
             doomed = self._doomed(versions, keep)
             kept_runs = {v.pipeline_run_id for v in versions if v not in doomed}
             for version in doomed:
-                self._delete(version, kept_runs)
+                interrupts.pause_at("gc")
+                with interrupts.deferred():  # a version goes whole: its registration, its runs and its files
+                    self._delete(version, kept_runs)
         return doomed
 
     def _doomed(self, versions: list[VersionRecord], keep: int) -> list[VersionRecord]:

@@ -55,13 +55,19 @@ class RunLog:
 
     @contextmanager
     def run(self, name: str, parent_id: str | None = None, tags: Mapping[str, str] | None = None) -> Iterator[str]:
-        """A run that ends FINISHED, or FAILED if the block raises (never left RUNNING)."""
+        """A run that ends FINISHED, KILLED if the block is interrupted (SIGINT, SIGTERM), or FAILED if it raises
+        (never left RUNNING)."""
         tags = {**(tags or {}), **owner_tags(), "digitpipe.config": self.cfg.config_file}
         if parent_id:
             tags[PARENT_TAG] = parent_id
         run_id = self.client.create_run(self.experiment_id, run_name=name, tags=tags).info.run_id
         try:
             yield run_id
+        except KeyboardInterrupt as exc:  # digitpipe.interrupts.Interrupted names its signal
+            with contextlib.suppress(Exception):
+                self.client.set_tag(run_id, "digitpipe.failure", f"interrupted by {exc or 'SIGINT'}")
+                self.client.set_terminated(run_id, "KILLED")
+            raise
         except BaseException:
             with contextlib.suppress(Exception):  # the store may be what failed; the original error matters more
                 self.client.set_terminated(run_id, "FAILED")
@@ -86,6 +92,16 @@ class RunLog:
             self.client.set_tag(run_id, "digitpipe.failure", "its process died before the run ended")
             self.client.set_terminated(run_id, "FAILED")
         return orphans
+
+    def kill_children(self, parent_id: str, why: str) -> list[str]:
+        """Mark KILLED the runs under `parent_id` still RUNNING: their tasks were stopped with the command (a Dask
+        worker's process closed with its cluster)."""
+        running = self.client.search_runs([self.experiment_id], f"attributes.status = 'RUNNING' and "
+                                          f"tags.`{PARENT_TAG}` = '{parent_id}'", max_results=1000)
+        for run in running:
+            self.client.set_tag(run.info.run_id, "digitpipe.failure", why)
+            self.client.set_terminated(run.info.run_id, "KILLED")
+        return [run.info.run_id for run in running]
 
     def log_trained_on(self, run_id: str, hashes: np.ndarray) -> None:
         """Record on a pipeline run which images its models trained on (Split.seen_in_training), so that a later

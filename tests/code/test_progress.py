@@ -26,3 +26,28 @@ def test_the_last_line_names_a_version_awaiting_approval(tmp_path, capsys):
     print_comparison({"models": models, "champion": None, "verdict": None})
     assert capsys.readouterr().out.rstrip().endswith(
         "no champion yet: no model has passed the promotion gate (see mlflow.yaml)")
+
+
+def test_the_tuning_bar_counts_finished_trials_only_and_shows_the_best(monkeypatch):
+    import io
+    import sys
+
+    import optuna
+
+    from digitpipe.progress import trial_bar
+
+    screen = io.StringIO()
+    screen.isatty = lambda: True  # a terminal, as far as the bar can tell
+    monkeypatch.setattr(sys, "stderr", screen)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    study = optuna.create_study(direction="maximize")
+
+    def objective(trial):
+        if trial.number == 1:
+            raise RuntimeError("a failed trial")  # does not count towards the total
+        return trial.suggest_float("x", 0, 1)
+
+    with trial_bar("mlp", 5, 1, True) as bar:
+        study.optimize(objective, n_trials=3, callbacks=bar, catch=(RuntimeError,))
+    assert "3/5" in screen.getvalue() and "4/5" not in screen.getvalue()
+    assert f"best {study.best_value:.4f}" in screen.getvalue()

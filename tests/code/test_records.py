@@ -67,7 +67,8 @@ def test_a_version_not_judged_or_with_a_verdict_unknown_here_has_none(tags):
 
 def test_only_promotion_and_a_decision_that_stands_count():
     assert {k for k in VerdictKind if k.promoted} == {VerdictKind.PROMOTED, VerdictKind.PROMOTED_BY_HAND}
-    assert {k for k in VerdictKind if not k.stands} == {VerdictKind.NOT_PROMOTED, VerdictKind.NOT_APPROVED}
+    assert {k for k in VerdictKind if not k.stands} == {VerdictKind.NOT_PROMOTED, VerdictKind.NOT_APPROVED,
+                                                          VerdictKind.INTERRUPTED}
 
 
 def test_a_version_row_says_whether_it_waits():
