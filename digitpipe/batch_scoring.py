@@ -19,7 +19,7 @@ from digitpipe.config import MonitoringConfig
 from digitpipe.errors import DataError, UserError
 from digitpipe.data.chunks import Chunk
 from digitpipe.data.reader import read_chunks
-from digitpipe.files import atomic_path, file_in_the_way, write_json
+from digitpipe.files import atomic_path, file_in_the_way, writable, write_json
 from digitpipe.monitoring.drift import BatchProfile, Reference
 from digitpipe.onnx_scorer import OnnxScorer, probabilities
 from digitpipe.records.drift import DriftKind, DriftVerdict
@@ -74,7 +74,8 @@ def score_file(scorer: OnnxScorer, input_path: Path, output: Path, model: ModelI
     """Score `input_path` chunk by chunk into `output` (CSV `ImageId,Label` or Parquet), plus rejects and a JSON
     sidecar; with the model's `reference`, the batch is profiled on the way and its drift verdict reported.
 
-    Every file is written under a temporary name and renamed at the end: a failure leaves no partial output.
+    Every file is written under a temporary name and renamed at the end: a failure (a full disk too) leaves none of
+    them.
     """
     start = time.perf_counter()
     _, rejects_path, _ = checked_outputs(input_path, output)
@@ -97,13 +98,13 @@ def score_file(scorer: OnnxScorer, input_path: Path, output: Path, model: ModelI
                 progress(len(chunk.rows) + len(chunk.rejects))
         if scored + len(all_rejects) == 0:  # a header alone: nothing was scored, so nothing is written
             raise DataError(input_path, "no rows to score")
+        report = ScoreReport(str(input_path), str(output), str(rejects_path), scored, len(all_rejects),
+                             time.perf_counter() - start, model, correct / labelled if labelled else None,
+                             _drift(profile, thresholds or MonitoringConfig(), model))
         with _table_writer(rejects_path, REJECTS_SCHEMA) as write_rejects:
             write_rejects(pa.table({"row": [r for r, _ in all_rejects], "reason": [w for _, w in all_rejects]},
-                                         schema=REJECTS_SCHEMA))
-    report = ScoreReport(str(input_path), str(output), str(rejects_path), scored, len(all_rejects),
-                         time.perf_counter() - start, model, correct / labelled if labelled else None,
-                         _drift(profile, thresholds or MonitoringConfig(), model))
-    _write_sidecar(output, report)
+                                   schema=REJECTS_SCHEMA))
+            _write_sidecar(output, report)  # inside both writers: a full disk leaves none of the three files
     return report
 
 
@@ -121,6 +122,7 @@ def checked_outputs(input_path: Path, output: Path) -> tuple[Path, Path, Path]:
             raise UserError(f"{output}: {path} is a folder, not a file to write")
     if (blocked := file_in_the_way(output)) is not None:
         raise UserError(f"{output}: {blocked} is a file, not a folder to write in")
+    writable(output)  # a read-only or full disk, said before the model is loaded
     return written
 
 

@@ -11,6 +11,7 @@ This module imports nothing from Prefect or MLflow: it must cost nothing before 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import socket
 import subprocess
@@ -152,15 +153,69 @@ def _flush_prefect_clients() -> None:
             worker.drain_all(timeout=5)
 
 
-def prepare_store(uri: str) -> subprocess.Popen | None:
-    """A new local sqlite MLflow store, created (its migrations take seconds) by a subprocess beside this one's
-    imports; call .wait() before the first tracking call. None when there is nothing to create."""
+def prepare_store(uri: str) -> StoreCreation | StoreCheck | None:
+    """What the store needs before the first flow: a new local sqlite store created (its migrations take seconds)
+    by a subprocess beside this one's imports; any other store (a server, a folder) checked. Call .wait() before the
+    first tracking call. None when there is nothing to do. A local store that cannot be written (a read-only or
+    full folder) is refused now, before any work."""
     from digitpipe.config import sqlite_file  # the config is built by then: no cost
+    from digitpipe.files import writable_database
 
-    if (database := sqlite_file(uri)) is None or database.exists():
+    if (database := sqlite_file(uri)) is None:
+        return StoreCheck(uri)
+    writable_database(database, f"the MLflow store {uri}")
+    if database.exists():
         return None
-    return subprocess.Popen([sys.executable, "-m", "flows.startup", "prepare-store", uri], stdout=subprocess.DEVNULL,
-                            env={**os.environ, "MLFLOW_LOGGING_LEVEL": "WARNING"})
+    return StoreCreation(subprocess.Popen(
+        [sys.executable, "-m", "flows.startup", "prepare-store", uri], stdout=subprocess.PIPE, text=True,
+        env={**os.environ, "MLFLOW_LOGGING_LEVEL": "WARNING"}))
+
+
+@dataclasses.dataclass(frozen=True)
+class StoreCheck:
+    """A store that is not a local sqlite file (prepare_store)."""
+
+    uri: str
+
+    def wait(self) -> None:
+        """The store checked in this process once its imports are done (the client kept for the flow): where it
+        cannot be used or reached, one line before any flow starts, so that no flow run is left half-reported."""
+        from digitpipe.tracking import open_store
+
+        open_store(self.uri)
+
+
+class StoreCreation:
+    """The subprocess that creates a new local store (prepare_store)."""
+
+    def __init__(self, process: subprocess.Popen) -> None:
+        self.process = process
+
+    def wait(self) -> None:
+        """Block until the store is made; its one line (a UserError) where it could not be."""
+        from digitpipe.errors import UserError
+
+        said = self.process.communicate()[0].strip().splitlines()
+        if self.process.returncode:
+            raise UserError(said[-1] if said else f"the MLflow store creation exited {self.process.returncode}")
+
+
+def _create_store(uri: str) -> int:
+    """What the subprocess of prepare_store runs: the store made, or one line on stdout and exit 2."""
+    from filelock import FileLock
+
+    from digitpipe.config import sqlite_file
+    from digitpipe.errors import UserError
+    from digitpipe.files import first_line
+    from digitpipe.tracking import open_store
+
+    try:
+        with FileLock(f"{sqlite_file(uri)}.create.lock"):  # two commands started at once
+            open_store(uri)
+    except Exception as exc:  # a UserError's line as it is; anything else said once, not as a traceback
+        print(exc if isinstance(exc, UserError) else f"cannot create the MLflow store {uri} ({first_line(exc, 160)})")
+        return 2
+    return 0
 
 
 def exit_now(code: int) -> None:
@@ -180,11 +235,4 @@ def skip_teardown(code: int) -> None:
 
 
 if __name__ == "__main__" and sys.argv[1:2] == ["prepare-store"]:  # see prepare_store
-    from filelock import FileLock
-
-    from digitpipe.tracking import open_store
-
-    from digitpipe.config import sqlite_file
-
-    with FileLock(f"{sqlite_file(sys.argv[2])}.create.lock"):  # two commands started at once
-        open_store(sys.argv[2])
+    sys.exit(_create_store(sys.argv[2]))

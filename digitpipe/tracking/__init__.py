@@ -7,7 +7,6 @@ own, naming its artifacts: lineage.py, monitoring.py, quantization.py, cards.py,
 from __future__ import annotations
 
 import functools
-import logging
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 
@@ -16,7 +15,8 @@ from mlflow import MlflowClient
 from digitpipe import locks
 from digitpipe.config import TrackingConfig
 from digitpipe.errors import UserError
-from digitpipe.files import first_line
+from digitpipe.files import writable_database
+from digitpipe.tracking import store_check
 from digitpipe.tracking.registry import Champion, Registry
 from digitpipe.tracking.feedback import FeedbackStore
 from digitpipe.tracking.runs import RunLog
@@ -27,9 +27,13 @@ __all__ = ["Champion", "FeedbackStore", "Registry", "RunLog", "Tracker", "open_s
 def tracker_for(cfg: TrackingConfig, promotion_lock: Callable[[], AbstractContextManager] | None = None,
                 create: bool = True) -> Tracker:
     """This process's Tracker for `cfg` and `promotion_lock`; with `create` False (commands that only read or change
-    what is registered) a missing local store is an error."""
-    if not create and (path := cfg.local_store) and not path.exists():
-        raise UserError(f"no MLflow store at {cfg.tracking_uri} (no such file): nothing has been registered there")
+    what is registered) a missing local store is an error, with `create` (commands that log runs) a local store
+    that cannot be written (a read-only or full folder) is one."""
+    if (path := cfg.local_store) is not None:
+        if not create and not path.exists():
+            raise UserError(f"no MLflow store at {cfg.tracking_uri} (no such file): nothing has been registered there")
+        if create:
+            writable_database(path, f"the MLflow store {cfg.tracking_uri}")
     return _tracker(cfg, promotion_lock)
 
 
@@ -38,17 +42,20 @@ def _tracker(cfg: TrackingConfig, promotion_lock: Callable[[], AbstractContextMa
     return Tracker(cfg, promotion_lock)
 
 
-@functools.cache
+_CLIENTS: dict[str, MlflowClient] = {}  # one per store and process: the stores `refused_write` may name
+
+
 def _checked_client(uri: str) -> MlflowClient:
     """One MLflow client per store and process, the store checked once: before any work is done, not mid-run."""
-    for noisy in ("mlflow", "alembic"):  # before the client: it creates a new store's tables, saying so at INFO
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-    client = MlflowClient(uri)
-    try:
-        client.search_experiments(max_results=1)
-    except Exception as exc:  # MlflowException, requests' and sqlalchemy's errors: all mean "no store"
-        raise UserError(f"cannot reach the MLflow tracking store at {uri} ({first_line(exc, 160)})") from None
-    return client
+    if uri not in _CLIENTS:
+        _CLIENTS[uri] = store_check.checked_client(uri)
+    return _CLIENTS[uri]
+
+
+def refused_write(exc: BaseException) -> UserError | None:
+    """A write that a local store this process opened refused (its sqlite database or folder read-only, its disk
+    full) as one line naming the store; None for any other error."""
+    return store_check.refused_write(exc, list(_CLIENTS))
 
 
 class Tracker:
@@ -64,5 +71,6 @@ class Tracker:
 
 
 def open_store(uri: str) -> None:
-    """Create or migrate the store at `uri` (a new sqlite store runs its migrations: seconds)."""
-    MlflowClient(uri).search_experiments(max_results=1)
+    """Create or migrate the store at `uri` (a new sqlite store runs its migrations: seconds); an unusable or
+    unreachable store is a UserError."""
+    _checked_client(uri)

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 from mlflow.exceptions import MlflowException
 
-from digitpipe.tracking.client import permitted
+from digitpipe.tracking.client import logged_whole, permitted
 
 if TYPE_CHECKING:
     from digitpipe.tracking.client import VersionStore
@@ -68,8 +68,9 @@ class CardRecords:
         """Log the card in `folder` on the version's run, as the decision's card or as `revision`; with `named`,
         the version's tag names it (the newest). Returns its page's artifact path."""
         page = card_page(revision)
-        with permitted(f"log the card of v{version}"):
-            self.client.log_artifacts(run_id, str(folder), str(PurePosixPath(page).parent))
+        parent = str(PurePosixPath(page).parent)
+        with permitted(f"log the card of v{version}"), logged_whole(self.client, run_id, parent):
+            self.client.log_artifacts(run_id, str(folder), parent)
         if named:
             self.store.set_version_tags(version, {CARD_TAG: page})
         return page

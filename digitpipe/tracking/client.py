@@ -6,10 +6,11 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, contextmanager, suppress
 from typing import TYPE_CHECKING, Protocol
 
 from mlflow.exceptions import MlflowException
+from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 from mlflow.tracking._tracking_service.utils import _use_tracking_uri  # private, but the only scoped form
 
 from digitpipe.errors import UserError
@@ -65,6 +66,20 @@ def permitted(what: str) -> Iterator[None]:
         if exc.error_code not in ("PERMISSION_DENIED", "UNAUTHENTICATED"):
             raise
         raise UserError(f"the MLflow account may not {what} ({first_line(exc, 120)})") from None
+
+
+@contextmanager
+def logged_whole(client: MlflowClient, run_id: str, path: str) -> Iterator[None]:
+    """A block that logs a new folder of artifacts at `path` on a run: where it fails (a disk that fills up mid-copy),
+    what it copied goes, so that no reader takes half a folder for a whole one. A folder there before is kept."""
+    fresh = not client.list_artifacts(run_id, path)
+    try:
+        yield
+    except Exception:
+        if fresh:
+            with suppress(Exception):  # the error that stopped the copy is the one to report
+                get_artifact_repository(client.get_run(run_id).info.artifact_uri).delete_artifacts(path)
+        raise
 
 
 class VersionStore(Protocol):
