@@ -126,14 +126,13 @@ def card(
     from digitpipe.records.models import ModelIdentity
     from digitpipe.tracking import tracker_for
 
-    if output is not None:
-        output_folder(output, "--output")
+    folder = output or Path("outputs") / "cards" / f"v{version}"
+    output_folder(folder, "--output")  # the default too: checked before the card is scored
     registry = tracker_for(load_tracking_config(config), create=False).registry
     registry.version_tags(version)  # a clear error for a version that does not exist
     identity = ModelIdentity(f"v{version}", registry.cfg.registered_model, version)
     split, made_from = training_split(registry, identity, data, None, None,
                                       held_out_only=True)  # a card scores the held-out part only
-    folder = output or Path("outputs") / "cards" / f"v{version}"
     made = write_card(registry, version, split.test, folder)
     typer.echo(f"{registry.cfg.registered_model} v{version} ({made['model']['name']}): held-out accuracy "
                f"{made['held_out']['accuracy']:.2%} on {made['held_out']['images']:,} images of {made_from}; "

@@ -15,6 +15,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from digitpipe import interrupts
 from digitpipe.config import MonitoringConfig
 from digitpipe.errors import DataError, UserError
 from digitpipe.data.chunks import Chunk
@@ -96,6 +97,7 @@ def score_file(scorer: OnnxScorer, input_path: Path, output: Path, model: ModelI
                 correct += int(np.sum(predicted == chunk.labels))
             if progress:
                 progress(len(chunk.rows) + len(chunk.rejects))
+            interrupts.pause_at("scored chunk")
         if scored + len(all_rejects) == 0:  # a header alone: nothing was scored, so nothing is written
             raise DataError(input_path, "no rows to score")
         report = ScoreReport(str(input_path), str(output), str(rejects_path), scored, len(all_rejects),

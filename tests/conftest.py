@@ -269,6 +269,7 @@ def team_prefect(pg_cluster, team_variables, tmp_path_factory) -> dict:
 FIRST_RUN_FILES = ("test_training_run.py", "test_scoring_flow.py", "test_int8.py", "test_concurrency.py")
 # the end-to-end files, the longest first (a minute or more each, part of it waiting on servers), then the units
 SLOWEST_FILES = ("test_team.py", "test_servers.py", *FIRST_RUN_FILES, "test_deployments.py", "test_reliability.py",
+                 "test_faults.py", "test_faults_io.py",
                  "test_serving.py", "test_serving_fuzz.py", "test_serving_page.py", "test_serving_timeouts.py",
                  "test_run_command.py", "test_imports.py", "test_registered_model.py", "test_gate.py", "test_loop.py")
 

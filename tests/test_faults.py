@@ -140,6 +140,14 @@ def test_sigint_during_the_gate_keeps_the_champion_and_frees_the_lock_and_serve_
                        store.folder / "scored.csv")
     assert scored.code == 0, scored.err  # the champion's file still matches its checksum
 
+    before = set(store.folder.iterdir())  # scoring stopped mid-file leaves no output, whole or half
+    command = digitpipe("score", "--model", "models:/digits@champion", "--input", FIXTURE, "--output",
+                        store.folder / "stopped.csv", "--config", store.config,
+                        env={**store.env, PAUSE_VARIABLE: "scored chunk"}, cwd=store.folder, wait=False)
+    code, stderr, seconds = store.stopped(command, "scored chunk", signal.SIGINT)
+    _one_line(code, stderr, seconds, signal.SIGINT)
+    assert set(store.folder.iterdir()) == before
+
     port = free_port()  # the service stops as gracefully, with the same line
     served = digitpipe("serve", "--port", port, "--config", store.config, env=store.env, cwd=store.folder,
                        wait=False)
