@@ -114,26 +114,32 @@ def run_cli() -> int:
     startup.set_environment()
     for name in ("prefect.task_runs", "prefect.flow_runs"):
         logging.getLogger(name).addFilter(_DropUserErrorRecords())
+    stops: list[interrupts.Interrupted] = []
     try:
         with interrupts.stoppable() as stops:
             code = app(standalone_mode=False, prog_name="digitpipe")  # the code of a typer.Exit raised by a command
-    except UserError as exc:
-        print(f"digitpipe: error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except typer.TyperException as exc:  # a usage error (typer's own copy of click's): its short usage message
-        exc.show()
-        return exc.exit_code
-    except (typer.Abort, KeyboardInterrupt):
-        if not stops:  # an answer that never came (EOF at a prompt)
-            print("digitpipe: aborted", file=sys.stderr)
-            return 130
-    except Exception as exc:  # a write the disk refused where nothing nearer said so (MLflow's own writes)
-        if (refused := refused_write(exc)) is None:
-            raise
-        print(f"digitpipe: error: {refused}", file=sys.stderr)
-        return refused.exit_code
+    except BaseException as exc:
+        if not stops:  # a stop asked for wins over whatever its clean-up raised
+            return _failed(exc)
     if stops:  # typer turns a KeyboardInterrupt into a silent exit 130, whatever the signal
-        print(f"digitpipe: interrupted by {stops[0].name}", file=sys.stderr)
+        print(stops[0].line, file=sys.stderr)
         return stops[0].exit_code
     return code if isinstance(code, int) else 0
 
+
+
+def _failed(exc: BaseException) -> int:
+    """How a command that raised ends: user errors as one line, usage errors as click's usage message."""
+    if isinstance(exc, UserError):
+        print(f"digitpipe: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    if isinstance(exc, typer.TyperException):  # typer's own copy of click's usage error
+        exc.show()
+        return exc.exit_code
+    if isinstance(exc, (typer.Abort, KeyboardInterrupt)):  # an answer that never came (EOF at a prompt)
+        print("digitpipe: aborted", file=sys.stderr)
+        return 130
+    if isinstance(exc, Exception) and (refused := refused_write(exc)) is not None:  # a write the disk refused
+        print(f"digitpipe: error: {refused}", file=sys.stderr)  # where nothing nearer said so (MLflow's own)
+        return refused.exit_code
+    raise exc

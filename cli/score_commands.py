@@ -41,7 +41,8 @@ def score(
         typer.echo(f"reading {find_idx_pair(input)[0]}", err=True)  # which pair of the folder is scored
     if reference is not None and not reference.is_file():
         raise UserError(f"{reference}: no such reference file")
-    checked_outputs(input, output)  # before the model is loaded: an input is never replaced by predictions
+    read = [path for path in (Path(model), reference, config or Path("mlflow.yaml")) if path and Path(path).is_file()]
+    checked_outputs(input, output, read)  # before the model is loaded: nothing read is replaced by predictions
     with tempfile.TemporaryDirectory(prefix="digitpipe-model-") as tmp:
         loaded = load_model(model, tracking, Path(tmp), reference=reference)
         with _progress(input) as advance:

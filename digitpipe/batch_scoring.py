@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -110,15 +110,14 @@ def score_file(scorer: OnnxScorer, input_path: Path, output: Path, model: ModelI
     return report
 
 
-def checked_outputs(input_path: Path, output: Path) -> tuple[Path, Path, Path]:
+def checked_outputs(input_path: Path, output: Path, also_read: Sequence[Path] = ()) -> tuple[Path, Path, Path]:
     """The files scoring `input_path` into `output` writes (predictions, rejects, the JSON report), checked before
-    any work: none may replace an input (the file, or a file of the folder, that is read) or be a folder, and each
-    must have a folder to go in."""
+    any work: none may replace what is read (the input file or a file of its folder, and `also_read`: the model
+    file, the reference, the config) or be a folder, and each must have a folder to go in."""
     written = (output, output.with_name(output.name + ".rejects.csv"), output.with_name(output.name + ".json"))
-    read = {input_path.resolve(), *(p.resolve() for p in input_path.iterdir())} if input_path.is_dir() else {
-        input_path.resolve()}
+    read = [*(input_path.iterdir() if input_path.is_dir() else [input_path]), *also_read]
     for path in written:
-        if path.resolve() in read:
+        if any(_same_file(path, other) for other in read):
             raise UserError(f"{output}: writing it would replace the input {path}; choose another output name")
         if path.is_dir():
             raise UserError(f"{output}: {path} is a folder, not a file to write")
@@ -126,6 +125,16 @@ def checked_outputs(input_path: Path, output: Path) -> tuple[Path, Path, Path]:
         raise UserError(f"{output}: {blocked} is a file, not a folder to write in")
     writable(output)  # a read-only or full disk, said before the model is loaded
     return written
+
+
+def _same_file(path: Path, other: Path) -> bool:
+    """Whether the two name one file: the same path, or (both existing) one file under two names, a hard link."""
+    if path.resolve() == other.resolve():
+        return True
+    try:
+        return path.exists() and other.exists() and path.samefile(other)
+    except OSError:
+        return False
 
 
 def _drift(profile: BatchProfile | None, thresholds: MonitoringConfig, model: ModelIdentity) -> DriftVerdict:

@@ -34,6 +34,19 @@ class Interrupted(KeyboardInterrupt):
     def name(self) -> str:
         return signal.Signals(self.signum).name
 
+    @property
+    def line(self) -> str:
+        """What the command says last."""
+        return f"digitpipe: interrupted by {self.name}"
+
+
+def end_now(stop: Interrupted) -> None:
+    """End the process at once, with the command's last line and code: work that no check reaches (a scikit-learn
+    fit) ends with the process, once the run's records are written."""
+    sys.stdout.flush()
+    print(stop.line, file=sys.stderr, flush=True)
+    os._exit(stop.exit_code)
+
 
 def check() -> None:
     """Raise Interrupted where a stop was asked for; cheap enough for every batch (an Event's flag)."""
@@ -47,17 +60,31 @@ def asked() -> Interrupted | None:
 
 
 def _note(signum: int) -> None:
-    if not _asked.is_set():
-        _signum[0] = signum
-        _asked.set()
+    """The first signal asks for the stop; a second one, while the first one's clean-up runs, ends the process."""
+    if _asked.is_set():
+        print(f"digitpipe: {signal.Signals(signum).name} again: stopped at once", file=sys.stderr, flush=True)
+        os._exit(128 + signum)
+    _signum[0] = signum
+    _asked.set()
 
 
 def _stop(signum: int, _frame) -> None:
-    if _asked.is_set():  # a second signal while the first one's clean-up runs: stop at once
-        print(f"digitpipe: {signal.Signals(signum).name} again: stopped at once", file=sys.stderr, flush=True)
-        os._exit(128 + signum)
     _note(signum)
     raise Interrupted(signum)
+
+
+def _hold(signum: int, _frame) -> None:
+    _note(signum)
+
+
+def _install(handler) -> dict:
+    """`handler` for both signals at once (none arrives between the two); returns the previous ones."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
+    try:
+        return {signum: signal.signal(signum, handler if callable(handler) else handler[signum])
+                for signum in SIGNALS}
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, SIGNALS)
 
 
 @contextlib.contextmanager
@@ -69,48 +96,53 @@ def stoppable() -> Iterator[list[Interrupted]]:
     if threading.current_thread() is not threading.main_thread():
         yield stops
         return
-    previous = {signum: signal.signal(signum, _stop) for signum in SIGNALS}
+    previous = _install(_stop)
     _armed.set()
     try:
         yield stops
     finally:
+        _armed.clear()
+        _install(previous)
         stops.extend(filter(None, [asked()]))
         _asked.clear()
-        _armed.clear()
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
 
 
 def rearm() -> None:
     """Within `stoppable`, take SIGTERM back from Prefect's flow engine, which turns it into an exception of its
     own that no task thread hears (a deployment's run, where the runner cancels by SIGTERM, keeps Prefect's)."""
     if _armed.is_set() and threading.current_thread() is threading.main_thread():
-        for signum in SIGNALS:
-            signal.signal(signum, _stop)
+        _install(_stop)
 
 
 @contextlib.contextmanager
 def deferred() -> Iterator[None]:
     """A signal waits until the block is done, then stops the work: moving the two aliases and recording the
-    verdict are one step to a user, never half done."""
+    verdict are one step to a user, never half done (a second signal still ends the process at once)."""
     if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGINT) is not _stop:
         yield
         return
-    previous = {signum: signal.signal(signum, lambda signum, _frame: _note(signum)) for signum in SIGNALS}
+    previous = _install(_hold)
     try:
         yield
     finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
+        _install(previous)
     check()
 
 
-def pause_at(point: str) -> None:
-    """For the fault tests: with DIGITPIPE_TEST_PAUSE_AT=`point`, say so on stderr and wait here (up to a minute)
-    for a signal, so that a test stops the command at a named point, not at a guessed time."""
+def reached(point: str) -> bool:
+    """For the fault tests: with DIGITPIPE_TEST_PAUSE_AT=`point`, say on stderr that the work got there (a test
+    then signals while the work that follows runs); whether it did."""
     if os.environ.get(PAUSE_VARIABLE) != point:
-        return
+        return False
     print(f"digitpipe: paused at {point}", file=sys.stderr, flush=True)
+    return True
+
+
+def pause_at(point: str) -> None:
+    """For the fault tests: at `point` (see `reached`), wait here (up to a minute) for a signal, so that a test
+    stops the command at a named point, not at a guessed time."""
+    if not reached(point):
+        return
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         check()

@@ -39,8 +39,10 @@ def train_one(name: str, key: str, cfg: PipelineConfig, split: Split, suite: Sui
         with epoch_bars(name, spec, cfg.progress) as bars:
             trained = train_model(name, spec, split, device, cfg.seed, cfg.threads, [runs.epoch_logger(run_id), *bars],
                                   checkpoint)
+        interrupts.check()  # between the steps of seconds too, not only in a net's batches
         evaluation, predicted = evaluate_model(trained, split.test, folder)
         onnx_path = export_checked(trained, split.test, predicted, folder)
+        interrupts.check()
         robustness = check_robustness(onnx_path, suite, folder)
         write_reference(onnx_path, reference, split.test, folder)
         runs.log_metrics(run_id, {**evaluation.metrics(), **robustness.metrics(),

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import logging
 import threading
 import time
 from collections.abc import Iterator
@@ -26,6 +27,7 @@ from digitpipe import locks
 from digitpipe.config import TrackingConfig
 from digitpipe.errors import PromotionRefused, UserError
 
+log = logging.getLogger("digitpipe")
 Mode = Literal["prefect", "refuse", "unlocked"]
 LEASE_SECONDS = 60.0  # Prefect's shortest lease: a dead holder's slot frees after it (and the repossessor's 15 s loop)
 WAIT_SECONDS = 900.0  # a promotion waits this long for the lock before it gives up
@@ -98,24 +100,26 @@ class PromotionLock:
 
 
 @contextlib.contextmanager
-def _prefect_slot(name: str) -> Iterator[None]:
+def _prefect_slot(name: str, promotion: bool = True) -> Iterator[None]:
     """The one slot of the limit `name` (created if missing), acquired strictly and held as a lease that a
-    background thread renews; this context keeps the lease id for `PromotionLock.check`."""
+    background thread renews; a promotion's context keeps the lease id for `PromotionLock.check` and gives up
+    after WAIT_SECONDS, a training's waits as long as the training it waits for takes."""
     from prefect.client.orchestration import get_client
 
     with get_client(sync_client=True) as client:
         _ensure_one_slot_limit(client, name)
-        lease = _acquire(client, name)
+        lease = _acquire(client, name, WAIT_SECONDS if promotion else None)
         stop = threading.Event()
         # in the holder's context: its Prefect settings (a caller's temporary_settings) reach the renewals too
         renewer = threading.Thread(target=contextvars.copy_context().run, args=(_renew_until, lease, stop),
                                    daemon=True, name=f"{name}-lease")
         renewer.start()
-        token = _lease.set(lease)
+        token = _lease.set(lease) if promotion else None
         try:
             yield
         finally:
-            _lease.reset(token)
+            if token is not None:
+                _lease.reset(token)
             stop.set()
             renewer.join()
             client.release_concurrency_slots_with_lease(lease)
@@ -132,7 +136,7 @@ def training_locks(tracking: TrackingConfig, mode: Mode, keys: list[str]) -> Ite
             if tracking.local_store:
                 held.enter_context(locks.local_training_lock(tracking.tracking_uri, key))
             elif mode == "prefect":
-                held.enter_context(_prefect_slot(f"digitpipe-train-{key}"))
+                held.enter_context(_prefect_slot(f"digitpipe-train-{key}", promotion=False))
         yield
 
 
@@ -149,16 +153,18 @@ def _ensure_one_slot_limit(client, name: str) -> None:
             client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=1))
         limit = client.read_global_concurrency_limit_by_name(name)
     if limit.limit != 1 or not limit.active:
-        raise UserError(f"the Prefect concurrency limit {name} locks promotions only when active with one slot "
+        raise UserError(f"the Prefect concurrency limit {name} is a lock only when active with one slot "
                         f"(it has {limit.limit}, active={limit.active}): `prefect gcl update {name} --limit 1 --enable`")
 
 
-def _acquire(client, name: str) -> UUID:
-    """A lease on the limit's slot, waiting while another holder has it (the server answers 423 Locked)."""
+def _acquire(client, name: str, wait_seconds: float | None) -> UUID:
+    """A lease on the limit's slot, waiting while another holder has it (the server answers 423 Locked), at most
+    `wait_seconds` (None: as long as it takes)."""
     import httpx
     from prefect.client.schemas.responses import ConcurrencyLimitWithLeaseResponse
 
-    deadline = time.monotonic() + WAIT_SECONDS
+    deadline = None if wait_seconds is None else time.monotonic() + wait_seconds
+    said = False
     while True:
         try:
             response = client.increment_concurrency_slots_with_lease(
@@ -166,8 +172,11 @@ def _acquire(client, name: str) -> UUID:
         except httpx.HTTPStatusError as exc:
             if exc.response.status_code != 423:
                 raise
-            if time.monotonic() > deadline:
-                raise UserError(f"the promotion lock {name} was held by others for over {WAIT_SECONDS:.0f} s") from None
+            if deadline is not None and time.monotonic() > deadline:
+                raise UserError(f"the lock {name} was held by others for over {wait_seconds:.0f} s") from None
+            if not said:  # say why the command stops here
+                log.warning("waiting for the Prefect concurrency limit %s: another run holds it", name)
+                said = True
             time.sleep(min(float(exc.response.headers.get("Retry-After", 1)), 2.0))
             continue
         granted = ConcurrencyLimitWithLeaseResponse.model_validate(response.json())

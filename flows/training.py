@@ -48,7 +48,7 @@ from tasks import (
 )
 
 log = logging.getLogger("digitpipe")  # one line per stage; the CLI prints it, deployments send it to Prefect
-STOP_SECONDS = 5.0  # how long a stopped run waits for its tasks to reach their next batch (a scikit-learn fit ends
+STOP_SECONDS = 2.0  # how long a stopped run waits for its tasks to reach their next check (a scikit-learn fit ends
 # only with the process)
 
 
@@ -153,16 +153,24 @@ def train_and_judge(cfg: PipelineConfig, tracker: Tracker, prepared: Prepared,
 def stopped(runs: RunLog, registry: Registry, parent_id: str, futures: list, stop: KeyboardInterrupt) -> None:
     """A signal stopped the run: its models' tasks stop at their next batch (their runs end KILLED, their
     checkpoints kept; a Dask worker's run is marked so here); a version they registered and the gate did not
-    judge is marked so that the next run does."""
+    judge is marked so that the next run does. A task still busy after that (a scikit-learn fit, which no check
+    reaches) ends with the process, now."""
+    pending = []
     if _trains_here():  # a Dask worker hears no signal: it stops with its cluster (a local one closes with the command)
-        wait(futures, timeout=STOP_SECONDS)
+        pending = wait(futures, timeout=STOP_SECONDS).not_done
     else:
         logging.getLogger("distributed").setLevel(logging.ERROR)  # the closing cluster's warnings about the task
-    runs.kill_children(parent_id, f"interrupted by {stop or 'SIGINT'}")
-    for version in registry.lineage.mark_unjudged(parent_id):
-        log.info(f"v{version} interrupted before the gate judged it: the next run trains and judges it again")
+    try:
+        runs.kill_children(parent_id, f"interrupted by {stop or 'SIGINT'}")
+        for version in registry.lineage.mark_unjudged(parent_id):
+            log.info(f"v{version} interrupted before the gate judged it: the next run trains and judges it again")
+    except Exception as exc:  # the store is busy or gone: the next run marks what this one could not
+        log.warning(f"stopped without marking its runs ({first_line(exc, 120)}): the next run marks them")
     log.info(f"stopped by {stop or 'SIGINT'}: `digitpipe run` with the same arguments and --resume continues each "
              "net from its last finished epoch")
+    if pending and isinstance(stop, interrupts.Interrupted):
+        runs.killed(parent_id, f"interrupted by {stop}")  # its block never ends: the process does
+        interrupts.end_now(stop)
 
 
 def _with_tracking(cfg: PipelineConfig) -> PipelineConfig:

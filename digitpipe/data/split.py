@@ -52,12 +52,9 @@ def _stratified(data: Dataset, index: np.ndarray, fraction: float, seed: int, pa
     """`index` split into the rest and `fraction` of it (the `part`), stratified by label; a DataError where the
     rows are too few for every digit to be in both (scikit-learn's ValueError, said as the data's problem)."""
     from sklearn.model_selection import train_test_split  # 1-2 s to import: only when splitting
-    from sklearn.utils._param_validation import InvalidParameterError
 
-    try:
+    try:  # seeds and fractions are checked by the configuration: what fails here is the data
         return tuple(train_test_split(index, test_size=fraction, stratify=data.labels[index], random_state=seed))
-    except InvalidParameterError:  # a seed or fraction out of range: the configuration should have refused it
-        raise
     except ValueError as exc:
         raise DataError(data.source, f"{len(index):,} images are too few to split {fraction:g} off as the {part} "
                                      f"part with every digit in both ({first_line(exc)})") from None

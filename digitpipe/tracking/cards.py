@@ -61,7 +61,9 @@ class CardRecords:
         """The revision a new card of the version is: None for its first (the decision's card), else 2, 3, ..."""
         if CARD_TAG not in tags:
             return None
-        return len(self.client.list_artifacts(run_id, REVISIONS)) + 2
+        numbers = [int(name) for entry in self.client.list_artifacts(run_id, REVISIONS)
+                   if (name := PurePosixPath(entry.path).name).isdigit()]
+        return max(numbers, default=1) + 1
 
     def record(self, version: str, run_id: str, folder: Path, revision: int | None = None,
                named: bool = True) -> str:

@@ -96,7 +96,7 @@ class VersionLineage:
             if ended[run_id]:
                 self.store.set_version_tags(row.version, to_tags(Verdict(
                     row.version, VerdictKind.INTERRUPTED, f"its pipeline run {run_id} stopped before the gate "
-                    "judged it (interrupted or killed): the next run trains and judges it again")))
+                    "judged it (interrupted, killed or failed): the next run trains and judges it again")))
                 marked.append(row.version)
         return marked
 

@@ -64,9 +64,7 @@ class RunLog:
         try:
             yield run_id
         except KeyboardInterrupt as exc:  # digitpipe.interrupts.Interrupted names its signal
-            with contextlib.suppress(Exception):
-                self.client.set_tag(run_id, "digitpipe.failure", f"interrupted by {exc or 'SIGINT'}")
-                self.client.set_terminated(run_id, "KILLED")
+            self.killed(run_id, f"interrupted by {exc or 'SIGINT'}")
             raise
         except BaseException:
             with contextlib.suppress(Exception):  # the store may be what failed; the original error matters more
@@ -93,15 +91,21 @@ class RunLog:
             self.client.set_terminated(run_id, "FAILED")
         return orphans
 
-    def kill_children(self, parent_id: str, why: str) -> list[str]:
-        """Mark KILLED the runs under `parent_id` still RUNNING: their tasks were stopped with the command (a Dask
-        worker's process closed with its cluster)."""
+    def killed(self, run_id: str, why: str) -> None:
+        """End a run KILLED, saying `why` in its `digitpipe.failure` tag (ended first: a tag that cannot be written
+        leaves it ended; the store may be what failed)."""
+        with contextlib.suppress(Exception):
+            self.client.set_terminated(run_id, "KILLED")
+        with contextlib.suppress(Exception):
+            self.client.set_tag(run_id, "digitpipe.failure", why)
+
+    def kill_children(self, parent_id: str, why: str) -> None:
+        """End KILLED the runs under `parent_id` still RUNNING, whose tasks stop with the command (a Dask worker's
+        process closes with its cluster; a scikit-learn fit ends with the process)."""
         running = self.client.search_runs([self.experiment_id], f"attributes.status = 'RUNNING' and "
                                           f"tags.`{PARENT_TAG}` = '{parent_id}'", max_results=1000)
         for run in running:
-            self.client.set_tag(run.info.run_id, "digitpipe.failure", why)
-            self.client.set_terminated(run.info.run_id, "KILLED")
-        return [run.info.run_id for run in running]
+            self.killed(run.info.run_id, why)
 
     def log_trained_on(self, run_id: str, hashes: np.ndarray) -> None:
         """Record on a pipeline run which images its models trained on (Split.seen_in_training), so that a later

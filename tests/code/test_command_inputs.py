@@ -23,6 +23,22 @@ def test_score_never_writes_over_its_input(digitpipe_cli, logreg_onnx, batch):
     assert batch.read_bytes() == before
 
 
+def test_score_never_writes_over_its_model_file_or_a_hard_link_of_its_input(digitpipe_cli, logreg_onnx, batch,
+                                                                               tmp_path):
+    import os
+    import shutil
+
+    model = shutil.copyfile(logreg_onnx, tmp_path / "m.onnx")
+    before = model.read_bytes()
+    done = digitpipe_cli("score", "--model", model, "--input", batch, "--output", model)
+    assert_one_line_error(done.code, done.err, 2, f"{model}: writing it would replace the input {model}")
+    assert model.read_bytes() == before
+    linked = tmp_path / "linked.csv"
+    os.link(batch, linked)  # one file under two names
+    done = digitpipe_cli("score", "--model", model, "--input", batch, "--output", linked)
+    assert_one_line_error(done.code, done.err, 2, f"{linked}: writing it would replace the input {linked}")
+
+
 def test_score_refuses_a_rejects_file_that_is_the_input(digitpipe_cli, logreg_onnx, tmp_path, digits):
     source = write_kaggle_csv(tmp_path / "p.csv.rejects.csv", Dataset(digits.images[:20], digits.labels[:20]),
                               labelled=False)

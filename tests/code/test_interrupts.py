@@ -66,13 +66,25 @@ def test_a_deferred_block_finishes_before_the_signal_stops_the_work():
 
 
 def test_outside_a_command_deferred_and_check_change_nothing():
+    before = {signum: signal.getsignal(signum) for signum in interrupts.SIGNALS}
     with interrupts.deferred():
         interrupts.check()
     interrupts.rearm()  # no command armed it: the handlers stay as they are
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert {signum: signal.getsignal(signum) for signum in interrupts.SIGNALS} == before
 
 
-def test_training_stops_at_the_next_batch_and_keeps_the_last_epochs_checkpoint(tmp_path):
+def test_a_second_signal_inside_a_deferred_block_ends_the_process_at_once():
+    from tests.helpers import python
+
+    done = python("import signal\nfrom digitpipe import interrupts\n"
+                  "with interrupts.stoppable(), interrupts.deferred():\n"
+                  "    signal.raise_signal(signal.SIGINT)\n    signal.raise_signal(signal.SIGINT)\n"
+                  "    print('never here')\n")
+    assert (done.code, done.out) == (130, "")
+    assert done.err == "digitpipe: SIGINT again: stopped at once\n"
+
+
+def test_training_stops_at_the_next_batch_and_keeps_the_last_epochs_checkpoint(tmp_path, monkeypatch):
     rng = np.random.default_rng(0)
     data = Dataset(rng.integers(0, 256, (512, 28, 28), dtype=np.uint8), rng.integers(0, 10, 512).astype(np.int64),
                    "random")
@@ -91,12 +103,11 @@ def test_training_stops_at_the_next_batch_and_keeps_the_last_epochs_checkpoint(t
         original()
 
     torch.manual_seed(0)
+    monkeypatch.setattr(interrupts, "check", counted)
     try:
-        interrupts.check = counted
         with pytest.raises(interrupts.Interrupted):
             train.fit(build_net("mlp", spec), spec, data, data, "cpu", [stop_in_the_second_epoch], checkpoint)
     finally:
-        interrupts.check = original
         interrupts._asked.clear()
     assert len(batches) == 8 + 1  # one epoch of 8 batches, then the first check of the next
     assert len(torch.load(checkpoint, weights_only=True)["history"]) == 1
