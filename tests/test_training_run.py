@@ -46,7 +46,7 @@ def test_runs_are_nested_and_carry_metrics_and_pictures(first_run, tracking):
     client = MlflowClient(tracking.tracking_uri)
     lenet = client.get_run(summary["models"]["lenet"]["run_id"])
     parent = client.get_run(lenet.data.tags["mlflow.parentRunId"])
-    assert parent.info.status == "FINISHED" and "data_digest" in parent.data.params
+    assert parent.info.status == "FINISHED" and "train_digest" in parent.data.params
     assert [m.step for m in client.get_metric_history(lenet.info.run_id, "val_accuracy")] == [1, 2, 3]
     assert lenet.data.params["epochs"] == "3" and lenet.data.params["lr"] == "0.05"
     assert lenet.data.tags["stop_reason"] == "completed 3 epochs"
