@@ -72,11 +72,16 @@ def approvals(unlocked_promotion: UnlockedOption = False, config: ConfigOption =
 
 def _registry(config: Path | None, unlocked_promotion: bool):
     """The registry of the settings in `config`, with the promotion lock the CLI can take."""
+    return _tracker(config, unlocked_promotion).registry
+
+
+def _tracker(config: Path | None, unlocked_promotion: bool):
+    """The store of the settings in `config`, its registry with the promotion lock the CLI can take."""
     from digitpipe.tracking import tracker_for
     from flows.locks import PromotionLock, lock_mode
 
     tracking = load_tracking_config(config)
-    return tracker_for(tracking, PromotionLock(tracking, lock_mode(unlocked_promotion)), create=False).registry
+    return tracker_for(tracking, PromotionLock(tracking, lock_mode(unlocked_promotion)), create=False)
 
 
 @app.command()
@@ -89,7 +94,10 @@ def gc(
     """Delete registered versions beyond the newest --keep N, with their model files and runs; a version an alias
     names, or one awaiting approval, is never deleted. A kept version's evidence card keeps its comparison with a
     deleted one."""
-    registry = _registry(config, unlocked_promotion)
+    tracker = _tracker(config, unlocked_promotion)
+    if not dry_run:  # a killed run's leftovers judged first: its unjudged version is then one gc may delete
+        tracker.end_orphans()
+    registry = tracker.registry
     gone = registry.retention.collect_garbage(keep, dry_run)
     doing = "would delete" if dry_run else "deleted"
     for version in gone:

@@ -116,9 +116,10 @@ def train_and_judge(cfg: PipelineConfig, tracker: Tracker, prepared: Prepared,
     through the gate."""
     runs, registry, split = tracker.runs, tracker.registry, prepared.split
     device = device_for(tuple(keys)) if _trains_here() else None  # None: each Dask worker picks its own
-    for run_id in runs.fail_orphaned_runs():
+    orphans, unjudged = tracker.end_orphans()
+    for run_id in orphans:
         log.info(f"marked run {run_id} FAILED: the process that ran it is gone")
-    for version in registry.lineage.mark_unjudged():
+    for version in unjudged:
         log.info(f"marked v{version} interrupted: its run stopped before the gate judged it")
     lineage = {**runtime.lineage(), "prefect.flow_run_id": str(flow_run.get_id()),
                "data_digest": prepared.data.digest, "code_version": code_version()}

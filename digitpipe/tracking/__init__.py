@@ -69,6 +69,11 @@ class Tracker:
         self.registry = Registry(client, cfg, promotion_lock or functools.partial(locks.local_promotion_lock,
                                                                                  cfg.tracking_uri))
 
+    def end_orphans(self) -> tuple[list[str], list[str]]:
+        """What a process killed mid-run left: its runs (on this host) marked FAILED, then the versions such runs
+        registered and no gate judged marked interrupted; returns both (run ids, versions)."""
+        return self.runs.fail_orphaned_runs(), self.registry.lineage.mark_unjudged()
+
 
 def open_store(uri: str) -> None:
     """Create or migrate the store at `uri` (a new sqlite store runs its migrations: seconds); an unusable or
