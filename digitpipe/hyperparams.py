@@ -28,7 +28,8 @@ BOUNDS: dict[str, tuple[float, float]] = {
     "stop_at_val_accuracy": (0.01, 1.0), "patience": (1, 1000), "decay": (1e-9, 100.0), "max_iter": (1, 100000),
     "degrees": (0.0, 90.0), "shift_px": (0.0, 14.0), "scale": (0.0, 0.9), "pen_share": (0.0, 1.0),
     "pen_full_share": (0.0, 1.0), "noise_share": (0.0, 1.0), "noise_sigma": (0.0, 255.0), "blur_share": (0.0, 1.0),
-    "blur_sigma": (0.3, 5.0),
+    "blur_sigma": (0.3, 5.0), "slant_share": (0.0, 1.0), "slant_degrees": (0.0, 60.0), "elastic_share": (0.0, 1.0),
+    "elastic_alpha": (0.0, 100.0), "elastic_sigma": (0.5, 10.0),
 }
 CHOICES: dict[str, tuple[str, ...]] = {"optimizer": ("sgd", "adamw"), "schedule": ("constant", "onecycle")}
 

@@ -128,6 +128,10 @@ def augment(x: torch.Tensor, how: Augmentation) -> torch.Tensor:
     theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1)
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     x = F.grid_sample(x, grid, align_corners=False, padding_mode="zeros")
+    if how.slant_share:
+        x = _some(x, how.slant_share, lambda v: slant(v, how.slant_degrees))
+    if how.elastic_share:
+        x = _some(x, how.elastic_share, lambda v: elastic(v, how.elastic_alpha, how.elastic_sigma))
     if how.pen_share:
         x = _some(x, how.pen_share, lambda v: _pen(v, how.pen_full_share))
     if how.noise_share:
@@ -136,6 +140,35 @@ def augment(x: torch.Tensor, how: Augmentation) -> torch.Tensor:
     if how.blur_share:
         x = _some(x, how.blur_share, lambda v: _blur(v, how.blur_sigma))
     return x.clamp(0, 255)
+
+
+def slant(x: torch.Tensor, max_degrees: float) -> torch.Tensor:
+    """Each image sheared horizontally by its own angle up to `max_degrees` either way (slanted handwriting), about
+    the image's centre; on x's device."""
+    n = len(x)
+    shear = torch.tan((torch.rand(n, device=x.device) * 2 - 1) * math.radians(max_degrees))
+    zero, one = torch.zeros(n, device=x.device), torch.ones(n, device=x.device)
+    theta = torch.stack([torch.stack([one, shear, zero], 1), torch.stack([zero, one, zero], 1)], 1)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, align_corners=False, padding_mode="zeros")
+
+
+def elastic(x: torch.Tensor, alpha: float, sigma: float) -> torch.Tensor:
+    """Elastic distortion (Simard, Steinkraus and Platt, 2003): per image a random displacement field, smoothed by
+    a Gaussian of `sigma` pixels and scaled to `alpha` pixels, applied by bilinear sampling; on x's device."""
+    n, _, height, width = x.shape
+    radius = max(1, int(math.ceil(3 * sigma)))
+    offsets = torch.arange(-radius, radius + 1, device=x.device, dtype=x.dtype)
+    line = torch.exp(-(offsets ** 2) / (2 * sigma ** 2))
+    line = line / line.sum()
+    field = torch.rand(n * 2, 1, height, width, device=x.device, dtype=x.dtype) * 2 - 1
+    field = F.conv2d(field, line.view(1, 1, 1, -1), padding=(0, radius))  # separable: rows, then columns
+    field = F.conv2d(field, line.view(1, 1, -1, 1), padding=(radius, 0)).view(n, 2, height, width)
+    scale = torch.tensor([2 / width, 2 / height], device=x.device, dtype=x.dtype).view(1, 2, 1, 1)
+    theta = torch.eye(2, 3, device=x.device, dtype=x.dtype).expand(n, 2, 3)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    grid = grid + (field * alpha * scale).permute(0, 2, 3, 1)  # pixels to grid units (2 = the whole width)
+    return F.grid_sample(x, grid, align_corners=False, padding_mode="zeros")
 
 
 def _some(x: torch.Tensor, share: float, change) -> torch.Tensor:

@@ -38,6 +38,12 @@ class Augmentation:
     noise_sigma: float = 16.0  # on 0-255 pixels
     blur_share: float = 0.5
     blur_sigma: float = 1.0
+    # Hands MNIST rarely holds (off by default; issue 36 measures whether the shipped nets gain from them):
+    slant_share: float = 0.0  # slanted writing, a horizontal shear up to slant_degrees either way
+    slant_degrees: float = 20.0
+    elastic_share: float = 0.0  # Simard et al. 2003: a smoothed random displacement field per digit
+    elastic_alpha: float = 34.0  # its strength, pixels on 28 x 28
+    elastic_sigma: float = 4.0  # its smoothness, pixels
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ class VerdictKind(enum.Enum):
     AWAITING_APPROVAL = "awaiting_approval"  # earned promotion; a person decides (promotion.approval: required)
     NOT_PROMOTED = "not_promoted"  # the gate could not judge it (no promotion lock): trained and judged again
     NOT_APPROVED = "not_approved"  # approval came too late: trained and judged again
-    INTERRUPTED = "interrupted"  # its run stopped (a signal, a kill) before the gate judged it: trained and judged again
+    INTERRUPTED = "interrupted"  # its run stopped (signal, kill) before the gate judged it: trained and judged again
 
     @property
     def promoted(self) -> bool:

@@ -28,6 +28,9 @@ def test_set_reads_yaml_values_as_the_fields_types():
     ("fastcnn.augment=3", "--set: fastcnn.augment: expected bool, got 3"),
     ("mlp.width=8", "--set: mlp.width: mlp has no convolutions"),
     ("lenet.width=none", "--set: lenet.width: must be set (got none)"),
+    ("fastcnn.augmentation.elastic_share=2", "--set: fastcnn.augmentation.elastic_share: 2.0 is out of range [0, 1]"),
+    ("fastcnn.augmentation.elastic_sigma=0",
+     "--set: fastcnn.augmentation.elastic_sigma: 0.0 is out of range [0.5, 10]"),
 ])
 def test_a_bad_set_is_one_line_naming_it(item, line):
     with pytest.raises(UserError) as caught:

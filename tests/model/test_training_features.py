@@ -8,7 +8,7 @@ import torch
 
 from digitpipe.models import build_net
 from digitpipe.runtime import seed_everything
-from digitpipe.train import Augmentation, augment, fit, stop_reason
+from digitpipe.train import Augmentation, augment, elastic, fit, slant, stop_reason
 from digitpipe.records.specs import SPECS
 from digitpipe.records.training import EpochResult
 
@@ -89,7 +89,7 @@ def test_geometric_augmentation_moves_ink_but_keeps_shape_and_range(digits):
     assert np.all((ratio > 0.6) & (ratio < 1.5))  # shifts, turns and rescaling: the digit stays in the frame
 
 
-@pytest.mark.parametrize("family", ["pen_share", "noise_share", "blur_share"])
+@pytest.mark.parametrize("family", ["pen_share", "noise_share", "blur_share", "slant_share", "elastic_share"])
 def test_pen_noise_and_blur_change_their_share_of_a_batch(digits, family):
     x = torch.tensor(digits.images[:400], dtype=torch.float32).unsqueeze(1)
     torch.manual_seed(0)
@@ -111,3 +111,27 @@ def test_a_whole_pixel_pen_change_is_a_full_cross_dilation_or_erosion(digits):
     is_thicker = np.abs(y - thicker).max((1, 2)) < 1e-3
     is_thinner = np.abs(y - thinner).max((1, 2)) < 1e-3
     assert (is_thicker | is_thinner).all() and 0.3 < is_thicker.mean() < 0.7
+
+
+@pytest.mark.parametrize("change", [lambda x: slant(x, 20.0), lambda x: elastic(x, 34.0, 4.0)],
+                         ids=["slant", "elastic"])
+def test_slant_and_elastic_keep_shape_and_range_are_seeded_and_stay_on_the_batchs_device(digits, change):
+    x = torch.tensor(digits.images[:64], dtype=torch.float32).unsqueeze(1)
+    torch.manual_seed(3)
+    y = change(x)
+    torch.manual_seed(3)
+    assert torch.equal(y, change(x))  # the seed decides it whole
+    assert y.shape == x.shape and y.device == x.device and y.min() >= 0 and y.max() <= 255 + 1e-3
+    assert ((y - x).abs() > 1).flatten(1).any(1).all()  # every digit moved
+    ratio = (y.sum((1, 2, 3)) / x.sum((1, 2, 3))).numpy()
+    assert np.all((ratio > 0.6) & (ratio < 1.5))  # ink moved, not lost
+
+
+def test_an_elastic_field_of_no_strength_leaves_the_digit_as_it_is(digits):
+    x = torch.tensor(digits.images[:16], dtype=torch.float32).unsqueeze(1)
+    assert (elastic(x, 0.0, 4.0) - x).abs().max() < 0.01
+
+
+def test_the_shipped_nets_train_without_the_new_hands_until_measured():
+    assert all(spec.augmentation.slant_share == spec.augmentation.elastic_share == 0
+               for spec in SPECS.values() if hasattr(spec, "augmentation"))
