@@ -79,7 +79,7 @@ def training_flow(cfg: PipelineConfig) -> dict:
     prepared = prepare(cfg, tracker)
     keys = {name: training_key(name, cfg.spec(name), cfg.seed, prepared.data.digest, prepared.recipe,
                                prepared.split) for name in cfg.models}
-    with training_locks(cfg.tracking, cfg.promotion_lock, list(keys.values())):  # an identical run: its verdict
+    with training_locks(cfg.tracking, cfg.promotion_lock, list(keys.values())):  # a second identical run waits
         unchanged = {} if cfg.force else tracker.registry.lineage.trained_before(keys)
         for before in unchanged.values():
             log.info(before.line())
