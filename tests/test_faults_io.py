@@ -1,7 +1,7 @@
 """Faults of the disk and of the store, against the real commands: a read-only working folder (a read-only bind
 mount) and a full disk (a filled tmpfs), each in a mount namespace of its own (`unshare -m`), and a tracking store
 that cannot be used or reached (MLflow's file store, a closed port, a listener that never answers). Each command
-that writes ends with one line naming the path or store, exit 2, within seconds, having written nothing."""
+that writes ends with one line naming the path or store, exit 2, having written nothing (bench/stop_times.py measures how soon)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ import json
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -20,13 +19,12 @@ from tests.helpers import DIGITPIPE, digitpipe, environ, error_line, run, write_
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_api")]
 
-SECONDS = 20  # the issue's "within ~15 s", loosely: a command's start-up (imports) included
 FAULT_WORDS = {"read-only": "read-only file system", "full": "no space left on the device"}
 
 # Runs inside the mount namespace: makes the fault, runs the command, and reports what it did and what it left (the
 # namespace, and its mounts, end with this process: the test's store is untouched).
 INSIDE = r"""
-import json, os, shutil, sqlite3, subprocess, sys, tempfile, time
+import json, os, shutil, sqlite3, subprocess, sys, tempfile
 spec = json.loads(sys.argv[1])
 folder = spec["folder"]
 if spec["fault"] == "read-only":
@@ -55,11 +53,9 @@ def aliases():
         return sorted(db.execute("SELECT alias, version FROM registered_model_aliases").fetchall())
 
 before, champions = files(), aliases()
-start = time.monotonic()
 done = subprocess.run(spec["command"], cwd=folder, capture_output=True, text=True, timeout=120)
-seconds = time.monotonic() - start
 written = sorted(set(files().items()) - set(before.items()))
-print(json.dumps({"code": done.returncode, "err": done.stderr, "seconds": seconds, "written": written,
+print(json.dumps({"code": done.returncode, "err": done.stderr, "written": written,
                   "aliases_kept": aliases() == champions}))
 """
 
@@ -139,7 +135,6 @@ def test_a_command_that_cannot_write_says_where_in_one_line_and_writes_nothing(u
     assert did["code"] == 2, did["err"]
     assert line.startswith("digitpipe: error: ") and "Traceback" not in did["err"], did["err"]
     assert str(folder) in line and FAULT_WORDS[fault] in line, line  # names the path or the store, and why
-    assert did["seconds"] < SECONDS, did
     assert did["written"] == [] and did["aliases_kept"], did  # nothing written (lock files aside), champion kept
     assert not (tmp_path / "out").exists()
 
@@ -177,19 +172,16 @@ STORE_COMMANDS = {
 
 @pytest.mark.parametrize("command", STORE_COMMANDS)
 @pytest.mark.parametrize("kind", STORES)
-def test_a_store_that_cannot_be_used_or_reached_is_one_line_within_seconds(kind, command, tmp_path, prefect_api):
+def test_a_store_that_cannot_be_used_or_reached_is_one_line(kind, command, tmp_path, prefect_api):
     uri, message = STORES[kind]
     with _Silent() as silent:
         where = {"tmp": tmp_path, "closed": free_port(), "silent": silent}
         uri, message = uri.format(**where), message.format(**where)
-        start = time.monotonic()
-        done = digitpipe(*STORE_COMMANDS[command], cwd=tmp_path, timeout=120,
+        done = digitpipe(*STORE_COMMANDS[command], cwd=tmp_path, timeout=120,  # a guard against a hang
                          env=environ(MLFLOW_TRACKING_URI=uri, PREFECT_API_URL=prefect_api))
-        seconds = time.monotonic() - start
     assert done.code == 2, done.err
     assert error_line(done.err).startswith(f"digitpipe: error: {message}"), done.err
     assert "Traceback" not in done.err and "secret" not in done.err, done.err
-    assert seconds < SECONDS, (seconds, done.err)
     assert list(tmp_path.iterdir()) == []  # no output folder, no store, no lock
 
 
