@@ -52,7 +52,8 @@ def write_card(registry: Registry, version: str, test: Dataset, folder: Path) ->
         card = {"registered_model": registry.cfg.registered_model, "version": version,
                 **_revision(registry.cards.next_revision(facts["run_id"], tags)),
                 "model": _model(tags, facts["params"], onnx), "trained_on": _trained_on(tags, facts),
-                "held_out": _held_out(test.labels, predicted), "decision": _decision(version, tags)}
+                "held_out": _held_out(test.labels, predicted), "people": _people(tags),
+                "decision": _decision(version, tags)}
         champion = tags.get("champion_version")
         if champion and "mcnemar_p_value" in tags:  # the gate compared the two on the digits new to both
             card["comparison"] = _comparison(registry, version, champion, test, predicted, Path(tmp), made / PICTURE)
@@ -155,6 +156,23 @@ def _held_out(labels: np.ndarray, predicted: np.ndarray) -> dict:
             "confusion": evaluation.confusion}
 
 
+def _people(tags: dict) -> dict:
+    """Accuracy per family of people's digits, as the version's run measured it on the gate's suite, and the
+    champion's where the gate compared the two on them."""
+    from digitpipe.robustness import PEOPLE
+
+    families = {}
+    for family in PEOPLE:
+        if (mine := tags.get(f"people_accuracy_{family}")) is None:
+            continue
+        families[family] = {"accuracy": float(mine)}
+        if f"{family}_digits" in tags:
+            families[family] |= {"champion_accuracy": float(tags[f"champion_{family}_accuracy"]),
+                                 "digits_new_to_both": int(tags[f"{family}_digits"]),
+                                 "difference_upper_bound": float(tags[f"{family}_difference_upper_bound"])}
+    return families
+
+
 def _comparison(registry: Registry, version: str, champion: str, test: Dataset, predicted: np.ndarray,
                 scratch: Path, picture: Path) -> dict:
     """McNemar's counts against `champion` on the held-out digits it never trained on, and the picture of those
@@ -215,6 +233,8 @@ def card_html(card: dict, picture: bytes | None) -> str:
         f"<h2>Held-out accuracy: {held['accuracy']:.2%} (95% interval {low:.2%} to {high:.2%}, "
         f"{held['right']:,} of {held['images']:,})</h2>",
         "<table><tr><th>digit</th><th>images</th><th>precision</th><th>recall</th></tr>", digits, "</table>",
+        "<h2>People's digits (drawn on the page, photographed)</h2><table>" + rows(card["people"].items())
+        + "</table>" if card.get("people") else "",
         "<h2>Against the champion</h2>" + ("<table>" + rows(comparison.items()) + "</table>" if comparison
                                           else "<p>not compared with a champion</p>"),
         f"<img alt='digits on which the two disagree' src='data:image/png;base64,"
@@ -238,6 +258,9 @@ def card_markdown(card: dict, link: str = "") -> str:
              f"{held['images']:,} images",
              f"- {card['model']['parameters']:,} parameters, ONNX {card['model']['onnx_kb']} KB",
              f"- data {card['trained_on']['data_digest'][:16]}, code {card['trained_on']['code_version'][:16]}"]
+    lines += [f"- {family} digits {row['accuracy']:.2%}" + (f" (champion {row['champion_accuracy']:.2%} on the same "
+              f"{row['digits_new_to_both']})" if "champion_accuracy" in row else "")
+              for family, row in card.get("people", {}).items()]
     if (comparison := card.get("comparison")) and "mcnemar_p_value" in comparison:
         lines.append(f"- against champion v{comparison['champion_version']} on {comparison['images_new_to_both']:,} "
                      f"digits new to both: {comparison['challenger_accuracy']:.2%} vs "

@@ -54,7 +54,8 @@ def train_one(name: str, key: str, cfg: PipelineConfig, split: Split, suite: Sui
         version = tracker_for(cfg.tracking).registry.register_onnx(run_id, onnx_path, split.test.images[:5], {
             "model_name": name, "test_accuracy": evaluation.accuracy, "onnx_path": onnx_path.resolve(),
             "onnx_parity": "passed", "pipeline_run_id": parent_id, "robust_accuracy": robustness.robust_accuracy,
-            "invariance_rate": robustness.invariance_rate, TRAINING_KEY_TAG: key, **suite.tags(), **tuned,
+            "invariance_rate": robustness.invariance_rate, **robustness.people_tags(), TRAINING_KEY_TAG: key,
+            **suite.tags(), **tuned,
             **{k: v for k, v in lineage.items() if not k.startswith("version.")}})  # versions: on the run
         interrupts.pause_at("registered")
     if checkpoint:

@@ -24,18 +24,20 @@ from digitpipe.onnx_scorer import OnnxScorer
 from digitpipe.records.evidence import Evidence, PairedComparison, RobustComparison, Robustness
 from digitpipe.records.training import RegisteredResult
 from digitpipe.records.verdicts import Verdict, VerdictKind, to_tags
-from digitpipe.robustness import Suite, compare_robustness, measure
+from digitpipe.robustness import Suite, compare_people, compare_robustness, measure
 from digitpipe.runtime import utc_now
 from digitpipe.tracking import Champion, Registry
 
 MIN_ROBUST_DIGITS = 50  # fewer perturbed digits new to the champion say too little to judge robustness by
+MIN_PEOPLE_DIGITS = 30  # the same for one family of people's digits (the gate makes 100 of each)
 
 
 def gate(cfg: PromotionConfig, version: str, evidence: Evidence, champion: Champion | None) -> Verdict:
     """The promotion gate, clause by clause; the reason names the clause that decided. Alone: parity passed,
     (a) the accuracy floor, the robust-accuracy floor if set. Against a champion, on held-out digits neither
     trained on: enough of them, (d) significantly better on held-out labelled feedback and within a margin on the
-    base held-out images, or else (b) the margin and McNemar's significance; and (c) not less robust by the margin."""
+    base held-out images, or else (b) the margin and McNemar's significance; and (c) not less robust by the margin,
+    on the perturbed digits and on each family of people's digits (drawn, photographed)."""
     def decided(kind: VerdictKind, reason: str) -> Verdict:
         return Verdict(version, kind, reason, evidence.accuracy, champion and champion.version, evidence)
 
@@ -63,7 +65,7 @@ def gate(cfg: PromotionConfig, version: str, evidence: Evidence, champion: Champ
               f"{comparison.champion_accuracy:.4f} on the same {unseen} "
               f"({comparison.only_challenger_right} right only by the challenger, "
               f"{comparison.only_champion_right} only by the champion)")
-    robustly, less_robust = _robustness(cfg, evidence.robust)
+    robustly, less_robust = _robustness(cfg, evidence)
     if by_feedback := _feedback_clause(cfg, evidence.feedback, comparison, versus, robustly, less_robust):
         return decided(*by_feedback)
     gain = comparison.challenger_accuracy - comparison.champion_accuracy
@@ -77,8 +79,17 @@ def gate(cfg: PromotionConfig, version: str, evidence: Evidence, champion: Champ
     return decided(VerdictKind.PROMOTED, f"beats the champion: {versus}, McNemar p={comparison.p_value:.3g}{robustly}")
 
 
-def _robustness(cfg: PromotionConfig, robust: RobustComparison | None) -> tuple[str, str]:
-    """(what the robustness comparison says, for a reason; why it rejects the challenger, or "")."""
+def _robustness(cfg: PromotionConfig, evidence: Evidence) -> tuple[str, str]:
+    """(what the robustness comparisons say, for a reason; why they reject the challenger, or "")."""
+    said, refused = _robust_clause(cfg, evidence.robust)
+    for family, comparison in evidence.people.items():
+        family_said, family_refused = _people_clause(cfg, family, comparison)
+        said, refused = said + family_said, refused or family_refused
+    return said, refused
+
+
+def _robust_clause(cfg: PromotionConfig, robust: RobustComparison | None) -> tuple[str, str]:
+    """Clause (c) on the perturbed digits: (what it says, why it rejects or "")."""
     if robust is None:
         return "", ""
     if robust.digits < MIN_ROBUST_DIGITS:
@@ -89,6 +100,18 @@ def _robustness(cfg: PromotionConfig, robust: RobustComparison | None) -> tuple[
             f"{100 * robust.upper_bound:+.2f})")
     if robust.upper_bound < -cfg.robust_margin:
         return said, f"less robust than the champion by more than the robust margin {100 * cfg.robust_margin:.2f} points"
+    return said, ""
+
+
+def _people_clause(cfg: PromotionConfig, family: str, people: RobustComparison) -> tuple[str, str]:
+    """Clause (c) on one family of people's digits: (what it says, why it rejects or "")."""
+    if people.digits < MIN_PEOPLE_DIGITS:
+        return f"; {family} digits not compared: only {people.digits} are new to the champion", ""
+    said = (f"; {family} {people.challenger:.4f} vs {people.champion:.4f} on the same {people.digits} digits "
+            f"(95% upper bound {100 * people.upper_bound:+.2f} points)")
+    if people.upper_bound < -cfg.robust_margin:
+        return said, (f"reads {family} digits worse than the champion by more than the robust margin "
+                      f"{100 * cfg.robust_margin:.2f} points")
     return said, ""
 
 
@@ -236,18 +259,19 @@ def _against(registry: Registry, version: str, champion: Champion, evidence: Evi
     with tempfile.TemporaryDirectory(prefix="digitpipe-champion-") as tmp:
         champion_predict = OnnxScorer(registry.version_onnx(champion.version, Path(tmp))).predict
         comparison = mcnemar(kept.labels, predicted[new], champion_predict(kept.images) if len(kept) else predicted[:0])
-        robust = None
+        robust, people = None, {}
         if suite is not None and robustness is not None:
             fresh = ~np.isin(suite.digits.image_hashes(), seen)
             champion_robustness, _ = measure(champion_predict, suite.subset(fresh))
             robust = compare_robustness(robustness.strong_correct[fresh], champion_robustness.strong_correct)
+            people = compare_people(robustness, champion_robustness, fresh)
         on_feedback = None
         if feedback is not None and len(fresh_feedback := feedback.subset(~np.isin(feedback.image_hashes(), seen))):
             challenger_predict = OnnxScorer(registry.version_onnx(version, Path(tmp) / "challenger")).predict
             on_feedback = mcnemar(fresh_feedback.labels, challenger_predict(fresh_feedback.images),
                                   champion_predict(fresh_feedback.images))
     return dataclasses.replace(evidence, comparison=comparison, excluded=len(test) - len(kept), robust=robust,
-                               feedback=on_feedback)
+                               feedback=on_feedback, people=people)
 
 
 def user() -> str:

@@ -1,5 +1,6 @@
 """Behavioural tests: held-out digits shifted, rotated, rescaled, thickened or thinned, noisy and blurred, at two
-strengths, and how a model's predictions hold up on them (numpy and scipy; no torch).
+strengths; and some of them drawn on the page and photographed as people would (digitpipe.people); and how a
+model's predictions hold up on them (numpy, scipy, Pillow; no torch).
 
 The suite is a fixed, versioned benchmark: the same held-out digits, seed and SPEC give the same images on every
 machine, so every model of a run and the champion it is compared with see exactly the same perturbed copies.
@@ -17,54 +18,65 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from digitpipe import people
 from digitpipe.files import write_json
 from digitpipe.records.evidence import RobustComparison, Robustness
 
 if TYPE_CHECKING:
     from digitpipe.data import Dataset
 
-SPEC = "digitpipe-perturb-v1"  # change when FAMILIES or STRENGTHS change: robust accuracies then stop comparing
+SPEC = f"digitpipe-perturb-v2+{people.SPEC}"  # change when FAMILIES, STRENGTHS or PEOPLE change: accuracies then
+#                                                 stop comparing
 FAMILIES = ("shift", "rotate", "scale", "thickness", "noise", "blur")
 STRENGTHS = {  # the largest change at each strength; geometric ones are drawn uniformly in +-limit per digit
     1: {"shift": 1.5, "rotate": 6.0, "scale": 0.075, "thickness": 0.5, "noise": 8.0, "blur": 0.5},
     2: {"shift": 3.0, "rotate": 12.0, "scale": 0.15, "thickness": 1.0, "noise": 16.0, "blur": 1.0},
 }  # pixels, degrees, scale fraction, dilation or erosion (0.5: half-way), noise sigma on 0-255, blur sigma
 COPIES = tuple((family, strength) for strength in STRENGTHS for family in FAMILIES)
+PEOPLE = ("drawn", "photographed")  # people's families the gate weighs, each against the champion on its own
+PEOPLE_DIGITS = 100  # of the suite's digits, the first this many are also drawn and photographed (~10-25 ms each)
+GATE_PHOTO_SIDES = (240, 640)  # the gate's photos' long sides, for its cost; bench/people.py takes phone sizes too
 
 
 @dataclass(frozen=True)
 class Suite:
-    """Perturbed copies of `digits`: images[i] is the i-th (family, strength) of COPIES, digit order kept."""
+    """Perturbed copies of `digits`: images[i] is the i-th (family, strength) of COPIES, digit order kept; people[j]
+    the j-th family of PEOPLE made of the first digits (as many as people has columns)."""
 
     digits: Dataset
     images: np.ndarray  # len(COPIES) x N x 28 x 28 uint8
     seed: int
+    people: np.ndarray  # len(PEOPLE) x M x 28 x 28 uint8, M <= N
     spec: str = SPEC
 
     @functools.cached_property
     def digest(self) -> str:
-        """SHA-256 of every perturbed image: equal digests, equal benchmarks."""
-        return hashlib.sha256(np.ascontiguousarray(self.images).tobytes()).hexdigest()
+        """SHA-256 of every perturbed image and person's digit: equal digests, equal benchmarks."""
+        both = np.concatenate([self.images.reshape(-1), self.people.reshape(-1)])
+        return hashlib.sha256(np.ascontiguousarray(both).tobytes()).hexdigest()
 
     def subset(self, keep: np.ndarray) -> Suite:
         """The suite for the digits where `keep` is true (e.g. those a champion never trained on)."""
-        return Suite(self.digits.subset(keep), self.images[:, keep], self.seed, self.spec)
+        return Suite(self.digits.subset(keep), self.images[:, keep], self.seed,
+                     self.people[:, keep[: self.people.shape[1]]], self.spec)
 
     def tags(self) -> dict[str, object]:
         """What identifies the benchmark, for run and version tags."""
         return {"robustness_spec": self.spec, "robustness_seed": self.seed, "robustness_digest": self.digest[:16],
-                "robustness_digits": len(self.digits)}
+                "robustness_digits": len(self.digits), "robustness_people_digits": self.people.shape[1]}
 
 
-def build_suite(held_out: Dataset, seed: int = 0, max_digits: int = 2000) -> Suite:
-    """Every (family, strength) copy of at most `max_digits` held-out digits (a seeded random sample of them)."""
-    digits = held_out
-    if len(held_out) > max_digits:
-        order = np.random.default_rng(seed).permutation(len(held_out))[:max_digits]
-        digits = held_out.subset(np.sort(order))
+def build_suite(held_out: Dataset, seed: int = 0, max_digits: int = 2000,
+                people_digits: int = PEOPLE_DIGITS) -> Suite:
+    """Every (family, strength) copy of at most `max_digits` held-out digits (a seeded random sample of them, in a
+    seeded order), and the first `people_digits` of them drawn and photographed."""
+    order = np.random.default_rng(seed).permutation(len(held_out))[:max_digits]
+    digits = held_out.subset(order)  # shuffled: the first few, made into people's digits, are a random sample too
     images = np.stack([perturb(digits.images, family, STRENGTHS[strength][family],
                                np.random.default_rng([seed, i])) for i, (family, strength) in enumerate(COPIES)])
-    return Suite(digits, images, seed)
+    few = digits.subset(np.arange(min(people_digits, len(digits))))
+    made = np.stack([people.family(family, few.images, few.labels, seed, GATE_PHOTO_SIDES) for family in PEOPLE])
+    return Suite(digits, images, seed, made)
 
 
 def perturb(images: np.ndarray, family: str, limit: float, rng: np.random.Generator) -> np.ndarray:
@@ -105,8 +117,10 @@ def _affine(ndimage, image: np.ndarray, angle: float, zoom: float, shift: np.nda
 def measure(predict: Callable[[np.ndarray], np.ndarray], suite: Suite) -> tuple[Robustness, np.ndarray]:
     """Score the clean digits and every copy in one batch; returns the result and the predictions: the clean
     digits' first, then each copy's ((1 + len(COPIES)) x N), for the flip picture."""
-    n, labels = len(suite.digits), suite.digits.labels
-    predicted = predict(np.concatenate([suite.digits.images, *suite.images])).reshape(len(COPIES) + 1, n)
+    n, m, labels = len(suite.digits), suite.people.shape[1], suite.digits.labels
+    everything = predict(np.concatenate([suite.digits.images, *suite.images, *suite.people]))
+    predicted = everything[: (len(COPIES) + 1) * n].reshape(len(COPIES) + 1, n)
+    by_people = everything[(len(COPIES) + 1) * n :].reshape(len(PEOPLE), m) == labels[:m]
     clean, copies = predicted[0], predicted[1:]
     correct = copies == labels
     strong = np.array([strength == 2 for _, strength in COPIES])
@@ -115,7 +129,9 @@ def measure(predict: Callable[[np.ndarray], np.ndarray], suite: Suite) -> tuple[
         accuracies={f"{family}_{strength}": float(correct[i].mean()) for i, (family, strength) in enumerate(COPIES)},
         robust_accuracy=float(correct[strong].mean()),
         invariance_rate=float(np.mean((copies == clean).all(axis=0))),
-        strong_correct=correct[strong].T.copy())
+        strong_correct=correct[strong].T.copy(),
+        people={family: float(by_people[j].mean()) for j, family in enumerate(PEOPLE) if m},
+        people_correct=by_people.T.copy())
     return result, predicted
 
 
@@ -131,6 +147,16 @@ def compare_robustness(challenger: np.ndarray, champion: np.ndarray, seed: int =
     rng = np.random.default_rng(seed)
     means = np.array([per_digit[rng.integers(0, n, n)].mean() for _ in range(resamples)])
     return RobustComparison(n, float(challenger.mean()), float(champion.mean()), float(np.quantile(means, 0.95)))
+
+
+def compare_people(challenger: Robustness, champion: Robustness, fresh: np.ndarray) -> dict[str, RobustComparison]:
+    """Two models on each family of people's digits, where `fresh` (over the suite's digits) marks those new to the
+    champion, whose results are on those alone (measured on suite.subset(fresh)); bootstrapped over digits."""
+    mine = challenger.people_correct[fresh[: len(challenger.people_correct)]]
+    if mine.size == 0 or champion.people_correct.shape != mine.shape:
+        return {}
+    theirs = champion.people_correct
+    return {family: compare_robustness(mine[:, [j]], theirs[:, [j]]) for j, family in enumerate(PEOPLE)}
 
 
 def check_robustness(onnx_path: Path, suite: Suite, folder: Path) -> Robustness:

@@ -3,7 +3,7 @@ robustness bootstrap) and one model's robustness on the perturbation suite."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -29,11 +29,19 @@ class Robustness:
     robust_accuracy: float  # mean accuracy over every strength-2 copy
     invariance_rate: float  # share of digits whose prediction no perturbation changes
     strong_correct: np.ndarray  # digits x strength-2 families, bool: the unit of the gate's paired bootstrap
+    people: dict[str, float] = field(default_factory=dict)  # accuracy on people's digits, by family ("drawn", ...)
+    people_correct: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), bool))  # digits x people's families
 
     def metrics(self) -> dict[str, float]:
-        """For MLflow: accuracy per perturbation, robust accuracy, invariance rate."""
+        """For MLflow: accuracy per perturbation and per family of people's digits, robust accuracy, invariance
+        rate."""
         return {**{f"perturbed_accuracy_{k}": v for k, v in self.accuracies.items()},
+                **{f"people_accuracy_{k}": v for k, v in self.people.items()},
                 "robust_accuracy": self.robust_accuracy, "invariance_rate": self.invariance_rate}
+
+    def people_tags(self) -> dict[str, float]:
+        """For the version's tags (its card reads them): accuracy per family of people's digits."""
+        return {f"people_accuracy_{k}": v for k, v in self.people.items()}
 
 
 @dataclass(frozen=True)
@@ -62,3 +70,4 @@ class Evidence:
     excluded: int = 0  # held-out images left out of `comparison`: the champion trained on them
     robust: RobustComparison | None = None
     feedback: PairedComparison | None = None  # on held-out labelled feedback neither model trained on
+    people: dict[str, RobustComparison] = field(default_factory=dict)  # by family of people's digits ("drawn", ...)

@@ -84,6 +84,9 @@ def to_tags(verdict: Verdict) -> dict[str, object]:
     if evidence and (robust := evidence.robust):
         tags |= {"challenger_robust_accuracy": robust.challenger, "champion_robust_accuracy": robust.champion,
                  "robust_digits": robust.digits, "robust_difference_upper_bound": robust.upper_bound}
+    for family, people in (evidence.people if evidence else {}).items():
+        tags |= {f"challenger_{family}_accuracy": people.challenger, f"champion_{family}_accuracy": people.champion,
+                 f"{family}_digits": people.digits, f"{family}_difference_upper_bound": people.upper_bound}
     if evidence and (feedback := evidence.feedback):
         tags |= {"feedback_images": feedback.images, "challenger_feedback_accuracy": feedback.challenger_accuracy,
                  "champion_feedback_accuracy": feedback.champion_accuracy,

@@ -312,3 +312,27 @@ def test_a_decision_after_a_revision_reaches_the_decisions_card_and_the_newest_k
     assert registry.version_tags(version)["evidence_card"] == "card-revisions/2/card.html"
     page = logged["card-revisions/2/card.html"].decode()
     assert "<h2>Earlier decisions</h2>" in page and "verdict awaiting_approval" in page
+
+
+def test_the_card_shows_how_the_version_reads_peoples_digits_beside_the_champion(store, registry, linear_onnx,
+                                                                                  digits, held_out, tmp_path):
+    """Its run's accuracy per family of people's digits (version tags), and the champion's where the gate compared
+    the two on them."""
+    from digitpipe.card import card_markdown
+    from digitpipe.records.evidence import RobustComparison
+
+    champion, _ = register(store, registry, linear_onnx, digits, None)
+    evidence = Evidence(0.8, "passed", comparison=PairedComparison(250, 0.8, 0.7, 30, 5, 1e-5),
+                        people={"drawn": RobustComparison(90, 0.91, 0.95, -0.01)})
+    version, _ = register(store, registry, linear_onnx, digits, None)
+    registry.set_version_tags(version, {"people_accuracy_drawn": 0.92, "people_accuracy_photographed": 0.97})
+    record_verdict(registry, Verdict(version, VerdictKind.REJECTED, "reads drawn digits worse", 0.8, champion,
+                                     evidence))
+    card = write_card(registry, version, held_out, tmp_path / "card")
+    assert card["people"] == {"drawn": {"accuracy": 0.92, "champion_accuracy": 0.95, "digits_new_to_both": 90,
+                                        "difference_upper_bound": -0.01},
+                              "photographed": {"accuracy": 0.97}}
+    page = (tmp_path / "card" / "card.html").read_text()
+    assert ("<h2>People's digits (drawn on the page, photographed)</h2><table><tr><th>drawn</th><td>accuracy 0.92, "
+            "champion_accuracy 0.95, digits_new_to_both 90, difference_upper_bound -0.01</td></tr>") in page
+    assert "- drawn digits 92.00% (champion 95.00% on the same 90)\n- photographed digits 97.00%" in card_markdown(card)

@@ -1,5 +1,7 @@
 """The promotion gate and McNemar's test, on hand-made predictions."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -217,3 +219,44 @@ def test_a_challenger_significantly_worse_on_feedback_is_rejected_even_if_it_bea
     assert verdict.kind is VerdictKind.REJECTED
     assert verdict.reason.startswith("worse than the champion on labelled feedback (0.2500 vs 0.9000 on 200 held-out "
                                      "feedback digits neither trained on, McNemar p=")
+
+
+def people_evidence(challenger_wrong: dict[str, int], champion_wrong: int = 2, digits: int = 100) -> Evidence:
+    """A clean winner, as robust as the champion on the perturbed digits, with `challenger_wrong[family]` of the
+    family's people's digits misread (the champion misreads `champion_wrong` of each)."""
+    evidence = robust_evidence(challenger_wrong_digits=40, champion_wrong_digits=40)
+    people = {}
+    for family, wrong in challenger_wrong.items():
+        mine, theirs = np.ones((digits, 1), bool), np.ones((digits, 1), bool)
+        mine[:wrong], theirs[-champion_wrong:] = False, False
+        people[family] = compare_robustness(mine, theirs)
+    return dataclasses.replace(evidence, people=people)
+
+
+def test_a_clean_winner_that_reads_drawn_digits_worse_is_refused_and_the_tags_say_so():
+    verdict = gate(GATE, "4", people_evidence({"drawn": 12, "photographed": 2}), CHAMPION)
+    assert verdict.kind is VerdictKind.REJECTED
+    assert verdict.reason.startswith("reads drawn digits worse than the champion by more than the robust margin "
+                                     "0.50 points; robust accuracy 0.9800 vs 0.9800")
+    assert "; drawn 0.8800 vs 0.9800 on the same 100 digits (95% upper bound -" in verdict.reason
+    assert "; photographed 0.9800 vs 0.9800 on the same 100 digits" in verdict.reason
+    tags = to_tags(verdict)
+    assert tags["challenger_drawn_accuracy"] == 0.88 and tags["champion_drawn_accuracy"] == 0.98
+    assert tags["drawn_digits"] == 100 and tags["drawn_difference_upper_bound"] < -0.005
+
+
+def test_each_family_is_judged_on_its_own():
+    verdict = gate(GATE, "4", people_evidence({"drawn": 2, "photographed": 15}), CHAMPION)
+    assert verdict.kind is VerdictKind.REJECTED and verdict.reason.startswith("reads photographed digits worse")
+
+
+def test_a_challenger_as_good_on_peoples_digits_is_promoted_and_one_a_digit_worse_is_not_refused():
+    for wrong in (2, 3):  # one more misread of 100 is within chance
+        verdict = gate(GATE, "4", people_evidence({"drawn": wrong, "photographed": 2}), CHAMPION)
+        assert verdict.kind is VerdictKind.PROMOTED, verdict.reason
+
+
+def test_too_few_peoples_digits_new_to_the_champion_are_not_compared_and_say_so():
+    verdict = gate(GATE, "4", people_evidence({"drawn": 10}, digits=20), CHAMPION)
+    assert verdict.kind is VerdictKind.PROMOTED
+    assert verdict.reason.endswith("; drawn digits not compared: only 20 are new to the champion")

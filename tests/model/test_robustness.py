@@ -8,24 +8,36 @@ import pytest
 from scipy import ndimage
 
 from digitpipe.data import split_dataset
-from digitpipe.robustness import COPIES, FAMILIES, SPEC, build_suite, measure, perturb
+from digitpipe.robustness import COPIES, FAMILIES, PEOPLE, SPEC, build_suite, measure, perturb
+
+PEOPLE_DIGITS = 40  # of the 250: enough to check the bookkeeping, quicker to make than the gate's 100
 
 
 @pytest.fixture(scope="module")
 def suite(digits):
-    return build_suite(split_dataset(digits).test, seed=0)
+    return build_suite(split_dataset(digits).test, seed=0, people_digits=PEOPLE_DIGITS)
 
 
 def test_the_suite_is_the_same_for_the_same_digits_and_seed(digits, suite):
-    again = build_suite(split_dataset(digits).test, seed=0)
-    assert again.digest == suite.digest and build_suite(suite.digits, seed=1).digest != suite.digest
+    again = build_suite(split_dataset(digits).test, seed=0, people_digits=PEOPLE_DIGITS)
+    assert again.digest == suite.digest
+    assert build_suite(split_dataset(digits).test, seed=1, people_digits=PEOPLE_DIGITS).digest != suite.digest
     assert suite.images.shape == (len(COPIES), 250, 28, 28) and suite.images.dtype == np.uint8
+    assert suite.people.shape == (len(PEOPLE), PEOPLE_DIGITS, 28, 28) and suite.people.dtype == np.uint8
     assert suite.tags() == {"robustness_spec": SPEC, "robustness_seed": 0, "robustness_digest": suite.digest[:16],
-                            "robustness_digits": 250}
+                            "robustness_digits": 250, "robustness_people_digits": PEOPLE_DIGITS}
 
 
 def test_at_most_max_digits_are_kept(digits):
-    assert len(build_suite(digits, max_digits=100).digits) == 100
+    suite = build_suite(digits, max_digits=100, people_digits=0)
+    assert len(suite.digits) == 100 and suite.people.shape == (len(PEOPLE), 0, 28, 28)
+
+
+def test_a_subset_keeps_each_digit_with_its_people_copies(suite):
+    keep = np.arange(len(suite.digits)) % 3 != 0
+    part = suite.subset(keep)
+    assert np.array_equal(part.people, suite.people[:, keep[:PEOPLE_DIGITS]])
+    assert np.array_equal(part.digits.images[: part.people.shape[1]], suite.digits.images[:PEOPLE_DIGITS][keep[:40]])
 
 
 def test_every_family_changes_the_digits_more_at_strength_two(suite):
@@ -76,4 +88,43 @@ def test_accuracy_per_copy_robust_accuracy_and_invariance(suite):
     assert result.robust_accuracy < 0.5 and result.strong_correct.shape == (250, len(FAMILIES))
     assert result.invariance_rate == pytest.approx(zeros, abs=0.01)  # only the zeros keep their prediction
     assert set(result.metrics()) == {*(f"perturbed_accuracy_{f}_{s}" for f, s in COPIES), "robust_accuracy",
-                                     "invariance_rate"}
+                                     "invariance_rate", *(f"people_accuracy_{f}" for f in PEOPLE)}
+    assert result.people_correct.shape == (PEOPLE_DIGITS, len(PEOPLE))
+    assert result.people["drawn"] == pytest.approx(np.mean(suite.digits.labels[:PEOPLE_DIGITS] == 0))  # all new
+
+
+def test_a_challenger_that_misreads_drawn_digits_is_refused_by_the_gate_on_the_suite(suite):
+    """Both models read every clean and perturbed copy right; the challenger reads the drawn digits as 1s. Judged
+    on the digits new to the champion (a fifth of them it trained on), the gate refuses it by the drawn family."""
+    from digitpipe.config import PromotionConfig
+    from digitpipe.evaluate import mcnemar
+    from digitpipe.promotion import gate
+    from digitpipe.records.evidence import Evidence
+    from digitpipe.records.verdicts import VerdictKind
+    from digitpipe.robustness import compare_people, compare_robustness
+    from digitpipe.tracking import Champion
+
+    labels = np.concatenate([suite.digits.labels] * (1 + len(COPIES)))
+    everything = np.concatenate([suite.digits.images, *suite.images, *suite.people])
+    truth = dict(zip((i.tobytes() for i in everything[: (1 + len(COPIES)) * len(suite.digits)]), labels))
+    people_truth = {image.tobytes(): label for family in suite.people
+                    for image, label in zip(family, suite.digits.labels)}
+    drawn = {image.tobytes() for image in suite.people[PEOPLE.index("drawn")]}
+
+    def champion(images):
+        return np.array([truth.get(i.tobytes(), people_truth.get(i.tobytes(), 0)) for i in images])
+
+    def challenger(images):
+        return np.where([i.tobytes() in drawn for i in images], 1, champion(images))
+
+    fresh = np.arange(len(suite.digits)) % 5 != 0
+    mine, _ = measure(challenger, suite)
+    theirs, _ = measure(champion, suite.subset(fresh))
+    people = compare_people(mine, theirs, fresh)
+    clean = mcnemar(np.zeros(400, int), np.zeros(400, int), np.r_[np.zeros(360, int), np.ones(40, int)])
+    evidence = Evidence(1.0, "passed", mine.robust_accuracy, clean,
+                        robust=compare_robustness(mine.strong_correct[fresh], theirs.strong_correct), people=people)
+    verdict = gate(PromotionConfig(), "2", evidence, Champion("1", "logreg", 0.9, ""))
+    assert people["photographed"].difference == 0 and people["drawn"].digits == int(fresh[:PEOPLE_DIGITS].sum())
+    assert verdict.kind is VerdictKind.REJECTED
+    assert verdict.reason.startswith("reads drawn digits worse than the champion")
