@@ -47,8 +47,9 @@ def tune(
     params: ParamsOption = None,
     prune: Annotated[bool, typer.Option(help="Stop unpromising trials early (Hyperband from 2 epochs).")] = True,
     objective: Annotated[str, typer.Option(help="robust: the mean of clean and perturbed validation accuracy; "
-                                                "accuracy-time: that and training seconds, two objectives, "
-                                                "unpruned (the Pareto front).")] = "robust",
+                                                "people: of those and the drawn and photographed validation "
+                                                "digits; accuracy-time: robust and training seconds, two "
+                                                "objectives, unpruned (the Pareto front).")] = "robust",
     threads: Annotated[int | None, typer.Option(help="Torch threads of this process (default: every core it may "
                                                      "use; two processes on one machine: give each half).")] = None,
     seed: SeedOption = 42,

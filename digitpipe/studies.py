@@ -39,15 +39,17 @@ MAX_ROUNDS = 3  # of trials to replace failed ones: a study whose every trial fa
 class Score:
     """How one trained model did on the validation part."""
 
-    value: float  # the study's objective: mean of clean and perturbed accuracy
+    value: float  # the study's objective: mean of clean and perturbed accuracy (and people's digits', if chosen)
     clean: float
     perturbed: float
     seconds: float
     epochs: int  # 0: not a net
+    people: float | None = None  # mean accuracy on the drawn and photographed validation digits
 
     def metrics(self) -> dict[str, float]:
         return {"objective": self.value, "val_clean_accuracy": self.clean, "val_perturbed_accuracy": self.perturbed,
-                "train_seconds": self.seconds, "epochs_run": self.epochs}
+                "train_seconds": self.seconds, "epochs_run": self.epochs,
+                **({"val_people_accuracy": self.people} if self.people is not None else {})}
 
 
 def _interrupted_trials(record: logging.LogRecord) -> bool:
@@ -64,7 +66,8 @@ def open_study(plan: StudyPlan, split: Split) -> optuna.Study:
     storage = _storage(plan.storage)
     identity = {"model": plan.model, "train_digest": split.train.digest[:16], "val_digest": split.val.digest[:16],
                 "seed": str(plan.seed), "fixed": repr(sorted(plan.base.items())),
-                "objectives": "objective, seconds" if plan.pareto else "objective"}
+                "objectives": {"accuracy-time": "objective, seconds", "people": "objective with people's digits"}.get(
+                    plan.objective, "objective")}
     directions = ["maximize", "minimize"] if plan.pareto else ["maximize"]
     try:  # exactly one of several processes starting at once creates it
         study = optuna.create_study(storage=storage, study_name=plan.study, directions=directions,
@@ -194,8 +197,11 @@ def train_and_score(plan: StudyPlan, values: dict[str, object], split: Split, su
     if trained.history and not np.isfinite(trained.history[-1].train_loss):  # diverged: a FAIL, not a value
         raise FloatingPointError(f"training loss {trained.history[-1].train_loss} after epoch {len(trained.history)}")
     result, _ = robustness.measure(lambda images: trained.scores(images).argmax(1), suite)
-    return Score((result.clean_accuracy + result.robust_accuracy) / 2, result.clean_accuracy,
-                 result.robust_accuracy, trained.train_seconds, len(trained.history))
+    people = float(np.mean(list(result.people.values()))) if result.people else None
+    parts = [result.clean_accuracy, result.robust_accuracy, *([people] if plan.objective == "people" and people
+                                                              is not None else [])]
+    return Score(float(np.mean(parts)), result.clean_accuracy, result.robust_accuracy, trained.train_seconds,
+                 len(trained.history), people)
 
 
 def seed_spread(plan: StudyPlan, values: dict[str, object], split: Split, seeds: list[int],

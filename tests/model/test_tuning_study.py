@@ -111,3 +111,15 @@ def test_accuracy_against_time_is_a_two_objective_study_without_pruning(split, t
     assert [d.name for d in study.directions] == ["MAXIMIZE", "MINIMIZE"]
     assert all(t.state.name == "COMPLETE" and len(t.values) == 2 and not t.intermediate_values for t in study.trials)
     assert study.best_trials  # the Pareto front
+
+
+def test_the_people_objective_adds_the_drawn_and_photographed_validation_digits(split, tmp_path):
+    plan = _plan(tmp_path, trials=1, objective="people", base={"epochs": 2})
+    (trial,) = studies.search(plan, split, studies.open_study(plan, split)).trials
+    score = trial.user_attrs["score"]
+    assert 0 < score["val_people_accuracy"] < 1
+    assert trial.value == pytest.approx(np.mean([score["val_clean_accuracy"], score["val_perturbed_accuracy"],
+                                                 score["val_people_accuracy"]]))
+    robust = _plan(tmp_path, "r", trials=1, base={"epochs": 2})
+    with pytest.raises(UserError, match="searched another objectives"):  # a study keeps its objective
+        studies.open_study(robust.model_copy(update={"study": "s"}), split)
