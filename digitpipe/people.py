@@ -127,8 +127,10 @@ def pointer_paths(image: np.ndarray, rng: np.random.Generator) -> list[np.ndarra
     matrix = scale * np.array([[stretch, -shear], [0, 1]]) @ np.array([[cos, -sin], [sin, cos]])
     moved = [(stroke - (low + high) / 2) @ matrix.T for stroke in strokes]
     every = np.concatenate(moved)
-    margin = BRUSH / 2 + 2
+    margin = BRUSH / 2 + 2  # the brush stays on the pad: a stroke begun off it draws nothing
     lo, hi = every.min(0), every.max(0)
+    fits = min(1.0, (PAD_SIDE - 2 * margin - 6) / max(float((hi - lo).max()), 1e-6))  # wide and slanted: smaller
+    moved, lo, hi = [stroke * fits for stroke in moved], lo * fits, hi * fits
     room = np.maximum(PAD_SIDE - 2 * margin - (hi - lo), 0)
     offset = margin - lo + rng.uniform(0, 1, 2) * room
     spacing, jitter = rng.uniform(2, 18), rng.uniform(0, 2.0)
@@ -165,7 +167,7 @@ def ink_of(paths: list[np.ndarray], side: int, width: float) -> np.ndarray:
     pen = ImageDraw.Draw(big)
     radius = width * SMOOTH / 2
     for path in paths:
-        points = [tuple(p) for p in (path + 0.5) * SMOOTH]
+        points = [tuple(p) for p in path * SMOOTH]  # a canvas's coordinates: pixel (0, 0) spans 0 to 1
         if len(points) > 1:
             pen.line(points, fill=255, width=max(1, round(2 * radius)), joint="curve")
         for x, y in (points[0], points[-1]):  # round ends (and a lone dot)
