@@ -29,8 +29,12 @@ BOUNDS: dict[str, tuple[float, float]] = {
     "degrees": (0.0, 90.0), "shift_px": (0.0, 14.0), "scale": (0.0, 0.9), "pen_share": (0.0, 1.0),
     "pen_full_share": (0.0, 1.0), "noise_share": (0.0, 1.0), "noise_sigma": (0.0, 255.0), "blur_share": (0.0, 1.0),
     "blur_sigma": (0.3, 5.0), "slant_share": (0.0, 1.0), "slant_degrees": (0.0, 60.0), "elastic_share": (0.0, 1.0),
-    "elastic_alpha": (0.0, 100.0), "elastic_sigma": (0.5, 10.0),
+    "elastic_alpha": (0.0, 100.0), "elastic_sigma": (0.5, 10.0), "pen_pixels": (0.0, 3.0),
+    "round_pen_share": (0.0, 1.0), "round_pen_min": (0.3, 4.0), "round_pen_max": (0.3, 4.0), "photo_share": (0.0, 1.0),
+    "photo_fade": (0.0, 1.0),
 }
+# Pairs of fields whose first may not exceed its second (either taken from the zoo where a source leaves it out)
+ORDERED: tuple[tuple[str, str], ...] = (("augmentation.round_pen_min", "augmentation.round_pen_max"),)
 CHOICES: dict[str, tuple[str, ...]] = {"optimizer": ("sgd", "adamw"), "schedule": ("constant", "onecycle")}
 
 
@@ -119,7 +123,16 @@ def checked(values: Mapping[str, Mapping[str, object]], source: str) -> Override
             out.setdefault(model, {})[key] = _checked_value(f"{source}: {model}.{key}", key, value, kind)
         if isinstance(SPECS[model], NetSpec) and SPECS[model].width is None and "width" in fields:
             raise UserError(f"{source}: {model}.width: {model} has no convolutions")
+        _check_order(f"{source}: {model}", {k: v for k, (v, _) in known.items()} | out.get(model, {}))
     return out
+
+
+def _check_order(where: str, values: Mapping[str, object]) -> None:
+    """One UserError line for the first pair of ORDERED whose low end lies above its high end."""
+    for low, high in ORDERED:
+        if low in values and high in values and values[low] > values[high]:
+            raise UserError(f"{where}.{low}: {values[low]} is above {high.rpartition('.')[2]} {values[high]}; "
+                            "set both")
 
 
 def _checked_value(where: str, key: str, value: object, kind: object) -> object:

@@ -20,7 +20,8 @@ from torch import nn
 from digitpipe import interrupts
 from digitpipe.data.dataset import Dataset
 from digitpipe.files import atomic_path
-from digitpipe.records.specs import Augmentation, NetSpec
+from digitpipe.augmentation import augment
+from digitpipe.records.specs import NetSpec
 from digitpipe.records.training import Callback, EpochResult
 
 EVAL_BATCH = 4096
@@ -115,92 +116,6 @@ def _train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, scheduler, 
         loss_sum += loss.detach() * len(idx)  # stays on the device: no per-batch host sync
         correct += (logits.argmax(1) == yb).sum()
     return loss_sum.item() / len(x), correct.item() / len(x)
-
-
-def augment(x: torch.Tensor, how: Augmentation) -> torch.Tensor:
-    """Random rotation, shift and scaling per image (raw pixels, N x 1 x 28 x 28), then a thicker or thinner pen,
-    noise and blur for random shares of the batch; all on x's device."""
-    n, device = len(x), x.device
-    angle = (torch.rand(n, device=device) * 2 - 1) * math.radians(how.degrees)
-    zoom = 1 + (torch.rand(n, device=device) * 2 - 1) * how.scale
-    shift = (torch.rand(n, 2, device=device) * 2 - 1) * (2 * how.shift_px / x.shape[-1])  # grid units: 2 = full width
-    cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
-    theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1)
-    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-    x = F.grid_sample(x, grid, align_corners=False, padding_mode="zeros")
-    if how.slant_share:
-        x = _some(x, how.slant_share, lambda v: slant(v, how.slant_degrees))
-    if how.elastic_share:
-        x = _some(x, how.elastic_share, lambda v: elastic(v, how.elastic_alpha, how.elastic_sigma))
-    if how.pen_share:
-        x = _some(x, how.pen_share, lambda v: _pen(v, how.pen_full_share))
-    if how.noise_share:
-        x = _some(x, how.noise_share, lambda v: v + torch.randn_like(v) * how.noise_sigma
-                  * torch.rand(len(v), 1, 1, 1, device=device))
-    if how.blur_share:
-        x = _some(x, how.blur_share, lambda v: _blur(v, how.blur_sigma))
-    return x.clamp(0, 255)
-
-
-def slant(x: torch.Tensor, max_degrees: float) -> torch.Tensor:
-    """Each image sheared horizontally by its own angle up to `max_degrees` either way (slanted handwriting), about
-    the image's centre; on x's device."""
-    n = len(x)
-    shear = torch.tan((torch.rand(n, device=x.device) * 2 - 1) * math.radians(max_degrees))
-    zero, one = torch.zeros(n, device=x.device), torch.ones(n, device=x.device)
-    theta = torch.stack([torch.stack([one, shear, zero], 1), torch.stack([zero, one, zero], 1)], 1)
-    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-    return F.grid_sample(x, grid, align_corners=False, padding_mode="zeros")
-
-
-def elastic(x: torch.Tensor, alpha: float, sigma: float) -> torch.Tensor:
-    """Elastic distortion (Simard, Steinkraus and Platt, 2003): per image a random displacement field, smoothed by
-    a Gaussian of `sigma` pixels and scaled to `alpha` pixels, applied by bilinear sampling; on x's device."""
-    n, _, height, width = x.shape
-    radius = max(1, int(math.ceil(3 * sigma)))
-    offsets = torch.arange(-radius, radius + 1, device=x.device, dtype=x.dtype)
-    line = torch.exp(-(offsets ** 2) / (2 * sigma ** 2))
-    line = line / line.sum()
-    field = torch.rand(n * 2, 1, height, width, device=x.device, dtype=x.dtype) * 2 - 1
-    field = F.conv2d(field, line.view(1, 1, 1, -1), padding=(0, radius))  # separable: rows, then columns
-    field = F.conv2d(field, line.view(1, 1, -1, 1), padding=(radius, 0)).view(n, 2, height, width)
-    scale = torch.tensor([2 / width, 2 / height], device=x.device, dtype=x.dtype).view(1, 2, 1, 1)
-    theta = torch.eye(2, 3, device=x.device, dtype=x.dtype).expand(n, 2, 3)
-    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-    grid = grid + (field * alpha * scale).permute(0, 2, 3, 1)  # pixels to grid units (2 = the whole width)
-    return F.grid_sample(x, grid, align_corners=False, padding_mode="zeros")
-
-
-def _some(x: torch.Tensor, share: float, change) -> torch.Tensor:
-    """`change` applied to a random `share` of the images in `x`."""
-    chosen = torch.rand(len(x), 1, 1, 1, device=x.device) < share
-    return torch.where(chosen, change(x), x)
-
-
-def _pen(x: torch.Tensor, full_share: float) -> torch.Tensor:
-    """Strokes up to one pixel thicker (half the images) or thinner (the other half): a cross-shaped dilation or
-    erosion, blended in whole for `full_share` of the images and by a random amount for the rest."""
-    def dilate(v: torch.Tensor) -> torch.Tensor:
-        padded = F.pad(v, (1, 1, 1, 1))
-        return torch.stack([v, padded[..., :-2, 1:-1], padded[..., 2:, 1:-1], padded[..., 1:-1, :-2],
-                            padded[..., 1:-1, 2:]]).amax(0)
-
-    thicker = torch.rand(len(x), 1, 1, 1, device=x.device) < 0.5
-    changed = torch.where(thicker, dilate(x), -dilate(-x))
-    amount = torch.rand(len(x), 1, 1, 1, device=x.device)
-    amount = torch.where(torch.rand_like(amount) < full_share, 1.0, amount)
-    return x + amount * (changed - x)
-
-
-def _blur(x: torch.Tensor, max_sigma: float) -> torch.Tensor:
-    """Gaussian blur, each image with its own sigma up to `max_sigma` (a grouped convolution, 5x5 kernels)."""
-    sigma = 0.3 + torch.rand(len(x), device=x.device) * (max_sigma - 0.3)
-    offsets = torch.arange(-2, 3, device=x.device, dtype=x.dtype)
-    line = torch.exp(-(offsets[None] ** 2) / (2 * sigma[:, None] ** 2))
-    line = line / line.sum(1, keepdim=True)
-    kernels = (line[:, :, None] * line[:, None, :])[:, None]  # N x 1 x 5 x 5
-    blurred = F.conv2d(x.reshape(1, len(x), *x.shape[-2:]), kernels, padding=2, groups=len(x))
-    return blurred.reshape(x.shape)
 
 
 def _save_checkpoint(path: Path, model: nn.Module, optimizer, scheduler, history: list[EpochResult]) -> None:

@@ -32,8 +32,9 @@ class Augmentation:
     degrees: float = 12.0
     shift_px: float = 3.0
     scale: float = 0.15
-    pen_share: float = 0.8  # thicker or thinner strokes, up to one pixel
-    pen_full_share: float = 0.5  # of those, the share changed by the whole pixel (the rest by a random fraction)
+    pen_share: float = 0.8  # thicker or thinner strokes, up to pen_pixels
+    pen_full_share: float = 0.5  # of those, the share changed by the whole pen_pixels (the rest by a random fraction)
+    pen_pixels: float = 1.0  # how many pixels thicker or thinner at most
     noise_share: float = 0.5
     noise_sigma: float = 16.0  # on 0-255 pixels
     blur_share: float = 0.5
@@ -44,6 +45,11 @@ class Augmentation:
     elastic_share: float = 0.0  # Simard et al. 2003: a smoothed random displacement field per digit
     elastic_alpha: float = 34.0  # its strength, pixels on 28 x 28
     elastic_sigma: float = 4.0  # its smoothness, pixels
+    round_pen_share: float = 0.0  # strokes redrawn with a round pen of one width (a mouse's or a finger's)
+    round_pen_min: float = 0.6  # its radius, pixels on 28 x 28, drawn per digit between these two
+    round_pen_max: float = 2.2
+    photo_share: float = 0.0  # a photo's uneven light: the ink fading along a random direction, softer edges
+    photo_fade: float = 0.5  # the largest fade across the frame (0.5: the far side at half the ink)
 
 
 @dataclass(frozen=True)
@@ -110,7 +116,9 @@ SPACES: dict[str, dict[str, Range | Choice]] = {
                 "width": Range(8, 32, integer=True), "hidden": Range(64, 512, log=True, integer=True),
                 "augmentation.degrees": Range(0.0, 20.0), "augmentation.shift_px": Range(0.0, 4.0),
                 "augmentation.pen_share": Range(0.0, 1.0), "augmentation.noise_share": Range(0.0, 1.0),
-                "augmentation.blur_share": Range(0.0, 1.0)},
+                "augmentation.blur_share": Range(0.0, 1.0), "augmentation.elastic_share": Range(0.0, 1.0),
+                "augmentation.slant_share": Range(0.0, 1.0), "augmentation.round_pen_share": Range(0.0, 1.0),
+                "augmentation.photo_share": Range(0.0, 1.0), "augmentation.pen_pixels": Range(0.5, 2.0)},
 }
 
 
