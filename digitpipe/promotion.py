@@ -29,7 +29,7 @@ from digitpipe.runtime import utc_now
 from digitpipe.tracking import Champion, Registry
 
 MIN_ROBUST_DIGITS = 50  # fewer perturbed digits new to the champion say too little to judge robustness by
-MIN_PEOPLE_DIGITS = 30  # the same for one family of people's digits (the gate makes 100 of each)
+MIN_PEOPLE_DIGITS = 30  # the same for one family of people's digits (the suite makes 60 to 200 of each)
 
 
 def gate(cfg: PromotionConfig, version: str, evidence: Evidence, champion: Champion | None) -> Verdict:

@@ -34,8 +34,9 @@ STRENGTHS = {  # the largest change at each strength; geometric ones are drawn u
 }  # pixels, degrees, scale fraction, dilation or erosion (0.5: half-way), noise sigma on 0-255, blur sigma
 COPIES = tuple((family, strength) for strength in STRENGTHS for family in FAMILIES)
 PEOPLE = ("drawn", "photographed")  # people's families the gate weighs, each against the champion on its own
-PEOPLE_DIGITS = 100  # of the suite's digits, the first this many are also drawn and photographed (~10-25 ms each)
-GATE_PHOTO_SIDES = (240, 640)  # the gate's photos' long sides, for its cost; bench/people.py takes phone sizes too
+PEOPLE_DIGITS = 60  # at least this many of the suite's digits (a tenth where that is more) are also drawn and
+#                     photographed: ~10 ms each, so that the clause costs a fixture run ~15% (bench/README.md)
+GATE_PHOTO_SIDES = (160, 400)  # the gate's photos' long sides, for its cost; bench/people.py takes phone sizes too
 
 
 @dataclass(frozen=True)
@@ -66,14 +67,16 @@ class Suite:
                 "robustness_digits": len(self.digits), "robustness_people_digits": self.people.shape[1]}
 
 
-def build_suite(held_out: Dataset, seed: int = 0, max_digits: int = 2000,
-                people_digits: int = PEOPLE_DIGITS) -> Suite:
+def build_suite(held_out: Dataset, seed: int = 0, max_digits: int = 2000, people_digits: int | None = None) -> Suite:
     """Every (family, strength) copy of at most `max_digits` held-out digits (a seeded random sample of them, in a
-    seeded order), and the first `people_digits` of them drawn and photographed."""
+    seeded order), and the first `people_digits` of them (default: PEOPLE_DIGITS or a tenth) drawn and
+    photographed."""
     order = np.random.default_rng(seed).permutation(len(held_out))[:max_digits]
     digits = held_out.subset(order)  # shuffled: the first few, made into people's digits, are a random sample too
     images = np.stack([perturb(digits.images, family, STRENGTHS[strength][family],
                                np.random.default_rng([seed, i])) for i, (family, strength) in enumerate(COPIES)])
+    if people_digits is None:
+        people_digits = max(PEOPLE_DIGITS, len(digits) // 10)
     few = digits.subset(np.arange(min(people_digits, len(digits))))
     made = np.stack([people.family(family, few.images, few.labels, seed, GATE_PHOTO_SIDES) for family in PEOPLE])
     return Suite(digits, images, seed, made)

@@ -3,8 +3,8 @@ digits on its page and correct its answers, and `run --feedback` with the same s
 version that reads drawn digits better than the one it retrained from, without losing clean accuracy.
 
 Measured at seed 42 through this test (lenet, 8 epochs, the fixture; 500 page answers, 430 of them "right", 359
-trained on and 141 held out for the gate): the drawn family's accuracy (the gate's 100 drawn held-out digits) 0.82
-before, 0.86 after; clean held-out accuracy 0.924 before, 0.940 after. On 100 digits a gain comes in whole digits
+trained on and 141 held out for the gate): on 100 drawn held-out digits (the suite's family then) 0.82 before, 0.86
+after; clean held-out accuracy 0.924 before, 0.940 after. On 100 digits a gain comes in whole digits
 and is noisy (seeds 1, 2, 3: +4, +1, +9 points), so the test judges on all 250 held-out digits drawn, where the
 same steps gained +8 points at seed 42 and +5.6, +6.8, +6.8 at seeds 1, 2, 3: the asserted 3 points is about half
 the smallest.
