@@ -85,7 +85,7 @@ def _benchmark(test, digits: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """(images, labels) per column: t10k whole, each family of a seeded sample of it, load_digits."""
     sample = np.sort(np.random.default_rng(0).permutation(len(test))[:digits])
     images, labels = test.images[sample], test.labels[sample]
-    cache = OUT / f"families-{people.SPEC}-{digits}.npz"
+    cache = OUT / f"families-{people.SPEC}-{digits}-{test.digest[:12]}.npz"  # another test set: made again
     if cache.exists():
         made = dict(np.load(cache))
     else:

@@ -157,8 +157,8 @@ def _held_out(labels: np.ndarray, predicted: np.ndarray) -> dict:
 
 
 def _people(tags: dict) -> dict:
-    """Accuracy per family of people's digits, as the version's run measured it on the gate's suite, and the
-    champion's where the gate compared the two on them."""
+    """Accuracy per family of people's digits, as the version's run measured it on its suite, and where the gate
+    compared the two on the digits new to the champion, both models' accuracy on those."""
     from digitpipe.robustness import PEOPLE
 
     families = {}
@@ -167,9 +167,11 @@ def _people(tags: dict) -> dict:
             continue
         families[family] = {"accuracy": float(mine)}
         if f"{family}_digits" in tags:
-            families[family] |= {"champion_accuracy": float(tags[f"champion_{family}_accuracy"]),
-                                 "digits_new_to_both": int(tags[f"{family}_digits"]),
-                                 "difference_upper_bound": float(tags[f"{family}_difference_upper_bound"])}
+            families[family] |= {"digits_new_to_both": int(tags[f"{family}_digits"]),
+                                 "accuracy_on_those": float(tags[f"challenger_{family}_accuracy"]),
+                                 "champion_accuracy": float(tags[f"champion_{family}_accuracy"]),
+                                 "difference_upper_bound": float(tags[f"{family}_difference_upper_bound"]),
+                                 "p_value": float(tags.get(f"{family}_p_value", "nan"))}
     return families
 
 
@@ -258,8 +260,9 @@ def card_markdown(card: dict, link: str = "") -> str:
              f"{held['images']:,} images",
              f"- {card['model']['parameters']:,} parameters, ONNX {card['model']['onnx_kb']} KB",
              f"- data {card['trained_on']['data_digest'][:16]}, code {card['trained_on']['code_version'][:16]}"]
-    lines += [f"- {family} digits {row['accuracy']:.2%}" + (f" (champion {row['champion_accuracy']:.2%} on the same "
-              f"{row['digits_new_to_both']})" if "champion_accuracy" in row else "")
+    lines += [f"- {family} digits {row['accuracy']:.2%}" + (f"; on the {row['digits_new_to_both']} new to the "
+              f"champion {row['accuracy_on_those']:.2%} against its {row['champion_accuracy']:.2%}"
+              if "champion_accuracy" in row else "")
               for family, row in card.get("people", {}).items()]
     if (comparison := card.get("comparison")) and "mcnemar_p_value" in comparison:
         lines.append(f"- against champion v{comparison['champion_version']} on {comparison['images_new_to_both']:,} "

@@ -73,12 +73,12 @@ def mcnemar(labels: np.ndarray, challenger: np.ndarray, champion: np.ndarray) ->
         return PairedComparison(0, float("nan"), float("nan"), 0, 0, 1.0)
     wins = int(np.sum(challenger_right & ~champion_right))
     losses = int(np.sum(champion_right & ~challenger_right))
-    p_value = _two_sided_sign_test(wins, wins + losses)
+    p_value = sign_test(wins, wins + losses)
     return PairedComparison(len(labels), float(challenger_right.mean()), float(champion_right.mean()), wins, losses,
                             float(p_value))
 
 
-def _two_sided_sign_test(successes: int, trials: int) -> float:
+def sign_test(successes: int, trials: int) -> float:
     """Exact two-sided binomial test of `successes` in `trials` at p = 1/2 (scipy's binomtest, without scipy):
     the distribution is symmetric, so the p-value is twice the smaller tail, at most 1."""
     if trials == 0:

@@ -123,8 +123,10 @@ def drawn(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 def pointer_paths(image: np.ndarray, rng: np.random.Generator) -> list[np.ndarray]:
     """The digit's strokes as pointer positions on the pad: at the size, place, slant and angle a person might draw
-    it, sampled as pointer events arrive (a fast hand: far apart) and with a hand's jitter."""
+    it, sampled as pointer events arrive (a fast hand: far apart) and with a hand's jitter; none for a blank digit."""
     strokes = strokes_of(image)
+    if not strokes:
+        return []
     points = np.concatenate(strokes)
     low, high = points.min(0), points.max(0)
     height = rng.uniform(70, 230)  # pad pixels: small in a corner to filling the pad
@@ -294,7 +296,10 @@ def other_hand(image: np.ndarray, label: int, rng: np.random.Generator) -> np.nd
 
 
 def written(strokes: list[np.ndarray], style: str, rng: np.random.Generator) -> np.ndarray:
-    """`strokes` (28x28 coordinates) written in `style` on the canvas and read as the service reads a picture."""
+    """`strokes` (28x28 coordinates) written in `style` on the canvas and read as the service reads a picture (all
+    black for no strokes: a blank digit)."""
+    if not strokes:
+        return np.zeros((28, 28), np.uint8)
     pen = {"marker": rng.uniform(3.2, 4.5), "fine pen": rng.uniform(0.7, 1.1)}.get(style, rng.uniform(1.6, 2.6))
     shear = math.tan(math.radians(rng.uniform(15, 35) * rng.choice([-1, 1]))) if style == "slanted" else 0.0
     scale = CANVAS / 28

@@ -104,12 +104,13 @@ def _robust_clause(cfg: PromotionConfig, robust: RobustComparison | None) -> tup
 
 
 def _people_clause(cfg: PromotionConfig, family: str, people: RobustComparison) -> tuple[str, str]:
-    """Clause (c) on one family of people's digits: (what it says, why it rejects or "")."""
+    """Clause (c) on one family of people's digits: (what it says, why it rejects or ""). A family is small, so
+    beyond the margin the challenger must also lose significantly (McNemar's exact test, max_p_value)."""
     if people.digits < MIN_PEOPLE_DIGITS:
         return f"; {family} digits not compared: only {people.digits} are new to the champion", ""
     said = (f"; {family} {people.challenger:.4f} vs {people.champion:.4f} on the same {people.digits} digits "
-            f"(95% upper bound {100 * people.upper_bound:+.2f} points)")
-    if people.upper_bound < -cfg.robust_margin:
+            f"(95% upper bound {100 * people.upper_bound:+.2f} points, McNemar p={people.p_value or 1.0:.3g})")
+    if people.upper_bound < -cfg.robust_margin and (people.p_value or 1.0) < cfg.max_p_value:  # few misreads: chance
         return said, (f"reads {family} digits worse than the champion by more than the robust margin "
                       f"{100 * cfg.robust_margin:.2f} points")
     return said, ""

@@ -8,6 +8,7 @@ machine, so every model of a run and the champion it is compared with see exactl
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import math
@@ -19,6 +20,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from digitpipe import people
+from digitpipe.evaluate import sign_test
 from digitpipe.files import write_json
 from digitpipe.records.evidence import RobustComparison, Robustness
 
@@ -57,7 +59,8 @@ class Suite:
         return hashlib.sha256(np.ascontiguousarray(both).tobytes()).hexdigest()
 
     def subset(self, keep: np.ndarray) -> Suite:
-        """The suite for the digits where `keep` is true (e.g. those a champion never trained on)."""
+        """The suite for the digits where `keep` (a boolean mask) is true (e.g. those a champion never trained on)."""
+        assert keep.dtype == bool, "a mask: the people's copies are the first digits' and must stay beside them"
         return Suite(self.digits.subset(keep), self.images[:, keep], self.seed,
                      self.people[:, keep[: self.people.shape[1]]], self.spec)
 
@@ -153,13 +156,20 @@ def compare_robustness(challenger: np.ndarray, champion: np.ndarray, seed: int =
 
 
 def compare_people(challenger: Robustness, champion: Robustness, fresh: np.ndarray) -> dict[str, RobustComparison]:
-    """Two models on each family of people's digits, where `fresh` (over the suite's digits) marks those new to the
-    champion, whose results are on those alone (measured on suite.subset(fresh)); bootstrapped over digits."""
+    """Two models on each family of people's digits, where `fresh` (a boolean mask over the suite's digits) marks
+    those new to the champion, whose results are on those alone (measured on suite.subset(fresh))."""
     mine = challenger.people_correct[fresh[: len(challenger.people_correct)]]
-    if mine.size == 0 or champion.people_correct.shape != mine.shape:
-        return {}
-    theirs = champion.people_correct
-    return {family: compare_robustness(mine[:, [j]], theirs[:, [j]]) for j, family in enumerate(PEOPLE)}
+    if mine.shape != champion.people_correct.shape:
+        raise ValueError(f"people's digits of two suites: {mine.shape} against {champion.people_correct.shape}")
+    return {family: compare_family(mine[:, j], champion.people_correct[:, j]) for j, family in enumerate(PEOPLE)}
+
+
+def compare_family(challenger: np.ndarray, champion: np.ndarray) -> RobustComparison:
+    """Two models' correctness (bool, per digit) on one family: the bootstrap's bound, and McNemar's exact test on
+    the digits only one of them reads (a family has 60-200 digits: a few misreads more are chance)."""
+    bootstrapped = compare_robustness(challenger[:, None], champion[:, None])
+    wins, losses = int(np.sum(challenger & ~champion)), int(np.sum(champion & ~challenger))
+    return dataclasses.replace(bootstrapped, p_value=sign_test(wins, wins + losses))
 
 
 def check_robustness(onnx_path: Path, suite: Suite, folder: Path) -> Robustness:

@@ -260,6 +260,7 @@ def _box_sum(array: np.ndarray, window: int) -> np.ndarray:
     scipy's running means, in float64, the same cost for any window."""
     from scipy import ndimage  # ~0.3 s to import, once: 5x quicker than cumulative sums in numpy here
 
+    assert window % 2, "an odd window: centred on its pixel"
     return ndimage.uniform_filter(array.astype(np.float64), window, mode="constant") * window**2
 
 

@@ -52,6 +52,7 @@ class RobustComparison:
     challenger: float
     champion: float
     upper_bound: float  # one-sided 95% upper bound of (challenger - champion)
+    p_value: float | None = None  # for one family of people's digits: McNemar's exact test on the digits they split
 
     @property
     def difference(self) -> float:

@@ -86,7 +86,8 @@ def to_tags(verdict: Verdict) -> dict[str, object]:
                  "robust_digits": robust.digits, "robust_difference_upper_bound": robust.upper_bound}
     for family, people in (evidence.people if evidence else {}).items():
         tags |= {f"challenger_{family}_accuracy": people.challenger, f"champion_{family}_accuracy": people.champion,
-                 f"{family}_digits": people.digits, f"{family}_difference_upper_bound": people.upper_bound}
+                 f"{family}_digits": people.digits, f"{family}_difference_upper_bound": people.upper_bound,
+                 f"{family}_p_value": None if people.p_value is None else f"{people.p_value:.3g}"}
     if evidence and (feedback := evidence.feedback):
         tags |= {"feedback_images": feedback.images, "challenger_feedback_accuracy": feedback.challenger_accuracy,
                  "champion_feedback_accuracy": feedback.champion_accuracy,

@@ -323,16 +323,18 @@ def test_the_card_shows_how_the_version_reads_peoples_digits_beside_the_champion
 
     champion, _ = register(store, registry, linear_onnx, digits, None)
     evidence = Evidence(0.8, "passed", comparison=PairedComparison(250, 0.8, 0.7, 30, 5, 1e-5),
-                        people={"drawn": RobustComparison(90, 0.91, 0.95, -0.01)})
+                        people={"drawn": RobustComparison(90, 0.91, 0.95, -0.01, 0.02)})
     version, _ = register(store, registry, linear_onnx, digits, None)
     registry.set_version_tags(version, {"people_accuracy_drawn": 0.92, "people_accuracy_photographed": 0.97})
     record_verdict(registry, Verdict(version, VerdictKind.REJECTED, "reads drawn digits worse", 0.8, champion,
                                      evidence))
     card = write_card(registry, version, held_out, tmp_path / "card")
-    assert card["people"] == {"drawn": {"accuracy": 0.92, "champion_accuracy": 0.95, "digits_new_to_both": 90,
-                                        "difference_upper_bound": -0.01},
+    assert card["people"] == {"drawn": {"accuracy": 0.92, "digits_new_to_both": 90, "accuracy_on_those": 0.91,
+                                        "champion_accuracy": 0.95, "difference_upper_bound": -0.01, "p_value": 0.02},
                               "photographed": {"accuracy": 0.97}}
     page = (tmp_path / "card" / "card.html").read_text()
     assert ("<h2>People's digits (drawn on the page, photographed)</h2><table><tr><th>drawn</th><td>accuracy 0.92, "
-            "champion_accuracy 0.95, digits_new_to_both 90, difference_upper_bound -0.01</td></tr>") in page
-    assert "- drawn digits 92.00% (champion 95.00% on the same 90)\n- photographed digits 97.00%" in card_markdown(card)
+            "digits_new_to_both 90, accuracy_on_those 0.91, champion_accuracy 0.95, difference_upper_bound -0.01, "
+            "p_value 0.02</td></tr>") in page
+    assert ("- drawn digits 92.00%; on the 90 new to the champion 91.00% against its 95.00%\n"
+            "- photographed digits 97.00%") in card_markdown(card)

@@ -10,7 +10,7 @@ from digitpipe.evaluate import mcnemar
 from digitpipe.promotion import gate
 from digitpipe.records.evidence import Evidence
 from digitpipe.records.verdicts import VerdictKind, to_tags
-from digitpipe.robustness import compare_robustness
+from digitpipe.robustness import compare_family, compare_robustness
 from digitpipe.tracking import Champion
 
 GATE = PromotionConfig(min_accuracy=0.9, min_margin=0.001, max_p_value=0.05)
@@ -227,9 +227,9 @@ def people_evidence(challenger_wrong: dict[str, int], champion_wrong: int = 2, d
     evidence = robust_evidence(challenger_wrong_digits=40, champion_wrong_digits=40)
     people = {}
     for family, wrong in challenger_wrong.items():
-        mine, theirs = np.ones((digits, 1), bool), np.ones((digits, 1), bool)
-        mine[:wrong], theirs[-champion_wrong:] = False, False
-        people[family] = compare_robustness(mine, theirs)
+        mine, theirs = np.ones(digits, bool), np.ones(digits, bool)
+        mine[:wrong], theirs[digits - champion_wrong :] = False, False
+        people[family] = compare_family(mine, theirs)
     return dataclasses.replace(evidence, people=people)
 
 
@@ -239,10 +239,12 @@ def test_a_clean_winner_that_reads_drawn_digits_worse_is_refused_and_the_tags_sa
     assert verdict.reason.startswith("reads drawn digits worse than the champion by more than the robust margin "
                                      "0.50 points; robust accuracy 0.9800 vs 0.9800")
     assert "; drawn 0.8800 vs 0.9800 on the same 100 digits (95% upper bound -" in verdict.reason
+    assert "McNemar p=0.0129)" in verdict.reason  # 12 digits only the champion reads, 2 only the challenger
     assert "; photographed 0.9800 vs 0.9800 on the same 100 digits" in verdict.reason
     tags = to_tags(verdict)
     assert tags["challenger_drawn_accuracy"] == 0.88 and tags["champion_drawn_accuracy"] == 0.98
     assert tags["drawn_digits"] == 100 and tags["drawn_difference_upper_bound"] < -0.005
+    assert tags["drawn_p_value"] == "0.0129"
 
 
 def test_each_family_is_judged_on_its_own():
@@ -254,6 +256,15 @@ def test_a_challenger_as_good_on_peoples_digits_is_promoted_and_one_a_digit_wors
     for wrong in (2, 3):  # one more misread of 100 is within chance
         verdict = gate(GATE, "4", people_evidence({"drawn": wrong, "photographed": 2}), CHAMPION)
         assert verdict.kind is VerdictKind.PROMOTED, verdict.reason
+
+
+def test_a_few_misreads_more_on_a_small_family_are_chance_not_a_refusal():
+    """On 60 digits, 3 misreads against none put the bootstrap's bound below the margin, but McNemar's p is 0.25;
+    7 against none (p=0.016) are a refusal."""
+    few = gate(GATE, "4", people_evidence({"drawn": 3}, champion_wrong=0, digits=60), CHAMPION)
+    assert few.kind is VerdictKind.PROMOTED and "McNemar p=0.25)" in few.reason
+    many = gate(GATE, "4", people_evidence({"drawn": 7}, champion_wrong=0, digits=60), CHAMPION)
+    assert many.kind is VerdictKind.REJECTED and many.reason.startswith("reads drawn digits worse")
 
 
 def test_too_few_peoples_digits_new_to_the_champion_are_not_compared_and_say_so():

@@ -110,3 +110,10 @@ def test_a_picture_the_reader_finds_blank_counts_as_a_black_digit():
     blank = io.BytesIO()
     Image.new("L", (64, 64), 255).save(blank, format="PNG")
     assert not people.read_as_service(blank.getvalue()).any()
+
+
+def test_a_blank_digit_in_any_family_is_a_black_picture_not_a_crash():
+    blank = np.zeros((2, 28, 28), np.uint8)
+    for name in people.FAMILIES:
+        assert not people.family(name, blank, np.array([2, 3]), photo_sides=(200, 300)).any(), name
+    assert people.family("drawn", blank[:0], blank[:0, 0, 0]).shape == (0, 28, 28)

@@ -10,7 +10,7 @@ from scipy import ndimage
 from digitpipe.data import split_dataset
 from digitpipe.robustness import COPIES, FAMILIES, PEOPLE, SPEC, build_suite, measure, perturb
 
-PEOPLE_DIGITS = 40  # of the 250: enough to check the bookkeeping, quicker to make than the gate's 100
+PEOPLE_DIGITS = 40  # of the 250: enough to check the bookkeeping, quicker to make than the gate's 60
 
 
 @pytest.fixture(scope="module")
