@@ -27,8 +27,8 @@ from digitpipe.records.evidence import RobustComparison, Robustness
 if TYPE_CHECKING:
     from digitpipe.data import Dataset
 
-SPEC = f"digitpipe-perturb-v2+{people.SPEC}"  # change when FAMILIES, STRENGTHS or PEOPLE change: accuracies then
-#                                                 stop comparing
+SPEC = "digitpipe-perturb-v1"  # change when FAMILIES or STRENGTHS change: robust accuracies then stop comparing
+#                                (people's digits have their own, people.SPEC)
 FAMILIES = ("shift", "rotate", "scale", "thickness", "noise", "blur")
 STRENGTHS = {  # the largest change at each strength; geometric ones are drawn uniformly in +-limit per digit
     1: {"shift": 1.5, "rotate": 6.0, "scale": 0.075, "thickness": 0.5, "noise": 8.0, "blur": 0.5},
@@ -67,7 +67,8 @@ class Suite:
     def tags(self) -> dict[str, object]:
         """What identifies the benchmark, for run and version tags."""
         return {"robustness_spec": self.spec, "robustness_seed": self.seed, "robustness_digest": self.digest[:16],
-                "robustness_digits": len(self.digits), "robustness_people_digits": self.people.shape[1]}
+                "robustness_digits": len(self.digits), "robustness_people_spec": people.SPEC,
+                "robustness_people_digits": self.people.shape[1]}
 
 
 def build_suite(held_out: Dataset, seed: int = 0, max_digits: int = 2000, people_digits: int | None = None) -> Suite:

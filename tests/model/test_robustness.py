@@ -25,7 +25,8 @@ def test_the_suite_is_the_same_for_the_same_digits_and_seed(digits, suite):
     assert suite.images.shape == (len(COPIES), 250, 28, 28) and suite.images.dtype == np.uint8
     assert suite.people.shape == (len(PEOPLE), PEOPLE_DIGITS, 28, 28) and suite.people.dtype == np.uint8
     assert suite.tags() == {"robustness_spec": SPEC, "robustness_seed": 0, "robustness_digest": suite.digest[:16],
-                            "robustness_digits": 250, "robustness_people_digits": PEOPLE_DIGITS}
+                            "robustness_digits": 250, "robustness_people_spec": "digitpipe-people-v2",
+                            "robustness_people_digits": PEOPLE_DIGITS}
 
 
 def test_at_most_max_digits_are_kept(digits):
