@@ -23,7 +23,6 @@ from _common import ROOT, data_parser, data_path
 
 from digitpipe import people
 from digitpipe.data import load_dataset, split_by_protocol
-from digitpipe.data.pictures import PictureError, to_mnist_form
 from digitpipe.export import export_onnx
 from digitpipe.onnx_scorer import OnnxScorer
 from digitpipe.records.specs import spec_for
@@ -111,14 +110,7 @@ def _load_digits() -> tuple[np.ndarray, np.ndarray]:
     bunch = load_digits()
     framed = np.pad(bunch.images * 255 / 16, ((0, 0), (2, 2), (2, 2))).astype(np.uint8)
     big = [np.asarray(Image.fromarray(img).resize((96, 96), Image.Resampling.BILINEAR)) for img in framed]
-    return np.stack([_read(img) for img in big]), bunch.target
-
-
-def _read(grey: np.ndarray) -> np.ndarray:
-    try:
-        return to_mnist_form(grey)
-    except PictureError:
-        return np.zeros((28, 28), np.uint8)
+    return np.stack([people.mnist_form(img) for img in big]), bunch.target
 
 
 def _row(path: Path, sets: dict) -> list[float]:

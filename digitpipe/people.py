@@ -196,8 +196,17 @@ def _png(grey: np.ndarray) -> bytes:
 def read_as_service(data: bytes) -> np.ndarray:
     """A picture's bytes as the service reads them: 28x28 MNIST form, or all black if it finds no digit there."""
     try:
-        return to_mnist_form(read_picture(data))
-    except PictureError:  # read as blank by the service too: a wrong answer for any label
+        return mnist_form(read_picture(data))
+    except PictureError:  # a damaged picture: the service refuses it, a wrong answer for any label
+        return np.zeros((28, 28), np.uint8)
+
+
+def mnist_form(grey: np.ndarray) -> np.ndarray:
+    """A grey picture in MNIST's form (to_mnist_form), or all black where the reader finds no digit (the service
+    answers that it is blank: a wrong answer for any label)."""
+    try:
+        return to_mnist_form(grey)
+    except PictureError:
         return np.zeros((28, 28), np.uint8)
 
 
@@ -310,7 +319,4 @@ def written(strokes: list[np.ndarray], style: str, rng: np.random.Generator) -> 
         if style == "shaky":
             points = _with_tremor(_resampled(points, rng.uniform(2, 4)), rng.uniform(0.8, 1.6), rng)
         paths.append(points)
-    try:
-        return to_mnist_form(ink_of(paths, CANVAS, pen * scale))
-    except PictureError:
-        return np.zeros((28, 28), np.uint8)
+    return mnist_form(ink_of(paths, CANVAS, pen * scale))

@@ -36,8 +36,7 @@ class Robustness:
         """For MLflow: accuracy per perturbation and per family of people's digits, robust accuracy, invariance
         rate."""
         return {**{f"perturbed_accuracy_{k}": v for k, v in self.accuracies.items()},
-                **{f"people_accuracy_{k}": v for k, v in self.people.items()},
-                "robust_accuracy": self.robust_accuracy, "invariance_rate": self.invariance_rate}
+                **self.people_tags(), "robust_accuracy": self.robust_accuracy, "invariance_rate": self.invariance_rate}
 
     def people_tags(self) -> dict[str, float]:
         """For the version's tags (its card reads them): accuracy per family of people's digits."""
